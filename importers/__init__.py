@@ -1,0 +1,34 @@
+"""strata importers: packages, sources and image package databases, into and out of the store.
+
+Entry points (each module documents its format):
+
+- :func:`importers.pkgcache.import_packages` — .deb/.rpm files into cache commits
+- :func:`importers.aptsource.load_catalogue` / :func:`importers.rpmmd.load_catalogue`
+- :func:`importers.sources.sources_from_commit` / :func:`importers.sources.parse_spec`
+- :func:`read_installed` — what a commit already has, from its own package database
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from importers.model import PackageMeta, PackageType
+
+if TYPE_CHECKING:
+    from store.repo import Repo
+
+__all__ = ["PackageMeta", "PackageType", "read_installed"]
+
+
+def read_installed(repo: Repo, rev: str, *, with_files: bool = True
+                   ) -> tuple[PackageType | None, list[PackageMeta]]:
+    """The package database kind found in commit ``rev`` and its packages ((None, []) if none)."""
+    from importers import dpkgdb, rpmdb
+    from importers.treeread import CommitReader
+
+    reader = CommitReader(repo, rev)
+    if rpmdb.find_db(reader) is not None:
+        return PackageType.RPM, rpmdb.read_installed(repo, rev, with_files=with_files)
+    if dpkgdb.find_db(reader) is not None:
+        return PackageType.DEB, dpkgdb.read_installed(repo, rev, with_files=with_files)
+    return None, []

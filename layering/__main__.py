@@ -1,0 +1,5 @@
+"""``python -m layering`` runs the ``strata`` command."""
+
+from layering.cli import main
+
+main()

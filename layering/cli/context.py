@@ -1,0 +1,50 @@
+"""The root click group and the state it hands to sub-commands."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import click
+
+
+@dataclass(frozen=True)
+class Context:
+    """Global options, resolved once."""
+
+    repo_path: Path | None
+    sysroot: Path
+    json: bool
+    quiet: bool
+    verbose: bool
+
+    @property
+    def repo(self) -> Path:
+        """The repository path: ``--repo``, ``$STRATA_REPO``, else ``SYSROOT/ostree/repo``."""
+        return self.repo_path if self.repo_path is not None else self.sysroot / "ostree" / "repo"
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--repo", "repo_path", type=click.Path(path_type=Path), default=None,
+              help="Object repository (default $STRATA_REPO, else SYSROOT/ostree/repo).")
+@click.option("--sysroot", type=click.Path(path_type=Path), default=None,
+              help="Physical root holding ostree/ and boot/ (default $STRATA_SYSROOT, else /).")
+@click.option("--json", "json_", is_flag=True, help="Machine-readable output where supported.")
+@click.option("-q", "--quiet", is_flag=True, help="Less on stderr.")
+@click.option("-v", "--verbose", is_flag=True, help="More on stderr; tracebacks on errors.")
+@click.pass_context
+def cli(
+    ctx: click.Context, repo_path: Path | None, sysroot: Path | None, json_: bool,
+    quiet: bool, verbose: bool,
+) -> None:
+    """strata: OSTree-format images with client-side package layering."""
+    if repo_path is None and os.environ.get("STRATA_REPO"):
+        repo_path = Path(os.environ["STRATA_REPO"])
+    if sysroot is None:
+        sysroot = Path(os.environ.get("STRATA_SYSROOT", "/"))
+    ctx.obj = Context(repo_path=repo_path, sysroot=sysroot, json=json_, quiet=quiet,
+                      verbose=verbose)
+
+
+pass_ctx = click.make_pass_decorator(Context)

@@ -1,0 +1,5 @@
+"""strata pkg commands."""
+
+from __future__ import annotations
+
+from layering.cli.context import cli  # noqa: F401

@@ -1,0 +1,220 @@
+"""strata store commands: init, commit, checkout, refs, log, show, ls, cat, diff, fsck, prune."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+import click
+
+from layering.cli.context import Context, cli, pass_ctx
+from store import inspect
+from store.checkout import checkout as do_checkout
+from store.commit import AUTO, commit_directory
+from store.errors import ToolError
+from store.fsck import fsck as do_fsck
+from store.prune import prune as do_prune
+from store.repo import Repo, RepoMode
+
+
+class FsckFailed(ToolError):
+    """fsck found problems (already listed on stdout)."""
+
+
+def _json(data: object) -> None:
+    click.echo(json.dumps(data, indent=2, sort_keys=False))
+
+
+def _date(ts: int) -> str:
+    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%d %H:%M:%S +0000")
+
+
+def _warn(c: Context, text: str) -> None:
+    if not c.quiet:
+        click.echo(f"warning: {text}", err=True)
+
+
+@cli.command()
+@click.option("--mode", type=click.Choice(["bare", "bare-user", "archive"]), default="bare")
+@pass_ctx
+def init(c: Context, mode: str) -> None:
+    """Create a repository."""
+    Repo.init(c.repo, RepoMode.parse(mode))
+
+
+def _kv(values: tuple[str, ...]) -> list[tuple[str, str]]:
+    pairs = []
+    for v in values:
+        if "=" not in v:
+            raise click.UsageError(f"--add-metadata needs KEY=VALUE, got '{v}'")
+        k, _, val = v.partition("=")
+        pairs.append((k, val))
+    return pairs
+
+
+@cli.command()
+@click.option("-b", "--branch", required=True)
+@click.option("-s", "--subject", default="")
+@click.option("--body", default="")
+@click.option("--add-metadata", "metadata", multiple=True, metavar="KEY=VALUE")
+@click.option("--parent", default=None, metavar="CSUM|none")
+@click.option("--timestamp", type=int, default=None)
+@click.option("--sign-key", type=click.Path(path_type=Path), default=None)
+@click.option("--owner-uid", type=int, default=None)
+@click.option("--owner-gid", type=int, default=None)
+@click.argument("directory", type=click.Path(path_type=Path))
+@pass_ctx
+def commit(c: Context, branch: str, subject: str, body: str, metadata: tuple[str, ...],
+           parent: str | None, timestamp: int | None, sign_key: Path | None,
+           owner_uid: int | None, owner_gid: int | None, directory: Path) -> None:
+    """Commit a directory tree; print the commit checksum."""
+    repo = Repo.open(c.repo)
+    par = AUTO if parent is None else (None if parent == "none" else parent)
+    result = commit_directory(repo, directory, branch=branch, subject=subject, body=body,
+                              timestamp=timestamp, metadata=_kv(metadata), parent=par,
+                              owner_uid=owner_uid, owner_gid=owner_gid)
+    if sign_key is not None:
+        from store.sign import sign_commit
+
+        sign_commit(repo, result.checksum, sign_key)
+    for p in result.skipped:
+        _warn(c, f"skipped special file (not a regular file, symlink or directory): /{p}")
+    click.echo(result.checksum)
+
+
+@cli.command()
+@click.option("--subpath", default=None)
+@click.option("--user-mode", "-U", is_flag=True)
+@click.option("--copy", is_flag=True)
+@click.argument("ref")
+@click.argument("dest", type=click.Path(path_type=Path))
+@pass_ctx
+def checkout(c: Context, subpath: str | None, user_mode: bool, copy: bool, ref: str,
+             dest: Path) -> None:
+    """Materialize a commit at DEST."""
+    do_checkout(Repo.open(c.repo), ref, dest, subpath=subpath, user_mode=user_mode, copy=copy)
+
+
+@cli.command()
+@pass_ctx
+def refs(c: Context) -> None:
+    """List refs (remote ones as remote:ref)."""
+    found = Repo.open(c.repo).list_refs()
+    if c.json:
+        _json(found)
+        return
+    for name in found:
+        click.echo(name)
+
+
+@cli.command()
+@click.argument("ref")
+@pass_ctx
+def log(c: Context, ref: str) -> None:
+    """Show the history of REF, newest first."""
+    entries = inspect.log(Repo.open(c.repo), ref)
+    if c.json:
+        _json([inspect.commit_to_dict(csum, cm) for csum, cm in entries])
+        return
+    for csum, cm in entries:
+        click.echo(f"commit {csum}")
+        if cm.parent:
+            click.echo(f"Parent:  {cm.parent}")
+        click.echo(f"Date:  {_date(cm.timestamp)}")
+        if "version" in cm.metadata:
+            click.echo(f"Version: {cm.meta_value('version')}")
+        click.echo(f"\n    {cm.subject}\n")
+        if cm.body:
+            click.echo("".join(f"    {line}\n" for line in cm.body.splitlines()))
+
+
+@cli.command()
+@click.argument("ref")
+@pass_ctx
+def show(c: Context, ref: str) -> None:
+    """Show one commit: checksum, parent, subject, body, timestamp, metadata."""
+    repo = Repo.open(c.repo)
+    csum = repo.resolve(ref)
+    d = inspect.commit_to_dict(csum, repo.load_commit(csum))
+    if c.json:
+        _json(d)
+        return
+    click.echo(f"commit {csum}")
+    if d["parent"]:
+        click.echo(f"Parent:  {d['parent']}")
+    click.echo(f"Date:  {_date(d['timestamp'])}")
+    for k, v in d["metadata"].items():
+        click.echo(f"Metadata: {k} = {json.dumps(v)}")
+    click.echo(f"\n    {d['subject']}\n")
+    if d["body"]:
+        click.echo("".join(f"    {line}\n" for line in d["body"].splitlines()))
+
+
+@cli.command()
+@click.option("-R", "--recursive", is_flag=True)
+@click.argument("ref")
+@click.argument("path", default="/")
+@pass_ctx
+def ls(c: Context, recursive: bool, ref: str, path: str) -> None:
+    """List a directory of a commit: mode, uid, gid, size, checksum, path."""
+    entries = inspect.ls(Repo.open(c.repo), ref, path, recursive=recursive)
+    if c.json:
+        _json([e.to_dict() for e in entries])
+        return
+    for e in entries:
+        link = f" -> {e.symlink}" if e.symlink else ""
+        click.echo(f"{inspect.mode_string(e.mode)} {e.uid} {e.gid} {e.size:6d} "
+                   f"{e.checksum} {e.path}{link}")
+
+
+@cli.command()
+@click.argument("ref")
+@click.argument("path")
+@pass_ctx
+def cat(c: Context, ref: str, path: str) -> None:
+    """Write a file's content to stdout."""
+    with inspect.cat(Repo.open(c.repo), ref, path) as stream:
+        shutil.copyfileobj(stream, sys.stdout.buffer, 1 << 20)
+
+
+@cli.command()
+@click.argument("a")
+@click.argument("b")
+@pass_ctx
+def diff(c: Context, a: str, b: str) -> None:
+    """Tree difference between two commits: A/D/M path, sorted."""
+    for kind, path in inspect.diff(Repo.open(c.repo), a, b):
+        click.echo(f"{kind} {path}")
+
+
+@cli.command()
+@pass_ctx
+def fsck(c: Context) -> None:
+    """Re-hash every object and check every reference; exit 1 on any problem."""
+    report = do_fsck(Repo.open(c.repo))
+    for p in report.problems:
+        click.echo(p)
+    if not report.ok:
+        first = report.problems[0]
+        more = f" (and {len(report.problems) - 1} more)" if len(report.problems) > 1 else ""
+        raise FsckFailed(f"fsck: {first}{more}")
+    if not c.quiet:
+        click.echo(f"checked {report.commits} commits, {report.objects} objects: no problems",
+                   err=True)
+
+
+@cli.command()
+@click.option("--refs-only", is_flag=True)
+@click.option("--depth", type=int, default=-1)
+@click.option("--keep-younger-than", default=None, metavar="DATE")
+@pass_ctx
+def prune(c: Context, refs_only: bool, depth: int, keep_younger_than: str | None) -> None:
+    """Delete unreachable objects; print counts and bytes freed."""
+    r = do_prune(Repo.open(c.repo), refs_only=refs_only, depth=depth,
+                 keep_younger_than=keep_younger_than)
+    click.echo(f"Total objects: {r.total}")
+    click.echo(f"Deleted {r.deleted} objects, {r.freed} bytes freed" if r.deleted
+               else "No unreachable objects")

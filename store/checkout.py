@@ -1,0 +1,149 @@
+"""Commit -> directory.
+
+Files are hardlinked from the object store where the mode allows it (a
+``bare`` repository without ``user_mode``, or ``bare-user`` with it), as
+``ostree checkout`` does; otherwise content is copied and metadata applied.
+Regular files get mtime 0, OSTree's fixed timestamp.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+
+from store.errors import InputError, ObjectNotFound
+from store.fsutil import rmtree
+from store.objects import DirMeta, FileMeta, ObjectType, decode_dirmeta_variant
+from store.repo import OSTREEMETA_XATTR, Repo, RepoMode
+
+
+@dataclass(frozen=True)
+class _Options:
+    link: bool
+    user_mode: bool
+
+
+def find_subpath(repo: Repo, root_tree: str, root_meta: str, subpath: str
+                 ) -> tuple[str, str] | tuple[str, None]:
+    """Locate ``subpath`` in a tree: (tree, meta) for a directory, (file csum, None) for a file."""
+    tree, meta = root_tree, root_meta
+    parts = [p for p in subpath.strip("/").split("/") if p and p != "."]
+    for i, name in enumerate(parts):
+        dt = repo.load_dirtree(tree)
+        sub = next((d for d in dt.dirs if d[0] == name), None)
+        if sub is not None:
+            tree, meta = sub[1], sub[2]
+            continue
+        f = next((c for n, c in dt.files if n == name), None)
+        if f is not None and i == len(parts) - 1:
+            return f, None
+        raise ObjectNotFound(f"no such path '{subpath}' in commit")
+    return tree, meta
+
+
+def checkout(repo: Repo, rev: str, dest: str | os.PathLike[str], *, subpath: str | None = None,
+             user_mode: bool = False, copy: bool = False) -> None:
+    """Materialize commit ``rev`` (or ``subpath`` of it) at ``dest``.
+
+    ``dest`` must be absent or an empty directory.  On failure nothing is left
+    at ``dest`` that this call created.
+    """
+    dest = Path(dest)
+    commit = repo.load_commit(repo.resolve(rev))
+    obj, meta = commit.root_tree, commit.root_meta
+    if subpath:
+        obj, meta = find_subpath(repo, obj, meta, subpath)  # type: ignore[assignment]
+    existed = _check_dest(dest)
+    link = not copy and ((repo.mode is RepoMode.BARE and not user_mode)
+                         or (repo.mode is RepoMode.BARE_USER and user_mode))
+    opts = _Options(link=link, user_mode=user_mode)
+    try:
+        if meta is None:
+            _file(repo, obj, str(dest), opts)
+        else:
+            _dir(repo, obj, repo.load_dirmeta(meta), str(dest), opts, exists=existed)
+    except BaseException:
+        if existed:
+            for child in dest.iterdir():
+                rmtree(child)
+        else:
+            rmtree(dest)
+        raise
+
+
+def _check_dest(dest: Path) -> bool:
+    if os.path.lexists(dest):
+        if not dest.is_dir() or dest.is_symlink():
+            raise InputError(f"checkout destination exists and is not a directory: {dest}")
+        if any(dest.iterdir()):
+            raise InputError(f"checkout destination is not empty: {dest}")
+        return True
+    if not dest.parent.is_dir():
+        raise InputError(f"parent of checkout destination does not exist: {dest.parent}")
+    return False
+
+
+def _apply_dir_meta(path: str, meta: DirMeta, opts: _Options) -> None:
+    if opts.user_mode:
+        os.chmod(path, stat.S_IMODE(meta.mode) & ~(stat.S_ISUID | stat.S_ISGID) | stat.S_IRWXU)
+        return
+    os.chown(path, meta.uid, meta.gid)
+    os.chmod(path, stat.S_IMODE(meta.mode))
+    for k, v in meta.xattrs:
+        os.setxattr(path, k, v)
+
+
+def _dir(repo: Repo, tree_csum: str, meta: DirMeta, path: str, opts: _Options,
+         *, exists: bool = False) -> None:
+    if not exists:
+        os.mkdir(path, 0o700)
+    tree = repo.load_dirtree(tree_csum)
+    for name, csum in tree.files:
+        _file(repo, csum, f"{path}/{name}", opts)
+    for name, sub_tree, sub_meta in tree.dirs:
+        _dir(repo, sub_tree, repo.load_dirmeta(sub_meta), f"{path}/{name}", opts)
+    _apply_dir_meta(path, meta, opts)
+
+
+def _file(repo: Repo, csum: str, path: str, opts: _Options) -> None:
+    if opts.link:
+        obj = repo._find(csum, ObjectType.FILE)
+        if repo.mode is not RepoMode.BARE_USER or not _bare_user_symlink(obj):
+            os.link(obj, path, follow_symlinks=False)
+            return
+    meta, stream = repo.open_file(csum)
+    if stream is None:
+        os.symlink(meta.symlink, path)
+        if not opts.user_mode:
+            os.lchown(path, meta.uid, meta.gid)
+            _set_xattrs(path, meta, follow=False)
+        return
+    with stream, open(path, "xb") as out:
+        shutil.copyfileobj(stream, out, 1 << 20)
+        _apply_file_meta(out.fileno(), meta, opts)
+
+
+def _bare_user_symlink(obj: Path) -> bool:
+    """bare-user stores symlinks as regular files; their real mode is in user.ostreemeta."""
+    raw = os.getxattr(obj, OSTREEMETA_XATTR)
+    return stat.S_ISLNK(decode_dirmeta_variant(raw)[2])
+
+
+def _apply_file_meta(fd: int, meta: FileMeta, opts: _Options) -> None:
+    mode = stat.S_IMODE(meta.mode)
+    if opts.user_mode:
+        os.fchmod(fd, mode & ~(stat.S_ISUID | stat.S_ISGID))
+    else:
+        os.fchown(fd, meta.uid, meta.gid)
+        os.fchmod(fd, mode)
+        for k, v in meta.xattrs:
+            os.setxattr(fd, k, v)
+    os.utime(fd, (0, 0))
+
+
+def _set_xattrs(path: str, meta: FileMeta, *, follow: bool) -> None:
+    for k, v in meta.xattrs:
+        os.setxattr(path, k, v, follow_symlinks=follow)

@@ -1,0 +1,47 @@
+"""The one subprocess wrapper: argv lists only, stderr captured, failures typed."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+from collections.abc import Mapping, Sequence
+
+from store.errors import CommandError
+
+
+def run(
+    argv: Sequence[str | os.PathLike[str]],
+    *,
+    check: bool = True,
+    input: bytes | None = None,
+    env: Mapping[str, str] | None = None,
+    cwd: str | os.PathLike[str] | None = None,
+    timeout: float | None = None,
+    capture_stdout: bool = True,
+) -> subprocess.CompletedProcess[bytes]:
+    """Run ``argv`` and return the completed process.
+
+    With ``check`` a non-zero exit raises :class:`CommandError` carrying the
+    command line, the exit code and the last lines of stderr.
+    """
+    args = [os.fspath(a) for a in argv]
+    try:
+        proc = subprocess.run(
+            args,
+            input=input,
+            env=dict(env) if env is not None else None,
+            cwd=cwd,
+            timeout=timeout,
+            stdout=subprocess.PIPE if capture_stdout else None,
+            stderr=subprocess.PIPE,
+        )
+    except FileNotFoundError as e:
+        raise CommandError(shlex.join(args), 127, f"{args[0]}: not found") from e
+    except subprocess.TimeoutExpired as e:
+        tail = (e.stderr or b"").decode(errors="replace").strip()[-500:]
+        raise CommandError(shlex.join(args), -9, f"timed out after {timeout}s {tail}".strip()) from e
+    if check and proc.returncode != 0:
+        tail = proc.stderr.decode(errors="replace").strip().splitlines()[-5:]
+        raise CommandError(shlex.join(args), proc.returncode, " | ".join(tail))
+    return proc

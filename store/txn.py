@@ -1,0 +1,313 @@
+"""Write transactions: objects are staged in ``tmp/staging-*``, synced, then published.
+
+Publishing links each staged object into ``objects/`` without replacing an
+existing one (an existing name is a deduplication hit), syncs the
+filesystem, and only then writes refs, each atomically.  A transaction that
+is killed leaves at most a staging directory (removed by the next
+:meth:`Repo.open`) and unreferenced complete objects, never a ref pointing
+at a missing object.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import fcntl
+import hashlib
+import os
+import stat
+import tempfile
+import zlib
+from pathlib import Path
+from types import TracebackType
+from typing import IO, TYPE_CHECKING, BinaryIO
+
+from store import refs as refs_mod
+from store.errors import CorruptObject, RepoError
+from store.fsutil import link_noreplace, rmtree
+from store.objects import (
+    FileMeta, ObjectType, archive_header, checksum_bytes, encode_dirmeta_variant, file_header,
+    loose_path, parse_header,
+)
+
+if TYPE_CHECKING:
+    from store.repo import Repo
+
+CHUNK = 1 << 20
+SMALL_FILE = 4 << 20
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def fail_point(name: str) -> None:
+    """Crash the process here when ``STRATA_TEST_FAIL_AT`` names this point (tests only)."""
+    if os.environ.get("STRATA_TEST_FAIL_AT") == name:
+        os._exit(111)
+
+
+def syncfs(path: Path) -> None:
+    """Flush every dirty page of the filesystem holding ``path``."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        if _libc.syncfs(fd) != 0:
+            os.sync()
+    finally:
+        os.close(fd)
+
+
+def clean_stale_staging(repo: Repo) -> None:
+    """Remove staging directories whose transaction is no longer alive."""
+    try:
+        names = os.listdir(repo.tmp_dir)
+    except FileNotFoundError:
+        return
+    for name in names:
+        if not name.startswith("staging-"):
+            continue
+        d = repo.tmp_dir / name
+        try:
+            fd = os.open(d / ".lock", os.O_RDONLY)
+        except FileNotFoundError:
+            rmtree(d)
+            continue
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            continue
+        finally:
+            os.close(fd)
+        rmtree(d)
+
+
+class Transaction:
+    """Stage objects and refs; publish them all on successful exit, nothing on failure."""
+
+    def __init__(self, repo: Repo) -> None:
+        self.repo = repo
+        self._staged: dict[tuple[str, ObjectType], Path] = {}
+        self._subdirs: set[str] = set()
+        self._refs: dict[str, str | None] = {}
+        self._lock_cm: contextlib.AbstractContextManager[None] | None = None
+        self._lockfd = -1
+        self.dir = Path()
+        self.written = 0
+
+    def __enter__(self) -> Transaction:
+        if self.repo._txn is not None:
+            raise RepoError("a transaction is already open on this repository")
+        self._lock_cm = self.repo.lock()
+        self._lock_cm.__enter__()
+        self.dir = Path(tempfile.mkdtemp(prefix="staging-", dir=self.repo.tmp_dir))
+        self._lockfd = os.open(self.dir / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+        fcntl.flock(self._lockfd, fcntl.LOCK_EX)
+        self.repo._txn = self
+        return self
+
+    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        try:
+            if et is None:
+                self._publish()
+        finally:
+            self.repo._txn = None
+            rmtree(self.dir)
+            os.close(self._lockfd)
+            assert self._lock_cm is not None
+            self._lock_cm.__exit__(et, ev, tb)
+
+    # ---- lookups -------------------------------------------------------------------
+
+    def has_staged(self, csum: str, objtype: ObjectType) -> bool:
+        return (csum, objtype) in self._staged
+
+    def staged_path(self, csum: str, objtype: ObjectType) -> Path | None:
+        return self._staged.get((csum, objtype))
+
+    # ---- writing -------------------------------------------------------------------
+
+    def set_ref(self, refspec: str, csum: str | None) -> None:
+        """Move ``refspec`` to ``csum`` (None deletes it) when the transaction commits."""
+        refs_mod.ref_path(self.repo.path, refspec)
+        self._refs[refspec] = csum
+
+    def write_metadata(self, objtype: ObjectType, data: bytes) -> str:
+        """Store a metadata object; return its checksum."""
+        csum = checksum_bytes(data)
+        if not self.repo.has(csum, objtype):
+            tmp = self._tmpfile()
+            with open(tmp, "wb") as f:
+                f.write(data)
+            self._stage(tmp, csum, objtype)
+        return csum
+
+    def write_file(self, meta: FileMeta, content: bytes | BinaryIO | IO[bytes] | None,
+                   size: int | None = None) -> str:
+        """Store a content object from bytes or a stream (None for a symlink); return its checksum."""
+        header = file_header(meta)
+        if meta.is_symlink or content is None:
+            content = b""
+        if isinstance(content, bytes | bytearray | memoryview):
+            csum = hashlib.sha256(header + bytes(content)).hexdigest()
+            if not self.repo.has(csum, ObjectType.FILE):
+                self._stage(self._store_bytes(meta, bytes(content)), csum, ObjectType.FILE)
+            return csum
+        return self._write_stream(meta, header, content)
+
+    def write_file_from_path(self, path: str | os.PathLike[str], meta: FileMeta) -> str:
+        """Store the content of the regular file ``path`` with ``meta``; return its checksum."""
+        if meta.is_symlink:
+            return self.write_file(meta, None)
+        with open(path, "rb") as f:
+            if os.fstat(f.fileno()).st_size <= SMALL_FILE:
+                return self.write_file(meta, f.read())
+            return self._write_stream(meta, file_header(meta), f)
+
+    def write_raw_object(self, csum: str, objtype: ObjectType, data: bytes) -> None:
+        """Store an object received from elsewhere (archive ``.filez`` bytes for files).
+
+        The object is verified against ``csum`` first; a mismatch raises CorruptObject.
+        """
+        if objtype is not ObjectType.FILE:
+            if checksum_bytes(data) != csum:
+                raise CorruptObject(f"{objtype.value} object {csum} does not match its checksum")
+            if objtype is ObjectType.COMMIT_META:
+                self._stage_bytes(data, csum, objtype)
+            elif not self.repo.has(csum, objtype):
+                self._stage_bytes(data, csum, objtype)
+            return
+        meta, size, hlen = parse_header(data, archive=True)
+        content = b"" if meta.is_symlink else _inflate_exact(data[hlen:], size, csum)
+        actual = hashlib.sha256(file_header(meta) + content).hexdigest()
+        if actual != csum:
+            raise CorruptObject(f"file object {csum} does not match its checksum (got {actual})")
+        if self.repo.has(csum, ObjectType.FILE):
+            return
+        if self.repo.is_archive:
+            self._stage_bytes(data, csum, objtype)
+        else:
+            self._stage(self._store_bytes(meta, content), csum, ObjectType.FILE)
+
+    # ---- internals -----------------------------------------------------------------
+
+    def _tmpfile(self) -> Path:
+        fd, name = tempfile.mkstemp(prefix="tmp-", dir=self.dir)
+        os.close(fd)
+        return Path(name)
+
+    def _stage_bytes(self, data: bytes, csum: str, objtype: ObjectType) -> None:
+        tmp = self._tmpfile()
+        tmp.write_bytes(data)
+        self._stage(tmp, csum, objtype)
+
+    def _stage(self, tmp: Path, csum: str, objtype: ObjectType) -> None:
+        rel = loose_path(csum, objtype, archive=self.repo.is_archive)
+        sub = rel[:2]
+        if sub not in self._subdirs:
+            (self.dir / sub).mkdir(exist_ok=True)
+            self._subdirs.add(sub)
+        dest = self.dir / rel
+        os.replace(tmp, dest)
+        self._staged[(csum, objtype)] = dest
+        self.written += 1
+
+    def _store_bytes(self, meta: FileMeta, content: bytes) -> Path:
+        """Write a file object in this repository's on-disk form; return the temp path."""
+        mode = self.repo.mode.value
+        if mode == "archive-z2":
+            tmp = self._tmpfile()
+            z = zlib.compressobj(6, zlib.DEFLATED, -15)
+            body = b"" if meta.is_symlink else z.compress(content) + z.flush()
+            tmp.write_bytes(archive_header(meta, len(content)) + body)
+            return tmp
+        if meta.is_symlink and mode == "bare":
+            tmp = self.dir / f"tmp-link-{os.urandom(8).hex()}"
+            os.symlink(meta.symlink, tmp)
+            os.lchown(tmp, meta.uid, meta.gid)
+            for k, v in meta.xattrs:
+                os.setxattr(tmp, k, v, follow_symlinks=False)
+            return tmp
+        tmp = self._tmpfile()
+        with open(tmp, "wb") as f:
+            f.write(meta.symlink.encode() + b"\0" if meta.is_symlink else content)
+            f.flush()
+            self._apply_meta(f.fileno(), meta)
+        return tmp
+
+    def _apply_meta(self, fd: int, meta: FileMeta) -> None:
+        """Give a flushed object file its on-disk metadata and OSTree's mtime of 0."""
+        if self.repo.mode.value == "bare":
+            os.fchown(fd, meta.uid, meta.gid)
+            os.fchmod(fd, stat.S_IMODE(meta.mode))
+            for k, v in meta.xattrs:
+                os.setxattr(fd, k, v)
+        else:
+            os.setxattr(fd, "user.ostreemeta",
+                        encode_dirmeta_variant(meta.uid, meta.gid, meta.mode, meta.xattrs))
+            if stat.S_ISREG(meta.mode):
+                os.fchmod(fd, (meta.mode & 0o775) | stat.S_IRUSR)
+            else:
+                os.fchmod(fd, 0o644)
+        os.utime(fd, (0, 0))
+
+    def _write_stream(self, meta: FileMeta, header: bytes, stream: BinaryIO | IO[bytes]) -> str:
+        h = hashlib.sha256(header)
+        tmp = self._tmpfile()
+        archive = self.repo.is_archive
+        z = zlib.compressobj(6, zlib.DEFLATED, -15)
+        size = 0
+        with open(tmp, "wb") as out:
+            if archive:
+                out.write(archive_header(meta, 0))
+            while chunk := stream.read(CHUNK):
+                h.update(chunk)
+                size += len(chunk)
+                out.write(z.compress(chunk) if archive else chunk)
+            if archive:
+                out.write(z.flush())
+                out.seek(0)
+                out.write(archive_header(meta, size))
+            else:
+                out.flush()
+                self._apply_meta(out.fileno(), meta)
+        csum = h.hexdigest()
+        if self.repo.has(csum, ObjectType.FILE):
+            tmp.unlink()
+        else:
+            self._stage(tmp, csum, ObjectType.FILE)
+        return csum
+
+    def _publish(self) -> None:
+        fail_point("before-publish")
+        objects = self.repo.objects_dir
+        if self._staged:
+            syncfs(self.repo.path)
+            made: set[str] = set()
+            for (csum, objtype), staged in self._staged.items():
+                sub = csum[:2]
+                if sub not in made:
+                    (objects / sub).mkdir(exist_ok=True)
+                    made.add(sub)
+                final = objects / loose_path(csum, objtype, archive=self.repo.is_archive)
+                if objtype is ObjectType.COMMIT_META:
+                    os.replace(staged, final)
+                else:
+                    link_noreplace(staged, final)
+            syncfs(self.repo.path)
+        fail_point("before-refs")
+        for refspec, csum in self._refs.items():
+            refs_mod.write_ref(self.repo.path, refspec, csum)
+
+
+def _inflate_exact(data: bytes, size: int, csum: str) -> bytes:
+    z = zlib.decompressobj(-15)
+    try:
+        out = z.decompress(data, size + 1)
+    except zlib.error as e:
+        raise CorruptObject(f"file object {csum} has a corrupt compressed stream: {e}") from None
+    if len(out) != size or not z.eof:
+        raise CorruptObject(f"file object {csum} is truncated or has trailing data")
+    return out
+
+
+__all__ = ["Transaction", "clean_stale_staging", "fail_point", "syncfs"]

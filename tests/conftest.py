@@ -1,0 +1,13 @@
+"""Fixtures shared by every test package."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.util import StrataRunner, run_strata
+
+
+@pytest.fixture
+def strata() -> StrataRunner:
+    """Run the real ``strata`` command in a subprocess; ``check=False`` to inspect failures."""
+    return run_strata

@@ -1,0 +1,67 @@
+"""Transactions publish all or nothing; a killed commit leaves a consistent repository."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from store.commit import commit_directory
+from store.errors import InputError
+from store.fsck import fsck
+from store.objects import FileMeta
+from store.repo import Repo, RepoMode
+
+
+def _src(tmp_path: Path, text: str) -> Path:
+    src = tmp_path / f"src-{text}"
+    src.mkdir()
+    (src / "f").write_text(text)
+    return src
+
+
+@pytest.mark.parametrize("point", ["before-publish", "before-refs"])
+def test_killed_commit_leaves_ref_and_repo_consistent(tmp_path: Path, strata, point: str) -> None:  # type: ignore[no-untyped-def]
+    repo = tmp_path / "repo"
+    strata("--repo", repo, "init")
+    first = strata("--repo", repo, "commit", "-b", "main", _src(tmp_path, "one")).stdout.strip()
+    proc = strata("--repo", repo, "commit", "-b", "main", _src(tmp_path, "two"), check=False,
+                  env={"STRATA_TEST_FAIL_AT": point})
+    assert proc.returncode != 0
+    assert (repo / "refs/heads/main").read_text().strip() == first
+    assert any(n.startswith("staging-") for n in os.listdir(repo / "tmp"))
+    r = Repo.open(repo)
+    assert not any(n.startswith("staging-") for n in os.listdir(repo / "tmp"))
+    assert fsck(r).ok
+    again = strata("--repo", repo, "commit", "-b", "main", _src(tmp_path, "again")).stdout.strip()
+    assert Repo.open(repo).load_commit(again).parent == first
+
+
+def test_exception_in_transaction_publishes_nothing(tmp_path: Path) -> None:
+    r = Repo.init(tmp_path / "repo", RepoMode.BARE)
+    with pytest.raises(RuntimeError), r.transaction() as txn:
+        txn.write_file(FileMeta(0, 0, 0o100644), b"data")
+        raise RuntimeError("boom")
+    assert list(r.iter_objects()) == []
+    assert os.listdir(tmp_path / "repo/tmp") == ["cache"]
+
+
+def test_commit_of_missing_directory_writes_nothing(tmp_path: Path) -> None:
+    r = Repo.init(tmp_path / "repo", RepoMode.ARCHIVE)
+    with pytest.raises(InputError):
+        commit_directory(r, tmp_path / "nope", branch="main")
+    assert list(r.iter_objects()) == [] and r.list_refs() == {}
+
+
+def test_large_file_streams_in_every_mode(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    blob = os.urandom(9 << 20)
+    (src / "big").write_bytes(blob)
+    for mode in RepoMode:
+        r = Repo.init(tmp_path / mode.value, mode)
+        c = commit_directory(r, src, branch="b").checksum
+        csum = dict(r.load_dirtree(r.load_commit(c).root_tree).files)["big"]
+        assert r.load_file(csum)[1] == blob
+        assert fsck(r).ok
