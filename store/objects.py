@@ -13,10 +13,11 @@ import stat
 import struct
 from dataclasses import dataclass, field
 from enum import StrEnum
+from functools import lru_cache
 from typing import Any
 
 from store.errors import CorruptObject
-from store.gvariant import Variant, decode, encode
+from store.gvariant import Variant, _frame, decode, encode
 
 Xattrs = tuple[tuple[bytes, bytes], ...]
 
@@ -103,6 +104,7 @@ class FileMeta:
                                         0, self.symlink, _xattrs_to_gv(self.xattrs)))
 
 
+@lru_cache(maxsize=4096)
 def file_header(meta: FileMeta) -> bytes:
     """The length-prefixed header that starts a file object's checksum input."""
     v = meta.header_variant()
@@ -168,6 +170,64 @@ def _strcmp_key(name: str) -> bytes:
     return name.encode()
 
 
+def _entry(name: str, sums: bytes, split: int | None = None) -> bytes:
+    """A ``(say)`` or ``(sayay)`` element: name, checksum(s), framing offsets reversed."""
+    nb = name.encode() + b"\0"
+    offsets = [len(nb)] if split is None else [len(nb) + split, len(nb)]
+    return _frame(bytearray(nb + sums), offsets)
+
+
+def _frame_array(items: list[bytes]) -> bytes:
+    body = bytearray()
+    ends = []
+    for it in items:
+        body += it
+        ends.append(len(body))
+    return _frame(body, ends)
+
+
+def _osize(n: int) -> int:
+    return 0 if n == 0 else 1 if n <= 0xFF else 2 if n <= 0xFFFF else 4 if n <= 0xFFFFFFFF else 8
+
+
+def _off(buf: bytes, pos: int, size: int) -> int:
+    return int.from_bytes(buf[pos : pos + size], "little")
+
+
+def _split_pair(data: bytes) -> tuple[bytes, bytes]:
+    osz = _osize(len(data))
+    mid = _off(data, len(data) - osz, osz)
+    if not 0 <= mid <= len(data) - osz:
+        raise ValueError("bad tuple offset")
+    return data[:mid], data[mid : len(data) - osz]
+
+
+def _read_entries(arr: bytes, n_offsets: int) -> list[tuple[str, bytes]]:
+    """Elements of ``a(say)`` (one offset) or ``a(sayay)`` (two offsets)."""
+    if not arr:
+        return []
+    osz = _osize(len(arr))
+    table = _off(arr, len(arr) - osz, osz)
+    count, rem = divmod(len(arr) - table, osz)
+    if rem or table > len(arr):
+        raise ValueError("bad array framing")
+    out = []
+    start = 0
+    for i in range(count):
+        end = _off(arr, table + i * osz, osz)
+        el = arr[start:end]
+        eo = _osize(len(el))
+        name_end = _off(el, len(el) - eo, eo)
+        if name_end < 1 or el[name_end - 1] != 0:
+            raise ValueError("bad entry name")
+        sums = el[name_end : len(el) - n_offsets * eo]
+        if len(sums) != 32 * n_offsets:
+            raise ValueError("bad checksum length")
+        out.append((el[: name_end - 1].decode(), sums))
+        start = end
+    return out
+
+
 @dataclass(frozen=True)
 class DirTree:
     """A directory listing: files as (name, checksum), subdirs as (name, tree, meta)."""
@@ -178,19 +238,19 @@ class DirTree:
     def to_bytes(self) -> bytes:
         files = sorted(self.files, key=lambda e: _strcmp_key(e[0]))
         dirs = sorted(self.dirs, key=lambda e: _strcmp_key(e[0]))
-        return encode(DIRTREE_SIG, (
-            [(n, bytes.fromhex(c)) for n, c in files],
-            [(n, bytes.fromhex(t), bytes.fromhex(m)) for n, t, m in dirs],
-        ))
+        fa = _frame_array([_entry(n, bytes.fromhex(c)) for n, c in files])
+        da = _frame_array([_entry(n, bytes.fromhex(t) + bytes.fromhex(m), 32)
+                           for n, t, m in dirs])
+        return _frame(bytearray(fa + da), [len(fa)])
 
     @classmethod
     def from_bytes(cls, data: bytes) -> DirTree:
-        files, dirs = decode(DIRTREE_SIG, data)
-        for entry in files:
-            if len(entry[1]) != 32:
-                raise CorruptObject("dirtree entry with a bad checksum length")
-        return cls(tuple((n, c.hex()) for n, c in files),
-                   tuple((n, t.hex(), m.hex()) for n, t, m in dirs))
+        try:
+            files, dirs = _split_pair(data)
+            return cls(tuple((n, c.hex()) for n, c in _read_entries(files, 1)),
+                       tuple((n, c[:32].hex(), c[32:].hex()) for n, c in _read_entries(dirs, 2)))
+        except (ValueError, IndexError, UnicodeDecodeError) as e:
+            raise CorruptObject(f"malformed dirtree: {e}") from None
 
 
 @dataclass(frozen=True)

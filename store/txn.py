@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import errno
 import fcntl
 import hashlib
 import os
@@ -36,6 +37,37 @@ if TYPE_CHECKING:
 CHUNK = 1 << 20
 SMALL_FILE = 4 << 20
 _libc = ctypes.CDLL(None, use_errno=True)
+
+
+def _write_new(path: str, data: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+    try:
+        _write_all(fd, data)
+    finally:
+        os.close(fd)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+_RENAME_NOREPLACE = 1
+_AT_FDCWD = -100
+
+
+def rename_noreplace(src: str, dst: str) -> bool:
+    """Move ``src`` to ``dst`` unless ``dst`` exists (then ``src`` stays); True when moved."""
+    rc = _libc.renameat2(_AT_FDCWD, src.encode(), _AT_FDCWD, dst.encode(), _RENAME_NOREPLACE)
+    if rc == 0:
+        return True
+    err = ctypes.get_errno()
+    if err == errno.EEXIST:
+        return False
+    if err in (errno.EINVAL, errno.ENOSYS):
+        return link_noreplace(src, dst)
+    raise OSError(err, os.strerror(err), dst)
 
 
 def fail_point(name: str) -> None:
@@ -92,6 +124,7 @@ class Transaction:
         self._lockfd = -1
         self.dir = Path()
         self.written = 0
+        self._counter = 0
 
     def __enter__(self) -> Transaction:
         if self.repo._txn is not None:
@@ -135,10 +168,7 @@ class Transaction:
         """Store a metadata object; return its checksum."""
         csum = checksum_bytes(data)
         if not self.repo.has(csum, objtype):
-            tmp = self._tmpfile()
-            with open(tmp, "wb") as f:
-                f.write(data)
-            self._stage(tmp, csum, objtype)
+            self._stage_bytes(data, csum, objtype)
         return csum
 
     def write_file(self, meta: FileMeta, content: bytes | BinaryIO | IO[bytes] | None,
@@ -148,9 +178,12 @@ class Transaction:
         if meta.is_symlink or content is None:
             content = b""
         if isinstance(content, bytes | bytearray | memoryview):
-            csum = hashlib.sha256(header + bytes(content)).hexdigest()
+            content = bytes(content)
+            h = hashlib.sha256(header)
+            h.update(content)
+            csum = h.hexdigest()
             if not self.repo.has(csum, ObjectType.FILE):
-                self._stage(self._store_bytes(meta, bytes(content)), csum, ObjectType.FILE)
+                self._store_new_file(meta, content, csum)
             return csum
         return self._write_stream(meta, header, content)
 
@@ -186,53 +219,59 @@ class Transaction:
         if self.repo.is_archive:
             self._stage_bytes(data, csum, objtype)
         else:
-            self._stage(self._store_bytes(meta, content), csum, ObjectType.FILE)
+            self._store_new_file(meta, content, csum)
 
     # ---- internals -----------------------------------------------------------------
 
     def _tmpfile(self) -> Path:
-        fd, name = tempfile.mkstemp(prefix="tmp-", dir=self.dir)
-        os.close(fd)
-        return Path(name)
+        self._counter += 1
+        return self.dir / f"tmp-{self._counter}"
 
     def _stage_bytes(self, data: bytes, csum: str, objtype: ObjectType) -> None:
-        tmp = self._tmpfile()
-        tmp.write_bytes(data)
-        self._stage(tmp, csum, objtype)
+        path = self._staging_path(csum, objtype)
+        _write_new(path, data)
+        self._record(csum, objtype, path)
 
-    def _stage(self, tmp: Path, csum: str, objtype: ObjectType) -> None:
-        rel = loose_path(csum, objtype, archive=self.repo.is_archive)
-        sub = rel[:2]
+    def _staging_path(self, csum: str, objtype: ObjectType) -> str:
+        sub = csum[:2]
         if sub not in self._subdirs:
-            (self.dir / sub).mkdir(exist_ok=True)
+            os.makedirs(f"{self.dir}/{sub}", exist_ok=True)
             self._subdirs.add(sub)
-        dest = self.dir / rel
-        os.replace(tmp, dest)
-        self._staged[(csum, objtype)] = dest
+        return f"{self.dir}/{loose_path(csum, objtype, archive=self.repo.is_archive)}"
+
+    def _record(self, csum: str, objtype: ObjectType, path: str) -> None:
+        self._staged[(csum, objtype)] = Path(path)
         self.written += 1
 
-    def _store_bytes(self, meta: FileMeta, content: bytes) -> Path:
-        """Write a file object in this repository's on-disk form; return the temp path."""
+    def _stage(self, tmp: Path, csum: str, objtype: ObjectType) -> None:
+        dest = self._staging_path(csum, objtype)
+        os.replace(tmp, dest)
+        self._record(csum, objtype, dest)
+
+    def _store_new_file(self, meta: FileMeta, content: bytes, csum: str) -> None:
+        """Write a file object in this repository's on-disk form straight to its staging name."""
+        path = self._staging_path(csum, ObjectType.FILE)
         mode = self.repo.mode.value
         if mode == "archive-z2":
-            tmp = self._tmpfile()
-            z = zlib.compressobj(6, zlib.DEFLATED, -15)
-            body = b"" if meta.is_symlink else z.compress(content) + z.flush()
-            tmp.write_bytes(archive_header(meta, len(content)) + body)
-            return tmp
-        if meta.is_symlink and mode == "bare":
-            tmp = self.dir / f"tmp-link-{os.urandom(8).hex()}"
-            os.symlink(meta.symlink, tmp)
-            os.lchown(tmp, meta.uid, meta.gid)
+            body = b""
+            if not meta.is_symlink:
+                z = zlib.compressobj(6, zlib.DEFLATED, -15)
+                body = z.compress(content) + z.flush()
+            _write_new(path, archive_header(meta, len(content)) + body)
+        elif meta.is_symlink and mode == "bare":
+            os.symlink(meta.symlink, path)
+            os.lchown(path, meta.uid, meta.gid)
             for k, v in meta.xattrs:
-                os.setxattr(tmp, k, v, follow_symlinks=False)
-            return tmp
-        tmp = self._tmpfile()
-        with open(tmp, "wb") as f:
-            f.write(meta.symlink.encode() + b"\0" if meta.is_symlink else content)
-            f.flush()
-            self._apply_meta(f.fileno(), meta)
-        return tmp
+                os.setxattr(path, k, v, follow_symlinks=False)
+        else:
+            data = meta.symlink.encode() + b"\0" if meta.is_symlink else content
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+            try:
+                _write_all(fd, data)
+                self._apply_meta(fd, meta)
+            finally:
+                os.close(fd)
+        self._record(csum, ObjectType.FILE, path)
 
     def _apply_meta(self, fd: int, meta: FileMeta) -> None:
         """Give a flushed object file its on-disk metadata and OSTree's mtime of 0."""
@@ -288,11 +327,11 @@ class Transaction:
                 if sub not in made:
                     (objects / sub).mkdir(exist_ok=True)
                     made.add(sub)
-                final = objects / loose_path(csum, objtype, archive=self.repo.is_archive)
+                final = f"{objects}/{loose_path(csum, objtype, archive=self.repo.is_archive)}"
                 if objtype is ObjectType.COMMIT_META:
                     os.replace(staged, final)
                 else:
-                    link_noreplace(staged, final)
+                    rename_noreplace(str(staged), final)
             syncfs(self.repo.path)
         fail_point("before-refs")
         for refspec, csum in self._refs.items():
