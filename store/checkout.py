@@ -51,11 +51,20 @@ def checkout(repo: Repo, rev: str, dest: str | os.PathLike[str], *, subpath: str
     ``dest`` must be absent or an empty directory.  On failure nothing is left
     at ``dest`` that this call created.
     """
-    dest = Path(dest)
     commit = repo.load_commit(repo.resolve(rev))
     obj, meta = commit.root_tree, commit.root_meta
     if subpath:
         obj, meta = find_subpath(repo, obj, meta, subpath)  # type: ignore[assignment]
+    checkout_tree(repo, obj, meta, dest, user_mode=user_mode, copy=copy)
+
+
+def checkout_tree(repo: Repo, obj: str, meta: str | None, dest: str | os.PathLike[str], *,
+                  user_mode: bool = False, copy: bool = False) -> None:
+    """Materialize a dirtree (``meta`` given) or a single file object at ``dest``.
+
+    Objects staged in the repository's open transaction can be checked out too.
+    """
+    dest = Path(dest)
     existed = _check_dest(dest)
     link = not copy and ((repo.mode is RepoMode.BARE and not user_mode)
                          or (repo.mode is RepoMode.BARE_USER and user_mode))
@@ -86,26 +95,69 @@ def _check_dest(dest: Path) -> bool:
     return False
 
 
-def _apply_dir_meta(path: str, meta: DirMeta, opts: _Options) -> None:
+def _apply_dir_meta(fd: int, meta: DirMeta, opts: _Options) -> None:
     if opts.user_mode:
-        os.chmod(path, stat.S_IMODE(meta.mode) & ~(stat.S_ISUID | stat.S_ISGID) | stat.S_IRWXU)
+        os.fchmod(fd, stat.S_IMODE(meta.mode) & ~(stat.S_ISUID | stat.S_ISGID) | stat.S_IRWXU)
         return
-    os.chown(path, meta.uid, meta.gid)
-    os.chmod(path, stat.S_IMODE(meta.mode))
+    os.fchown(fd, meta.uid, meta.gid)
+    os.fchmod(fd, stat.S_IMODE(meta.mode))
     for k, v in meta.xattrs:
-        os.setxattr(path, k, v)
+        os.setxattr(fd, k, v)
+
+
+class _Writer:
+    """One checkout: directory fds, a dirmeta cache, objects linked relative to objects/."""
+
+    def __init__(self, repo: Repo, opts: _Options) -> None:
+        self.repo = repo
+        self.opts = opts
+        self.metas: dict[str, DirMeta] = {}
+        self.ext = ".filez" if repo.is_archive else ".file"
+        self.bare_user = repo.mode is RepoMode.BARE_USER
+
+    def dirmeta(self, csum: str) -> DirMeta:
+        meta = self.metas.get(csum)
+        if meta is None:
+            meta = self.metas[csum] = self.repo.load_dirmeta(csum)
+        return meta
+
+    def directory(self, tree_csum: str, meta: DirMeta, path: str, *, exists: bool,
+                  objfd: int) -> None:
+        if not exists:
+            os.mkdir(path, 0o700)
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            tree = self.repo.load_dirtree(tree_csum)
+            for name, csum in tree.files:
+                if not (self.opts.link and self.link(csum, name, fd, objfd)):
+                    _file(self.repo, csum, f"{path}/{name}", self.opts)
+            for name, sub_tree, sub_meta in tree.dirs:
+                self.directory(sub_tree, self.dirmeta(sub_meta), f"{path}/{name}",
+                               exists=False, objfd=objfd)
+            _apply_dir_meta(fd, meta, self.opts)
+        finally:
+            os.close(fd)
+
+    def link(self, csum: str, name: str, fd: int, objfd: int) -> bool:
+        """Hardlink the object as ``name``; False when it must be copied instead."""
+        rel = f"{csum[:2]}/{csum[2:]}{self.ext}"
+        if self.bare_user and _bare_user_symlink(self.repo.objects_dir / rel):
+            return False
+        try:
+            os.link(rel, name, src_dir_fd=objfd, dst_dir_fd=fd, follow_symlinks=False)
+        except FileNotFoundError:
+            os.link(self.repo._find(csum, ObjectType.FILE), name, dst_dir_fd=fd,
+                    follow_symlinks=False)
+        return True
 
 
 def _dir(repo: Repo, tree_csum: str, meta: DirMeta, path: str, opts: _Options,
          *, exists: bool = False) -> None:
-    if not exists:
-        os.mkdir(path, 0o700)
-    tree = repo.load_dirtree(tree_csum)
-    for name, csum in tree.files:
-        _file(repo, csum, f"{path}/{name}", opts)
-    for name, sub_tree, sub_meta in tree.dirs:
-        _dir(repo, sub_tree, repo.load_dirmeta(sub_meta), f"{path}/{name}", opts)
-    _apply_dir_meta(path, meta, opts)
+    objfd = os.open(repo.objects_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        _Writer(repo, opts).directory(tree_csum, meta, path, exists=exists, objfd=objfd)
+    finally:
+        os.close(objfd)
 
 
 def _file(repo: Repo, csum: str, path: str, opts: _Options) -> None:
