@@ -10,14 +10,35 @@ Entry points (each module documents its format):
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from importers.model import PackageMeta, PackageType
 
 if TYPE_CHECKING:
     from store.repo import Repo
 
-__all__ = ["PackageMeta", "PackageType", "read_installed"]
+__all__ = ["PackageMeta", "PackageType", "get_reader", "read_installed", "read_package"]
+
+
+def get_reader(kind: PackageType) -> Callable[..., Any]:
+    """The package-file opener of an ecosystem: ``open_deb`` or ``open_rpm`` (``(path) -> pkg``
+    with ``.meta``)."""
+    if kind == PackageType.DEB:
+        from importers.deb import open_deb
+
+        return open_deb
+    from importers.rpm import open_rpm
+
+    return open_rpm
+
+
+def read_package(path: Path) -> PackageMeta:
+    """The record of a .deb or .rpm file, chosen by its magic bytes (the payload is not read)."""
+    from importers.pkgcache import file_sha256, open_package
+
+    return open_package(path, checksum=file_sha256(path)).meta
 
 
 def read_installed(repo: Repo, rev: str, *, with_files: bool = True

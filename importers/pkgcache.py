@@ -1,0 +1,309 @@
+"""The package cache: each package file imported once as its own commit under a cache ref.
+
+Cache refs follow rpm-ostree's ``rpmostree/pkg/NAME/EVR.ARCH`` with strata's
+prefix, each part escaped as rpm-ostree does (``[A-Za-z0-9.-]`` kept, ``_`` ->
+``__``, any other byte -> ``_XX``)::
+
+    refs/heads/strata/pkg/<NAME>/<EVR>.<ARCH>  ->  commit
+        tree      the package's files as packaged (usr/bin/jq, etc/foo.conf)
+        metadata  strata.package          JSON of PackageMeta (files, deps, scripts)
+                  strata.package.sha256   sha256 of the package file (re-import skipped
+                                          when it, the unpack version and owner map match)
+                  strata.package.type     "deb" | "rpm"
+                  strata.unpack-version   u32
+                  strata.owners           digest of the name->id map used
+                  strata.rpm.header       the rpm header blob (rpm only)
+
+All packages of one call share one transaction: on any error no cache ref
+moves and the staged objects are dropped (they live in the repository's tmp/).
+``repo/tmp/cache/pkgcache-index.json`` (sha256 of a package file -> cache ref)
+lets a re-import skip even opening the package; it is only a hint, always
+checked against the ref's commit metadata, and rebuilt when lost.
+
+The package readers (python-debian, libarchive) are imported lazily so that a
+re-import of cached packages stays cheap.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+from importers.errors import PackageFormatError
+from importers.model import PackageMeta
+from importers.owners import OwnerMap
+from store.errors import ToolError
+from store.fsutil import atomic_write
+from store.gvariant import Variant
+from store.repo import Repo
+
+if TYPE_CHECKING:
+    from importers.deb import DebPackage
+    from importers.rpm import RpmPackage
+
+    Package = DebPackage | RpmPackage
+
+CACHE_PREFIX = "strata/pkg/"
+MAX_WORKERS = min(4, os.cpu_count() or 1)
+UNPACK_VERSION = 1
+DEFAULT_CAP = 1 << 30  # payload.DEFAULT_CAP, without importing libarchive here
+INDEX_NAME = "pkgcache-index.json"
+_SAFE = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789.-")
+
+
+def escape_ref_part(text: str) -> str:
+    """rpm-ostree's ref escaping: keep [A-Za-z0-9.-], ``_`` -> ``__``, other bytes -> ``_XX``."""
+    out = []
+    for byte in text.encode("utf-8"):
+        if byte in _SAFE:
+            out.append(chr(byte))
+        elif byte == ord("_"):
+            out.append("__")
+        else:
+            out.append(f"_{byte:02X}")
+    return "".join(out)
+
+
+def cache_ref(meta: PackageMeta) -> str:
+    """The cache ref of a package: ``strata/pkg/NAME/EVR.ARCH``, parts escaped."""
+    return (f"{CACHE_PREFIX}{escape_ref_part(meta.name)}/"
+            f"{escape_ref_part(meta.evr)}.{escape_ref_part(meta.arch)}")
+
+
+def file_sha256(path: Path) -> str:
+    """sha256 hex of a file, read in blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            h.update(block)
+    return h.hexdigest()
+
+
+def open_package(path: Path, *, checksum: str = "") -> Package:
+    """Open a .deb or .rpm by its magic bytes (not its name)."""
+    from importers.deb import open_deb
+    from importers.rpm import open_rpm
+
+    try:
+        with open(path, "rb") as f:
+            magic = f.read(8)
+    except OSError as e:
+        raise PackageFormatError(f"cannot read package {path}: {e.strerror}") from e
+    if magic.startswith(b"!<arch>\n"):
+        return open_deb(path, checksum=checksum)
+    if magic.startswith(b"\xed\xab\xee\xdb"):
+        return open_rpm(path, checksum=checksum)
+    raise PackageFormatError(f"not a .deb or .rpm package: {path.name}")
+
+
+@dataclass(frozen=True)
+class ImportResult:
+    """What one package became: its cache ref, commit and file sha256; ``skipped`` on a hit.
+
+    ``meta`` (the stored record) is loaded from the commit on first use.
+    """
+
+    ref: str
+    commit: str
+    sha256: str
+    skipped: bool
+    repo: Repo = field(repr=False, compare=False)
+
+    @cached_property
+    def meta(self) -> PackageMeta:
+        """The package record stored in the cache commit."""
+        return meta_of_commit(self.repo, self.commit)
+
+
+def import_packages(repo: Repo, paths: Iterable[Path], *, owners: OwnerMap | None = None,
+                    cap: int = DEFAULT_CAP) -> list[ImportResult]:
+    """Import package files into the cache, all or nothing.
+
+    Guarantees: a package whose file checksum, unpack version and owner map match
+    its existing cache commit is not unpacked again; otherwise its files are
+    streamed into the store (bounded memory) and its cache ref points at a new
+    commit. On error no ref moves and nothing remains outside ``repo/tmp``.
+    """
+    owners = owners or OwnerMap()
+    paths = list(paths)
+    shas = [file_sha256(p) for p in paths]
+    index = _load_index(repo)
+    found: dict[str, ImportResult] = {}
+    pkgs: dict[str, Package] = {}
+    for path, sha in zip(paths, shas, strict=True):
+        if sha in found or sha in pkgs:
+            continue
+        hit = _cached(repo, index[sha], sha, owners) if sha in index else None
+        if hit is None:
+            pkgs[sha] = open_package(path, checksum=sha)
+            hit = _cached(repo, cache_ref(pkgs[sha].meta), sha, owners)
+        if hit is not None:
+            pkgs.pop(sha, None)
+            found[sha] = hit
+    _check_distinct_refs(pkgs)
+    if pkgs:
+        with repo.transaction() as txn:
+            for result in _unpack_all(repo, txn, list(pkgs.values()), owners, cap):
+                found[result.sha256] = result
+                txn.set_ref(result.ref, result.commit)
+            _fail_at("pkgcache-before-refs")
+    final = [found[sha] for sha in shas]
+    _save_index(repo, index, final)
+    return final
+
+
+def _check_distinct_refs(pkgs: dict[str, Package]) -> None:
+    seen: dict[str, str] = {}
+    for pkg in pkgs.values():
+        ref = cache_ref(pkg.meta)
+        if ref in seen:
+            raise PackageFormatError(
+                f"{seen[ref]} and {pkg.label} are different files for the same package "
+                f"{pkg.meta.nevra}")
+        seen[ref] = pkg.label
+
+
+def _unpack_all(repo: Repo, txn: Any, pkgs: list[Package], owners: OwnerMap,
+                cap: int) -> list[ImportResult]:
+    """Unpack packages concurrently (decompression runs outside the GIL); first error wins."""
+    workers = min(len(pkgs), MAX_WORKERS)
+    if workers <= 1:
+        return [_import_one(repo, txn, pkg, owners, cap) for pkg in pkgs]
+    from concurrent.futures import ThreadPoolExecutor
+
+    serial = _SerialTxn(txn)
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="import")
+    try:
+        futures = [pool.submit(_import_one, repo, serial, pkg, owners, cap) for pkg in pkgs]
+        return [f.result() for f in futures]
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+class _SerialTxn:
+    """One caller at a time into a store transaction (it is not thread-safe); members are
+    decompressed outside the lock, small ones completely, so workers still overlap."""
+
+    def __init__(self, txn: Any) -> None:
+        self._txn = txn
+        self._lock = threading.Lock()
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._txn, name)
+        if not callable(attr):
+            return attr
+
+        def locked(*args: Any, **kwargs: Any) -> Any:
+            with self._lock:
+                return attr(*args, **kwargs)
+
+        return locked
+
+
+def import_package(repo: Repo, path: Path, *, owners: OwnerMap | None = None,
+                   cap: int = DEFAULT_CAP) -> ImportResult:
+    """Import one package file; see :func:`import_packages`."""
+    return import_packages(repo, [path], owners=owners, cap=cap)[0]
+
+
+def _cached(repo: Repo, ref: str, sha: str, owners: OwnerMap) -> ImportResult | None:
+    try:
+        csum = repo.read_ref(ref)
+    except ToolError:
+        return None
+    if csum is None:
+        return None
+    md = repo.load_commit(csum).metadata
+    if (_val(md, "strata.package.sha256") != sha
+            or _val(md, "strata.unpack-version") != UNPACK_VERSION
+            or _val(md, "strata.owners") != owners.digest()):
+        return None
+    return ImportResult(ref, csum, sha, skipped=True, repo=repo)
+
+
+def _index_path(repo: Repo) -> Path:
+    return repo.tmp_dir / "cache" / INDEX_NAME
+
+
+def _load_index(repo: Repo) -> dict[str, str]:
+    try:
+        data = json.loads(_index_path(repo).read_text())
+    except (OSError, ValueError):
+        return {}
+    return {k: v for k, v in data.items() if isinstance(k, str) and isinstance(v, str)} \
+        if isinstance(data, dict) else {}
+
+
+def _save_index(repo: Repo, index: dict[str, str], results: list[ImportResult]) -> None:
+    new = {r.sha256: r.ref for r in results}
+    if all(index.get(k) == v for k, v in new.items()):
+        return
+    path = _index_path(repo)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, json.dumps({**index, **new}, sort_keys=True).encode(), sync=False)
+
+
+def _val(md: dict[str, Variant], key: str) -> object:
+    v = md.get(key)
+    return v.value if v is not None else None
+
+
+def _import_one(repo: Repo, txn: Any, pkg: Package, owners: OwnerMap,
+                cap: int) -> ImportResult:
+    from importers.deb import DebPackage
+    from importers.treewrite import write_deb_tree, write_rpm_tree
+    from store.commit import write_commit
+
+    if isinstance(pkg, DebPackage):
+        (tree, meta_csum), meta = write_deb_tree(txn, pkg, owners, cap)
+        timestamp, extra = 0, {}
+    else:
+        (tree, meta_csum), meta = write_rpm_tree(repo, txn, pkg, owners, cap)
+        timestamp = pkg.header.number(1006)
+        extra = {"strata.rpm.header": Variant("ay", pkg.header.blob)}
+    metadata = {
+        "strata.package": Variant("s", json.dumps(meta.to_dict(), sort_keys=True)),
+        "strata.package.sha256": Variant("s", meta.checksum),
+        "strata.package.type": Variant("s", str(meta.type)),
+        "strata.unpack-version": Variant("u", UNPACK_VERSION),
+        "strata.owners": Variant("s", owners.digest()),
+        **extra,
+    }
+    commit = write_commit(txn, root_tree=tree, root_meta=meta_csum, parent=None,
+                          subject=f"Import {meta.nevra}", timestamp=timestamp, metadata=metadata)
+    result = ImportResult(cache_ref(meta), commit, meta.checksum, skipped=False, repo=repo)
+    result.__dict__["meta"] = meta
+    return result
+
+
+def meta_of_commit(repo: Repo, csum: str) -> PackageMeta:
+    """The package record stored in a cache commit's metadata."""
+    md = repo.load_commit(csum).metadata
+    text = _val(md, "strata.package")
+    if not isinstance(text, str):
+        raise PackageFormatError(f"commit {csum} is not a package cache commit")
+    return PackageMeta.from_dict(json.loads(text))
+
+
+def list_cached(repo: Repo) -> dict[str, str]:
+    """Cache ref -> commit for every package in the cache."""
+    return {r: c for r, c in repo.list_refs().items() if r.startswith(CACHE_PREFIX)}
+
+
+def _fail_at(point: str) -> None:
+    if os.environ.get("STRATA_TEST_FAIL_AT") == point:
+        raise PackageFormatError(f"injected failure at {point}")
+
+
+def lookup(repo: Repo, sha256: str, *, owners: OwnerMap | None = None) -> ImportResult | None:
+    """The cache entry of the package file with this sha256, or None; nothing is unpacked."""
+    ref = _load_index(repo).get(sha256)
+    return _cached(repo, ref, sha256, owners or OwnerMap()) if ref else None

@@ -1,0 +1,68 @@
+"""Where packages come from: ``--source`` specs and the sources configured inside an image.
+
+An image's sources live under its configuration directory — ``usr/etc`` in an
+OSTree-layout commit, ``etc`` in a plain root filesystem::
+
+    apt/sources.list, apt/sources.list.d/*.list     one-line entries
+    apt/sources.list.d/*.sources                    deb822 entries
+    yum.repos.d/*.repo                              rpm-md repositories
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from importers.aptsource import AptSource, parse_sources
+from importers.errors import RepoMetadataError
+from importers.rpmmd import RpmRepo, parse_repo_file, parse_source_spec
+from importers.treeread import CommitReader
+from store.repo import Repo
+
+CONFIG_DIRS = ("usr/etc", "etc")
+
+
+@dataclass(frozen=True)
+class Sources:
+    """apt sources and rpm-md repositories together."""
+
+    apt: tuple[AptSource, ...] = field(default_factory=tuple)
+    rpmmd: tuple[RpmRepo, ...] = field(default_factory=tuple)
+
+    def __add__(self, other: Sources) -> Sources:
+        return Sources(self.apt + other.apt, self.rpmmd + other.rpmmd)
+
+
+def parse_spec(spec: str) -> Sources:
+    """One ``--source`` value: ``rpm-md URL``, a one-line ``deb ...`` entry or deb822 text."""
+    text = spec.strip()
+    if text.startswith("rpm-md "):
+        return Sources(rpmmd=(parse_source_spec(text),))
+    apt = parse_sources(text)
+    if not apt:
+        raise RepoMetadataError(f"not a package source: {spec!r}")
+    return Sources(apt=tuple(apt))
+
+
+def sources_from_commit(repo: Repo, rev: str, *, basearch: str = "x86_64",
+                        releasever: str = "") -> Sources:
+    """The sources configured in commit ``rev`` (its usr/etc, else its etc)."""
+    reader = CommitReader(repo, rev)
+    etc = next((d for d in CONFIG_DIRS if reader.is_dir(d)), None)
+    if etc is None:
+        return Sources()
+    apt: list[AptSource] = []
+    main = reader.read(f"{etc}/apt/sources.list")
+    if main is not None:
+        apt += parse_sources(main.decode("utf-8", "replace"), deb822=False)
+    for name in reader.listdir(f"{etc}/apt/sources.list.d"):
+        if name.endswith((".list", ".sources")):
+            data = reader.read(f"{etc}/apt/sources.list.d/{name}") or b""
+            apt += parse_sources(data.decode("utf-8", "replace"),
+                                 deb822=name.endswith(".sources"))
+    rpm: list[RpmRepo] = []
+    for name in reader.listdir(f"{etc}/yum.repos.d"):
+        if name.endswith(".repo"):
+            data = reader.read(f"{etc}/yum.repos.d/{name}") or b""
+            rpm += parse_repo_file(data.decode("utf-8", "replace"), basearch=basearch,
+                                   releasever=releasever)
+    return Sources(tuple(apt), tuple(rpm))
