@@ -1,5 +1,157 @@
-"""strata admin commands."""
+"""strata sysroot commands: os-init, deploy, status, rollback, cleanup, pin, kargs.
+
+Each command parses its arguments, calls one function of ``boot`` and prints
+the result; stdout stays parseable.
+"""
 
 from __future__ import annotations
 
-from layering.cli.context import cli  # noqa: F401
+import json
+from datetime import UTC, datetime
+
+import click
+
+from boot import admin as boot_admin
+from boot.deploy import deploy as boot_deploy
+from boot.deploy import os_init as boot_os_init
+from boot.sysroot import Sysroot
+from layering.cli.context import Context, cli, pass_ctx
+
+
+def _sysroot(ctx: Context) -> Sysroot:
+    return Sysroot(ctx.sysroot)
+
+
+def _dump(obj: object) -> None:
+    click.echo(json.dumps(obj, indent=2, sort_keys=False))
+
+
+@cli.command("os-init")
+@click.argument("stateroot")
+@pass_ctx
+def os_init_cmd(ctx: Context, stateroot: str) -> None:
+    """Create the sysroot layout and ostree/deploy/STATEROOT/var."""
+    boot_os_init(_sysroot(ctx), stateroot)
+
+
+@cli.command("deploy")
+@click.option("--stateroot", default=None, help="Stateroot (default: the current one).")
+@click.option("--karg", "kargs", multiple=True, metavar="K=V",
+              help="Set a kernel argument (replaces an earlier value of K).")
+@click.option("--dry-run", is_flag=True, help="Show the /etc merge without deploying.")
+@click.argument("refspec")
+@pass_ctx
+def deploy_cmd(ctx: Context, stateroot: str | None, kargs: tuple[str, ...], dry_run: bool,
+               refspec: str) -> None:
+    """New deployment of REFSPEC, made the default."""
+    if dry_run:
+        csum, plan = boot_admin.preview_deploy(_sysroot(ctx), refspec, stateroot=stateroot)
+        if ctx.json:
+            _dump({"checksum": csum, **plan.to_dict()})
+            return
+        c = plan.carried
+        for tag, paths in (("M", c.modified), ("D", c.removed), ("A", c.added)):
+            for p in paths:
+                click.echo(f"carried {tag} /etc/{p}")
+        for p in plan.conflicts:
+            click.echo(f"conflict /etc/{p}: changed by the new image, the local version is kept")
+        for p in plan.blocked:
+            click.echo(f"blocked /etc/{p}: the new image has a directory here; deploy will fail")
+        return
+    res = boot_deploy(_sysroot(ctx), refspec=refspec, stateroot=stateroot, karg_replace=kargs)
+    d = res.deployment
+    if ctx.json:
+        _dump({"stateroot": d.stateroot, "checksum": d.checksum, "serial": d.deployserial,
+               "etc": res.etc.to_dict(),
+               "removed": [f"{x.checksum}.{x.deployserial}" for x in res.removed]})
+        return
+    click.echo(f"{d.checksum}.{d.deployserial}")
+    for p in res.etc.conflicts:
+        click.echo(f"note: /etc/{p} also changed in the new image; the local version is kept",
+                   err=True)
+    if not ctx.quiet:
+        c = res.etc_changes
+        click.echo(f"/etc changes carried: {len(c.modified)} modified, {len(c.removed)} removed, "
+                   f"{len(c.added)} added", err=True)
+
+
+def _format_status(rows: list[boot_admin.DeploymentStatus]) -> list[str]:
+    lines = []
+    for r in rows:
+        d = r.deployment
+        mark = "*" if r.booted else " "
+        tags = [t for t, on in (("default", r.default), ("booted", r.booted),
+                                ("pinned", d.pinned)) if on]
+        lines.append(f"{mark} {d.index} {d.stateroot} {d.checksum}.{d.deployserial}"
+                     + (f" ({', '.join(tags)})" if tags else ""))
+        if r.version:
+            lines.append(f"    Version: {r.version}")
+        if r.timestamp is not None:
+            ts = datetime.fromtimestamp(r.timestamp, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+            lines.append(f"    Timestamp: {ts}")
+        lines.append(f"    Origin: {d.origin.refspec or '(none)'}")
+        if r.base_checksum != d.checksum:
+            lines.append(f"    BaseCommit: {r.base_checksum}")
+        for label, items in (("RequestedPackages", d.origin.requested_packages),
+                             ("LayeredPackages", r.layered_packages),
+                             ("RemovedBasePackages", r.removed_base_packages)):
+            if items:
+                lines.append(f"    {label}: {' '.join(items)}")
+    return lines
+
+
+@cli.command("status")
+@click.option("--json", "json_", is_flag=True, help="Machine-readable output.")
+@pass_ctx
+def status_cmd(ctx: Context, json_: bool) -> None:
+    """Deployments, default first."""
+    rows = boot_admin.status(_sysroot(ctx))
+    if json_ or ctx.json:
+        _dump({"deployments": [r.to_dict() for r in rows]})
+        return
+    for line in _format_status(rows):
+        click.echo(line)
+
+
+@cli.command("rollback")
+@pass_ctx
+def rollback_cmd(ctx: Context) -> None:
+    """Make the previous deployment the default."""
+    d = boot_admin.rollback(_sysroot(ctx))
+    click.echo(f"{d.checksum}.{d.deployserial}")
+
+
+@cli.command("cleanup")
+@click.option("-p", "--pending", is_flag=True, help="Remove the pending deployment.")
+@click.option("-r", "--rollback", is_flag=True, help="Remove the rollback deployment.")
+@pass_ctx
+def cleanup_cmd(ctx: Context, pending: bool, rollback: bool) -> None:
+    """Remove surplus deployments and prune the repository."""
+    res = boot_admin.cleanup(_sysroot(ctx), pending=pending, rollback=rollback)
+    for d in res.removed:
+        click.echo(f"removed {d.checksum}.{d.deployserial}")
+    for p in res.leftovers:
+        click.echo(f"removed leftover {p}")
+
+
+@cli.command("pin")
+@click.option("--unpin", is_flag=True, help="Remove the pin.")
+@click.argument("index", type=int)
+@pass_ctx
+def pin_cmd(ctx: Context, unpin: bool, index: int) -> None:
+    """Keep deployment INDEX through cleanup (or stop keeping it)."""
+    d = boot_admin.pin(_sysroot(ctx), index, pinned=not unpin)
+    click.echo(f"deployment {index} is {'pinned' if d.pinned else 'unpinned'}")
+
+
+@cli.command("kargs")
+@click.option("--append", multiple=True, metavar="K=V", help="Add a kernel argument.")
+@click.option("--delete", multiple=True, metavar="K=V", help="Remove a kernel argument.")
+@pass_ctx
+def kargs_cmd(ctx: Context, append: tuple[str, ...], delete: tuple[str, ...]) -> None:
+    """Show the default deployment's kernel arguments, or deploy it again with edited ones."""
+    kargs, res = boot_admin.edit_kargs(_sysroot(ctx), append=append, delete=delete)
+    if res is not None and not ctx.quiet:
+        d = res.deployment
+        click.echo(f"new deployment {d.checksum}.{d.deployserial}", err=True)
+    click.echo(kargs.to_text())

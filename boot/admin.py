@@ -1,0 +1,231 @@
+"""Sysroot operations besides deploy: status, rollback, cleanup, pin, kargs, /etc preview.
+
+"Pending" and "rollback" follow ``ostree_sysroot_query_deployments_for``
+relative to a reference deployment: the booted one, or on a scratch sysroot
+(nothing booted) the default.  Pending deployments come before it in boot
+order, the rollback is the first one of its stateroot after it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from boot.bootloader import write_deployments
+from boot.deploy import LOCK_WAIT, DeployResult, deploy, finish, prune_repo
+from boot.deployment import Deployment
+from boot.errors import DeploymentError
+from boot.etcmerge import EtcDiff, EtcMergePlan, preview_merge
+from boot.kargs import Kargs
+from boot.sysroot import Sysroot, SysrootState
+from store.errors import ObjectNotFound, ToolError
+from store.fsutil import atomic_write, scratch_dir
+from store.prune import PruneResult
+from store.repo import Repo
+
+
+@dataclass(frozen=True)
+class DeploymentStatus:
+    """One line of ``status``: a deployment and what its commit and origin say."""
+
+    deployment: Deployment
+    default: bool
+    booted: bool
+    timestamp: int | None
+    version: str | None
+    base_checksum: str
+    layered_packages: tuple[str, ...]
+    removed_base_packages: tuple[str, ...]
+    replaced_base_packages: tuple[str, ...]
+
+    def to_dict(self) -> dict[str, object]:
+        """The ``status --json`` record (keys as the CLI contract lists them)."""
+        d, o = self.deployment, self.deployment.origin
+        return {
+            "index": d.index, "stateroot": d.stateroot, "checksum": d.checksum,
+            "base-checksum": self.base_checksum, "origin": o.refspec,
+            "requested-packages": o.requested_packages,
+            "requested-local-packages": o.requested_local_packages,
+            "layered-packages": list(self.layered_packages),
+            "removed-base-packages": list(self.removed_base_packages),
+            "replaced-base-packages": list(self.replaced_base_packages),
+            "pinned": d.pinned, "default": self.default, "booted": self.booted,
+            "staged": False, "timestamp": self.timestamp, "version": self.version,
+        }
+
+
+def _strs(value: object) -> tuple[str, ...]:
+    if isinstance(value, (list, tuple)):
+        return tuple(v if isinstance(v, str) else str(v[0] if isinstance(v, tuple) else v)
+                     for v in value)
+    return ()
+
+
+@dataclass(frozen=True)
+class CommitInfo:
+    """What status shows from a deployment's commit object."""
+
+    base: str
+    timestamp: int | None = None
+    version: str | None = None
+    layered: tuple[str, ...] = ()
+    removed: tuple[str, ...] = ()
+    replaced: tuple[str, ...] = ()
+
+
+def commit_info(repo: Repo | None, csum: str) -> CommitInfo:
+    """Timestamp, version and rpm-ostree layering metadata of ``csum`` (bare when unreadable)."""
+    if repo is None:
+        return CommitInfo(csum)
+    try:
+        commit = repo.load_commit(csum)
+    except ToolError:
+        return CommitInfo(csum)
+    meta = {k: v.value for k, v in commit.metadata.items()}
+    version = meta.get("version")
+    layered = bool(meta.get("rpmostree.clientlayer")) and commit.parent is not None
+    return CommitInfo(
+        commit.parent if layered and commit.parent else csum, commit.timestamp,
+        version if isinstance(version, str) else None, _strs(meta.get("rpmostree.packages")),
+        _strs(meta.get("rpmostree.removed-base-packages")),
+        _strs(meta.get("rpmostree.replaced-base-packages")))
+
+
+def status(sysroot: Sysroot) -> list[DeploymentStatus]:
+    """The deployments in boot order with their commit's timestamp, version and packages."""
+    state = sysroot.load()
+    try:
+        repo: Repo | None = Repo.open(sysroot.repo_path)
+    except ToolError:
+        repo = None
+    out = []
+    for d in state.deployments:
+        info = commit_info(repo, d.checksum)
+        out.append(DeploymentStatus(d, d.index == 0, d.same(state.booted), info.timestamp,
+                                    info.version, info.base, info.layered, info.removed,
+                                    info.replaced))
+    return out
+
+
+def _reference(state: SysrootState) -> Deployment | None:
+    return state.booted or state.default
+
+
+def pending_and_rollback(state: SysrootState) -> tuple[Deployment | None, Deployment | None]:
+    """The pending (newer than the reference) and rollback deployments of its stateroot."""
+    ref = _reference(state)
+    if ref is None:
+        return None, None
+    same = [d for d in state.deployments if d.stateroot == ref.stateroot]
+    pos = next(i for i, d in enumerate(same) if d.same(ref))
+    pending = same[0] if pos > 0 else None
+    rollback = same[pos + 1] if pos + 1 < len(same) else None
+    return pending, rollback
+
+
+def rollback(sysroot: Sysroot) -> Deployment:
+    """Make the rollback deployment (or, with a pending one, the booted one) the default."""
+    with sysroot.lock(wait=LOCK_WAIT):
+        state = sysroot.load()
+        pending, back = pending_and_rollback(state)
+        target = state.booted if pending is not None and state.booted else back
+        if target is None:
+            raise DeploymentError(f"no rollback deployment in {sysroot.path}")
+        order = [target, *(d for d in state.deployments if not d.same(target))]
+        new = write_deployments(sysroot, state, order)
+        finish(sysroot, new, prune_objects=False)
+        return new.deployments[0]
+
+
+@dataclass(frozen=True)
+class CleanupResult:
+    """Deployments dropped and leftover paths removed."""
+
+    removed: tuple[Deployment, ...]
+    leftovers: tuple[str, ...]
+    pruned: PruneResult | None = None
+
+
+def cleanup(sysroot: Sysroot, *, pending: bool = False, rollback: bool = False) -> CleanupResult:
+    """Drop the unpinned pending and/or rollback deployment, remove leftovers, prune."""
+    with sysroot.lock(wait=LOCK_WAIT):
+        state = sysroot.load()
+        p, r = pending_and_rollback(state)
+        drop = [d for d, want in ((p, pending), (r, rollback))
+                if want and d is not None and not d.pinned and not d.same(state.booted)]
+        if drop:
+            keep = [d for d in state.deployments if not any(d.same(x) for x in drop)]
+            state = write_deployments(sysroot, state, keep)
+        leftovers = finish(sysroot, state, prune_objects=False)
+        pruned = prune_repo(Repo.open(sysroot.repo_path))
+        return CleanupResult(tuple(drop), tuple(leftovers), pruned)
+
+
+def pin(sysroot: Sysroot, index: int, *, pinned: bool = True) -> Deployment:
+    """Set or clear ``[libostree-transient] pinned`` in deployment ``index``'s origin."""
+    with sysroot.lock(wait=LOCK_WAIT):
+        state = sysroot.load()
+        if not 0 <= index < len(state.deployments):
+            raise DeploymentError(f"no deployment with index {index} in {sysroot.path} "
+                                  f"(have {len(state.deployments)})")
+        d = state.deployments[index]
+        new = replace(d, origin=d.origin.with_pinned(pinned))
+        atomic_write(sysroot.origin_path(d), new.origin.to_text().encode())
+        return new
+
+
+def edit_kargs(sysroot: Sysroot, *, append: Sequence[str] = (), delete: Sequence[str] = (),
+               replace_args: Sequence[str] = ()) -> tuple[Kargs, DeployResult | None]:
+    """Current default kargs when nothing is asked; else a new deployment of the default's
+    commit and origin with the edited kernel arguments."""
+    state = sysroot.load()
+    d = state.default
+    if d is None:
+        raise DeploymentError(f"no deployment in {sysroot.path}")
+    kargs = d.kargs
+    if not (append or delete or replace_args):
+        return kargs.without("ostree"), None
+    for a in delete:
+        kargs = kargs.delete(a)
+    for a in replace_args:
+        kargs = kargs.replace(a)
+    for a in append:
+        kargs = kargs.append(a)
+    res = deploy(sysroot, checksum=d.checksum, origin=d.origin.with_pinned(False),
+                 stateroot=d.stateroot, kargs=kargs)
+    return kargs.without("ostree"), res
+
+
+def preview_etc(sysroot: Sysroot, new_etc: Path, *, stateroot: str | None = None) -> EtcMergePlan:
+    """The /etc merge onto ``new_etc`` (a new image's usr/etc) a deploy would do, unwritten.
+
+    With no deployment to merge from, nothing is carried.
+    """
+    state = sysroot.load()
+    sr = stateroot or (state.default.stateroot if state.default else "")
+    merge = state.merge_deployment(sr)
+    if merge is None:
+        return EtcMergePlan(EtcDiff(), (), ())
+    mdir = sysroot.deployment_dir(merge)
+    return preview_merge(mdir / "usr" / "etc", mdir / "etc", new_etc)
+
+
+def preview_deploy(sysroot: Sysroot, refspec: str, *,
+                   stateroot: str | None = None) -> tuple[str, EtcMergePlan]:
+    """Dry run of ``deploy REFSPEC``: the commit it resolves to and the /etc merge plan."""
+    from store.checkout import checkout
+
+    repo = Repo.open(sysroot.repo_path)
+    csum = repo.resolve(refspec)
+    with scratch_dir(repo.tmp_dir, "strata-etc-preview-") as tmp:
+        dest = tmp / "etc"
+        for sub in ("usr/etc", "etc"):
+            try:
+                checkout(repo, csum, dest, subpath=sub, copy=True)
+                break
+            except ObjectNotFound:
+                continue
+        else:
+            raise DeploymentError(f"commit {csum} has no /usr/etc (nor /etc)")
+        return csum, preview_etc(sysroot, dest, stateroot=stateroot)

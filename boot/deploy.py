@@ -1,0 +1,307 @@
+"""Create the sysroot, write new deployments, and keep the sysroot tidy.
+
+A new deployment is checked out beside the others under a name no boot entry
+reaches, completed (/etc, kernel, .origin), synced, and only then made
+reachable by :func:`boot.bootloader.write_deployments`.  Anything a killed run
+left behind is unreachable and is removed by the next run
+(:func:`remove_leftovers`).
+"""
+
+from __future__ import annotations
+
+import array
+import contextlib
+import fcntl
+import os
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from boot.bootloader import cleanup_boot_versions, syncfs, write_deployments
+from boot.deployment import Deployment, parse_dirname
+from boot.errors import DeploymentError, SysrootError
+from boot.etcmerge import EtcDiff, EtcMergePlan, copy_tree, merge_etc, preview_merge
+from boot.faults import fail_point
+from boot.kargs import Kargs
+from boot.kernel import boot_dirname, find_kernel, install_kernel
+from boot.origin import Origin
+from boot.sysroot import Sysroot, SysrootState
+from store.checkout import checkout
+from store.errors import ToolError
+from store.fsutil import atomic_write, fsync_dir, rmtree
+from store.prune import PruneResult, prune
+from store.repo import Repo, RepoMode
+
+LOCK_WAIT = 30.0
+_FS_IOC_GETFLAGS = 0x80086601
+_FS_IOC_SETFLAGS = 0x40086602
+_FS_IMMUTABLE_FL = 0x10
+
+
+@dataclass(frozen=True)
+class DeployResult:
+    """A new deployment, its /etc merge (carried changes, conflicts) and what retention dropped."""
+
+    deployment: Deployment
+    etc: EtcMergePlan
+    removed: tuple[Deployment, ...]
+
+    @property
+    def etc_changes(self) -> EtcDiff:
+        return self.etc.carried
+
+
+def os_init(sysroot: Sysroot, stateroot: str) -> None:
+    """Create the sysroot layout (as ``ostree admin init-fs`` + ``os-init``); idempotent."""
+    if not stateroot or "/" in stateroot or stateroot.startswith("."):
+        raise SysrootError(f"invalid stateroot name {stateroot!r}")
+    root = sysroot.path
+    for sub, mode in (("boot", 0o755), ("dev", 0o755), ("home", 0o755), ("proc", 0o755),
+                      ("root", 0o700), ("run", 0o755), ("sys", 0o755), ("tmp", 0o1777),
+                      ("ostree/deploy", 0o755)):
+        p = root / sub
+        if not p.is_dir():
+            p.mkdir(parents=True)
+            os.chmod(p, mode)
+    Repo.init(sysroot.repo_path, RepoMode.BARE)
+    for sub in ("deploy", "var"):
+        (sysroot.stateroot_dir(stateroot) / sub).mkdir(parents=True, exist_ok=True)
+    fsync_dir(root / "ostree" / "deploy")
+
+
+def set_immutable(path: Path, on: bool) -> None:
+    """Set or clear the immutable flag of a directory, as ostree does for deployment roots."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    except OSError:
+        return
+    try:
+        buf = array.array("l", [0])
+        fcntl.ioctl(fd, _FS_IOC_GETFLAGS, buf, True)
+        new = buf[0] | _FS_IMMUTABLE_FL if on else buf[0] & ~_FS_IMMUTABLE_FL
+        if new != buf[0]:
+            fcntl.ioctl(fd, _FS_IOC_SETFLAGS, array.array("l", [new]), False)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def remove_deployment_dir(path: Path) -> None:
+    """Delete a deployment tree, clearing ostree's immutable bit first."""
+    set_immutable(path, False)
+    try:
+        rmtree(path)
+    except OSError as e:
+        raise DeploymentError(f"cannot remove deployment {path}: {e}") from e
+
+
+def _staged_checksums(sysroot: Sysroot) -> set[str]:
+    """Commits of a deployment ostree/rpm-ostree staged on the running host (kept, not ours)."""
+    staged = Path("/run/ostree/staged-deployment")
+    if sysroot.path.resolve() != Path("/") or not staged.is_file():
+        return set()
+    return {m.decode() for m in re.findall(rb"[0-9a-f]{64}", staged.read_bytes())}
+
+
+def remove_leftovers(sysroot: Sysroot, state: SysrootState) -> list[str]:
+    """Remove deployment dirs, .origin files and kernels no boot entry reaches.
+
+    These are what a killed run (or an undeploy) leaves; returns their paths.
+    A deployment staged by ostree on the running host is left alone.
+    """
+    keep = _staged_checksums(sysroot)
+    live = {(d.stateroot, d.dirname) for d in state.deployments}
+    boots = {boot_dirname(d.stateroot, d.bootcsum) for d in state.deployments}
+    removed: list[str] = []
+    for sr in sysroot.stateroots():
+        ddir = sysroot.stateroot_dir(sr) / "deploy"
+        for p in sorted(ddir.iterdir()) if ddir.is_dir() else []:
+            name = p.name.removesuffix(".origin")
+            if (sr, name) in live or name.split(".")[0] in keep:
+                continue
+            if p.is_dir() and not p.is_symlink():
+                remove_deployment_dir(p)
+            else:
+                p.unlink()
+            removed.append(str(p))
+    kdir = sysroot.boot / "ostree"
+    for p in sorted(kdir.iterdir()) if kdir.is_dir() else []:
+        if p.name not in boots:
+            rmtree(p)
+            removed.append(str(p))
+    cleanup_boot_versions(sysroot, state)
+    return removed
+
+
+def update_boot_refs(repo: Repo, state: SysrootState) -> None:
+    """Point ``ostree/BV/SBV/INDEX`` refs at the deployed commits (ostree keeps them from prune)."""
+    want = {f"ostree/{state.bootversion}/{state.subbootversion}/{d.index}": d.checksum
+            for d in state.deployments}
+    for name, csum in repo.list_refs().items():
+        if name.startswith("ostree/") and want.get(name) != csum:
+            repo.set_ref(name, None)
+    for name, csum in want.items():
+        if repo.read_ref(name) != csum:
+            repo.set_ref(name, csum)
+
+
+def prune_repo(repo: Repo) -> PruneResult:
+    """Delete objects no ref head reaches (refs only, depth 0, as ostree's sysroot cleanup)."""
+    return prune(repo, refs_only=True, depth=0)
+
+
+def finish(sysroot: Sysroot, state: SysrootState, *, prune_objects: bool = True) -> list[str]:
+    """Everything after a switch: leftovers, boot refs, prune."""
+    removed = remove_leftovers(sysroot, state)
+    repo = Repo.open(sysroot.repo_path)
+    update_boot_refs(repo, state)
+    if prune_objects:
+        prune_repo(repo)
+    return removed
+
+
+def _prepare_etc(tree: Path) -> None:
+    usr_etc, etc = tree / "usr" / "etc", tree / "etc"
+    if etc.exists() and usr_etc.exists():
+        raise DeploymentError(f"tree {tree.name} contains both /etc and /usr/etc")
+    if etc.exists():
+        os.rename(etc, usr_etc)
+    if not usr_etc.is_dir():
+        raise DeploymentError(f"tree {tree.name} has no /usr/etc (nor /etc)")
+    copy_tree(usr_etc, etc)
+
+
+def _populate_var(sysroot: Sysroot, stateroot: str, tree: Path) -> None:
+    var = sysroot.stateroot_dir(stateroot) / "var"
+    var.mkdir(parents=True, exist_ok=True)
+    if any(var.iterdir()) or not (tree / "var").is_dir():
+        return
+    for entry in os.scandir(tree / "var"):
+        copy_tree(Path(entry.path), var / entry.name)
+
+
+def _next_serial(sysroot: Sysroot, state: SysrootState, stateroot: str, csum: str) -> int:
+    serials = [d.deployserial for d in state.deployments
+               if d.stateroot == stateroot and d.checksum == csum]
+    ddir = sysroot.stateroot_dir(stateroot) / "deploy"
+    for p in ddir.glob(f"{csum}.*") if ddir.is_dir() else []:
+        with contextlib.suppress(SysrootError):
+            serials.append(parse_dirname(p.name.removesuffix(".origin"))[1])
+    return max(serials, default=-1) + 1
+
+
+def _sync_tree(path: Path) -> None:
+    syncfs(path)
+    fsync_dir(path)
+
+
+def _write_tree(sysroot: Sysroot, repo: Repo, merge: Deployment | None, csum: str,
+                stateroot: str, serial: int) -> tuple[Path, EtcMergePlan, str]:
+    tree = sysroot.stateroot_dir(stateroot) / "deploy" / f"{csum}.{serial}"
+    with repo.lock(exclusive=False):
+        checkout(repo, csum, tree)
+    fail_point("after-checkout")
+    kernel = find_kernel(tree)
+    _prepare_etc(tree)
+    plan = EtcMergePlan(EtcDiff(), (), ())
+    if merge is not None:
+        mdir = sysroot.deployment_dir(merge)
+        old_usr, old_etc = mdir / "usr/etc", mdir / "etc"
+        plan = preview_merge(old_usr, old_etc, tree / "usr/etc")
+        merge_etc(old_usr, old_etc, tree / "etc", changes=plan.carried)
+    fail_point("after-etc")
+    _populate_var(sysroot, stateroot, tree)
+    install_kernel(sysroot.boot, stateroot, kernel)
+    fail_point("after-kernel")
+    return tree, plan, kernel.bootcsum
+
+
+def _retained(state: SysrootState, stateroot: str, merge: Deployment | None) -> list[Deployment]:
+    return [d for d in state.deployments
+            if d.stateroot != stateroot or d.pinned or d.same(state.booted) or d.same(merge)]
+
+
+def _pick_stateroot(sysroot: Sysroot, state: SysrootState, stateroot: str | None) -> str:
+    if stateroot:
+        if not sysroot.stateroot_dir(stateroot).is_dir():
+            raise SysrootError(f"stateroot {stateroot!r} not initialized in {sysroot.path}; "
+                               "run os-init first")
+        return stateroot
+    if state.booted is not None:
+        return state.booted.stateroot
+    if state.default is not None:
+        return state.default.stateroot
+    roots = sysroot.stateroots()
+    if len(roots) != 1:
+        raise SysrootError(f"cannot choose a stateroot in {sysroot.path} "
+                           f"(found {roots or 'none'}); give --stateroot")
+    return roots[0]
+
+
+def deploy(sysroot: Sysroot, *, refspec: str | None = None, checksum: str | None = None,
+           origin: Origin | None = None, stateroot: str | None = None,
+           karg_replace: Sequence[str] = (), kargs: Kargs | None = None,
+           prune: bool = True) -> DeployResult:
+    """Deploy a commit as the new default, retaining what ``ostree admin deploy`` retains.
+
+    ``checksum`` defaults to ``refspec`` resolved in the sysroot repository; the
+    origin to ``[origin] refspec=REFSPEC``.  Kernel arguments come from ``kargs``,
+    else the merge deployment's, with ``karg_replace`` applied.  On any failure
+    the boot configuration is unchanged and the partial deployment removed.
+    """
+    with sysroot.lock(wait=LOCK_WAIT):
+        state = sysroot.load()
+        remove_leftovers(sysroot, state)
+        if not refspec and (checksum is None or origin is None):
+            raise DeploymentError("deploy needs a refspec, or a checksum and an origin")
+        repo = Repo.open(sysroot.repo_path)
+        csum = checksum or repo.resolve(refspec or "")
+        origin = origin or Origin.for_refspec(refspec or "")
+        sr = _pick_stateroot(sysroot, state, stateroot)
+        merge = state.merge_deployment(sr)
+        base = kargs if kargs is not None else (merge.kargs if merge else Kargs())
+        for k in karg_replace:
+            base = base.replace(k)
+        serial = _next_serial(sysroot, state, sr, csum)
+        dep, plan = _create(sysroot, repo, merge, csum, sr, serial, origin, base)
+        retained = _retained(state, sr, merge)
+        new_state = _switch(sysroot, state, [dep, *retained])
+        gone = tuple(d for d in state.deployments if not any(d.same(r) for r in retained))
+        finish(sysroot, new_state, prune_objects=prune and bool(gone))
+        return DeployResult(new_state.deployments[0], plan, gone)
+
+
+def _switch(sysroot: Sysroot, state: SysrootState, deployments: list[Deployment]) -> SysrootState:
+    """write_deployments; if it fails before the switch, the new deployment is removed."""
+    try:
+        return write_deployments(sysroot, state, deployments)
+    except BaseException:
+        if sysroot.bootversion() == state.bootversion:
+            with contextlib.suppress(OSError, ToolError):
+                remove_leftovers(sysroot, state)
+        raise
+
+
+def _create(sysroot: Sysroot, repo: Repo, merge: Deployment | None,
+            csum: str, sr: str, serial: int, origin: Origin,
+            kargs: Kargs) -> tuple[Deployment, EtcMergePlan]:
+    tree = sysroot.stateroot_dir(sr) / "deploy" / f"{csum}.{serial}"
+    origin_path = tree.with_name(f"{tree.name}.origin")
+    try:
+        tree, plan, bootcsum = _write_tree(sysroot, repo, merge, csum, sr, serial)
+        atomic_write(origin_path, origin.to_text().encode())
+        _sync_tree(tree)
+        set_immutable(tree, True)
+    except BaseException as e:
+        with contextlib.suppress(OSError, ToolError):
+            remove_deployment_dir(tree)
+            origin_path.unlink(missing_ok=True)
+        if isinstance(e, (ToolError, KeyboardInterrupt)):
+            raise
+        if isinstance(e, OSError):
+            raise DeploymentError(f"deploy {csum} to {tree}: {e}") from e
+        raise
+    return Deployment(sr, csum, serial, bootcsum, 0, 0, kargs, origin), plan
+

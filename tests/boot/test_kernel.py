@@ -1,0 +1,44 @@
+"""Kernel discovery, bootcsum and installation under boot/ostree."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+
+from boot.errors import KernelError
+from boot.kernel import find_kernel, install_kernel
+from tests.boot.conftest import make_tree
+
+
+def test_bootcsum_is_sha256_of_kernel_then_initramfs(tmp_path: Path) -> None:
+    tree = make_tree(tmp_path / "t", kernel=b"K" * 1000, initramfs=b"I" * 10)
+    k = find_kernel(tree)
+    assert k.kver == "6.1.0-test"
+    assert k.bootcsum == hashlib.sha256(b"K" * 1000 + b"I" * 10).hexdigest()
+    assert (k.linux_name, k.initramfs_name) == ("vmlinuz-6.1.0-test", "initramfs-6.1.0-test.img")
+
+
+def test_kernel_without_initramfs(tmp_path: Path) -> None:
+    k = find_kernel(make_tree(tmp_path / "t", kernel=b"K", initramfs=None))
+    assert k.initramfs is None and k.bootcsum == hashlib.sha256(b"K").hexdigest()
+    d = install_kernel(tmp_path / "boot", "os", k)
+    assert sorted(p.name for p in d.iterdir()) == ["vmlinuz-6.1.0-test"]
+
+
+def test_missing_kernel_is_an_error_naming_the_tree(tmp_path: Path) -> None:
+    tree = make_tree(tmp_path / "t")
+    (tree / "usr/lib/modules/6.1.0-test/vmlinuz").unlink()
+    with pytest.raises(KernelError, match="no kernel in .*usr/lib/modules/KVER/vmlinuz"):
+        find_kernel(tree)
+
+
+def test_install_is_idempotent_and_leaves_no_temp(tmp_path: Path) -> None:
+    k = find_kernel(make_tree(tmp_path / "t"))
+    boot = tmp_path / "boot"
+    d = install_kernel(boot, "os", k)
+    assert d.name == f"os-{k.bootcsum}"
+    assert (d / "vmlinuz-6.1.0-test").read_bytes() == b"kernel-1\n"
+    assert install_kernel(boot, "os", k) == d
+    assert [p.name for p in (boot / "ostree").iterdir()] == [d.name]
