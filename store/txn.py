@@ -15,6 +15,7 @@ import ctypes
 import errno
 import fcntl
 import hashlib
+import itertools
 import os
 import stat
 import tempfile
@@ -40,7 +41,11 @@ _libc = ctypes.CDLL(None, use_errno=True)
 
 
 def _write_new(path: str, data: bytes) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+    """Create ``path`` with ``data``; an existing name (same content, by checksum) is kept."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+    except FileExistsError:
+        return
     try:
         _write_all(fd, data)
     finally:
@@ -124,7 +129,7 @@ class Transaction:
         self._lockfd = -1
         self.dir = Path()
         self.written = 0
-        self._counter = 0
+        self._counter = itertools.count()
 
     def __enter__(self) -> Transaction:
         if self.repo._txn is not None:
@@ -224,8 +229,7 @@ class Transaction:
     # ---- internals -----------------------------------------------------------------
 
     def _tmpfile(self) -> Path:
-        self._counter += 1
-        return self.dir / f"tmp-{self._counter}"
+        return self.dir / f"tmp-{next(self._counter)}"
 
     def _stage_bytes(self, data: bytes, csum: str, objtype: ObjectType) -> None:
         path = self._staging_path(csum, objtype)
@@ -259,13 +263,19 @@ class Transaction:
                 body = z.compress(content) + z.flush()
             _write_new(path, archive_header(meta, len(content)) + body)
         elif meta.is_symlink and mode == "bare":
-            os.symlink(meta.symlink, path)
+            try:
+                os.symlink(meta.symlink, path)
+            except FileExistsError:
+                return
             os.lchown(path, meta.uid, meta.gid)
             for k, v in meta.xattrs:
                 os.setxattr(path, k, v, follow_symlinks=False)
         else:
             data = meta.symlink.encode() + b"\0" if meta.is_symlink else content
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+            try:
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+            except FileExistsError:
+                return  # another thread of this transaction is writing the same object
             try:
                 _write_all(fd, data)
                 self._apply_meta(fd, meta)
@@ -335,7 +345,9 @@ class Transaction:
             syncfs(self.repo.path)
         fail_point("before-refs")
         for refspec, csum in self._refs.items():
-            refs_mod.write_ref(self.repo.path, refspec, csum)
+            refs_mod.write_ref(self.repo.path, refspec, csum, sync=False)
+        if self._refs:
+            syncfs(self.repo.path)
 
 
 def _inflate_exact(data: bytes, size: int, csum: str) -> bytes:
