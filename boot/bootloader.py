@@ -24,9 +24,9 @@ from typing import Protocol
 from boot.bls import BlsEntry
 from boot.deployment import Deployment, bootlink_path, bootlink_target
 from boot.errors import BootError
-from boot.faults import fail_point
 from boot.kernel import boot_dirname
 from boot.sysroot import Sysroot, SysrootState, with_indices
+from store.faults import fail_point
 from store.fsutil import atomic_symlink, atomic_write, fsync_dir, rmtree
 
 _libc = ctypes.CDLL(None, use_errno=True)

@@ -22,13 +22,13 @@ from boot.bootloader import cleanup_boot_versions, syncfs, write_deployments
 from boot.deployment import Deployment, parse_dirname
 from boot.errors import DeploymentError, SysrootError
 from boot.etcmerge import EtcDiff, EtcMergePlan, copy_tree, merge_etc, preview_merge
-from boot.faults import fail_point
 from boot.kargs import Kargs
 from boot.kernel import boot_dirname, find_kernel, install_kernel
 from boot.origin import Origin
 from boot.sysroot import Sysroot, SysrootState
 from store.checkout import checkout
 from store.errors import ToolError
+from store.faults import fail_point
 from store.fsutil import atomic_write, fsync_dir, rmtree
 from store.prune import PruneResult, prune
 from store.repo import Repo, RepoMode

@@ -26,10 +26,17 @@ from typing import IO, TYPE_CHECKING, BinaryIO
 
 from store import refs as refs_mod
 from store.errors import CorruptObject, RepoError
+from store.faults import fail_point
 from store.fsutil import link_noreplace, rmtree
 from store.objects import (
-    FileMeta, ObjectType, archive_header, checksum_bytes, encode_dirmeta_variant, file_header,
-    loose_path, parse_header,
+    FileMeta,
+    ObjectType,
+    archive_header,
+    checksum_bytes,
+    encode_dirmeta_variant,
+    file_header,
+    loose_path,
+    parse_header,
 )
 
 if TYPE_CHECKING:
@@ -73,12 +80,6 @@ def rename_noreplace(src: str, dst: str) -> bool:
     if err in (errno.EINVAL, errno.ENOSYS):
         return link_noreplace(src, dst)
     raise OSError(err, os.strerror(err), dst)
-
-
-def fail_point(name: str) -> None:
-    """Crash the process here when ``STRATA_TEST_FAIL_AT`` names this point (tests only)."""
-    if os.environ.get("STRATA_TEST_FAIL_AT") == name:
-        os._exit(111)
 
 
 def syncfs(path: Path) -> None:
@@ -178,7 +179,7 @@ class Transaction:
 
     def write_file(self, meta: FileMeta, content: bytes | BinaryIO | IO[bytes] | None,
                    size: int | None = None) -> str:
-        """Store a content object from bytes or a stream (None for a symlink); return its checksum."""
+        """Store a content object from bytes or a stream (None: symlink); return its checksum."""
         header = file_header(meta)
         if meta.is_symlink or content is None:
             content = b""
@@ -204,14 +205,20 @@ class Transaction:
     def write_raw_object(self, csum: str, objtype: ObjectType, data: bytes) -> None:
         """Store an object received from elsewhere (archive ``.filez`` bytes for files).
 
-        The object is verified against ``csum`` first; a mismatch raises CorruptObject.
+        The object is verified against ``csum`` first (a commitmeta, named by its commit,
+        must parse); a mismatch raises CorruptObject.
         """
+        if objtype is ObjectType.COMMIT_META:  # named by its commit, not by its own hash
+            from store.gvariant import decode
+            from store.objects import METADATA_SIG
+
+            decode(METADATA_SIG, data)
+            self._stage_bytes(data, csum, objtype)
+            return
         if objtype is not ObjectType.FILE:
             if checksum_bytes(data) != csum:
                 raise CorruptObject(f"{objtype.value} object {csum} does not match its checksum")
-            if objtype is ObjectType.COMMIT_META:
-                self._stage_bytes(data, csum, objtype)
-            elif not self.repo.has(csum, objtype):
+            if not self.repo.has(csum, objtype):
                 self._stage_bytes(data, csum, objtype)
             return
         meta, size, hlen = parse_header(data, archive=True)
@@ -361,4 +368,4 @@ def _inflate_exact(data: bytes, size: int, csum: str) -> bytes:
     return out
 
 
-__all__ = ["Transaction", "clean_stale_staging", "fail_point", "syncfs"]
+__all__ = ["Transaction", "clean_stale_staging", "syncfs"]

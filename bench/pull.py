@@ -1,0 +1,162 @@
+"""Bench: `strata pull` against `ostree pull` from the same archive repository over nginx.
+
+Usage: python bench/pull.py [--tree ROOTFS] [--runs N]
+
+Runs on a loop-mounted ext4 (bench/common.py).  The served repository is made
+by the real ostree: commit 1 is the store bench's ~10,000-file tree (or
+ROOTFS), commit 2 changes 300 files in place.  Scenarios, each pulled into
+fresh bare-user client repositories, medians of N runs: full pull,
+incremental pull (client holds commit 1) without deltas, incremental with
+ostree's static delta.  Requests and bytes on the wire come from nginx's
+access log.  Delta size and generation time compare ostree's and strata's
+delta for the same commit pair.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.append(str(ROOT / "bench"))
+
+from common import STRATA, loop_ext4, make_os_like_tree  # noqa: E402
+
+from tests.store.servers import nginx_server  # noqa: E402
+
+
+def sh(*argv: str | os.PathLike[str], **kw: object) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([os.fspath(a) for a in argv], check=True, capture_output=True,
+                          text=True, **kw)  # type: ignore[call-overload]
+
+
+def modify_tree(tree: Path, n: int = 300) -> None:
+    rnd = random.Random(11)
+    files = sorted(p for p in tree.rglob("*") if p.is_file() and not p.is_symlink()
+                   and p.stat().st_size > 64)
+    for p in rnd.sample(files, n):
+        data = bytearray(p.read_bytes())
+        pos = rnd.randrange(len(data) - 16)
+        data[pos:pos + 16] = rnd.randbytes(16)
+        p.write_bytes(bytes(data))
+
+
+def wire_bytes(log: Path, start: int) -> tuple[int, int]:
+    """(requests, body bytes) in the access log after line ``start``."""
+    lines = log.read_text().splitlines()[start:]
+    total = 0
+    for line in lines:
+        parts = line.split('"')
+        if len(parts) > 2:
+            fields = parts[2].split()
+            if len(fields) >= 2 and fields[1].isdigit():
+                total += int(fields[1])
+    return len(lines), total
+
+
+def log_len(log: Path) -> int:
+    return len(log.read_text().splitlines()) if log.exists() else 0
+
+
+def strata_client(path: Path, url: str) -> None:
+    sh(*STRATA, "--repo", path, "init", "--mode", "bare-user")
+    sh(*STRATA, "--repo", path, "remote", "add", "origin", url)
+
+
+def ostree_client(path: Path, url: str) -> None:
+    sh("ostree", "init", f"--repo={path}", "--mode=bare-user")
+    sh("ostree", "remote", "add", f"--repo={path}", "--no-gpg-verify", "origin", url)
+
+
+def timed(argv: list[str | os.PathLike[str]]) -> float:
+    sh("sync")
+    t0 = time.perf_counter()
+    sh(*argv)
+    return time.perf_counter() - t0
+
+
+def run_scenario(base: Path, url: str, log: Path, tool: str, kind: str, c1: str,
+                 runs: int) -> tuple[float, int, int]:
+    times, wire = [], (0, 0)
+    for i in range(runs):
+        repo = base / f"{tool}-{kind}-{i}"
+        (ostree_client if tool == "ostree" else strata_client)(repo, url)
+        if kind != "full":  # the client holds commit 1 as origin:main (same seeding for both)
+            sh("ostree", "pull", f"--repo={repo}", "--disable-static-deltas", "origin",
+               f"main@{c1}")
+        flags = ["--disable-static-deltas"] if kind in ("full", "incremental") else []
+        start = log_len(log)
+        if tool == "ostree":
+            times.append(timed(["ostree", "pull", f"--repo={repo}", *flags, "origin", "main"]))
+        else:
+            times.append(timed([*STRATA, "--repo", repo, "pull", *flags, "origin", "main"]))
+        time.sleep(0.2)
+        wire = wire_bytes(log, start)
+        shutil.rmtree(repo)
+    return statistics.median(times), wire[0], wire[1]
+
+
+def delta_sizes(served: Path, c1: str, c2: str) -> dict[str, tuple[float, int]]:
+    from store.delta_format import delta_dir, delta_name
+
+    d = served / delta_dir(delta_name(c1, c2))
+    out = {}
+    t0 = time.perf_counter()
+    sh("ostree", "static-delta", "generate", f"--repo={served}", "--from", c1, "--to", c2)
+    out["ostree"] = (time.perf_counter() - t0, sum(f.stat().st_size for f in d.iterdir()))
+    keep = served / "ostree-delta"
+    shutil.move(d, keep)
+    t0 = time.perf_counter()
+    sh(*STRATA, "--repo", served, "static-delta", "generate", "--from", c1, "--to", c2)
+    out["strata"] = (time.perf_counter() - t0, sum(f.stat().st_size for f in d.iterdir()))
+    shutil.rmtree(d)
+    shutil.move(keep, d)  # clients pull ostree's delta in the "delta" scenario
+    sh("ostree", "summary", "-u", f"--repo={served}")
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--tree", type=Path, help="use this root filesystem for commit 1")
+    args = ap.parse_args()
+    with loop_ext4(6) as mnt:
+        tree, served = mnt / "tree", mnt / "served"
+        if args.tree:
+            shutil.copytree(args.tree, tree, symlinks=True)
+        else:
+            make_os_like_tree(tree)
+        nfiles = sum(len(f) for _d, _s, f in os.walk(tree))
+        sh("ostree", "init", f"--repo={served}", "--mode=archive")
+        c1 = sh("ostree", "commit", f"--repo={served}", "-b", "main", tree).stdout.strip()
+        modify_tree(tree)
+        c2 = sh("ostree", "commit", f"--repo={served}", "-b", "main", tree).stdout.strip()
+        shutil.rmtree(tree)
+        sizes = delta_sizes(served, c1, c2)
+        with nginx_server(served, mnt / "nginx") as srv:
+            rows = []
+            for kind in ("full", "incremental", "delta"):
+                for tool in ("ostree", "strata"):
+                    rows.append((kind, tool, *run_scenario(mnt, srv.url, srv.log, tool, kind, c1,
+                                                           args.runs)))
+    print(f"pull bench: {nfiles} files, commit 2 changes 300; medians of {args.runs} runs")
+    print("| scenario | tool | seconds | requests | MB on wire | time ratio strata/ostree |")
+    print("|---|---|---|---|---|---|")
+    for i, (kind, tool, secs, reqs, nbytes) in enumerate(rows):
+        ratio = f"{secs / rows[i - 1][2]:.2f}x" if tool == "strata" else ""
+        print(f"| {kind} | {tool} | {secs:.2f} | {reqs} | {nbytes / 1e6:.2f} | {ratio} |")
+    so, ss = sizes["ostree"], sizes["strata"]
+    print(f"\ndelta c1->c2: ostree {so[1] / 1e3:.1f} kB in {so[0]:.2f}s, "
+          f"strata {ss[1] / 1e3:.1f} kB in {ss[0]:.2f}s, size ratio {ss[1] / so[1]:.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,254 @@
+"""Applying static deltas (OSTree's format) during a pull.
+
+The superblock is fetched and checked against the checksum the summary
+lists; each part is fetched, checked against the checksum the superblock
+lists, decompressed and executed: every object an opcode produces is
+verified against the checksum the part names before it is written.
+Fallback objects are fetched as loose objects.  The commit object itself is
+handed back to :mod:`store.pull`, which walks the tree afterwards, so any
+object a delta did not provide is fetched the ordinary way.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import stat
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import bsdiff4
+
+from store.delta_format import (
+    PartMeta, PartPayload, Superblock, delta_dir, delta_name, read_varuint,
+)
+from store.errors import CorruptObject
+from store.objects import FileMeta, ObjectType, checksum_bytes, file_header
+
+if TYPE_CHECKING:
+    from store.pull import PullState
+    from store.repo import Repo
+    from store.summary import Summary
+    from store.txn import Transaction
+
+
+def find_delta(summary: Summary, from_csum: str | None, to_csum: str) -> str | None:
+    """The name of a delta the summary offers for this update, or None."""
+    name = delta_name(from_csum, to_csum)
+    return name if name in summary.deltas else None
+
+
+def try_delta(st: PullState, summary: Summary, local: str,
+              csum: str) -> tuple[bytes, bytes | None] | None:
+    """Apply a delta to ``csum`` if the summary offers one from what ``local`` points at.
+
+    Returns (commit bytes, commitmeta bytes or None) when a delta was applied,
+    None when no delta applies.  Raises on a corrupt or unreachable delta.
+    """
+    from store.pull import is_complete
+
+    repo: Repo = st.repo
+    current = repo.read_ref(local)
+    from_csum = current if current is not None and is_complete(repo, current) else None
+    name = find_delta(summary, from_csum, csum)
+    if name is None:
+        return None
+    base = delta_dir(name)
+    st.phase = "delta"
+    sb_bytes = st.fetcher.get(f"{base}/superblock")
+    if hashlib.sha256(sb_bytes).hexdigest() != summary.deltas[name]:
+        raise CorruptObject(f"static delta superblock {st.fetcher.url_for(base + '/superblock')} "
+                            f"does not match the summary")
+    sb = Superblock.from_bytes(sb_bytes)
+    if sb.to_csum != csum or sb.from_csum != from_csum or checksum_bytes(sb.commit_bytes) != csum:
+        raise CorruptObject(f"static delta {name} does not lead to commit {csum}")
+    return sb.commit_bytes, _apply(st, sb, base)
+
+
+def _apply(st: PullState, sb: Superblock, base: str) -> bytes | None:
+    """Fetch and execute the parts, fetch the fallbacks; return the commit's detached metadata."""
+    from store.pull import fetch_loose, mark_partial
+
+    repo: Repo = st.repo
+    mark_partial(repo, sb.to_csum)
+    meta = st.fetcher.get_optional(f"objects/{sb.to_csum[:2]}/{sb.to_csum[2:]}.commitmeta")
+    st.verify_commit_signature(sb.to_csum, sb.commit_bytes, meta)
+    todo = [(i, p) for i, p in enumerate(sb.parts)
+            if not all(repo.has(c, t) for t, c in p.objects)]
+    st.wanted += sum(len(p.objects) for _i, p in todo) + len(sb.fallbacks)
+    with repo.transaction() as txn:
+        for i, part, payload in st.fetcher.map_unordered(
+                lambda item: (*item, _fetch_part(st, base, *item)), todo):
+            st.tick(PartExecutor(repo, txn, part, payload, st.fetcher.url_for(f"{base}/{i}")).run())
+        fallbacks = [(f.csum, f.objtype) for f in sb.fallbacks if not repo.has(f.csum, f.objtype)]
+        fetch_loose(st, txn, fallbacks)
+    return meta
+
+
+def _fetch_part(st: PullState, base: str, index: int, part: PartMeta) -> PartPayload:
+    url = f"{base}/{index}"
+    data = st.fetcher.get(url)
+    if hashlib.sha256(data).hexdigest() != part.checksum:
+        raise CorruptObject(f"static delta part {st.fetcher.url_for(url)} "
+                            f"does not match its checksum")
+    return PartPayload.from_bytes(data)
+
+
+@dataclass
+class PartExecutor:
+    """Runs one part's opcode stream, writing each object it produces into ``txn``."""
+
+    repo: Repo
+    txn: Transaction
+    part: PartMeta
+    payload: PartPayload
+    where: str
+    pos: int = 0
+    index: int = 0
+    source: bytes | None = None
+    out: list[bytes] = field(default_factory=list)
+    meta: FileMeta | None = None
+    size: int = 0
+
+    def run(self) -> int:
+        """Execute every opcode; return the number of objects produced."""
+        ops = self.payload.ops
+        handlers = {ord("S"): self._splice, ord("o"): self._open, ord("w"): self._write,
+                    ord("r"): self._set_source, ord("R"): self._unset_source,
+                    ord("c"): self._close, ord("B"): self._bspatch}
+        while self.pos < len(ops):
+            op = ops[self.pos]
+            self.pos += 1
+            handler = handlers.get(op)
+            if handler is None:
+                raise CorruptObject(f"static delta part {self.where}: unknown opcode {op}")
+            handler()
+        if self.index != len(self.part.objects):
+            raise CorruptObject(f"static delta part {self.where} made {self.index} of "
+                                f"{len(self.part.objects)} objects")
+        return self.index
+
+    def _num(self) -> int:
+        value, self.pos = read_varuint(self.payload.ops, self.pos)
+        return value
+
+    def _blob(self, offset: int, length: int) -> bytes:
+        if offset + length > len(self.payload.blob):
+            raise CorruptObject(f"static delta part {self.where}: offset out of range")
+        return self.payload.blob[offset:offset + length]
+
+    def _target(self) -> tuple[ObjectType, str]:
+        if self.index >= len(self.part.objects):
+            raise CorruptObject(f"static delta part {self.where} writes more objects than it lists")
+        return self.part.objects[self.index]
+
+    def _file_meta(self) -> None:
+        mode_i, xattr_i = self._num(), self._num()
+        try:
+            uid, gid, mode = self.payload.modes[mode_i]
+            xattrs = tuple((bytes(k).rstrip(b"\0"), bytes(v))
+                           for k, v in self.payload.xattrs[xattr_i])
+        except IndexError:
+            raise CorruptObject(f"static delta part {self.where}: bad mode/xattr index") from None
+        self.meta = FileMeta(uid, gid, mode, "", xattrs)
+
+    def _splice(self) -> None:
+        objtype, csum = self._target()
+        if objtype.is_meta:
+            length, offset = self._num(), self._num()
+            data = self._blob(offset, length)
+            if checksum_bytes(data) != csum:
+                raise CorruptObject(f"{objtype.value} object {csum} in static delta part "
+                                    f"{self.where} does not match its checksum")
+            self.txn.write_metadata(objtype, data)
+            self.index += 1
+            return
+        self._file_meta()
+        self.size, offset = self._num(), self._num()
+        self.out = [self._blob(offset, self.size)]
+        self._close()
+
+    def _open(self) -> None:
+        self._target()
+        self._file_meta()
+        self.size = self._num()
+        self.out = []
+
+    def _write(self) -> None:
+        length, offset = self._num(), self._num()
+        if self.source is not None:
+            if offset + length > len(self.source):
+                raise CorruptObject(f"static delta part {self.where}: read past source object")
+            self.out.append(self.source[offset:offset + length])
+        else:
+            self.out.append(self._blob(offset, length))
+
+    def _set_source(self) -> None:
+        csum = self._blob(self._num(), 32).hex()
+        self.source = self.repo.load_file(csum)[1]
+
+    def _unset_source(self) -> None:
+        self.source = None
+
+    def _bspatch(self) -> None:
+        offset, length = self._num(), self._num()
+        if self.source is None:
+            raise CorruptObject(f"static delta part {self.where}: bspatch without a source")
+        self.out.append(apply_endsley_patch(self.source, self._blob(offset, length), self.size))
+
+    def _close(self) -> None:
+        if self.meta is not None:
+            objtype, csum = self._target()
+            content = b"".join(self.out)
+            meta = self.meta
+            if stat.S_ISLNK(meta.mode):
+                target = content.decode(errors="surrogateescape")
+                meta = FileMeta(meta.uid, meta.gid, meta.mode, target, meta.xattrs)
+                content = b""
+            h = hashlib.sha256(file_header(meta))
+            h.update(content)
+            if h.hexdigest() != csum or objtype is not ObjectType.FILE:
+                raise CorruptObject(f"file object {csum} in static delta part {self.where} "
+                                    f"does not match its checksum")
+            self.txn.write_file(meta, None if meta.is_symlink else content)
+            self.index += 1
+        self.meta, self.out, self.source = None, [], None
+
+
+def _offtin(b: bytes) -> int:
+    v = int.from_bytes(b[:7] + bytes([b[7] & 0x7F]), "little")
+    return -v if b[7] & 0x80 else v
+
+
+def apply_endsley_patch(old: bytes, patch: bytes, new_size: int) -> bytes:
+    """Apply a bsdiff patch in the headerless interleaved (Endsley) stream OSTree stores."""
+    control, diff, extra = bytearray(), bytearray(), bytearray()
+    pos = total = 0
+    while total < new_size:
+        if pos + 24 > len(patch):
+            raise CorruptObject("bsdiff patch ends early")
+        x, y = _offtin(patch[pos:pos + 8]), _offtin(patch[pos + 8:pos + 16])
+        control += patch[pos:pos + 24]
+        pos += 24
+        if x < 0 or y < 0 or pos + x + y > len(patch):
+            raise CorruptObject("bsdiff patch is corrupt")
+        diff += patch[pos:pos + x]
+        extra += patch[pos + x:pos + x + y]
+        pos += x + y
+        total += x + y
+    try:
+        return bsdiff4.core.patch(old, new_size, bytes(control), bytes(diff), bytes(extra))
+    except Exception as e:  # bsdiff4 raises plain ValueError/MemoryError on bad input
+        raise CorruptObject(f"bsdiff patch does not apply: {e}") from e
+
+
+def make_endsley_patch(old: bytes, new: bytes) -> bytes:
+    """A bsdiff patch in OSTree's headerless interleaved form."""
+    control, diff, extra = bsdiff4.core.diff(old, new)
+    out = bytearray()
+    dpos = epos = 0
+    for i in range(0, len(control), 24):
+        x, y = _offtin(control[i:i + 8]), _offtin(control[i + 8:i + 16])
+        out += control[i:i + 24] + diff[dpos:dpos + x] + extra[epos:epos + y]
+        dpos += x
+        epos += y
+    return bytes(out)

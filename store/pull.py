@@ -1,0 +1,434 @@
+"""Pulling commits from a remote repository (archive mode, served statically).
+
+Order, as ``ostree pull``: ``summary`` (or ``refs/heads/REF`` when there is
+none) -> commit -> ``.commitmeta`` (signature check) -> dirtrees and dirmetas
+-> ``.filez`` content objects; or a static delta when the summary offers one
+from a commit we already have.  Every object is verified against its
+checksum before it enters the store, objects already present are skipped,
+``state/<csum>.commitpartial`` marks a commit whose objects are not all here,
+and the ref moves (in the same transaction that writes the commit object)
+only once the whole commit is present.  Objects fetched before a failure are
+kept, so a later pull resumes.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import os
+import time
+import zlib
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from store import sign
+from store.errors import CorruptObject, NetworkError, ObjectNotFound, RefError, ToolError
+from store.fsutil import atomic_write
+from store.gvariant import decode
+from store.http import Fetcher, NotFoundError
+from store.objects import (
+    METADATA_SIG, Commit, DirTree, FileMeta, ObjectType, checksum_bytes, file_header, is_checksum,
+    loose_path, parse_header,
+)
+from store.remote import Remote, get_remote
+from store.repo import Repo
+from store.summary import Summary, parse_summary_sig
+from store.txn import Transaction
+
+
+@dataclass(frozen=True)
+class Progress:
+    """A snapshot of a running pull, for a progress line."""
+
+    objects_fetched: int
+    objects_wanted: int
+    bytes_fetched: int
+    seconds: float
+    phase: str
+
+
+@dataclass(frozen=True)
+class PullResult:
+    """What a pull did: refs moved, objects and bytes fetched, deltas applied."""
+
+    remote: str
+    refs: dict[str, str]
+    objects_fetched: int
+    bytes_fetched: int
+    requests: int
+    deltas_used: int
+    seconds: float
+
+    def summary_line(self) -> str:
+        """The one line printed at the end of a pull."""
+        mb = self.bytes_fetched / 1e6
+        deltas = f", {self.deltas_used} static delta(s)" if self.deltas_used else ""
+        return (f"{len(self.refs)} ref(s) from {self.remote}: {self.objects_fetched} objects, "
+                f"{mb:.1f} MB fetched in {self.seconds:.1f}s{deltas}")
+
+
+ProgressFn = Callable[[Progress], None]
+
+
+@dataclass
+class PullState:
+    """What one pull shares between its steps: repository, remote, fetchers, counters."""
+
+    repo: Repo
+    remote: Remote
+    fetcher: Fetcher  # objects and deltas: ``contenturl``, else ``url``
+    index: Fetcher  # summary, its signature and refs: ``url``
+    progress: ProgressFn | None
+    started: float = field(default_factory=time.monotonic)
+    fetched: int = 0
+    wanted: int = 0
+    deltas: int = 0
+    phase: str = "metadata"
+    last_report: float = 0.0
+
+    def verify_commit_signature(self, csum: str, data: bytes, meta: bytes | None,
+                                ref: str = "") -> None:
+        """Raise SignatureError unless no signature is needed or ``meta`` holds a good one."""
+        if self.remote.sign_verify:
+            what = f"ref {ref} (commit {csum})" if ref else f"commit {csum}"
+            sign.verify_data(_pubkeys(self.remote), data, _decode_commitmeta(meta, csum),
+                             f"{what} of remote {self.remote.name}")
+
+    def tick(self, n: int = 1, *, force: bool = False) -> None:
+        self.fetched += n
+        now = time.monotonic()
+        if self.progress is not None and (force or now - self.last_report > 0.2):
+            self.last_report = now
+            self.progress(Progress(self.fetched, self.wanted,
+                                   self.fetcher.stats.bytes + self.index.stats.bytes,
+                                   now - self.started, self.phase))
+
+
+def pull(repo_path: Path, remote_name: str, refs: Iterable[str] = (), *, depth: int = 0,
+         mirror: bool = False, disable_static_deltas: bool = False,
+         progress: ProgressFn | None = None) -> PullResult:
+    """Fetch ``refs`` (all the summary's refs when empty) of ``remote_name`` into the repository.
+
+    Guarantees: each ref moves only after its commit and everything it
+    references are in the store and verified; on any error no ref moves and
+    the error names the object or URL at fault.
+    """
+    repo = Repo.open(repo_path)
+    remote = get_remote(repo_path, remote_name)
+    ca = remote.tls_ca_path or None
+    with Fetcher(remote.content_url, ca_certs=ca) as fetcher, \
+            Fetcher(remote.url, ca_certs=ca, max_in_flight=1) as index, repo.lock():
+        st = PullState(repo, remote, fetcher, index, progress)
+        summary = _fetch_summary(st)
+        targets = _resolve_targets(st, summary, list(refs))
+        moved = {}
+        for ref, csum in targets.items():
+            local = ref if mirror else f"{remote_name}:{ref}"
+            _pull_commit(st, summary, ref, local, csum, depth=depth,
+                         use_deltas=not disable_static_deltas)
+            moved[local] = csum
+        with repo.transaction() as txn:  # every ref moves together, once all commits are here
+            for local, csum in moved.items():
+                txn.set_ref(local, csum)
+        st.tick(0, force=True)
+        stats, istats = fetcher.stats, index.stats
+        return PullResult(remote_name, moved, st.fetched, stats.bytes + istats.bytes,
+                          stats.requests + istats.requests, st.deltas,
+                          time.monotonic() - st.started)
+
+
+def _fetch_summary(st: PullState) -> Summary | None:
+    data = st.index.get_optional("summary")
+    if data is None:
+        return None
+    if st.remote.sign_verify_summary:
+        sig = st.index.get_optional("summary.sig")
+        meta = parse_summary_sig(sig) if sig is not None else {}
+        sign.verify_data(_pubkeys(st.remote), data, meta,
+                         f"summary of remote {st.remote.name} ({st.index.url_for('summary')})")
+    return Summary.from_bytes(data)
+
+
+def _pubkeys(remote: Remote) -> list[Ed25519PublicKey]:
+    files = [Path(remote.pubkey_file)] if remote.pubkey_file else sign.default_public_key_files()
+    keys = sign.load_public_keys(files)
+    if remote.pubkey_inline:
+        keys.append(Ed25519PublicKey.from_public_bytes(base64.b64decode(remote.pubkey_inline)))
+    return keys
+
+
+def _resolve_targets(st: PullState, summary: Summary | None, refs: list[str]) -> dict[str, str]:
+    if summary is None and not refs:
+        raise RefError(f"remote {st.remote.name} has no summary; name the refs to pull")
+    if not refs:
+        assert summary is not None
+        return {name: e.csum for name, e in sorted(summary.refs.items())}
+    out = {}
+    for ref in refs:
+        if summary is not None:
+            if ref not in summary.refs:
+                raise RefError(f"ref {ref} not found in the summary of remote {st.remote.name}")
+            out[ref] = summary.refs[ref].csum
+            continue
+        try:
+            text = st.index.get(f"refs/heads/{ref}").decode(errors="replace").strip()
+        except NotFoundError as e:
+            raise RefError(f"ref {ref} not found on remote {st.remote.name}: {e}") from e
+        if not is_checksum(text):
+            raise CorruptObject(f"ref {ref} on remote {st.remote.name} does not hold a checksum")
+        out[ref] = text
+    return out
+
+
+def _partial_marker(repo: Repo, csum: str) -> Path:
+    return repo.path / "state" / f"{csum}.commitpartial"
+
+
+def mark_partial(repo: Repo, csum: str) -> None:
+    """Record that ``csum``'s objects are being fetched (``state/<csum>.commitpartial``)."""
+    (repo.path / "state").mkdir(exist_ok=True)
+    atomic_write(_partial_marker(repo, csum), b"")
+
+
+def is_complete(repo: Repo, csum: str) -> bool:
+    """True when the commit is stored and not marked partial."""
+    return repo.has(csum, ObjectType.COMMIT) and not _partial_marker(repo, csum).exists()
+
+
+def _pull_commit(st: PullState, summary: Summary | None, ref: str, local: str, csum: str, *,
+                 depth: int, use_deltas: bool) -> None:
+    repo = st.repo
+    if is_complete(repo, csum) and depth == 0:
+        _verify_local_signature(st, ref, csum)
+        return
+    prefetched: dict[str, tuple[bytes, bytes | None]] = {}
+    if use_deltas and summary is not None and summary.deltas and not is_complete(repo, csum):
+        from store.delta_pull import try_delta
+
+        got = try_delta(st, summary, local, csum)
+        if got is not None:
+            st.deltas += 1
+            prefetched[csum] = got
+    chain = _commit_chain(st, ref, csum, depth, prefetched)
+    for c, _data, _meta in chain:
+        if not is_complete(repo, c):
+            mark_partial(repo, c)
+    _fetch_trees_and_write(st, chain)
+    for c, _data, _meta in chain:
+        with contextlib.suppress(FileNotFoundError):
+            _partial_marker(repo, c).unlink()
+
+
+def _commit_chain(st: PullState, ref: str, csum: str, depth: int,
+                  prefetched: dict[str, tuple[bytes, bytes | None]]
+                  ) -> list[tuple[str, bytes, bytes | None]]:
+    """The commit and up to ``depth`` ancestors (-1: all): (csum, bytes, commitmeta bytes)."""
+    out = []
+    current: str | None = csum
+    level = 0
+    while current is not None:
+        optional = level > 0
+        try:
+            data, meta = prefetched.get(current) or _get_commit(st, ref, current)
+        except NotFoundError as e:
+            if optional:
+                break
+            raise ObjectNotFound(f"commit {current} of ref {ref} is missing on remote "
+                                 f"{st.remote.name}: {e}") from e
+        out.append((current, data, meta))
+        if depth >= 0 and level >= depth:
+            break
+        current = Commit.from_bytes(data).parent
+        level += 1
+    return out
+
+
+def _get_commit(st: PullState, ref: str, csum: str) -> tuple[bytes, bytes | None]:
+    repo = st.repo
+    if repo.has(csum, ObjectType.COMMIT):
+        data = repo.read_metadata_bytes(csum, ObjectType.COMMIT)
+        meta = (repo.read_metadata_bytes(csum, ObjectType.COMMIT_META)
+                if repo.has(csum, ObjectType.COMMIT_META) else None)
+        if st.remote.sign_verify and not meta:
+            meta = st.fetcher.get_optional(_obj_url(csum, ObjectType.COMMIT_META))
+    else:
+        data = _fetch_meta(st, csum, ObjectType.COMMIT)
+        meta = st.fetcher.get_optional(_obj_url(csum, ObjectType.COMMIT_META))
+        st.tick()
+    st.verify_commit_signature(csum, data, meta, ref)
+    return data, meta
+
+
+def _verify_local_signature(st: PullState, ref: str, csum: str) -> None:
+    if st.remote.sign_verify:
+        data = st.repo.read_metadata_bytes(csum, ObjectType.COMMIT)
+        sign.verify_data(_pubkeys(st.remote), data, st.repo.load_detached_metadata(csum),
+                         f"ref {ref} (commit {csum}) of remote {st.remote.name}")
+
+
+def _decode_commitmeta(meta: bytes | None, csum: str) -> dict:  # type: ignore[type-arg]
+    if meta is None:
+        return {}
+    try:
+        return decode(METADATA_SIG, meta)
+    except (ValueError, IndexError, CorruptObject) as e:
+        raise CorruptObject(f"commitmeta object {csum} is corrupt: {e}") from e
+
+
+def _obj_url(csum: str, objtype: ObjectType) -> str:
+    return "objects/" + loose_path(csum, objtype, archive=True)
+
+
+def _fetch_meta(st: PullState, csum: str, objtype: ObjectType) -> bytes:
+    """Fetch a metadata object and check its bytes hash to its name."""
+    url = _obj_url(csum, objtype)
+    return _check_meta(st, csum, objtype, url, st.fetcher.get(url))
+
+
+def _check_meta(st: PullState, csum: str, objtype: ObjectType, url: str, data: bytes) -> bytes:
+    if checksum_bytes(data) != csum:
+        raise CorruptObject(f"{objtype.value} object {csum} from {st.fetcher.url_for(url)} "
+                            f"does not match its checksum")
+    return data
+
+
+def _fetch_metas(st: PullState, txn: Transaction,
+                 need: list[tuple[str, ObjectType]]) -> dict[str, bytes]:
+    """Fetch, verify and write metadata objects; return the bytes of each by checksum."""
+    by_url = {_obj_url(c, t): (c, t) for c, t in need}
+    st.wanted += len(by_url)
+    out = {}
+    for (c, ot), data in st.fetcher.fetch_many(
+            by_url, lambda u, d: (by_url[u], _check_meta(st, *by_url[u], u, d))):
+        txn.write_metadata(ot, data)
+        out[c] = data
+        st.tick()
+    return out
+
+
+def verify_filez(data: bytes, csum: str, where: str) -> tuple[FileMeta, bytes]:
+    """Decompress a ``.filez`` object and check it hashes to ``csum``; return meta and content."""
+    try:
+        meta, size, hlen = parse_header(data, archive=True)
+        z = zlib.decompressobj(-15)
+        content = z.decompress(data[hlen:]) + z.flush() if len(data) > hlen else b""
+    except (CorruptObject, ValueError, IndexError, zlib.error) as e:
+        raise CorruptObject(f"file object {csum} from {where} is corrupt: {e}") from e
+    if len(content) != size:
+        raise CorruptObject(f"file object {csum} from {where} is truncated "
+                            f"({len(content)} of {size} bytes)")
+    h = hashlib.sha256(file_header(meta))
+    h.update(content)
+    if h.hexdigest() != csum:
+        raise CorruptObject(f"file object {csum} from {where} does not match its checksum")
+    return meta, content
+
+
+def _fetch_trees_and_write(st: PullState, chain: list[tuple[str, bytes, bytes | None]]) -> None:
+    """Fetch every missing object of the chain's trees, then write the commit objects.
+
+    One transaction; on a failure the objects already verified are still
+    committed (so a retry resumes) but no commit object is written, and the
+    failure is re-raised.
+    """
+    repo = st.repo
+    failure: ToolError | None = None
+    with repo.transaction() as txn:
+        try:
+            for c, data, _meta in chain:
+                if not is_complete(repo, c):
+                    commit = Commit.from_bytes(data)
+                    _fetch_tree(st, txn, commit.root_tree, commit.root_meta)
+        except (NetworkError, CorruptObject, ObjectNotFound) as e:
+            failure = e
+        if failure is None:
+            for c, data, meta in reversed(chain):
+                if not repo.has(c, ObjectType.COMMIT):
+                    txn.write_metadata(ObjectType.COMMIT, data)
+                if meta is not None and not repo.has(c, ObjectType.COMMIT_META):
+                    _write_commitmeta(repo, c, meta)
+    if failure is not None:
+        raise failure
+
+
+def _write_commitmeta(repo: Repo, csum: str, meta: bytes) -> None:
+    path = repo.object_path(csum, ObjectType.COMMIT_META)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, meta)
+
+
+def _fetch_tree(st: PullState, txn: Transaction, root_tree: str, root_meta: str) -> None:
+    """Fetch missing dirtrees/dirmetas level by level, then the missing content objects."""
+    repo = st.repo
+    level = {(root_tree, root_meta)}
+    seen_trees: set[str] = set()
+    seen_metas: set[str] = set()
+    files: set[str] = set()
+    while level:
+        trees = {t for t, _m in level} - seen_trees
+        metas = {m for _t, m in level} - seen_metas
+        seen_trees |= trees
+        seen_metas |= metas
+        need = [(m, ObjectType.DIR_META) for m in metas if not repo.has(m, ObjectType.DIR_META)]
+        need += [(t, ObjectType.DIR_TREE) for t in trees if not repo.has(t, ObjectType.DIR_TREE)]
+        fetched = _fetch_metas(st, txn, need)
+        level = set()
+        for t in trees:
+            tree = _parse_tree(fetched[t], t) if t in fetched else repo.load_dirtree(t)
+            files.update(c for _n, c in tree.files)
+            level.update((sub, meta) for _n, sub, meta in tree.dirs)
+    _fetch_files(st, txn, files)
+
+
+def _parse_tree(data: bytes, csum: str) -> DirTree:
+    try:
+        return DirTree.from_bytes(data)
+    except (ValueError, IndexError, CorruptObject) as e:
+        raise CorruptObject(f"dirtree object {csum} is corrupt: {e}") from e
+
+
+def fetch_loose(st: PullState, txn: Transaction, items: list[tuple[str, ObjectType]]) -> None:
+    """Fetch, verify and write loose objects (static-delta fallbacks)."""
+    _fetch_metas(st, txn, [(c, t) for c, t in items if t.is_meta])
+    _fetch_files(st, txn, {c for c, t in items if not t.is_meta})
+
+
+def _stored_files(repo: Repo) -> set[str]:
+    """Checksums of the file objects already in ``objects/`` (one directory scan, no stat)."""
+    ext = ".filez" if repo.is_archive else ".file"
+    out: set[str] = set()
+    with contextlib.suppress(FileNotFoundError):
+        for sub in os.scandir(repo.objects_dir):
+            if len(sub.name) == 2:
+                out.update(sub.name + e.name[:62] for e in os.scandir(sub.path)
+                           if e.name.endswith(ext) and len(e.name) == 62 + len(ext))
+    return out
+
+
+def _fetch_files(st: PullState, txn: Transaction, files: set[str]) -> None:
+    """Fetch, verify and write content objects; workers write into the transaction."""
+    repo = st.repo
+    present = _stored_files(repo)
+    by_url = {_obj_url(c, ObjectType.FILE): c for c in sorted(files)
+              if c not in present and not repo.has(c, ObjectType.FILE)}
+    st.wanted += len(by_url)
+    st.phase = "content"
+
+    def store(url: str, data: bytes) -> None:
+        csum = by_url[url]
+        meta, content = verify_filez(data, csum, st.fetcher.url_for(url))
+        if repo.is_archive:
+            txn.write_raw_object(csum, ObjectType.FILE, data)
+            return
+        body = None if meta.is_symlink else content
+        got = txn.write_file(meta, body)
+        if got != csum:
+            raise CorruptObject(f"file object {csum} from {st.fetcher.url_for(url)} was stored "
+                                f"under another checksum")
+
+    for _ in st.fetcher.fetch_many(by_url, store):
+        st.tick()

@@ -1,0 +1,141 @@
+"""Remotes, kept in the repository's ``config`` exactly as OSTree keeps them.
+
+::
+
+    [remote "origin"]
+    url=https://example.org/repo
+    gpg-verify=false
+    sign-verify=true
+    verification-ed25519-file=/etc/keys/origin.pub
+"""
+
+from __future__ import annotations
+
+import configparser
+import io
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from store.errors import InputError, RepoError
+from store.fsutil import atomic_write
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9_][-._A-Za-z0-9]*$")
+
+
+class RemoteError(RepoError):
+    """A remote is unknown, already exists or is misconfigured."""
+
+
+@dataclass(frozen=True)
+class Remote:
+    """One configured remote."""
+
+    name: str
+    url: str
+    sign_verify: bool = False
+    sign_verify_summary: bool = False
+    pubkey_file: str = ""
+    pubkey_inline: str = ""
+    contenturl: str = ""
+    tls_ca_path: str = ""
+
+    @property
+    def content_url(self) -> str:
+        """Where objects and deltas come from (``contenturl`` or ``url``)."""
+        return self.contenturl or self.url
+
+
+def section(name: str) -> str:
+    """The config section of a remote: ``remote "NAME"``."""
+    return f'remote "{name}"'
+
+
+def validate_name(name: str) -> None:
+    """Raise InputError unless ``name`` is a valid remote name (as ostree_validate_remote_name)."""
+    if not _NAME_RE.match(name):
+        raise InputError(f"invalid remote name {name!r}")
+
+
+def _load(repo: Path) -> configparser.RawConfigParser:
+    cp = configparser.RawConfigParser(delimiters=("=",), comment_prefixes=("#",),
+                                      strict=False, interpolation=None)
+    cp.optionxform = str  # type: ignore[assignment,method-assign]
+    path = repo / "config"
+    try:
+        cp.read_string(path.read_text())
+    except FileNotFoundError as e:
+        raise RepoError(f"not a repository (no config): {repo}") from e
+    except configparser.Error as e:
+        raise RepoError(f"cannot parse {path}: {e}") from e
+    return cp
+
+
+def _save(repo: Path, cp: configparser.RawConfigParser) -> None:
+    buf = io.StringIO()
+    cp.write(buf, space_around_delimiters=False)
+    atomic_write(repo / "config", buf.getvalue().replace("\n\n\n", "\n\n").encode())
+
+
+def _bool(value: str | None) -> bool:
+    return (value or "").strip().lower() in ("true", "1", "yes")
+
+
+def _from_section(cp: configparser.RawConfigParser, name: str) -> Remote:
+    s = cp[section(name)]
+    return Remote(
+        name=name, url=s.get("url", ""), sign_verify=_bool(s.get("sign-verify")),
+        sign_verify_summary=_bool(s.get("sign-verify-summary")),
+        pubkey_file=s.get("verification-ed25519-file", ""),
+        pubkey_inline=s.get("verification-ed25519-key", ""), contenturl=s.get("contenturl", ""),
+        tls_ca_path=s.get("tls-ca-path", ""))
+
+
+def add_remote(repo: Path, name: str, url: str, *, sign_pubkey: Path | None = None,
+               sign_verify: bool | None = None) -> Remote:
+    """Add a remote; with ``sign_pubkey`` commits (and summaries) must carry ed25519 signatures.
+
+    Raises RemoteError if a remote of that name exists already.
+    """
+    validate_name(name)
+    if "://" not in url:
+        raise InputError(f"remote URL must be http://, https:// or file://: {url}")
+    if sign_pubkey is not None and not Path(sign_pubkey).is_file():
+        raise InputError(f"public key file not found: {sign_pubkey}")
+    cp = _load(repo)
+    if cp.has_section(section(name)):
+        raise RemoteError(f"remote {name} already exists in {repo}")
+    cp.add_section(section(name))
+    s = cp[section(name)]
+    s["url"] = url
+    s["gpg-verify"] = "false"
+    verify = sign_pubkey is not None if sign_verify is None else sign_verify
+    s["sign-verify"] = "true" if verify else "false"
+    if sign_pubkey is not None:
+        s["sign-verify-summary"] = "true"
+        s["verification-ed25519-file"] = str(Path(sign_pubkey).resolve())
+    _save(repo, cp)
+    return _from_section(cp, name)
+
+
+def list_remotes(repo: Path) -> list[Remote]:
+    """All remotes of the repository, sorted by name."""
+    cp = _load(repo)
+    names = [m.group(1) for s in cp.sections() if (m := re.fullmatch(r'remote "(.+)"', s))]
+    return [_from_section(cp, n) for n in sorted(names)]
+
+
+def get_remote(repo: Path, name: str) -> Remote:
+    """The remote called ``name``; RemoteError when there is none."""
+    cp = _load(repo)
+    if not cp.has_section(section(name)):
+        raise RemoteError(f"remote {name} not found in {repo}/config")
+    return _from_section(cp, name)
+
+
+def delete_remote(repo: Path, name: str) -> None:
+    """Remove the remote's section from ``config`` (its refs are kept, as ostree keeps them)."""
+    cp = _load(repo)
+    if not cp.remove_section(section(name)):
+        raise RemoteError(f"remote {name} not found in {repo}/config")
+    _save(repo, cp)
