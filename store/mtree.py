@@ -142,7 +142,7 @@ class MutableTree:
         return parent, parts[-1]
 
     def set_file(self, path: str, csum: str) -> None:
-        """Put a file object at ``path``; the parent directory must exist and not hold a dir there."""
+        """Put a file object at ``path``; its parent must exist and ``path`` not be a dir."""
         parent, name = self._parent_for_write(path)
         if name in parent.dirs:
             raise InputError(f"'{path}' is a directory")

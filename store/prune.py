@@ -13,7 +13,7 @@ import os
 import re
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from store.errors import InputError
 from store.objects import ObjectType
@@ -48,7 +48,7 @@ def parse_date(text: str, *, now: float | None = None) -> int:
     except ValueError:
         raise InputError(f"unrecognized date '{text}'") from None
     if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=timezone.utc)
+        dt = dt.replace(tzinfo=UTC)
     return int(dt.timestamp())
 
 

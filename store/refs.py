@@ -71,8 +71,8 @@ def write_ref(repo_path: Path, refspec: str, csum: str | None, *, sync: bool = T
             path.unlink()
         except FileNotFoundError:
             return
-        _prune_empty_parents(path.parent, repo_path / "refs" / "heads"
-                             if split_refspec(refspec)[0] is None else repo_path / "refs" / "remotes")
+        kind = "heads" if split_refspec(refspec)[0] is None else "remotes"
+        _prune_empty_parents(path.parent, repo_path / "refs" / kind)
         return
     if not is_checksum(csum):
         raise RefError(f"not a checksum: {csum}")

@@ -32,8 +32,16 @@ from store.fsutil import atomic_write
 from store.gvariant import Variant, decode
 from store.lock import file_lock
 from store.objects import (
-    METADATA_SIG, Commit, DirMeta, DirTree, FileMeta, ObjectType, decode_dirmeta_variant,
-    is_checksum, loose_path, parse_header,
+    METADATA_SIG,
+    Commit,
+    DirMeta,
+    DirTree,
+    FileMeta,
+    ObjectType,
+    decode_dirmeta_variant,
+    is_checksum,
+    loose_path,
+    parse_header,
 )
 
 if TYPE_CHECKING:
@@ -81,7 +89,7 @@ class Repo:
 
     @classmethod
     def init(cls, path: str | os.PathLike[str], mode: RepoMode = RepoMode.BARE) -> Repo:
-        """Create a repository at ``path`` (empty or absent); an existing repo of the same mode is fine."""
+        """Create a repository at ``path`` (empty or absent); an existing one of this mode is ok."""
         path = Path(path)
         cfg_path = path / "config"
         if cfg_path.exists():
@@ -145,7 +153,8 @@ class Repo:
 
     # ---- locking and transactions ------------------------------------------------------
 
-    def lock(self, *, exclusive: bool = False, wait: float = 30.0) -> contextlib.AbstractContextManager[None]:
+    def lock(self, *, exclusive: bool = False,
+             wait: float = 30.0) -> contextlib.AbstractContextManager[None]:
         """Shared lock for readers and writers, exclusive for prune."""
         return file_lock(self.path / ".lock", exclusive=exclusive, wait=wait,
                          what=f"repository {self.path}")
@@ -173,7 +182,7 @@ class Repo:
         refs_mod.write_ref(self.path, refspec, csum)
 
     def resolve(self, rev: str) -> str:
-        """Resolve a branch, ``remote:branch``, checksum or >= 8-digit prefix (``^`` for parents)."""
+        """Resolve a branch, ``remote:branch``, checksum or 8+ digit prefix (``^``: parent)."""
         base, ups = rev, 0
         while base.endswith("^"):
             base, ups = base[:-1], ups + 1

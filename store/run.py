@@ -40,7 +40,8 @@ def run(
         raise CommandError(shlex.join(args), 127, f"{args[0]}: not found") from e
     except subprocess.TimeoutExpired as e:
         tail = (e.stderr or b"").decode(errors="replace").strip()[-500:]
-        raise CommandError(shlex.join(args), -9, f"timed out after {timeout}s {tail}".strip()) from e
+        msg = f"timed out after {timeout}s {tail}".strip()
+        raise CommandError(shlex.join(args), -9, msg) from e
     if check and proc.returncode != 0:
         tail = proc.stderr.decode(errors="replace").strip().splitlines()[-5:]
         raise CommandError(shlex.join(args), proc.returncode, " | ".join(tail))

@@ -8,18 +8,30 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 import click
 
-from boot import admin as boot_admin
-from boot.deploy import deploy as boot_deploy
-from boot.deploy import os_init as boot_os_init
-from boot.sysroot import Sysroot
 from layering.cli.context import Context, cli, pass_ctx
+
+if TYPE_CHECKING:
+    from types import ModuleType
+
+    from boot.admin import DeploymentStatus
+    from boot.sysroot import Sysroot
 
 
 def _sysroot(ctx: Context) -> Sysroot:
+    from boot.sysroot import Sysroot
+
     return Sysroot(ctx.sysroot)
+
+
+def _admin() -> ModuleType:
+    """boot.admin, imported on first use so other commands start fast."""
+    from boot import admin
+
+    return admin
 
 
 def _dump(obj: object) -> None:
@@ -31,7 +43,9 @@ def _dump(obj: object) -> None:
 @pass_ctx
 def os_init_cmd(ctx: Context, stateroot: str) -> None:
     """Create the sysroot layout and ostree/deploy/STATEROOT/var."""
-    boot_os_init(_sysroot(ctx), stateroot)
+    from boot.deploy import os_init
+
+    os_init(_sysroot(ctx), stateroot)
 
 
 @cli.command("deploy")
@@ -45,7 +59,7 @@ def deploy_cmd(ctx: Context, stateroot: str | None, kargs: tuple[str, ...], dry_
                refspec: str) -> None:
     """New deployment of REFSPEC, made the default."""
     if dry_run:
-        csum, plan = boot_admin.preview_deploy(_sysroot(ctx), refspec, stateroot=stateroot)
+        csum, plan = _admin().preview_deploy(_sysroot(ctx), refspec, stateroot=stateroot)
         if ctx.json:
             _dump({"checksum": csum, **plan.to_dict()})
             return
@@ -58,7 +72,9 @@ def deploy_cmd(ctx: Context, stateroot: str | None, kargs: tuple[str, ...], dry_
         for p in plan.blocked:
             click.echo(f"blocked /etc/{p}: the new image has a directory here; deploy will fail")
         return
-    res = boot_deploy(_sysroot(ctx), refspec=refspec, stateroot=stateroot, karg_replace=kargs)
+    from boot.deploy import deploy
+
+    res = deploy(_sysroot(ctx), refspec=refspec, stateroot=stateroot, karg_replace=kargs)
     d = res.deployment
     if ctx.json:
         _dump({"stateroot": d.stateroot, "checksum": d.checksum, "serial": d.deployserial,
@@ -75,7 +91,7 @@ def deploy_cmd(ctx: Context, stateroot: str | None, kargs: tuple[str, ...], dry_
                    f"{len(c.added)} added", err=True)
 
 
-def _format_status(rows: list[boot_admin.DeploymentStatus]) -> list[str]:
+def _format_status(rows: list[DeploymentStatus]) -> list[str]:
     lines = []
     for r in rows:
         d = r.deployment
@@ -105,7 +121,7 @@ def _format_status(rows: list[boot_admin.DeploymentStatus]) -> list[str]:
 @pass_ctx
 def status_cmd(ctx: Context, json_: bool) -> None:
     """Deployments, default first."""
-    rows = boot_admin.status(_sysroot(ctx))
+    rows = _admin().status(_sysroot(ctx))
     if json_ or ctx.json:
         _dump({"deployments": [r.to_dict() for r in rows]})
         return
@@ -117,7 +133,7 @@ def status_cmd(ctx: Context, json_: bool) -> None:
 @pass_ctx
 def rollback_cmd(ctx: Context) -> None:
     """Make the previous deployment the default."""
-    d = boot_admin.rollback(_sysroot(ctx))
+    d = _admin().rollback(_sysroot(ctx))
     click.echo(f"{d.checksum}.{d.deployserial}")
 
 
@@ -127,7 +143,7 @@ def rollback_cmd(ctx: Context) -> None:
 @pass_ctx
 def cleanup_cmd(ctx: Context, pending: bool, rollback: bool) -> None:
     """Remove surplus deployments and prune the repository."""
-    res = boot_admin.cleanup(_sysroot(ctx), pending=pending, rollback=rollback)
+    res = _admin().cleanup(_sysroot(ctx), pending=pending, rollback=rollback)
     for d in res.removed:
         click.echo(f"removed {d.checksum}.{d.deployserial}")
     for p in res.leftovers:
@@ -140,7 +156,7 @@ def cleanup_cmd(ctx: Context, pending: bool, rollback: bool) -> None:
 @pass_ctx
 def pin_cmd(ctx: Context, unpin: bool, index: int) -> None:
     """Keep deployment INDEX through cleanup (or stop keeping it)."""
-    d = boot_admin.pin(_sysroot(ctx), index, pinned=not unpin)
+    d = _admin().pin(_sysroot(ctx), index, pinned=not unpin)
     click.echo(f"deployment {index} is {'pinned' if d.pinned else 'unpinned'}")
 
 
@@ -150,7 +166,7 @@ def pin_cmd(ctx: Context, unpin: bool, index: int) -> None:
 @pass_ctx
 def kargs_cmd(ctx: Context, append: tuple[str, ...], delete: tuple[str, ...]) -> None:
     """Show the default deployment's kernel arguments, or deploy it again with edited ones."""
-    kargs, res = boot_admin.edit_kargs(_sysroot(ctx), append=append, delete=delete)
+    kargs, res = _admin().edit_kargs(_sysroot(ctx), append=append, delete=delete)
     if res is not None and not ctx.quiet:
         d = res.deployment
         click.echo(f"new deployment {d.checksum}.{d.deployserial}", err=True)

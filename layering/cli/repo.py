@@ -5,18 +5,14 @@ from __future__ import annotations
 import json
 import shutil
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import click
 
 from layering.cli.context import Context, cli, pass_ctx
 from store import inspect
-from store.checkout import checkout as do_checkout
-from store.commit import AUTO, commit_directory
 from store.errors import ToolError
-from store.fsck import fsck as do_fsck
-from store.prune import prune as do_prune
 from store.repo import Repo, RepoMode
 
 
@@ -29,7 +25,7 @@ def _json(data: object) -> None:
 
 
 def _date(ts: int) -> str:
-    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%d %H:%M:%S +0000")
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S +0000")
 
 
 def _warn(c: Context, text: str) -> None:
@@ -71,6 +67,8 @@ def commit(c: Context, branch: str, subject: str, body: str, metadata: tuple[str
            parent: str | None, timestamp: int | None, sign_key: Path | None,
            owner_uid: int | None, owner_gid: int | None, directory: Path) -> None:
     """Commit a directory tree; print the commit checksum."""
+    from store.commit import AUTO, commit_directory
+
     repo = Repo.open(c.repo)
     par = AUTO if parent is None else (None if parent == "none" else parent)
     result = commit_directory(repo, directory, branch=branch, subject=subject, body=body,
@@ -95,6 +93,8 @@ def commit(c: Context, branch: str, subject: str, body: str, metadata: tuple[str
 def checkout(c: Context, subpath: str | None, user_mode: bool, copy: bool, ref: str,
              dest: Path) -> None:
     """Materialize a commit at DEST."""
+    from store.checkout import checkout as do_checkout
+
     do_checkout(Repo.open(c.repo), ref, dest, subpath=subpath, user_mode=user_mode, copy=copy)
 
 
@@ -194,6 +194,8 @@ def diff(c: Context, a: str, b: str) -> None:
 @pass_ctx
 def fsck(c: Context) -> None:
     """Re-hash every object and check every reference; exit 1 on any problem."""
+    from store.fsck import fsck as do_fsck
+
     report = do_fsck(Repo.open(c.repo))
     for p in report.problems:
         click.echo(p)
@@ -213,6 +215,8 @@ def fsck(c: Context) -> None:
 @pass_ctx
 def prune(c: Context, refs_only: bool, depth: int, keep_younger_than: str | None) -> None:
     """Delete unreachable objects; print counts and bytes freed."""
+    from store.prune import prune as do_prune
+
     r = do_prune(Repo.open(c.repo), refs_only=refs_only, depth=depth,
                  keep_younger_than=keep_younger_than)
     click.echo(f"Total objects: {r.total}")

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import multiprocessing
-from multiprocessing.synchronize import Event
 import os
 import stat
 import subprocess
 import threading
 import time
+from multiprocessing.synchronize import Event
 from pathlib import Path
 
 import pytest

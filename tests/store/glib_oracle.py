@@ -23,7 +23,7 @@ def conv(sig, v):
     if sig.startswith("m"):
         return None if v is None else conv(sig[1:], v)
     if sig.startswith("("):
-        return tuple(conv(s, x) for s, x in zip(members(sig[1:-1]), v))
+        return tuple(conv(s, x) for s, x in zip(members(sig[1:-1]), v, strict=True))
     return v
 
 
