@@ -3,7 +3,8 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 DEB_PACKAGES := ostree rpm createrepo-c bubblewrap dpkg-dev apt-utils nginx \
-                mmdebstrap busybox-static e2fsprogs xz-utils zstd gpgv openssl python3-gi
+                mmdebstrap busybox-static e2fsprogs xz-utils zstd gpgv openssl python3-gi \
+                swig cmake cpio
 
 .PHONY: test demo bench deps venv clean lint
 
@@ -16,13 +17,19 @@ deps:
 	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; \
 	fi
 
+# PyPI's solv wheels are built without Debian semantics; build the same release
+# from its sdist with them (pip caches the wheel, so this happens once a machine).
+SOLV_CMAKE_ARGS := -DMULTI_SEMANTICS=ON -DENABLE_DEBIAN=ON
+
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test]'
+	CMAKE_ARGS="$(SOLV_CMAKE_ARGS)" $(PY) -m pip install -q --no-binary solv -e '.[test]'
+	$(PY) -c 'import solv, sys; sys.exit(solv.Pool().setdisttype(solv.Pool.DISTTYPE_DEB) < 0)' \
+	  || { echo "solv lacks Debian support"; exit 1; }
 	touch $@
 
-venv: $(VENV)/.installed
+venv: deps $(VENV)/.installed
 
 test: deps venv
 	$(PY) -m pytest -q -p no:cacheprovider

@@ -14,8 +14,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import STRATA, loop_ext4, make_os_like_tree, median, sync, table, timed  # noqa: E402
+sys.path[0] = str(Path(__file__).resolve().parent.parent)  # bench/store.py would shadow store/
+from bench.common import STRATA, loop_ext4, make_os_like_tree, median, sync, table, timed  # noqa: E402
 
 
 def one_round(mnt: Path, tree: Path, i: int, res: dict[str, list[float]], rss: list[int]) -> None:

@@ -16,12 +16,11 @@ Each Packages stanza becomes a catalogue :class:`PackageMeta` whose
 
 from __future__ import annotations
 
-import urllib.parse
-
 import bz2
 import gzip
 import lzma
 import re
+import urllib.parse
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path

@@ -32,9 +32,8 @@ import os
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
-
 from functools import cached_property
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from importers.errors import PackageFormatError

@@ -199,3 +199,56 @@ def _apply_file_meta(fd: int, meta: FileMeta, opts: _Options) -> None:
 def _set_xattrs(path: str, meta: FileMeta, *, follow: bool) -> None:
     for k, v in meta.xattrs:
         os.setxattr(path, k, v, follow_symlinks=follow)
+
+
+def sync_checkout(repo: Repo, dest: Path, old: tuple[str, str], new: tuple[str, str]) -> None:
+    """Turn a hardlink checkout of tree ``old`` at ``dest`` into one of ``new``.
+
+    Only entries that differ are touched: a subtree whose dirtree and dirmeta
+    checksums are equal is skipped without being read.  ``dest`` must be an
+    unmodified checkout of ``old`` in a bare repository.
+    """
+    if repo.mode is not RepoMode.BARE:
+        raise InputError("incremental checkouts need a bare repository")
+    objfd = os.open(repo.objects_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        w = _Writer(repo, _Options(link=True, user_mode=False))
+        _sync_dir(w, old, new, str(dest), objfd)
+    finally:
+        os.close(objfd)
+
+
+def _sync_dir(w: _Writer, old: tuple[str, str], new: tuple[str, str], path: str,
+              objfd: int) -> None:
+    if old == new:
+        return
+    if old[0] != new[0]:
+        ot, nt = w.repo.load_dirtree(old[0]), w.repo.load_dirtree(new[0])
+        ofiles, nfiles = dict(ot.files), dict(nt.files)
+        odirs = {n: (t, m) for n, t, m in ot.dirs}
+        ndirs = {n: (t, m) for n, t, m in nt.dirs}
+        for name, csum in ofiles.items():
+            if nfiles.get(name) != csum:
+                os.unlink(f"{path}/{name}")
+        for name in odirs.keys() - ndirs.keys():
+            rmtree(f"{path}/{name}")
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            for name, csum in nfiles.items():
+                if ofiles.get(name) != csum:
+                    if name in odirs:
+                        rmtree(f"{path}/{name}")
+                    w.link(csum, name, fd, objfd)
+        finally:
+            os.close(fd)
+        for name, sub in ndirs.items():
+            if name in odirs:
+                _sync_dir(w, odirs[name], sub, f"{path}/{name}", objfd)
+            else:
+                w.directory(sub[0], w.dirmeta(sub[1]), f"{path}/{name}", exists=False,
+                            objfd=objfd)
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        _apply_dir_meta(fd, w.dirmeta(new[1]), w.opts)
+    finally:
+        os.close(fd)

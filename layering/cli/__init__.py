@@ -12,10 +12,9 @@ import sys
 
 import click
 
+from layering.cli import admin, client, compose, pkg, remote, repo  # noqa: E402,F401  (registers commands)
 from layering.cli.context import Context, cli
 from store.errors import ToolError
-
-from layering.cli import admin, pkg, remote, repo  # noqa: E402,F401  (registers commands)
 
 __all__ = ["Context", "cli", "main"]
 

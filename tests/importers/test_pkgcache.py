@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -119,7 +120,7 @@ def test_lost_index_is_rebuilt_and_stale_index_ignored(repo: Repo,
     index.unlink()
     assert [r.skipped for r in import_packages(repo, two_packages)] == [True, True]
     assert index.exists()
-    index.write_text('{"%s": "strata/pkg/nonsense/1.all"}' % first[0].sha256)
+    index.write_text(json.dumps({first[0].sha256: "strata/pkg/nonsense/1.all"}))
     again = import_packages(repo, two_packages)
     assert [r.skipped for r in again] == [True, True] and again[0].ref == first[0].ref
 

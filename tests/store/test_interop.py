@@ -150,3 +150,27 @@ def test_recommit_of_hardlinked_checkout_reuses_objects(tmp_path: Path, sample: 
                                    if e[0] in (0o100000, 0o120000)) - 1  # hardlink pair counts once
     assert r.load_commit(res.checksum).parent == first
     shutil.rmtree(tmp_path / "co")
+
+
+def test_sync_checkout_equals_fresh_checkout(tmp_path: Path, sample: Path) -> None:
+    from store.checkout import sync_checkout
+
+    r = Repo.init(tmp_path / "s", RepoMode.BARE)
+    a = commit_directory(r, sample, branch="a", timestamp=TS).checksum
+    changed = tmp_path / "changed"
+    shutil.copytree(sample, changed, symlinks=True)
+    shutil.rmtree(changed / "deep/a/b")
+    (changed / "deep/a/b").write_text("now a file\n")
+    (changed / "bin/tool").write_text("changed tool\n")
+    (changed / "lib/link-rel").unlink()
+    (changed / "lib/link-rel").mkdir()
+    (changed / "newdir/x").parent.mkdir()
+    (changed / "newdir/x").write_text("x\n")
+    os.chmod(changed / "private", 0o750)
+    os.unlink(changed / "mid")
+    b = commit_directory(r, changed, branch="b", timestamp=TS).checksum
+    ca, cb = r.load_commit(a), r.load_commit(b)
+    checkout(r, a, tmp_path / "co")
+    sync_checkout(r, tmp_path / "co", (ca.root_tree, ca.root_meta), (cb.root_tree, cb.root_meta))
+    checkout(r, b, tmp_path / "fresh")
+    assert snapshot(tmp_path / "co") == snapshot(tmp_path / "fresh") == snapshot(changed)

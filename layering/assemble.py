@@ -1,0 +1,218 @@
+"""Merging package trees into a base tree at the object level, with OSTree's conventions.
+
+- Package files under ``etc/`` land in ``usr/etc/`` (the image's defaults).
+- ``var/`` content stays in the image's ``var/`` (copied into a fresh
+  stateroot) and is also described in ``usr/lib/tmpfiles.d/strata-pkg-NAME.conf``
+  (files kept under ``usr/share/factory/var``), as rpm-ostree does, because a
+  deployment's ``/var`` is shared and not replaced by new images.
+- Directory symlinks of the base (``lib -> usr/lib``) are followed, as dpkg does.
+- A path delivered by two packages, or by a package over a base file, must
+  be identical, owned by a package being removed, or covered by ``Replaces``;
+  otherwise :class:`FileConflictError` names both owners and the path.
+"""
+
+from __future__ import annotations
+
+import stat
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from importers.model import DepKind, PackageMeta, PackageType
+from importers.versions import satisfies
+from layering.errors import FileConflictError
+from store.mtree import MutableTree
+from store.objects import DirMeta, FileMeta
+from store.repo import Repo
+from store.txn import Transaction
+
+BASE_OWNER = "the base image"
+MAX_LINK_HOPS = 20
+
+
+def runtime_path(path: str) -> str:
+    """Where a package path lives in an OSTree-layout tree (``etc/x`` -> ``usr/etc/x``)."""
+    path = path.strip("/")
+    return f"usr/{path}" if path == "etc" or path.startswith("etc/") else path
+
+
+@dataclass
+class Assembler:
+    """Edits one MutableTree: removes packages, merges package trees, tracks owners."""
+
+    repo: Repo
+    tree: MutableTree
+    kind: PackageType
+    installed: list[PackageMeta]
+    owners: dict[str, str] = field(default_factory=dict)
+    taken_over: dict[str, set[str]] = field(default_factory=dict)
+    tmpfiles: dict[str, list[str]] = field(default_factory=dict)
+    _meta_cache: dict[str, FileMeta] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for pkg in self.installed:
+            for f in pkg.files:
+                self.owners.setdefault(runtime_path(f.path), pkg.name)
+
+    # ---- lookups ----------------------------------------------------------------------
+
+    def file_meta(self, csum: str) -> FileMeta:
+        meta = self._meta_cache.get(csum)
+        if meta is None:
+            meta, stream = self.repo.open_file(csum)
+            if stream is not None:
+                stream.close()
+            self._meta_cache[csum] = meta
+        return meta
+
+    def resolve_dir(self, path: str) -> str:
+        """``path`` with directory symlinks of the tree followed (the real directory path)."""
+        parts = [p for p in path.split("/") if p]
+        done: list[str] = []
+        hops = 0
+        while parts:
+            name = parts.pop(0)
+            node = self.tree.lookup("/".join(done)) if done else self.tree
+            if not isinstance(node, MutableTree):
+                break
+            csum = node.files.get(name)
+            if csum is not None and self.file_meta(csum).is_symlink and hops < MAX_LINK_HOPS:
+                hops += 1
+                target = self.file_meta(csum).symlink
+                base = [] if target.startswith("/") else done
+                resolved: list[str] = list(base)
+                for t in target.split("/"):
+                    if t in ("", "."):
+                        continue
+                    if t == "..":
+                        resolved = resolved[:-1]
+                    else:
+                        resolved.append(t)
+                parts = resolved + parts
+                done = []
+                continue
+            done.append(name)
+        return "/".join(done)
+
+    # ---- removal ----------------------------------------------------------------------
+
+    def remove_package(self, pkg: PackageMeta, keep_owned_by: set[str]) -> None:
+        """Delete the files of an installed package that no kept package also owns."""
+        dirs = []
+        for f in pkg.files:
+            path = runtime_path(f.path)
+            node = self.tree.lookup(path)
+            if isinstance(node, MutableTree):
+                dirs.append(path)
+                continue
+            owner = self.owners.get(path)
+            if owner is not None and owner != pkg.name and owner in keep_owned_by:
+                continue
+            self.tree.remove(path)
+            self.owners.pop(path, None)
+        for path in sorted(dirs, key=len, reverse=True):
+            node = self.tree.lookup(path)
+            if isinstance(node, MutableTree) and not node.files and not node.dirs:
+                self.tree.remove(path)
+
+    # ---- merging ----------------------------------------------------------------------
+
+    def add_package(self, pkg: PackageMeta, commit: str, txn: Transaction,
+                    removed: set[str]) -> None:
+        """Merge a package's cache commit into the tree, enforcing the file rules."""
+        src = MutableTree.from_commit(self.repo, commit)
+        self._merge_dir(pkg, src, "", removed, txn)
+
+    def _merge_dir(self, pkg: PackageMeta, src: MutableTree, rel: str, removed: set[str],
+                   txn: Transaction) -> None:
+        for name in sorted(src.dirs):
+            child = src.dirs[name]
+            prel = f"{rel}/{name}" if rel else name
+            self._ensure_dir(pkg, prel, child.meta)
+            self._merge_dir(pkg, child, prel, removed, txn)
+        for name in sorted(src.files):
+            prel = f"{rel}/{name}" if rel else name
+            self._place_file(pkg, prel, src.files[name], removed, txn)
+
+    def _dest(self, prel: str) -> str:
+        mapped = runtime_path(prel)
+        parent, _, name = mapped.rpartition("/")
+        parent = self.resolve_dir(parent) if parent else ""
+        return f"{parent}/{name}" if parent else name
+
+    def _ensure_dir(self, pkg: PackageMeta, prel: str, meta: DirMeta) -> None:
+        dest = self.resolve_dir(runtime_path(prel))
+        node = self.tree.lookup(dest)
+        if isinstance(node, str):
+            raise FileConflictError(
+                f"file conflict at /{prel}: {pkg.name} ships a directory where "
+                f"{self.owners.get(dest, BASE_OWNER)} has a file")
+        if node is None:
+            self.tree.ensure_dir(dest, meta)
+            if prel.startswith("var/"):
+                self._tmpfile_line(pkg, f"d /{prel} {stat.S_IMODE(meta.mode):04o} "
+                                        f"{meta.uid} {meta.gid} - -")
+
+    def _place_file(self, pkg: PackageMeta, prel: str, csum: str, removed: set[str],
+                    txn: Transaction) -> None:
+        dest = self._dest(prel)
+        existing = self.tree.lookup(dest)
+        if isinstance(existing, MutableTree):
+            raise FileConflictError(
+                f"file conflict at /{prel}: {pkg.name} ships a file where "
+                f"{self.owners.get(dest, BASE_OWNER)} has a directory")
+        if existing is not None and existing != csum:
+            self._check_overwrite(pkg, prel, dest, removed)
+        self.tree.set_file(dest, csum)
+        self.owners[dest] = pkg.name
+        if prel.startswith("var/"):
+            self._var_file(pkg, prel, csum, txn)
+
+    def _check_overwrite(self, pkg: PackageMeta, prel: str, dest: str, removed: set[str]) -> None:
+        owner = self.owners.get(dest)
+        if owner is not None and owner in removed:
+            return
+        if owner is not None and self._replaces(pkg, owner):
+            self.taken_over.setdefault(owner, set()).add(prel)
+            return
+        raise FileConflictError(
+            f"file conflict at /{prel}: delivered by {pkg.name} and by "
+            f"{owner or BASE_OWNER} with different content")
+
+    def _replaces(self, pkg: PackageMeta, owner: str) -> bool:
+        version = next((p.evr for p in self.installed if p.name == owner), None)
+        for group in pkg.relations(DepKind.REPLACES):
+            for rel in group:
+                if rel.name == owner and (version is None or satisfies(self.kind, rel, version)):
+                    return True
+        return False
+
+    def _var_file(self, pkg: PackageMeta, prel: str, csum: str, txn: Transaction) -> None:
+        meta = self.file_meta(csum)
+        if meta.is_symlink:
+            self._tmpfile_line(pkg, f"L /{prel} - - - - {meta.symlink}")
+            return
+        factory = f"usr/share/factory/{prel}"
+        self.tree.ensure_dir(factory.rpartition("/")[0])
+        self.tree.set_file(factory, csum)
+        self._tmpfile_line(pkg, f"C /{prel} - - - - /{factory}")
+
+    def _tmpfile_line(self, pkg: PackageMeta, line: str) -> None:
+        lines = self.tmpfiles.setdefault(pkg.name, [])
+        if line not in lines:
+            lines.append(line)
+
+    def write_tmpfiles(self, txn: Transaction) -> None:
+        """Write one tmpfiles.d snippet per package that ships /var content."""
+        if not self.tmpfiles:
+            return
+        self.tree.ensure_dir("usr/lib/tmpfiles.d")
+        for name, lines in sorted(self.tmpfiles.items()):
+            body = "# /var content of package " + name + ", made by strata\n" + \
+                "".join(line + "\n" for line in lines)
+            csum = txn.write_file(FileMeta(0, 0, stat.S_IFREG | 0o644), body.encode())
+            self.tree.set_file(f"usr/lib/tmpfiles.d/strata-pkg-{name}.conf", csum)
+
+
+def package_owned_paths(pkgs: Iterable[PackageMeta]) -> set[str]:
+    """Every runtime path the given packages list."""
+    return {runtime_path(f.path) for p in pkgs for f in p.files}

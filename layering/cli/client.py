@@ -1,0 +1,154 @@
+"""strata package commands on a sysroot, as rpm-ostree: install, uninstall, override,
+upgrade, rebase."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from layering.cli.compose import print_transaction
+from layering.cli.context import Context, cli, pass_ctx
+
+
+def _sysroot(c: Context):  # type: ignore[no-untyped-def]
+    from boot.sysroot import Sysroot
+
+    return Sysroot(c.sysroot)
+
+
+def _report(c: Context, result: object, *, dry_run: bool) -> None:
+    from layering.client import ClientResult
+
+    assert isinstance(result, ClientResult)
+    if result.compose is not None and (dry_run or c.verbose):
+        print_transaction(result.compose, dry_run=dry_run)
+    if c.verbose and result.compose is not None:
+        for what, output in result.compose.script_log.entries:
+            click.echo(f"--- {what}\n{output}", err=True, nl=False)
+    if dry_run:
+        _etc_preview(c, result)
+        return
+    if result.deployed is None:
+        click.echo("No change: the default deployment already is this.")
+        return
+    d = result.deployed.deployment
+    if result.compose is not None:
+        comp = result.compose
+        click.echo(f"{len(comp.resolution.install)} packages layered "
+                   f"({comp.downloaded} downloaded, {comp.unpacked} unpacked), "
+                   f"{len(comp.resolution.remove)} base packages removed")
+    click.echo(f"Deployed {d.checksum} ({d.stateroot}, serial {d.deployserial}) "
+               f"on base {result.base[:12]}")
+    for path in result.deployed.etc.conflicts:
+        click.echo(f"warning: /etc/{path} changed in the new image too; your version is kept",
+                   err=True)
+
+
+def _etc_preview(c: Context, result: object) -> None:
+    """The /etc merge a deploy of the new base would do (user changes carried, conflicts)."""
+    from boot.admin import preview_deploy
+
+    _csum, plan = preview_deploy(_sysroot(c), result.base)
+    for kind, paths in plan.carried.to_dict().items():
+        for path in paths:  # type: ignore[attr-defined]
+            click.echo(f"  /etc merge: keep your {kind} /etc/{path}")
+    for path in plan.conflicts:
+        click.echo(f"  /etc merge: /etc/{path} changed in the new image too; yours wins")
+
+
+def _split(args: tuple[str, ...]) -> tuple[tuple[str, ...], tuple[Path, ...]]:
+    names, files = [], []
+    for a in args:
+        if a.endswith((".deb", ".rpm")) or "/" in a:
+            files.append(Path(a))
+        else:
+            names.append(a)
+    return tuple(names), tuple(files)
+
+
+def _run(c: Context, *, dry_run: bool = False, **kw: object) -> None:
+    from layering.client import ClientRequest, apply
+
+    result = apply(_sysroot(c), ClientRequest(dry_run=dry_run, **kw))  # type: ignore[arg-type]
+    _report(c, result, dry_run=dry_run)
+
+
+@cli.command()
+@click.option("--dry-run", is_flag=True)
+@click.option("--no-scripts", is_flag=True)
+@click.option("--offline", is_flag=True)
+@click.argument("packages", nargs=-1, required=True)
+@pass_ctx
+def install(c: Context, dry_run: bool, no_scripts: bool, offline: bool,
+            packages: tuple[str, ...]) -> None:
+    """New deployment = default's base + its requested packages + PACKAGES (names or files)."""
+    names, files = _split(packages)
+    _run(c, dry_run=dry_run, install=names, install_local=files, no_scripts=no_scripts,
+         offline=offline)
+
+
+@cli.command()
+@click.option("--dry-run", is_flag=True)
+@click.argument("packages", nargs=-1, required=True)
+@pass_ctx
+def uninstall(c: Context, dry_run: bool, packages: tuple[str, ...]) -> None:
+    """New deployment without these requested packages."""
+    _run(c, dry_run=dry_run, uninstall=packages)
+
+
+@cli.group()
+def override() -> None:
+    """Remove or replace packages of the base image, or undo that."""
+
+
+@override.command("remove")
+@click.option("--dry-run", is_flag=True)
+@click.argument("packages", nargs=-1, required=True)
+@pass_ctx
+def override_remove(c: Context, dry_run: bool, packages: tuple[str, ...]) -> None:
+    """Remove base packages in a new deployment."""
+    _run(c, dry_run=dry_run, override_remove=packages)
+
+
+@override.command("replace")
+@click.option("--dry-run", is_flag=True)
+@click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
+@pass_ctx
+def override_replace(c: Context, dry_run: bool, files: tuple[Path, ...]) -> None:
+    """Replace base packages by local package files."""
+    _run(c, dry_run=dry_run, override_replace=files)
+
+
+@override.command("reset")
+@click.option("--dry-run", is_flag=True)
+@click.argument("packages", nargs=-1, required=True)
+@pass_ctx
+def override_reset(c: Context, dry_run: bool, packages: tuple[str, ...]) -> None:
+    """Undo overrides of these base packages."""
+    _run(c, dry_run=dry_run, override_reset=packages)
+
+
+@cli.command()
+@click.option("--check", is_flag=True, help="Only say whether an update exists (exit 77: none).")
+@click.option("--dry-run", is_flag=True)
+@click.option("--offline", is_flag=True)
+@pass_ctx
+def upgrade(c: Context, check: bool, dry_run: bool, offline: bool) -> None:
+    """Pull the origin's newest base and re-apply every requested package."""
+    if check:
+        from layering.client import check_upgrade
+
+        current, newest = check_upgrade(_sysroot(c))
+        click.echo(f"Update available: {current[:12]} -> {newest}")
+        return
+    _run(c, dry_run=dry_run, upgrade=True, offline=offline)
+
+
+@cli.command()
+@click.option("--dry-run", is_flag=True)
+@click.argument("refspec")
+@pass_ctx
+def rebase(c: Context, dry_run: bool, refspec: str) -> None:
+    """Move to another base, keeping requested packages."""
+    _run(c, dry_run=dry_run, rebase=refspec)

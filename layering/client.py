@@ -1,0 +1,230 @@
+"""The rpm-ostree-style client: package requests kept in the origin, re-applied on every base.
+
+Every command starts from the default deployment: its origin says which base
+it follows (``[origin] refspec`` or, once packages are layered,
+``baserefspec``) and what the user asked for (``[packages] requested``,
+``requested-local=SHA256:NEVRA``, ``[overrides] remove``, ``replace-local``).
+The new request is composed onto the chosen base commit (:mod:`layering.compose`,
+sources read from the default deployment's merged ``/etc``) and deployed
+beside the existing deployments (:mod:`boot.deploy`); the running and default
+deployments are never written.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from boot.deploy import DeployResult, deploy
+from boot.deployment import Deployment
+from boot.etcmerge import EtcMergePlan
+from boot.origin import Origin
+from boot.sysroot import Sysroot
+from importers import aptsource, rpmmd
+from importers.sources import Sources
+from layering.compose import ComposeRequest, ComposeResult, compose
+from layering.errors import ComposeError
+from layering.packages import cached_local, keep_local
+from store.refs import split_refspec
+from store.repo import Repo
+
+ORIGIN, PACKAGES, OVERRIDES = "origin", "packages", "overrides"
+NO_UPDATE_EXIT = 77
+
+
+class NoUpdate(ComposeError):
+    """``upgrade --check`` found nothing newer (exit 77, as rpm-ostree)."""
+
+    exit_code = NO_UPDATE_EXIT
+
+
+@dataclass(frozen=True)
+class ClientRequest:
+    """One client command's change to the default deployment's request."""
+
+    install: tuple[str, ...] = ()
+    install_local: tuple[Path, ...] = ()
+    uninstall: tuple[str, ...] = ()
+    override_remove: tuple[str, ...] = ()
+    override_replace: tuple[Path, ...] = ()
+    override_reset: tuple[str, ...] = ()
+    rebase: str | None = None
+    upgrade: bool = False
+    dry_run: bool = False
+    no_scripts: bool = False
+    offline: bool = False
+
+
+@dataclass
+class ClientResult:
+    """What a client command did (or would do, with ``dry_run``)."""
+
+    base: str
+    target: str | None
+    origin: Origin
+    compose: ComposeResult | None = None
+    deployed: DeployResult | None = None
+    etc_plan: EtcMergePlan | None = None
+    pulled: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Layering:
+    """The package request an origin holds."""
+
+    refspec: str
+    requested: tuple[str, ...] = ()
+    local: tuple[str, ...] = ()
+    removes: tuple[str, ...] = ()
+    replaces: tuple[str, ...] = ()
+
+    @property
+    def layered(self) -> bool:
+        return bool(self.requested or self.local or self.removes or self.replaces)
+
+    @classmethod
+    def of(cls, origin: Origin) -> Layering:
+        if not origin.refspec:
+            raise ComposeError("the default deployment's origin has no refspec")
+        return cls(origin.refspec, tuple(origin.requested_packages),
+                   tuple(origin.requested_local_packages), tuple(origin.removed_base_packages),
+                   tuple(origin.replaced_local_packages))
+
+    def to_origin(self, old: Origin) -> Origin:
+        o = old.with_value(ORIGIN, "refspec", None).with_value(ORIGIN, "baserefspec", None)
+        o = o.with_value(ORIGIN, "baserefspec" if self.layered else "refspec", self.refspec)
+        o = o.with_list(PACKAGES, "requested", sorted(self.requested))
+        o = o.with_list(PACKAGES, "requested-local", sorted(self.local))
+        o = o.with_list(OVERRIDES, "remove", sorted(self.removes))
+        return o.with_list(OVERRIDES, "replace-local", sorted(self.replaces))
+
+
+def _name_of_local(entry: str) -> str:
+    """``SHA256:NEVRA`` -> package name (NEVRA as strata writes it: NAME-EVR.ARCH)."""
+    nevra = entry.split(":", 1)[1] if ":" in entry else entry
+    name_evr = nevra.rsplit(".", 1)[0]
+    parts = name_evr.split("-")
+    for i in range(1, len(parts)):
+        if parts[i][:1].isdigit() or ":" in parts[i]:
+            return "-".join(parts[:i])
+    return parts[0]
+
+
+def _local_entries(repo: Repo, paths: tuple[Path, ...]) -> list[str]:
+    from importers.pkgcache import open_package
+
+    out = []
+    for p in paths:
+        sha, kept = keep_local(repo, p)
+        out.append(f"{sha}:{open_package(kept, checksum=sha).meta.nevra}")
+    return out
+
+
+def _edit(lay: Layering, req: ClientRequest, repo: Repo) -> Layering:
+    requested = [n for n in lay.requested]
+    local = list(lay.local)
+    for name in req.uninstall:
+        if name in requested:
+            requested.remove(name)
+        elif any(_name_of_local(e) == name for e in local):
+            local = [e for e in local if _name_of_local(e) != name]
+        else:
+            raise ComposeError(f"package {name} is not requested in the default deployment")
+    for name in req.install:
+        if name not in requested:
+            requested.append(name)
+    local += [e for e in _local_entries(repo, req.install_local) if e not in local]
+    removes = [n for n in lay.removes if n not in req.override_reset]
+    removes += [n for n in req.override_remove if n not in removes]
+    replaces = [e for e in lay.replaces if _name_of_local(e) not in req.override_reset]
+    replaces += _local_entries(repo, req.override_replace)
+    for name in req.override_reset:
+        if name not in lay.removes and not any(_name_of_local(e) == name for e in lay.replaces):
+            raise ComposeError(f"no override of package {name} to reset")
+    return Layering(req.rebase or lay.refspec, tuple(requested), tuple(local), tuple(removes),
+                    tuple(replaces))
+
+
+def sources_from_etc(etc: Path) -> Sources:
+    """apt and rpm-md sources configured in a directory laid out like /etc."""
+    apt: list[aptsource.AptSource] = []
+    main = etc / "apt/sources.list"
+    if main.is_file():
+        apt += aptsource.parse_sources(main.read_text(errors="replace"), deb822=False)
+    d = etc / "apt/sources.list.d"
+    for f in sorted(d.iterdir()) if d.is_dir() else []:
+        if f.suffix in (".list", ".sources"):
+            apt += aptsource.parse_sources(f.read_text(errors="replace"),
+                                           deb822=f.suffix == ".sources")
+    rpm: list[rpmmd.RpmRepo] = []
+    y = etc / "yum.repos.d"
+    for f in sorted(y.glob("*.repo")) if y.is_dir() else []:
+        rpm += rpmmd.parse_repo_file(f.read_text(errors="replace"))
+    return Sources(tuple(apt), tuple(rpm))
+
+
+def base_of(repo: Repo, csum: str) -> str:
+    """The base commit of a deployment's commit (itself when nothing is layered)."""
+    base = repo.load_commit(csum).meta_value("strata.base-commit")
+    return base if isinstance(base, str) else csum
+
+
+def _pull(sysroot: Sysroot, refspec: str) -> bool:
+    remote, ref = split_refspec(refspec)
+    if remote is None:
+        return False
+    from store.pull import pull
+
+    pull(sysroot.repo_path, remote, [ref])
+    return True
+
+
+def _default(sysroot: Sysroot) -> Deployment:
+    state = sysroot.load()
+    if state.default is None:
+        raise ComposeError(f"no deployment in {sysroot.path}; deploy a base image first")
+    return state.default
+
+
+def check_upgrade(sysroot: Sysroot) -> tuple[str, str]:
+    """(current base, newest base) after fetching the origin's ref; NoUpdate when equal."""
+    d = _default(sysroot)
+    repo = Repo.open(sysroot.repo_path)
+    lay = Layering.of(d.origin)
+    _pull(sysroot, lay.refspec)
+    current, newest = base_of(repo, d.checksum), repo.resolve(lay.refspec)
+    if current == newest:
+        raise NoUpdate(f"no update for {lay.refspec}: {current[:12]} is the newest")
+    return current, newest
+
+
+def apply(sysroot: Sysroot, req: ClientRequest) -> ClientResult:
+    """Compose the default deployment's request, changed by ``req``, and deploy it."""
+    d = _default(sysroot)
+    repo = Repo.open(sysroot.repo_path)
+    lay = _edit(Layering.of(d.origin), req, repo)
+    pulled = []
+    if (req.upgrade or req.rebase) and not req.offline and _pull(sysroot, lay.refspec):
+        pulled.append(lay.refspec)
+    base = repo.resolve(lay.refspec) if (req.upgrade or req.rebase) else base_of(repo, d.checksum)
+    origin = lay.to_origin(d.origin)
+    result = ClientResult(base, None, origin, pulled=pulled)
+    target = base
+    if lay.layered:
+        etc = sysroot.deployment_dir(d) / "etc"
+        result.compose = compose(repo, ComposeRequest(
+            base=base, install=lay.requested,
+            local_sha256=tuple(e.split(":", 1)[0] for e in lay.local),
+            remove=lay.removes,
+            replace_local=tuple(cached_local(repo, e.split(":", 1)[0]) for e in lay.replaces),
+            source_set=sources_from_etc(etc), no_scripts=req.no_scripts, offline=req.offline,
+            dry_run=req.dry_run))
+        target = result.compose.checksum or base
+    if req.dry_run:
+        return result
+    if target == d.checksum and origin.to_text() == d.origin.to_text():
+        result.target = target
+        return result
+    result.target = target
+    result.deployed = deploy(sysroot, checksum=target, origin=origin, stateroot=d.stateroot)
+    return result

@@ -1,0 +1,275 @@
+"""Compose a derived image: base commit + packages, resolved client-side, as a new commit.
+
+Steps: read the base's package database; gather catalogues (``--source`` or
+the image's own configuration) and local files; resolve with libsolv; if the
+branch already holds a commit with the same input hash, return it; otherwise
+materialize every package in the cache (downloaded and unpacked once), merge
+their trees into the base at the object level, update the package database,
+run maintainer scripts in a sandbox when there are any, and commit — all in
+one transaction: on any failure nothing is committed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from importers import read_installed
+from importers.dpkgdb import DB_DIRS as DPKG_DB_DIRS
+from importers.fetch import Fetcher, repo_cache_dir
+from importers.model import PackageMeta, PackageType
+from importers.owners import OwnerMap
+from importers.pkgcache import lookup
+from importers.rpmdb import DB_DIRS as RPM_DB_DIRS
+from importers.sources import Sources, parse_spec, sources_from_commit
+from layering import dpkgdb, rpmdbupdate
+from layering.assemble import Assembler
+from layering.convert import config_dir, to_ostree_layout
+from layering.errors import ComposeError
+from layering.packages import (
+    Layer,
+    cached_local,
+    download,
+    import_local,
+    load_available,
+    materialize,
+)
+from layering.resolve import Request, Resolution, resolve
+from layering.scriptplan import plan_scripts
+from layering.scripts import ScriptLog, run_scripts
+from store.commit import write_commit
+from store.faults import fail_point
+from store.gvariant import Variant
+from store.mtree import MutableTree
+from store.repo import Repo
+from store.txn import Transaction
+
+INPUTHASH_KEY = "strata.inputhash"
+
+
+@dataclass(frozen=True)
+class ComposeRequest:
+    """Everything ``compose`` is asked: base, branch and the package request."""
+
+    base: str
+    branch: str | None = None
+    install: tuple[str, ...] = ()
+    install_local: tuple[Path, ...] = ()
+    local_sha256: tuple[str, ...] = ()
+    remove: tuple[str, ...] = ()
+    replace_local: tuple[Path, ...] = ()
+    sources: tuple[str, ...] = ()
+    source_set: Sources | None = None
+    no_scripts: bool = False
+    offline: bool = False
+    no_recommends: bool = False
+    dry_run: bool = False
+    subject: str = ""
+
+
+@dataclass
+class ComposeResult:
+    """The new (or reused) commit and what went into it."""
+
+    checksum: str | None
+    base: str
+    kind: PackageType
+    resolution: Resolution
+    reused: bool = False
+    layers: list[Layer] = field(default_factory=list)
+    script_log: ScriptLog = field(default_factory=ScriptLog)
+    download_size: int = 0
+    growth: int = 0
+    local_sha256: list[str] = field(default_factory=list)
+    replace_sha256: list[str] = field(default_factory=list)
+
+    @property
+    def downloaded(self) -> int:
+        return sum(1 for layer in self.layers if layer.downloaded)
+
+    @property
+    def unpacked(self) -> int:
+        return sum(1 for layer in self.layers if layer.unpacked)
+
+
+def image_arch(kind: PackageType, installed: list[PackageMeta]) -> str:
+    """The image's native architecture: its most common non-``all``/``noarch`` package arch."""
+    arches = Counter(p.arch for p in installed if p.arch not in ("all", "noarch", ""))
+    if arches:
+        return arches.most_common(1)[0][0]
+    return "amd64" if kind is PackageType.DEB else "x86_64"
+
+
+def input_hash(base: str, request: ComposeRequest, resolution: Resolution,
+               local: dict[str, object]) -> str:
+    """sha256 over the base, the resolved package checksums and the request."""
+    doc = {"base": base, "packages": sorted(p.checksum or p.nevra for p in resolution.install),
+           "remove": sorted(p.nevra for p in resolution.remove),
+           "request": {"install": sorted(request.install), "local": sorted(local),
+                       "remove": sorted(request.remove), "no-scripts": request.no_scripts,
+                       "no-recommends": request.no_recommends}}
+    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
+
+
+def _sources(repo: Repo, base: str, request: ComposeRequest) -> Sources:
+    """``--source`` specs, else the given source set, else the image's own configuration."""
+    if request.sources:
+        src = Sources()
+        for spec in request.sources:
+            src = src + parse_spec(spec)
+        return src
+    if request.source_set is not None:
+        return request.source_set
+    return sources_from_commit(repo, base)
+
+
+def compose(repo: Repo, request: ComposeRequest) -> ComposeResult:
+    """Build base + packages as a new commit on ``request.branch``; see the module docstring."""
+    base = repo.resolve(request.base)
+    kind, installed = read_installed(repo, base)
+    if kind is None:
+        raise ComposeError(f"base {request.base} has no package database "
+                           "(dpkg status or rpmdb.sqlite) to layer onto")
+    owners = OwnerMap.from_commit(repo, base)
+    local_paths = [*request.install_local, *(cached_local(repo, s) for s in request.local_sha256)]
+    local = {r.sha256: r for r in import_local(repo, local_paths, owners)}
+    replace = {r.sha256: r for r in import_local(repo, list(request.replace_local), owners)}
+    fetcher = Fetcher(repo_cache_dir(repo.tmp_dir), offline=request.offline)
+    arch = image_arch(kind, installed)
+    available = load_available(_sources(repo, base, request), fetcher, kind=kind, arch=arch)
+    _check_kind(kind, [*local.values(), *replace.values()])
+    resolution = resolve(kind, arch, installed, available, Request(
+        install=request.install, install_local=tuple(r.meta for r in local.values()),
+        remove=request.remove, replace_local=tuple(r.meta for r in replace.values()),
+        no_recommends=request.no_recommends))
+    result = ComposeResult(None, base, kind, resolution,
+                           download_size=sum(p.size for p in resolution.install
+                                             if p.checksum not in local
+                                             and lookup(repo, p.checksum, owners=owners) is None),
+                           growth=sum(p.installed_size for p in resolution.install)
+                           - sum(p.installed_size for p in resolution.remove),
+                           local_sha256=sorted(local), replace_sha256=sorted(replace))
+    ihash = input_hash(base, request, resolution, {**local, **replace})
+    existing = _existing(repo, request.branch, ihash)
+    if existing is not None or request.dry_run:
+        result.checksum, result.reused = existing, existing is not None
+        return result
+    result.layers = materialize(repo, resolution.install, {**local, **replace}, fetcher, owners)
+    result.checksum = _build(repo, request, result, installed, ihash, fetcher)
+    return result
+
+
+def _check_kind(kind: PackageType, results: list) -> None:  # type: ignore[type-arg]
+    for r in results:
+        if r.meta.type is not kind:
+            raise ComposeError(f"cannot layer {r.meta.type} package {r.meta.nevra} "
+                               f"onto an image whose package database is {kind}")
+
+
+def _existing(repo: Repo, branch: str | None, ihash: str) -> str | None:
+    head = repo.read_ref(branch) if branch else None
+    if head is None:
+        return None
+    return head if repo.load_commit(head).meta_value(INPUTHASH_KEY) == ihash else None
+
+
+def _find_dir(tree: MutableTree, candidates: tuple[str, ...], marker: str) -> str | None:
+    for d in candidates:
+        node = tree.lookup(d)
+        if isinstance(node, MutableTree) and marker in node.files:
+            return d
+    return None
+
+
+def _build(repo: Repo, request: ComposeRequest, result: ComposeResult,
+           installed: list[PackageMeta], ihash: str, fetcher: Fetcher) -> str:
+    res = result.resolution
+    base_commit = repo.load_commit(result.base)
+    with repo.transaction() as txn:
+        tree = MutableTree.from_commit(repo, result.base)
+        to_ostree_layout(tree, txn)
+        asm = Assembler(repo, tree, result.kind, installed)
+        removed = {p.name for p in res.remove}
+        kept = {p.name for p in installed} - removed
+        for pkg in res.remove:
+            asm.remove_package(pkg, kept)
+        for layer in result.layers:
+            asm.add_package(layer.meta, layer.commit, txn, removed)
+        asm.write_tmpfiles(txn)
+        added = [layer.meta for layer in result.layers]
+        _update_db(repo, txn, tree, result, added, asm, fetcher)
+        fail_point("compose-before-scripts")
+        if not request.no_scripts:
+            result.script_log = run_scripts(repo, txn, tree, plan_scripts(result.kind, added, tree,
+                                                                        repo))
+        root_tree, root_meta = tree.write(txn)
+        csum = write_commit(txn, root_tree=root_tree, root_meta=root_meta,
+                            timestamp=int(time.time()), parent=result.base,
+                            subject=request.subject or _subject(res),
+                            metadata=_metadata(request, result, base_commit.metadata, ihash))
+        if request.branch:
+            txn.set_ref(request.branch, csum)
+    return csum
+
+
+def _update_db(repo: Repo, txn: Transaction, tree: MutableTree, result: ComposeResult,
+               added: list[PackageMeta], asm: Assembler, fetcher: Fetcher) -> None:
+    res = result.resolution
+    if result.kind is PackageType.DEB:
+        db = _find_dir(tree, DPKG_DB_DIRS, "status")
+        if db is not None:
+            dpkgdb.update(repo, txn, tree, db, add=added, remove=list(res.remove),
+                          taken_over=asm.taken_over, etc_dir=config_dir(tree))
+        return
+    db = _find_dir(tree, RPM_DB_DIRS, "rpmdb.sqlite")
+    if db is not None:
+        files = [_package_file(repo, layer, fetcher) for layer in result.layers]
+        rpmdbupdate.update(repo, txn, tree, db, add=files, remove=[p.name for p in res.remove])
+
+
+def _package_file(repo: Repo, layer: Layer, fetcher: Fetcher) -> Path:
+    try:
+        return cached_local(repo, layer.sha256)
+    except ComposeError:
+        return download(layer.entry or layer.meta, fetcher)
+
+
+def _subject(res: Resolution) -> str:
+    parts = []
+    if res.install:
+        parts.append(f"+{len(res.install)}")
+    if res.remove:
+        parts.append(f"-{len(res.remove)}")
+    return f"strata compose: {' '.join(parts) or 'no changes'} packages"
+
+
+def _metadata(request: ComposeRequest, result: ComposeResult, base_md: dict[str, Variant],
+              ihash: str) -> dict[str, Variant]:
+    res = result.resolution
+    replaced = {layer.meta.name for layer in result.layers if layer.sha256 in result.replace_sha256}
+    md: dict[str, Variant] = {}
+    if "version" in base_md:
+        md["version"] = base_md["version"]
+    md.update({
+        "strata.base-commit": Variant("s", result.base),
+        "strata.package-type": Variant("s", str(result.kind)),
+        "strata.request": Variant("s", json.dumps({
+            "install": list(request.install), "remove": list(request.remove),
+            "local": sorted(result.local_sha256),
+        }, sort_keys=True)),
+        "rpmostree.packages": Variant("as", [p.nevra for p in res.install]),
+        "rpmostree.removed-base-packages": Variant("as", [p.nevra for p in res.remove
+                                                          if p.name not in replaced]),
+        "rpmostree.replaced-base-packages": Variant("as", [p.nevra for p in res.remove
+                                                           if p.name in replaced]),
+        "strata.satisfied-by-base": Variant("as", list(res.satisfied_by_base)),
+        INPUTHASH_KEY: Variant("s", ihash),
+        "rpmostree.clientlayer": Variant("b", True),
+    })
+    if request.branch:
+        md["ostree.ref-binding"] = Variant("as", [request.branch])
+    return md

@@ -1,0 +1,45 @@
+"""Turning a plain root filesystem (as mmdebstrap makes) into OSTree's image layout.
+
+- ``etc/`` becomes ``usr/etc/`` (deploy builds ``/etc`` from it);
+- package databases move under ``/usr``, because deploy keeps a stateroot's
+  ``/var`` and would hide a new image's database: ``var/lib/dpkg`` ->
+  ``usr/lib/sysimage/dpkg`` and ``var/lib/rpm`` -> ``usr/lib/sysimage/rpm``,
+  each with a symlink left at the old place so the tools still find them.
+"""
+
+from __future__ import annotations
+
+import stat
+
+from store.mtree import MutableTree
+from store.objects import FileMeta
+from store.txn import Transaction
+
+DB_MOVES = (("var/lib/dpkg", "usr/lib/sysimage/dpkg", "../../usr/lib/sysimage/dpkg"),
+            ("var/lib/rpm", "usr/lib/sysimage/rpm", "../../usr/lib/sysimage/rpm"))
+
+
+def to_ostree_layout(tree: MutableTree, txn: Transaction) -> list[str]:
+    """Convert ``tree`` in place where needed; return a description of each change made."""
+    changes = []
+    etc = tree.lookup("etc")
+    if isinstance(etc, MutableTree) and tree.lookup("usr/etc") is None:
+        tree.ensure_dir("usr")
+        tree.set_dir("usr/etc", etc)
+        tree.remove("etc")
+        changes.append("moved /etc to /usr/etc")
+    for old, new, link in DB_MOVES:
+        node = tree.lookup(old)
+        if isinstance(node, MutableTree) and tree.lookup(new) is None:
+            tree.ensure_dir(new.rpartition("/")[0])
+            tree.set_dir(new, node)
+            tree.remove(old)
+            csum = txn.write_file(FileMeta(0, 0, stat.S_IFLNK | 0o777, link), None)
+            tree.set_file(old, csum)
+            changes.append(f"moved /{old} to /{new}")
+    return changes
+
+
+def config_dir(tree: MutableTree) -> str:
+    """The image's configuration directory: ``usr/etc`` when present, else ``etc``."""
+    return "usr/etc" if isinstance(tree.lookup("usr/etc"), MutableTree) else "etc"

@@ -1,0 +1,126 @@
+"""Where layered packages come from: catalogues of the sources, local files, the cache.
+
+A package already in the cache (matched by the SHA256 its catalogue entry
+declares) is neither downloaded nor unpacked again.  Local package files are
+kept under ``tmp/cache/local/SHA256.EXT`` so that later composes (upgrades)
+can re-apply them without the original file.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from importers import aptsource, rpmmd
+from importers.fetch import Fetcher
+from importers.model import PackageMeta, PackageType
+from importers.owners import OwnerMap
+from importers.pkgcache import ImportResult, file_sha256, import_packages, lookup
+from importers.sources import Sources
+from layering.errors import ComposeError
+from store.repo import Repo
+
+
+@dataclass(frozen=True)
+class Layer:
+    """A resolved package ready to merge: its full record and its cache commit."""
+
+    meta: PackageMeta
+    commit: str
+    sha256: str
+    downloaded: bool
+    unpacked: bool
+    entry: PackageMeta | None = None
+
+
+def local_dir(repo: Repo) -> Path:
+    return repo.tmp_dir / "cache" / "local"
+
+
+def keep_local(repo: Repo, path: Path) -> tuple[str, Path]:
+    """Copy a local package file into the cache by its SHA256; return (sha256, cached path)."""
+    sha = file_sha256(path)
+    ext = path.suffix if path.suffix in (".deb", ".rpm") else ".pkg"
+    dest = local_dir(repo) / f"{sha}{ext}"
+    if not dest.exists():
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dest.with_name(f".{dest.name}.{os.getpid()}")
+        shutil.copyfile(path, tmp)
+        os.replace(tmp, dest)
+    return sha, dest
+
+
+def cached_local(repo: Repo, sha: str) -> Path:
+    """A local package kept earlier by :func:`keep_local`."""
+    for ext in (".deb", ".rpm", ".pkg"):
+        p = local_dir(repo) / f"{sha}{ext}"
+        if p.exists():
+            return p
+    raise ComposeError(f"local package {sha} is no longer in the cache ({local_dir(repo)})")
+
+
+def import_local(repo: Repo, paths: Iterable[Path], owners: OwnerMap) -> list[ImportResult]:
+    """Import local package files (kept in the cache by SHA256)."""
+    kept = []
+    for p in paths:
+        if not p.is_file():
+            raise ComposeError(f"no such package file: {p}")
+        kept.append(keep_local(repo, p)[1])
+    return import_packages(repo, kept, owners=owners) if kept else []
+
+
+def source_label(src: object) -> str:
+    if isinstance(src, aptsource.AptSource):
+        return f"{src.uri} {src.suite}".strip()
+    assert isinstance(src, rpmmd.RpmRepo)
+    return src.id
+
+
+def load_available(sources: Sources, fetcher: Fetcher, *, kind: PackageType,
+                   arch: str) -> dict[str, list[PackageMeta]]:
+    """Every catalogue entry of the sources that fit the image's package type."""
+    out: dict[str, list[PackageMeta]] = {}
+    if kind is PackageType.DEB:
+        for src in sources.apt:
+            out.setdefault(source_label(src), []).extend(
+                aptsource.load_catalogue(src, fetcher, arch=arch))
+    else:
+        for repo in sources.rpmmd:
+            if repo.enabled:
+                out.setdefault(source_label(repo), []).extend(
+                    rpmmd.load_catalogue(repo, fetcher, filelists=True))
+    return out
+
+
+def download(meta: PackageMeta, fetcher: Fetcher) -> Path:
+    """The package file of a catalogue entry (from the fetch cache when it has it)."""
+    if meta.type is PackageType.DEB:
+        return aptsource.download_deb(meta, fetcher)
+    return rpmmd.download_rpm(meta, fetcher)
+
+
+def materialize(repo: Repo, pkgs: Iterable[PackageMeta], local: dict[str, ImportResult],
+                fetcher: Fetcher, owners: OwnerMap) -> list[Layer]:
+    """Cache commits for every resolved package, downloading and unpacking only what is new."""
+    layers: dict[str, Layer] = {}
+    todo: list[tuple[PackageMeta, Path]] = []
+    order = list(pkgs)
+    for meta in order:
+        sha = meta.checksum
+        if sha in local:
+            r = local[sha]
+            layers[meta.nevra] = Layer(r.meta, r.commit, sha, False, not r.skipped, meta)
+            continue
+        hit = lookup(repo, sha, owners=owners) if sha else None
+        if hit is not None:
+            layers[meta.nevra] = Layer(hit.meta, hit.commit, sha, False, False, meta)
+        else:
+            todo.append((meta, download(meta, fetcher)))
+    if todo:
+        results = import_packages(repo, [p for _m, p in todo], owners=owners)
+        for (meta, _p), r in zip(todo, results, strict=True):
+            layers[meta.nevra] = Layer(r.meta, r.commit, r.sha256, True, not r.skipped, meta)
+    return [layers[m.nevra] for m in order]

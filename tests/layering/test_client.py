@@ -1,0 +1,226 @@
+"""The rpm-ostree-style client on a scratch sysroot: install, uninstall, override, upgrade,
+rebase, rollback, /etc carried, cache reuse, crash safety."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import stat
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from fixtures.images import apt_repo, deb_base_rootfs, ostree_layout
+from store.commit import commit_directory
+from store.repo import Repo
+from tests.layering.conftest import fixture_debs
+from tests.store.servers import http_server
+from tests.util import require_tool, run, run_strata
+
+
+@dataclass
+class Host:
+    sysroot: Path
+    repo: Repo
+    source_line: str
+    debs: list[Path]
+    tmp: Path
+
+    def strata(self, *args: object, check: bool = True, **kw: object):  # type: ignore[no-untyped-def]
+        return run_strata("--sysroot", self.sysroot, *args, check=check, **kw)  # type: ignore[arg-type]
+
+    def status(self) -> list[dict]:  # type: ignore[type-arg]
+        return json.loads(self.strata("status", "--json").stdout)["deployments"]
+
+    def deploy_dir(self, index: int = 0) -> Path:
+        from boot.sysroot import Sysroot
+
+        sysroot = Sysroot(self.sysroot)
+        return sysroot.deployment_dir(sysroot.load().deployments[index])
+
+    def commit_base(self, version: str, extra: dict[str, str] | None = None) -> str:
+        root = deb_base_rootfs(self.tmp / f"rootfs-{version}-{time.monotonic_ns()}", version=version)
+        for rel, text in (extra or {}).items():
+            (root / rel).parent.mkdir(parents=True, exist_ok=True)
+            (root / rel).write_text(text)
+        ostree_layout(root)
+        return commit_directory(self.repo, root, branch="os/stable",
+                                metadata=[("version", version)]).checksum
+
+
+def tree_hash(root: Path) -> str:
+    """Every path, mode, owner, symlink target and content below ``root``."""
+    h = hashlib.sha256()
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        for name in sorted(dirnames + filenames):
+            p = os.path.join(dirpath, name)
+            st = os.lstat(p)
+            h.update(f"{os.path.relpath(p, root)} {st.st_mode:o} {st.st_uid} {st.st_gid}\n".encode())
+            if stat.S_ISLNK(st.st_mode):
+                h.update(os.readlink(p).encode())
+            elif stat.S_ISREG(st.st_mode):
+                with open(p, "rb") as f:
+                    h.update(hashlib.sha256(f.read()).digest())
+    return h.hexdigest()
+
+
+@pytest.fixture
+def host(tmp_path: Path) -> Iterator[Host]:
+    require_tool("dpkg-deb", "apt-ftparchive", "bwrap")
+    debs = fixture_debs(tmp_path / "debs")
+    apt_repo(tmp_path / "apt", debs)
+    sysroot = tmp_path / "sysroot"
+    run_strata("--sysroot", sysroot, "os-init", "test")
+    repo = Repo.open(sysroot / "ostree/repo")
+    with http_server(tmp_path / "apt") as served:
+        h = Host(sysroot, repo, f"deb [trusted=yes] {served.url} stable main", debs, tmp_path)
+        h.commit_base("1")
+        h.strata("deploy", "os/stable")
+        sources = h.deploy_dir() / "etc/apt/sources.list.d"
+        sources.mkdir(parents=True, exist_ok=True)
+        (sources / "local.list").write_text(h.source_line + "\n")
+        yield h
+
+
+def run_in(deployment: Path, *argv: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["bwrap", "--ro-bind", deployment, "/", "--proc", "/proc", "--dev", "/dev",
+                           "--unshare-all", *argv], capture_output=True, text=True)
+
+
+def test_install_new_default_previous_untouched_program_runs(host: Host) -> None:
+    old = host.deploy_dir()
+    before = tree_hash(old)
+    out = host.strata("install", "hello").stdout
+    assert out.startswith("4 packages layered (4 downloaded, 4 unpacked)") and "\nDeployed " in out
+    st = host.status()
+    assert len(st) == 2 and st[0]["default"] and st[0]["requested-packages"] == ["hello"]
+    assert sorted(st[0]["layered-packages"]) == ["hello-2.10-3.amd64", "hello-doc-2.10-3.all",
+                                                 "less-590-2.amd64", "libgreet-1.0-1.amd64"]
+    assert st[1]["checksum"] == old.name.split(".")[0]
+    assert tree_hash(old) == before
+    new = host.deploy_dir()
+    proc = run_in(new, "/usr/bin/hello")
+    assert proc.stdout == "Hello, layered world!\n", proc.stderr
+    assert (new / "etc/hello.d/postinst-mark").read_text() == "hello-postinst ran\n"
+    assert (new / "etc/apt/sources.list.d/local.list").exists()
+    origin = (new.parent / f"{new.name}.origin").read_text()
+    assert "baserefspec=os/stable" in origin and "requested=hello;" in origin
+
+
+def test_failing_postinst_leaves_no_new_deployment(host: Host) -> None:
+    before = host.status()
+    proc = host.strata("install", "broken-post", check=False)
+    assert proc.returncode == 1 and "postinst script of package broken-post failed" in proc.stderr
+    assert host.status() == before
+
+
+def test_local_file_install_and_uninstall(host: Host) -> None:
+    deb = next(d for d in host.debs if d.name.startswith("clash-a"))
+    host.strata("install", str(deb))
+    st = host.status()[0]
+    assert st["requested-local-packages"][0].endswith(":clash-a-1.0.all")
+    assert (host.deploy_dir() / "usr/share/clash/file").read_text() == "from a\n"
+    host.strata("uninstall", "clash-a")
+    st = host.status()[0]
+    assert st["requested-local-packages"] == [] and st["layered-packages"] == []
+    assert not (host.deploy_dir() / "usr/share/clash/file").exists()
+
+
+def test_upgrade_reapplies_layers_from_cache_and_carries_etc(host: Host) -> None:
+    host.strata("install", "hello")
+    etc = host.deploy_dir() / "etc"
+    (etc / "hello.d/hello.conf").write_text("greeting=mine\n")
+    (etc / "motd").unlink()
+    (etc / "added-by-user").write_text("mine\n")
+    assert host.strata("upgrade", "--check", check=False).returncode == 77
+    host.commit_base("2", extra={"usr/share/new-in-2": "2\n"})
+    assert host.strata("upgrade", "--check").returncode == 0
+    out = host.strata("-v", "upgrade")
+    assert "0 downloaded, 0 unpacked" in out.stderr or "downloaded" not in out.stderr
+    new = host.deploy_dir()
+    assert (new / "usr/share/new-in-2").exists() and (new / "usr/bin/hello").exists()
+    assert (new / "etc/hello.d/hello.conf").read_text() == "greeting=mine\n"
+    assert not (new / "etc/motd").exists() and (new / "etc/added-by-user").exists()
+    assert host.status()[0]["version"] == "2"
+
+
+def test_upgrade_uses_only_the_cache(host: Host) -> None:
+    from boot.sysroot import Sysroot
+    from layering.client import ClientRequest, apply
+
+    host.strata("install", "hello")
+    host.commit_base("2")
+    result = apply(Sysroot(host.sysroot), ClientRequest(upgrade=True))
+    assert result.compose is not None
+    assert result.compose.downloaded == 0 and result.compose.unpacked == 0
+    assert len(result.compose.layers) == 4
+
+
+def test_rebase_keeps_packages(host: Host) -> None:
+    host.strata("install", "less")
+    root = deb_base_rootfs(host.tmp / "other", version="other")
+    ostree_layout(root)
+    commit_directory(host.repo, root, branch="os/other", metadata=[("version", "other")])
+    host.strata("rebase", "os/other")
+    st = host.status()[0]
+    assert st["origin"] == "os/other" and st["requested-packages"] == ["less"]
+    assert (host.deploy_dir() / "usr/bin/less").exists()
+
+
+def test_override_remove_and_reset(host: Host) -> None:
+    host.strata("override", "remove", "dpkg")
+    st = host.status()[0]
+    assert st["removed-base-packages"] == ["dpkg-1.21.22.amd64"]
+    listed = run(["dpkg-query", f"--admindir={host.deploy_dir() / 'usr/lib/sysimage/dpkg'}",
+                  "-W", "-f", "${Package}\\n"]).stdout.split()
+    assert "dpkg" not in listed
+    host.strata("override", "reset", "dpkg")
+    st = host.status()[0]
+    assert st["removed-base-packages"] == [] and st["layered-packages"] == []
+
+
+def test_rollback_twice(host: Host) -> None:
+    host.strata("install", "less")
+    first = [d["checksum"] for d in host.status()]
+    host.strata("rollback")
+    assert [d["checksum"] for d in host.status()] == first[::-1]
+    host.strata("rollback")
+    assert [d["checksum"] for d in host.status()] == first
+
+
+def test_dry_run_writes_nothing(host: Host) -> None:
+    before = host.status()
+    out = host.strata("install", "--dry-run", "hello").stdout
+    assert "install hello 2.10-3 amd64" in out
+    assert host.status() == before
+
+
+@pytest.mark.parametrize("delay", [0.2, 0.8, 1.5, 3.0])
+def test_kill_install_then_status_and_retry(host: Host, delay: float) -> None:
+    before = host.status()
+    old = host.deploy_dir()
+    old_hash = tree_hash(old)
+    proc = subprocess.Popen([sys.executable, "-m", "layering", "--sysroot", str(host.sysroot),
+                             "install", "hello"], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, cwd=Path(__file__).resolve().parents[2])
+    time.sleep(delay)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    st = host.status()
+    assert st[-1]["checksum"] == before[0]["checksum"] or st == before
+    assert tree_hash(old) == old_hash
+    require_tool("ostree")
+    listed = run(["ostree", "admin", "status", f"--sysroot={host.sysroot}"]).stdout
+    assert before[0]["checksum"] in listed
+    host.strata("install", "hello")
+    assert host.status()[0]["requested-packages"] == ["hello"]
+
+

@@ -1,0 +1,58 @@
+"""Real Debian packages (jq and its libraries) composed onto a real mmdebstrap minbase."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from fixtures.images import apt_repo
+from layering.compose import ComposeRequest, compose
+from store.checkout import checkout
+from store.commit import commit_directory
+from store.repo import Repo, RepoMode
+from tests.layering.realworld import build_minbase, download_debs
+from tests.store.servers import http_server
+from tests.util import require_tool, run
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="session")
+def minbase_repo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Repo, str]:
+    require_tool("mmdebstrap", "apt-get")
+    tmp = tmp_path_factory.mktemp("minbase")
+    rootfs = build_minbase(tmp / "rootfs")
+    repo = Repo.init(tmp / "repo", RepoMode.BARE)
+    result = commit_directory(repo, rootfs, branch="debian/bookworm/minbase")
+    assert any(p.startswith("dev/") for p in result.skipped)
+    shutil.rmtree(rootfs)
+    return repo, result.checksum
+
+
+def test_jq_from_real_debs_runs_in_the_new_image(minbase_repo: tuple[Repo, str],
+                                                   tmp_path: Path) -> None:
+    require_tool("bwrap", "apt-ftparchive")
+    repo, base = minbase_repo
+    debs = download_debs(["jq", "libjq1", "libonig5"], tmp_path / "debs")
+    apt_repo(tmp_path / "apt", debs)
+    with http_server(tmp_path / "apt") as served:
+        r = compose(repo, ComposeRequest(base=base, branch="debian/bookworm/jq",
+                                         install=("jq",),
+                                         sources=(f"deb [trusted=yes] {served.url} stable main",)))
+    assert sorted(p.name for p in r.resolution.install) == ["jq", "libjq1", "libonig5"]
+    co = tmp_path / "co"
+    checkout(repo, r.checksum, co)  # type: ignore[arg-type]
+    proc = subprocess.run(["bwrap", "--bind", co, "/", "--ro-bind", co / "usr/etc", "/etc",
+                           "--proc", "/proc", "--dev", "/dev", "--unshare-all",
+                           "/usr/bin/jq", "--version"], capture_output=True, text=True)
+    assert proc.returncode == 0 and proc.stdout.startswith("jq-1.6"), proc.stderr
+    admindir = co / "usr/lib/sysimage/dpkg"
+    shutil.copytree(co / "usr/etc", co / "etc", symlinks=True, dirs_exist_ok=True)
+    verify = run(["dpkg", f"--root={co}", f"--admindir={admindir}", "--verify", "jq", "libjq1",
+                  "libonig5"])
+    assert verify.stdout == ""
+    listed = run(["dpkg-query", f"--admindir={admindir}", "-W", "-f", "${Package}\\n"]).stdout
+    assert {"jq", "libjq1", "libonig5", "dpkg", "libc6"} <= set(listed.split())
