@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 import shutil
 from pathlib import Path
 
@@ -46,6 +47,15 @@ def test_key_files_round_trip(keys: dict[str, Path]) -> None:
     assert len(load_public_keys([Path(f"{keys['good']}.pub"), Path(f"{keys['other']}.pub")])) == 2
 
 
+def _parse_aay(text: str) -> list[bytes]:
+    """GVariant text of an ``aay`` (GLib prints some as b'...' bytestrings), parsed by GLib."""
+    prog = ("import sys, json; from gi.repository import GLib; "
+            "v = GLib.Variant.parse(GLib.VariantType('aay'), sys.stdin.read()); "
+            "print(json.dumps([bytes(x).hex() for x in v.unpack()]))")
+    out = run(["/usr/bin/python3", "-c", prog], input=text).stdout
+    return [bytes.fromhex(h) for h in json.loads(out)]
+
+
 def test_sign_verifies_with_openssl(tmp_path: Path, keys: dict[str, Path],
                                     strata: StrataRunner) -> None:
     require_tool("ostree", "openssl")
@@ -54,8 +64,7 @@ def test_sign_verifies_with_openssl(tmp_path: Path, keys: dict[str, Path],
     strata("--repo", repo, "sign", "--key", f"{keys['other']}.sec", "main")
     shown = ostree("show", f"--repo={repo}", "--print-detached-metadata-key=ostree.sign.ed25519",
                    "main")
-    sigs = [bytes(int(x.strip().removeprefix("byte ").strip(), 16) for x in part.split(","))
-            for part in shown.strip()[2:-2].split("], [")]
+    sigs = _parse_aay(shown)
     assert len(sigs) == 2 and all(len(s) == 64 for s in sigs)
     pub = Ed25519PublicKey.from_public_bytes(
         base64.b64decode(Path(f"{keys['good']}.pub").read_text()))
