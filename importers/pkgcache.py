@@ -29,7 +29,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -178,33 +177,12 @@ def _unpack_all(repo: Repo, txn: Any, pkgs: list[Package], owners: OwnerMap,
         return [_import_one(repo, txn, pkg, owners, cap) for pkg in pkgs]
     from concurrent.futures import ThreadPoolExecutor
 
-    serial = _SerialTxn(txn)
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="import")
     try:
-        futures = [pool.submit(_import_one, repo, serial, pkg, owners, cap) for pkg in pkgs]
+        futures = [pool.submit(_import_one, repo, txn, pkg, owners, cap) for pkg in pkgs]
         return [f.result() for f in futures]
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
-
-
-class _SerialTxn:
-    """One caller at a time into a store transaction (it is not thread-safe); members are
-    decompressed outside the lock, small ones completely, so workers still overlap."""
-
-    def __init__(self, txn: Any) -> None:
-        self._txn = txn
-        self._lock = threading.Lock()
-
-    def __getattr__(self, name: str) -> Any:
-        attr = getattr(self._txn, name)
-        if not callable(attr):
-            return attr
-
-        def locked(*args: Any, **kwargs: Any) -> Any:
-            with self._lock:
-                return attr(*args, **kwargs)
-
-        return locked
 
 
 def import_package(repo: Repo, path: Path, *, owners: OwnerMap | None = None,

@@ -47,6 +47,7 @@ class Assembler:
     taken_over: dict[str, set[str]] = field(default_factory=dict)
     tmpfiles: dict[str, list[str]] = field(default_factory=dict)
     _meta_cache: dict[str, FileMeta] = field(default_factory=dict)
+    _dir_cache: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for pkg in self.installed:
@@ -66,6 +67,12 @@ class Assembler:
 
     def resolve_dir(self, path: str) -> str:
         """``path`` with directory symlinks of the tree followed (the real directory path)."""
+        found = self._dir_cache.get(path)
+        if found is None:
+            found = self._dir_cache[path] = self._resolve_dir(path)
+        return found
+
+    def _resolve_dir(self, path: str) -> str:
         parts = [p for p in path.split("/") if p]
         done: list[str] = []
         hops = 0
@@ -120,6 +127,7 @@ class Assembler:
                     removed: set[str]) -> None:
         """Merge a package's cache commit into the tree, enforcing the file rules."""
         src = MutableTree.from_commit(self.repo, commit)
+        self._dir_cache.clear()  # a package may add directory symlinks
         self._merge_dir(pkg, src, "", removed, txn)
 
     def _merge_dir(self, pkg: PackageMeta, src: MutableTree, rel: str, removed: set[str],
