@@ -38,6 +38,7 @@ class DeploymentStatus:
     layered_packages: tuple[str, ...]
     removed_base_packages: tuple[str, ...]
     replaced_base_packages: tuple[str, ...]
+    inactive_requests: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, object]:
         """The ``status --json`` record (keys as the CLI contract lists them)."""
@@ -72,6 +73,7 @@ class CommitInfo:
     layered: tuple[str, ...] = ()
     removed: tuple[str, ...] = ()
     replaced: tuple[str, ...] = ()
+    inactive: tuple[str, ...] = ()
 
 
 def commit_info(repo: Repo | None, csum: str) -> CommitInfo:
@@ -89,7 +91,8 @@ def commit_info(repo: Repo | None, csum: str) -> CommitInfo:
         commit.parent if layered and commit.parent else csum, commit.timestamp,
         version if isinstance(version, str) else None, _strs(meta.get("rpmostree.packages")),
         _strs(meta.get("rpmostree.removed-base-packages")),
-        _strs(meta.get("rpmostree.replaced-base-packages")))
+        _strs(meta.get("rpmostree.replaced-base-packages")),
+        _strs(meta.get("strata.satisfied-by-base")))
 
 
 def status(sysroot: Sysroot) -> list[DeploymentStatus]:
@@ -104,7 +107,7 @@ def status(sysroot: Sysroot) -> list[DeploymentStatus]:
         info = commit_info(repo, d.checksum)
         out.append(DeploymentStatus(d, d.index == 0, d.same(state.booted), info.timestamp,
                                     info.version, info.base, info.layered, info.removed,
-                                    info.replaced))
+                                    info.replaced, info.inactive))
     return out
 
 

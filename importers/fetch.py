@@ -55,6 +55,7 @@ class Fetcher:
         self.root.mkdir(parents=True, exist_ok=True)
         self.cache_dir = self.root / "http"
         self.offline = offline
+        self.went_offline = False
         self.pool = urllib3.PoolManager(
             num_pools=8, maxsize=4, timeout=urllib3.Timeout(total=None, connect=timeout,
                                                              read=timeout),
@@ -107,6 +108,9 @@ class Fetcher:
             resp = self.pool.request("GET", url, headers=headers, preload_content=False,
                                      redirect=True)
         except HTTPError as e:
+            if body.exists():  # unreachable, but cached: go on offline, as --offline would
+                self.offline = self.went_offline = True
+                return self._checked(body, expected, label or url)
             raise FetchError(f"cannot fetch {label or url}: {e}") from e
         try:
             if resp.status == 304 and body.exists():

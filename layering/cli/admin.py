@@ -110,7 +110,9 @@ def _format_status(rows: list[DeploymentStatus]) -> list[str]:
             lines.append(f"    BaseCommit: {r.base_checksum}")
         for label, items in (("RequestedPackages", d.origin.requested_packages),
                              ("LayeredPackages", r.layered_packages),
-                             ("RemovedBasePackages", r.removed_base_packages)):
+                             ("RemovedBasePackages", r.removed_base_packages),
+                             ("ReplacedBasePackages", r.replaced_base_packages),
+                             ("InactiveRequests", r.inactive_requests)):
             if items:
                 lines.append(f"    {label}: {' '.join(items)}")
     return lines

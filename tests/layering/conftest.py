@@ -61,6 +61,8 @@ def fixture_debs(d: Path) -> list[Path]:
         _deb(d, "over-base", "1.0", files={"etc/motd": b"package motd\n"}),
         _deb(d, "needs-busybox", "1.0", control="Depends: busybox (>= 1:1.30)\n",
                   files={"usr/share/nb": b"x\n"}),
+        _deb(d, "file-over-dir", "1.0", files={"usr/lib/modules": b"not a directory\n"}),
+        _deb(d, "dir-over-file", "1.0", files={"usr/etc/hostname/inside": b"x\n"}),
     ]
 
 

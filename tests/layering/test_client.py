@@ -152,6 +152,19 @@ def test_upgrade_reapplies_layers_from_cache_and_carries_etc(host: Host) -> None
     assert host.status()[0]["version"] == "2"
 
 
+def test_local_package_reapplied_on_upgrade_without_the_file(host: Host) -> None:
+    deb = next(d for d in host.debs if d.name.startswith("clash-a"))
+    copy = host.tmp / deb.name
+    copy.write_bytes(deb.read_bytes())
+    host.strata("install", str(copy))
+    copy.unlink()
+    host.commit_base("2")
+    host.strata("upgrade")
+    st = host.status()[0]
+    assert st["version"] == "2" and st["requested-local-packages"][0].endswith(":clash-a-1.0.all")
+    assert (host.deploy_dir() / "usr/share/clash/file").read_text() == "from a\n"
+
+
 def test_upgrade_uses_only_the_cache(host: Host) -> None:
     from boot.sysroot import Sysroot
     from layering.client import ClientRequest, apply
@@ -187,6 +200,13 @@ def test_override_remove_and_reset(host: Host) -> None:
     assert st["removed-base-packages"] == [] and st["layered-packages"] == []
 
 
+def test_request_satisfied_by_base_is_shown_inactive(host: Host) -> None:
+    host.strata("install", "busybox", "less")
+    text = host.strata("status").stdout
+    assert "RequestedPackages: busybox less" in text
+    assert "LayeredPackages: less-590-2.amd64" in text and "InactiveRequests: busybox" in text
+
+
 def test_rollback_twice(host: Host) -> None:
     host.strata("install", "less")
     first = [d["checksum"] for d in host.status()]
@@ -197,10 +217,15 @@ def test_rollback_twice(host: Host) -> None:
 
 
 def test_dry_run_writes_nothing(host: Host) -> None:
+    (host.deploy_dir() / "etc/motd").write_text("my motd\n")
     before = host.status()
+    repo_before = sorted(p.name for p in (host.sysroot / "ostree/repo/refs/heads").rglob("*"))
     out = host.strata("install", "--dry-run", "hello").stdout
     assert "install hello 2.10-3 amd64" in out
+    assert "/etc merge: keep your modified /etc/motd" in out
     assert host.status() == before
+    assert sorted(p.name for p in (host.sysroot / "ostree/repo/refs/heads").rglob("*")) == \
+        repo_before
 
 
 @pytest.mark.parametrize("delay", [0.2, 0.8, 1.5, 3.0])

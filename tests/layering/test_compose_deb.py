@@ -13,6 +13,7 @@ from fixtures.images import deb_base_rootfs
 from layering.compose import ComposeRequest, compose
 from layering.dbinfo import diff, packages
 from layering.errors import DepsolveError, FileConflictError, ScriptError
+from store.errors import ToolError
 from store.checkout import checkout
 from store.commit import commit_directory
 from store.fsck import fsck
@@ -74,6 +75,16 @@ def test_file_clash_names_both_owners_and_path(deb_world: DebWorld) -> None:
 def test_package_over_unowned_base_file_is_refused(deb_world: DebWorld) -> None:
     with pytest.raises(FileConflictError, match="/etc/motd.*over-base.*the base image"):
         _compose(deb_world, "t/over", install=("over-base",))
+
+
+def test_directory_file_clashes_are_refused(deb_world: DebWorld) -> None:
+    with pytest.raises(FileConflictError, match="/usr/lib/modules: file-over-dir ships a file "
+                                                "where the base image has a directory"):
+        _compose(deb_world, "t/fod", install=("file-over-dir",))
+    with pytest.raises(FileConflictError, match="dir-over-file ships a directory where "
+                                                "the base image has a file"):
+        _compose(deb_world, "t/dof", install=("dir-over-file",))
+    assert deb_world.repo.read_ref("t/fod") is None and deb_world.repo.read_ref("t/dof") is None
 
 
 def test_replaces_lets_the_replacing_file_win(deb_world: DebWorld, tmp_path: Path) -> None:
@@ -180,7 +191,15 @@ def test_cli_errors_are_one_line_plus_explanation(deb_world: DebWorld, strata) -
 def test_offline_uses_cache_only(deb_world: DebWorld, tmp_path: Path) -> None:
     _compose(deb_world, "t/hello", install=("hello",))
     deb_world.served.stop()
+    auto = compose(deb_world.repo, ComposeRequest(base=deb_world.base, branch="t/unreachable",
+                                                  install=("hello",), sources=(deb_world.source,),
+                                                  no_scripts=True))
+    assert auto.downloaded == 0 and len(auto.resolution.install) == 4  # type: ignore[attr-defined]
     r = compose(deb_world.repo, ComposeRequest(base=deb_world.base, branch="t/offline",
                                                install=("hello",), sources=(deb_world.source,),
                                                offline=True, no_scripts=True))
     assert r.downloaded == 0 and len(r.resolution.install) == 4  # type: ignore[attr-defined]
+    with pytest.raises(ToolError, match="not in the cache"):
+        compose(deb_world.repo, ComposeRequest(base=deb_world.base, branch="t/offline2",
+                                               install=("needs-busybox",), sources=(deb_world.source,),
+                                               offline=True))
