@@ -13,9 +13,9 @@ from fixtures.images import deb_base_rootfs
 from layering.compose import ComposeRequest, compose
 from layering.dbinfo import diff, packages
 from layering.errors import DepsolveError, FileConflictError, ScriptError
-from store.errors import ToolError
 from store.checkout import checkout
 from store.commit import commit_directory
+from store.errors import ToolError
 from store.fsck import fsck
 from tests.layering.conftest import DebWorld
 from tests.util import run

@@ -49,7 +49,7 @@ def test_jq_from_real_debs_runs_in_the_new_image(minbase_repo: tuple[Repo, str],
                            "--proc", "/proc", "--dev", "/dev", "--unshare-all",
                            "/usr/bin/jq", "--version"], capture_output=True, text=True)
     assert proc.returncode == 0 and proc.stdout.startswith("jq-1.6"), proc.stderr
-    assert (co / "usr/etc/ld.so.cache").stat().st_mtime > 0  # the ldconfig trigger ran
+    assert b"libjq.so.1" in (co / "usr/etc/ld.so.cache").read_bytes()  # the ldconfig trigger ran
     admindir = co / "usr/lib/sysimage/dpkg"
     shutil.copytree(co / "usr/etc", co / "etc", symlinks=True, dirs_exist_ok=True)
     verify = run(["dpkg", f"--root={co}", f"--admindir={admindir}", "--verify", "jq", "libjq1",
