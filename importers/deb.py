@@ -38,7 +38,8 @@ from importers.payload import DEFAULT_CAP, ContentReader, Member, Where, iter_pa
 
 AR_MAGIC = b"!<arch>\n"
 CONTROL_CAP = 64 << 20
-SCRIPT_NAMES = ("preinst", "postinst", "prerm", "postrm", "config", "triggers")
+# Control members dpkg keeps in its info directory (templates feed debconf).
+SCRIPT_NAMES = ("preinst", "postinst", "prerm", "postrm", "config", "triggers", "templates")
 RELATION_FIELDS = {
     "Pre-Depends": DepKind.PRE_DEPENDS, "Depends": DepKind.DEPENDS,
     "Recommends": DepKind.RECOMMENDS, "Suggests": DepKind.SUGGESTS,

@@ -51,7 +51,7 @@ if TYPE_CHECKING:
 
 CACHE_PREFIX = "strata/pkg/"
 MAX_WORKERS = min(4, os.cpu_count() or 1)
-UNPACK_VERSION = 1
+UNPACK_VERSION = 2
 DEFAULT_CAP = 1 << 30  # payload.DEFAULT_CAP, without importing libarchive here
 INDEX_NAME = "pkgcache-index.json"
 _SAFE = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789.-")

@@ -204,8 +204,9 @@ def _build(repo: Repo, request: ComposeRequest, result: ComposeResult,
         _update_db(repo, txn, tree, result, added, asm, fetcher)
         fail_point("compose-before-scripts")
         if not request.no_scripts:
-            result.script_log = run_scripts(repo, txn, tree, plan_scripts(result.kind, added, tree,
-                                                                        repo))
+            db = _find_dir(tree, DPKG_DB_DIRS, "status") or "var/lib/dpkg"
+            runs = plan_scripts(result.kind, added, tree, db)
+            result.script_log = run_scripts(repo, txn, tree, runs)
         root_tree, root_meta = tree.write(txn)
         csum = write_commit(txn, root_tree=root_tree, root_meta=root_meta,
                             timestamp=int(time.time()), parent=result.base,

@@ -21,7 +21,7 @@ from store.repo import Repo
 from store.txn import Transaction
 
 STATUS_ORDER = ("Package", "Status")
-SCRIPTS = ("preinst", "postinst", "prerm", "postrm", "config", "triggers")
+SCRIPTS = ("preinst", "postinst", "prerm", "postrm", "config", "triggers", "templates")
 
 
 def info_name(pkg: PackageMeta) -> str:
@@ -120,5 +120,5 @@ def _write_info(txn: Transaction, tree: MutableTree, db: str, pkg: PackageMeta,
     if pkg.conffiles:
         _write(txn, tree, f"{base}.conffiles", "".join(f"/{c}\n" for c in pkg.conffiles).encode())
     for script in pkg.scripts:
-        mode = 0o644 if script.name == "triggers" else 0o755
+        mode = 0o644 if script.name in ("triggers", "templates") else 0o755
         _write(txn, tree, f"{base}.{script.name}", script.body.encode(), mode)

@@ -13,10 +13,10 @@ from __future__ import annotations
 import re
 
 from importers.model import PackageMeta, PackageType
+from layering.dpkgdb import info_name
 from layering.errors import ScriptError
 from layering.scripts import ScriptRun
 from store.mtree import MutableTree
-from store.repo import Repo
 
 DPKG_VERSION = "1.21.22"
 LDCONFIG = ("usr/sbin/ldconfig", "sbin/ldconfig", "usr/bin/ldconfig")
@@ -30,14 +30,17 @@ def _deb_env(pkg: PackageMeta, script: str) -> tuple[tuple[str, str], ...]:
             ("DPKG_RUNNING_VERSION", DPKG_VERSION), ("DEBIAN_FRONTEND", "noninteractive"))
 
 
-def _deb_runs(added: list[PackageMeta]) -> list[ScriptRun]:
+def _deb_runs(added: list[PackageMeta], db: str) -> list[ScriptRun]:
+    """Scripts run from dpkg's info directory, as dpkg runs them: debconf's confmodule
+    finds ``PKG.templates`` and ``PKG.config`` beside the running script."""
     runs = []
     for phase, args in (("preinst", ("install",)), ("postinst", ("configure",))):
         for pkg in added:
             for s in pkg.scripts:
                 if s.name == phase:
                     runs.append(ScriptRun(pkg.name, phase, s.body, "", args,
-                                          _deb_env(pkg, phase)))
+                                          _deb_env(pkg, phase),
+                                          path=f"/{db}/info/{info_name(pkg)}.{phase}"))
     return runs
 
 
@@ -66,7 +69,10 @@ def _ldconfig(added: list[PackageMeta], tree: MutableTree) -> list[ScriptRun]:
 
 
 def plan_scripts(kind: PackageType, added: list[PackageMeta], tree: MutableTree,
-                 repo: Repo) -> list[ScriptRun]:
-    """The script invocations for ``added`` packages, in order (empty when none ship any)."""
-    runs = _deb_runs(added) if kind is PackageType.DEB else _rpm_runs(added)
+                 db: str = "var/lib/dpkg") -> list[ScriptRun]:
+    """The script invocations for ``added`` packages, in order (empty when none ship any).
+
+    ``db`` is the image's dpkg database directory, where Debian scripts are run from.
+    """
+    runs = _deb_runs(added, db) if kind is PackageType.DEB else _rpm_runs(added)
     return runs + _ldconfig(added, tree) if runs or added else runs

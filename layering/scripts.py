@@ -48,6 +48,7 @@ class ScriptRun:
     interpreter: str = ""
     args: tuple[str, ...] = ()
     env: tuple[tuple[str, str], ...] = ()
+    path: str = ""  # run this file of the tree (as dpkg runs /var/lib/dpkg/info/*) if set
 
 
 @dataclass
@@ -79,8 +80,8 @@ def driver_script(runs: Sequence[ScriptRun], names: list[str]) -> str:
     lines = ["#!/bin/sh"]
     for r, name in zip(runs, names, strict=True):
         env = "".join(f"export {k}={_quote(v)}; " for k, v in r.env)
-        cmd = " ".join(_quote(a) for a in [*r.interpreter.split(), f"/run/strata/{name}",
-                                             *r.args])
+        cmd = " ".join(_quote(a) for a in [*r.interpreter.split(),
+                                             r.path or f"/run/strata/{name}", *r.args])
         lines.append(f"( {env}exec {cmd} ) > /run/strata-logs/{name}.log 2>&1 < /dev/null")
         lines.append(f"rc=$?; echo $rc > /run/strata-logs/{name}.rc; [ $rc = 0 ] || exit 0")
     return "\n".join(lines) + "\n"

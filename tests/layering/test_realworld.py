@@ -36,13 +36,15 @@ def test_jq_from_real_debs_runs_in_the_new_image(minbase_repo: tuple[Repo, str],
                                                    tmp_path: Path) -> None:
     require_tool("bwrap", "apt-ftparchive")
     repo, base = minbase_repo
-    debs = download_debs(["jq", "libjq1", "libonig5"], tmp_path / "debs")
+    debs = download_debs(["jq", "libjq1", "libonig5", "ca-certificates", "openssl", "libssl3"],
+                         tmp_path / "debs")
     apt_repo(tmp_path / "apt", debs)
     with http_server(tmp_path / "apt") as served:
         r = compose(repo, ComposeRequest(base=base, branch="debian/bookworm/jq",
-                                         install=("jq",),
+                                         install=("jq", "ca-certificates"),
                                          sources=(f"deb [trusted=yes] {served.url} stable main",)))
-    assert sorted(p.name for p in r.resolution.install) == ["jq", "libjq1", "libonig5"]
+    assert sorted(p.name for p in r.resolution.install) == [
+        "ca-certificates", "jq", "libjq1", "libonig5", "libssl3", "openssl"]
     co = tmp_path / "co"
     checkout(repo, r.checksum, co)  # type: ignore[arg-type]
     proc = subprocess.run(["bwrap", "--bind", co, "/", "--ro-bind", co / "usr/etc", "/etc",
@@ -50,6 +52,9 @@ def test_jq_from_real_debs_runs_in_the_new_image(minbase_repo: tuple[Repo, str],
                            "/usr/bin/jq", "--version"], capture_output=True, text=True)
     assert proc.returncode == 0 and proc.stdout.startswith("jq-1.6"), proc.stderr
     assert b"libjq.so.1" in (co / "usr/etc/ld.so.cache").read_bytes()  # the ldconfig trigger ran
+    # ca-certificates' postinst uses debconf (templates + config beside the script, as dpkg)
+    bundle = (co / "usr/etc/ssl/certs/ca-certificates.crt").read_text()
+    assert bundle.count("BEGIN CERTIFICATE") > 100
     admindir = co / "usr/lib/sysimage/dpkg"
     shutil.copytree(co / "usr/etc", co / "etc", symlinks=True, dirs_exist_ok=True)
     verify = run(["dpkg", f"--root={co}", f"--admindir={admindir}", "--verify", "jq", "libjq1",
