@@ -14,7 +14,7 @@
 from __future__ import annotations
 
 import stat
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from importers.model import DepKind, PackageMeta, PackageType
@@ -43,16 +43,28 @@ class Assembler:
     tree: MutableTree
     kind: PackageType
     installed: list[PackageMeta]
-    owners: dict[str, str] = field(default_factory=dict)
+    file_lists: Callable[[], list[PackageMeta]] | None = None
+    added_owners: dict[str, str] = field(default_factory=dict)
     taken_over: dict[str, set[str]] = field(default_factory=dict)
     tmpfiles: dict[str, list[str]] = field(default_factory=dict)
     _meta_cache: dict[str, FileMeta] = field(default_factory=dict)
     _dir_cache: dict[str, str] = field(default_factory=dict)
 
-    def __post_init__(self) -> None:
-        for pkg in self.installed:
-            for f in pkg.files:
-                self.owners.setdefault(runtime_path(f.path), pkg.name)
+    _base_owners: dict[str, str] | None = None
+
+    @property
+    def owners(self) -> dict[str, str]:
+        """Runtime path -> owning package: the base's (file lists read on first need)
+        overlaid with what this assembly placed."""
+        if self._base_owners is None:
+            pkgs = self.file_lists() if self.file_lists is not None else self.installed
+            self._base_owners = {}
+            for pkg in pkgs:
+                for f in pkg.files:
+                    self._base_owners.setdefault(runtime_path(f.path), pkg.name)
+            self._base_owners.update(self.added_owners)
+            self.added_owners = self._base_owners
+        return self._base_owners
 
     # ---- lookups ----------------------------------------------------------------------
 
@@ -137,15 +149,14 @@ class Assembler:
             prel = f"{rel}/{name}" if rel else name
             self._ensure_dir(pkg, prel, child.meta)
             self._merge_dir(pkg, child, prel, removed, txn)
+        if not src.files:
+            return
+        dest_dir = self.resolve_dir(runtime_path(rel)) if rel else ""
+        node = self.tree.subdir_for_update(dest_dir)
         for name in sorted(src.files):
             prel = f"{rel}/{name}" if rel else name
-            self._place_file(pkg, prel, src.files[name], removed, txn)
-
-    def _dest(self, prel: str) -> str:
-        mapped = runtime_path(prel)
-        parent, _, name = mapped.rpartition("/")
-        parent = self.resolve_dir(parent) if parent else ""
-        return f"{parent}/{name}" if parent else name
+            dest = f"{dest_dir}/{name}" if dest_dir else name
+            self._place_file(pkg, prel, dest, node, name, src.files[name], removed, txn)
 
     def _ensure_dir(self, pkg: PackageMeta, prel: str, meta: DirMeta) -> None:
         dest = self.resolve_dir(runtime_path(prel))
@@ -160,18 +171,17 @@ class Assembler:
                 self._tmpfile_line(pkg, f"d /{prel} {stat.S_IMODE(meta.mode):04o} "
                                         f"{meta.uid} {meta.gid} - -")
 
-    def _place_file(self, pkg: PackageMeta, prel: str, csum: str, removed: set[str],
-                    txn: Transaction) -> None:
-        dest = self._dest(prel)
-        existing = self.tree.lookup(dest)
-        if isinstance(existing, MutableTree):
+    def _place_file(self, pkg: PackageMeta, prel: str, dest: str, parent: MutableTree,
+                    name: str, csum: str, removed: set[str], txn: Transaction) -> None:
+        if name in parent.dirs:
             raise FileConflictError(
                 f"file conflict at /{prel}: {pkg.name} ships a file where "
                 f"{self.owners.get(dest, BASE_OWNER)} has a directory")
+        existing = parent.files.get(name)
         if existing is not None and existing != csum:
             self._check_overwrite(pkg, prel, dest, removed)
-        self.tree.set_file(dest, csum)
-        self.owners[dest] = pkg.name
+        parent.set_file(name, csum)
+        self.added_owners[dest] = pkg.name
         if prel.startswith("var/"):
             self._var_file(pkg, prel, csum, txn)
 

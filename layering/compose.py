@@ -11,6 +11,7 @@ one transaction: on any failure nothing is committed.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import time
@@ -130,7 +131,9 @@ def _sources(repo: Repo, base: str, request: ComposeRequest) -> Sources:
 def compose(repo: Repo, request: ComposeRequest) -> ComposeResult:
     """Build base + packages as a new commit on ``request.branch``; see the module docstring."""
     base = repo.resolve(request.base)
-    kind, installed = read_installed(repo, base)
+    kind, installed = read_installed(repo, base, with_files=False)
+    if kind is PackageType.RPM:  # rpm file dependencies need the file lists up front
+        kind, installed = read_installed(repo, base)
     if kind is None:
         raise ComposeError(f"base {request.base} has no package database "
                            "(dpkg status or rpmdb.sqlite) to layer onto")
@@ -192,11 +195,13 @@ def _build(repo: Repo, request: ComposeRequest, result: ComposeResult,
     with repo.transaction() as txn:
         tree = MutableTree.from_commit(repo, result.base)
         to_ostree_layout(tree, txn)
-        asm = Assembler(repo, tree, result.kind, installed)
+        with_files = functools.cache(lambda: _with_files(repo, result, installed))
+        asm = Assembler(repo, tree, result.kind, installed, file_lists=with_files)
         removed = {p.name for p in res.remove}
         kept = {p.name for p in installed} - removed
+        full = {p.name: p for p in with_files()} if res.remove else {}
         for pkg in res.remove:
-            asm.remove_package(pkg, kept)
+            asm.remove_package(full.get(pkg.name, pkg), kept)
         for layer in result.layers:
             asm.add_package(layer.meta, layer.commit, txn, removed)
         asm.write_tmpfiles(txn)
@@ -215,6 +220,14 @@ def _build(repo: Repo, request: ComposeRequest, result: ComposeResult,
         if request.branch:
             txn.set_ref(request.branch, csum)
     return csum
+
+
+def _with_files(repo: Repo, result: ComposeResult,
+                installed: list[PackageMeta]) -> list[PackageMeta]:
+    """The installed packages with their file lists (read from the base only when needed)."""
+    if any(p.files for p in installed):
+        return installed
+    return read_installed(repo, result.base)[1]
 
 
 def _update_db(repo: Repo, txn: Transaction, tree: MutableTree, result: ComposeResult,

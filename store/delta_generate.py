@@ -18,7 +18,13 @@ import zlib
 from dataclasses import dataclass, field
 
 from store.delta_format import (
-    COMPRESSION_XZ, Fallback, PartMeta, PartPayload, Superblock, delta_dir, delta_name,
+    COMPRESSION_XZ,
+    Fallback,
+    PartMeta,
+    PartPayload,
+    Superblock,
+    delta_dir,
+    delta_name,
     write_varuint,
 )
 from store.errors import InputError

@@ -19,7 +19,12 @@ from typing import TYPE_CHECKING
 import bsdiff4
 
 from store.delta_format import (
-    PartMeta, PartPayload, Superblock, delta_dir, delta_name, read_varuint,
+    PartMeta,
+    PartPayload,
+    Superblock,
+    delta_dir,
+    delta_name,
+    read_varuint,
 )
 from store.errors import CorruptObject
 from store.objects import FileMeta, ObjectType, checksum_bytes, file_header

@@ -129,6 +129,19 @@ class MutableTree:
             node = child
         return node
 
+    def subdir_for_update(self, path: str) -> MutableTree:
+        """The existing subtree at ``path``, it and its ancestors marked changed, so that
+        entries can be set on it directly (``set_file(name, ...)``)."""
+        node: MutableTree = self
+        node._dirty()
+        for p in _parts(path):
+            child = node.dirs.get(p)
+            if child is None:
+                raise InputError(f"'{path}': no directory '{p}'")
+            node = child
+            node._dirty()
+        return node
+
     def _parent_for_write(self, path: str) -> tuple[MutableTree, str]:
         parts = _parts(path)
         if not parts:

@@ -31,8 +31,16 @@ from store.fsutil import atomic_write
 from store.gvariant import decode
 from store.http import Fetcher, NotFoundError
 from store.objects import (
-    METADATA_SIG, Commit, DirTree, FileMeta, ObjectType, checksum_bytes, file_header, is_checksum,
-    loose_path, parse_header,
+    METADATA_SIG,
+    Commit,
+    DirTree,
+    FileMeta,
+    ObjectType,
+    checksum_bytes,
+    file_header,
+    is_checksum,
+    loose_path,
+    parse_header,
 )
 from store.remote import Remote, get_remote
 from store.repo import Repo

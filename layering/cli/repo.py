@@ -7,13 +7,30 @@ import shutil
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from layering.cli.context import Context, cli, pass_ctx
-from store import inspect
 from store.errors import ToolError
-from store.repo import Repo, RepoMode
+
+if TYPE_CHECKING:
+    from types import ModuleType
+
+    from store.repo import Repo
+
+
+def _repo(c: Context) -> Repo:
+    """The repository of ``--repo`` (store modules load on first use: start-up stays fast)."""
+    from store import repo as repo_module
+
+    return repo_module.Repo.open(c.repo)
+
+
+def _inspect() -> ModuleType:
+    from store import inspect
+
+    return inspect
 
 
 class FsckFailed(ToolError):
@@ -38,6 +55,8 @@ def _warn(c: Context, text: str) -> None:
 @pass_ctx
 def init(c: Context, mode: str) -> None:
     """Create a repository."""
+    from store.repo import Repo, RepoMode
+
     Repo.init(c.repo, RepoMode.parse(mode))
 
 
@@ -69,7 +88,7 @@ def commit(c: Context, branch: str, subject: str, body: str, metadata: tuple[str
     """Commit a directory tree; print the commit checksum."""
     from store.commit import AUTO, commit_directory
 
-    repo = Repo.open(c.repo)
+    repo = _repo(c)
     par = AUTO if parent is None else (None if parent == "none" else parent)
     result = commit_directory(repo, directory, branch=branch, subject=subject, body=body,
                               timestamp=timestamp, metadata=_kv(metadata), parent=par,
@@ -95,14 +114,14 @@ def checkout(c: Context, subpath: str | None, user_mode: bool, copy: bool, ref: 
     """Materialize a commit at DEST."""
     from store.checkout import checkout as do_checkout
 
-    do_checkout(Repo.open(c.repo), ref, dest, subpath=subpath, user_mode=user_mode, copy=copy)
+    do_checkout(_repo(c), ref, dest, subpath=subpath, user_mode=user_mode, copy=copy)
 
 
 @cli.command()
 @pass_ctx
 def refs(c: Context) -> None:
     """List refs (remote ones as remote:ref)."""
-    found = Repo.open(c.repo).list_refs()
+    found = _repo(c).list_refs()
     if c.json:
         _json(found)
         return
@@ -115,9 +134,9 @@ def refs(c: Context) -> None:
 @pass_ctx
 def log(c: Context, ref: str) -> None:
     """Show the history of REF, newest first."""
-    entries = inspect.log(Repo.open(c.repo), ref)
+    entries = _inspect().log(_repo(c), ref)
     if c.json:
-        _json([inspect.commit_to_dict(csum, cm) for csum, cm in entries])
+        _json([_inspect().commit_to_dict(csum, cm) for csum, cm in entries])
         return
     for csum, cm in entries:
         click.echo(f"commit {csum}")
@@ -136,9 +155,9 @@ def log(c: Context, ref: str) -> None:
 @pass_ctx
 def show(c: Context, ref: str) -> None:
     """Show one commit: checksum, parent, subject, body, timestamp, metadata."""
-    repo = Repo.open(c.repo)
+    repo = _repo(c)
     csum = repo.resolve(ref)
-    d = inspect.commit_to_dict(csum, repo.load_commit(csum))
+    d = _inspect().commit_to_dict(csum, repo.load_commit(csum))
     if c.json:
         _json(d)
         return
@@ -160,13 +179,13 @@ def show(c: Context, ref: str) -> None:
 @pass_ctx
 def ls(c: Context, recursive: bool, ref: str, path: str) -> None:
     """List a directory of a commit: mode, uid, gid, size, checksum, path."""
-    entries = inspect.ls(Repo.open(c.repo), ref, path, recursive=recursive)
+    entries = _inspect().ls(_repo(c), ref, path, recursive=recursive)
     if c.json:
         _json([e.to_dict() for e in entries])
         return
     for e in entries:
         link = f" -> {e.symlink}" if e.symlink else ""
-        click.echo(f"{inspect.mode_string(e.mode)} {e.uid} {e.gid} {e.size:6d} "
+        click.echo(f"{_inspect().mode_string(e.mode)} {e.uid} {e.gid} {e.size:6d} "
                    f"{e.checksum} {e.path}{link}")
 
 
@@ -176,7 +195,7 @@ def ls(c: Context, recursive: bool, ref: str, path: str) -> None:
 @pass_ctx
 def cat(c: Context, ref: str, path: str) -> None:
     """Write a file's content to stdout."""
-    with inspect.cat(Repo.open(c.repo), ref, path) as stream:
+    with _inspect().cat(_repo(c), ref, path) as stream:
         shutil.copyfileobj(stream, sys.stdout.buffer, 1 << 20)
 
 
@@ -186,7 +205,7 @@ def cat(c: Context, ref: str, path: str) -> None:
 @pass_ctx
 def diff(c: Context, a: str, b: str) -> None:
     """Tree difference between two commits: A/D/M path, sorted."""
-    for kind, path in inspect.diff(Repo.open(c.repo), a, b):
+    for kind, path in _inspect().diff(_repo(c), a, b):
         click.echo(f"{kind} {path}")
 
 
@@ -196,7 +215,7 @@ def fsck(c: Context) -> None:
     """Re-hash every object and check every reference; exit 1 on any problem."""
     from store.fsck import fsck as do_fsck
 
-    report = do_fsck(Repo.open(c.repo))
+    report = do_fsck(_repo(c))
     for p in report.problems:
         click.echo(p)
     if not report.ok:
@@ -217,7 +236,7 @@ def prune(c: Context, refs_only: bool, depth: int, keep_younger_than: str | None
     """Delete unreachable objects; print counts and bytes freed."""
     from store.prune import prune as do_prune
 
-    r = do_prune(Repo.open(c.repo), refs_only=refs_only, depth=depth,
+    r = do_prune(_repo(c), refs_only=refs_only, depth=depth,
                  keep_younger_than=keep_younger_than)
     click.echo(f"Total objects: {r.total}")
     click.echo(f"Deleted {r.deleted} objects, {r.freed} bytes freed" if r.deleted
