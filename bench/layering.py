@@ -5,7 +5,8 @@ Usage: python bench/layering.py [--runs N]
 Debian minbase, cold (empty package cache); (2) the route people use today:
 ostree checkout, dpkg -i of the same pre-downloaded .debs in a chroot, ostree
 commit --link-checkout-speedup; (3) strata warm compose of the same packages
-onto a new base commit (cache hits only).  Runs on a loop-mounted ext4.
+onto a new base commit (cache hits only).  Runs on a loop-mounted ext4; the
+catalogue and packages are served by nginx.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ sys.path[0] = str(ROOT)  # bench/store.py would shadow the store package
 from bench.common import STRATA, loop_ext4, median, sync, table, timed  # noqa: E402
 from fixtures.images import apt_repo  # noqa: E402
 from tests.layering.realworld import build_minbase  # noqa: E402
-from tests.store.servers import http_server  # noqa: E402
+from tests.store.servers import nginx_server  # noqa: E402
 
 TOOLS = ["jq", "tree", "curl", "less", "vim-tiny", "file", "procps", "nano", "wget", "htop",
          "rsync", "bc", "lsof", "psmisc", "unzip", "zstd"]
@@ -90,7 +91,7 @@ def main() -> None:
             dev.unlink() if not dev.is_dir() or dev.is_symlink() else shutil.rmtree(dev)
         apt_repo(mnt / "apt", debs)
         cold, warm, route = [], [], []
-        with http_server(mnt / "apt") as served:
+        with nginx_server(mnt / "apt", mnt / "nginx") as served:
             source = f"deb [trusted=yes] {served.url} stable main"
             for i in range(args.runs):
                 c, w = strata_round(mnt, rootfs, source, i)

@@ -45,6 +45,7 @@ class Assembler:
     installed: list[PackageMeta]
     file_lists: Callable[[], list[PackageMeta]] | None = None
     added_owners: dict[str, str] = field(default_factory=dict)
+    grafts: dict[str, str] = field(default_factory=dict)
     taken_over: dict[str, set[str]] = field(default_factory=dict)
     tmpfiles: dict[str, list[str]] = field(default_factory=dict)
     _meta_cache: dict[str, FileMeta] = field(default_factory=dict)
@@ -147,6 +148,8 @@ class Assembler:
         for name in sorted(src.dirs):
             child = src.dirs[name]
             prel = f"{rel}/{name}" if rel else name
+            if self._graft(pkg, prel, child):
+                continue
             self._ensure_dir(pkg, prel, child.meta)
             self._merge_dir(pkg, child, prel, removed, txn)
         if not src.files:
@@ -158,13 +161,36 @@ class Assembler:
             dest = f"{dest_dir}/{name}" if dest_dir else name
             self._place_file(pkg, prel, dest, node, name, src.files[name], removed, txn)
 
+    def _graft(self, pkg: PackageMeta, prel: str, child: MutableTree) -> bool:
+        """Place a package directory absent from the tree whole, by its stored checksums."""
+        if prel in ("etc", "var") or prel.startswith("var/"):
+            return False
+        dest = self.resolve_dir(runtime_path(prel))
+        parent = dest.rpartition("/")[0]
+        if self.tree.lookup(dest) is not None or (parent and not isinstance(
+                self.tree.lookup(parent), MutableTree)):
+            return False
+        self.tree.set_dir(dest, child)
+        self.grafts[dest] = pkg.name
+        return True
+
+    def owner_of(self, path: str) -> str:
+        """The package that placed or owns ``path`` (the base image when none does)."""
+        owner = self.owners.get(path)
+        if owner is not None:
+            return owner
+        for prefix, name in self.grafts.items():
+            if path.startswith(prefix + "/"):
+                return name
+        return BASE_OWNER
+
     def _ensure_dir(self, pkg: PackageMeta, prel: str, meta: DirMeta) -> None:
         dest = self.resolve_dir(runtime_path(prel))
         node = self.tree.lookup(dest)
         if isinstance(node, str):
             raise FileConflictError(
                 f"file conflict at /{prel}: {pkg.name} ships a directory where "
-                f"{self.owners.get(dest, BASE_OWNER)} has a file")
+                f"{self.owner_of(dest)} has a file")
         if node is None:
             self.tree.ensure_dir(dest, meta)
             if prel.startswith("var/"):
@@ -176,7 +202,7 @@ class Assembler:
         if name in parent.dirs:
             raise FileConflictError(
                 f"file conflict at /{prel}: {pkg.name} ships a file where "
-                f"{self.owners.get(dest, BASE_OWNER)} has a directory")
+                f"{self.owner_of(dest)} has a directory")
         existing = parent.files.get(name)
         if existing is not None and existing != csum:
             self._check_overwrite(pkg, prel, dest, removed)
@@ -186,15 +212,15 @@ class Assembler:
             self._var_file(pkg, prel, csum, txn)
 
     def _check_overwrite(self, pkg: PackageMeta, prel: str, dest: str, removed: set[str]) -> None:
-        owner = self.owners.get(dest)
-        if owner is not None and owner in removed:
+        owner = self.owner_of(dest)
+        if owner in removed:
             return
-        if owner is not None and self._replaces(pkg, owner):
+        if owner != BASE_OWNER and self._replaces(pkg, owner):
             self.taken_over.setdefault(owner, set()).add(prel)
             return
         raise FileConflictError(
-            f"file conflict at /{prel}: delivered by {pkg.name} and by "
-            f"{owner or BASE_OWNER} with different content")
+            f"file conflict at /{prel}: delivered by {pkg.name} and by {owner} "
+            "with different content")
 
     def _replaces(self, pkg: PackageMeta, owner: str) -> bool:
         version = next((p.evr for p in self.installed if p.name == owner), None)
