@@ -66,6 +66,7 @@ def route_round(mnt: Path, rootfs: Path, debs: list[Path], i: int) -> float:
     sysroot = mnt / f"ostree-sysroot-{i}"
     repo = sysroot / "ostree/repo"
     co = mnt / f"route-co-{i}"
+    sysroot.mkdir()
     subprocess.run(["ostree", "admin", "init-fs", sysroot], check=True, capture_output=True)
     subprocess.run(["ostree", "admin", "os-init", "bench", f"--sysroot={sysroot}"], check=True,
                    capture_output=True)

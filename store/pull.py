@@ -22,10 +22,11 @@ import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from store import sign
 from store.errors import CorruptObject, NetworkError, ObjectNotFound, RefError, ToolError
 from store.fsutil import atomic_write
 from store.gvariant import decode
@@ -103,6 +104,8 @@ class PullState:
         """Raise SignatureError unless no signature is needed or ``meta`` holds a good one."""
         if self.remote.sign_verify:
             what = f"ref {ref} (commit {csum})" if ref else f"commit {csum}"
+            from store import sign
+
             sign.verify_data(_pubkeys(self.remote), data, _decode_commitmeta(meta, csum),
                              f"{what} of remote {self.remote.name}")
 
@@ -156,12 +159,18 @@ def _fetch_summary(st: PullState) -> Summary | None:
     if st.remote.sign_verify_summary:
         sig = st.index.get_optional("summary.sig")
         meta = parse_summary_sig(sig) if sig is not None else {}
+        from store import sign
+
         sign.verify_data(_pubkeys(st.remote), data, meta,
                          f"summary of remote {st.remote.name} ({st.index.url_for('summary')})")
     return Summary.from_bytes(data)
 
 
 def _pubkeys(remote: Remote) -> list[Ed25519PublicKey]:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    from store import sign
+
     files = [Path(remote.pubkey_file)] if remote.pubkey_file else sign.default_public_key_files()
     keys = sign.load_public_keys(files)
     if remote.pubkey_inline:
@@ -274,6 +283,8 @@ def _get_commit(st: PullState, ref: str, csum: str) -> tuple[bytes, bytes | None
 def _verify_local_signature(st: PullState, ref: str, csum: str) -> None:
     if st.remote.sign_verify:
         data = st.repo.read_metadata_bytes(csum, ObjectType.COMMIT)
+        from store import sign
+
         sign.verify_data(_pubkeys(st.remote), data, st.repo.load_detached_metadata(csum),
                          f"ref {ref} (commit {csum}) of remote {st.remote.name}")
 
