@@ -48,6 +48,7 @@ def strata_round(mnt: Path, rootfs: Path, source: str, i: int) -> tuple[float, f
                    check=True, stdout=subprocess.DEVNULL)
     subprocess.run([*st, "deploy", "os/base"], check=True, stdout=subprocess.DEVNULL)
     deployed = next(p for p in (sysroot / "ostree/deploy/bench/deploy").iterdir() if p.is_dir())
+    (deployed / "etc/apt/sources.list").unlink(missing_ok=True)  # same debs as the route
     (deployed / "etc/apt/sources.list.d/bench.list").write_text(source + "\n")
     sync()
     cold, _ = timed([*st, "install", *TOOLS])

@@ -167,34 +167,72 @@ def fetch_release(source: AptSource, fetcher: Fetcher, scratch: Path) -> str:
     return verify_release(source, release, sig, f"{base}/Release", scratch)
 
 
-def load_catalogue(source: AptSource, fetcher: Fetcher, *, arch: str) -> list[PackageMeta]:
-    """Every package the source offers for ``arch`` (and ``all``), checked against Release."""
+@dataclass(frozen=True)
+class IndexFile:
+    """One verified ``Packages`` index of a source: the local (compressed) file and its URL."""
+
+    path: Path
+    url: str
+    base_uri: str
+    limit: int
+    sha256: str = ""
+
+
+def index_files(source: AptSource, fetcher: Fetcher, *, arch: str) -> list[IndexFile]:
+    """The source's ``Packages`` indexes for ``arch``, each checked against Release."""
     base = _dist_url(source)
     with scratch_dir(fetcher.root, "gpgv-") as scratch:
         scratch.chmod(0o700)
         release_text = fetch_release(source, fetcher, scratch)
     hashes = parse_release(release_text, f"{base}/Release")
-    out: list[PackageMeta] = []
     arches = source.architectures or (arch,)
     dirs = [""] if source.flat else [f"{c}/binary-{a}/" for c in source.components
                                      for a in arches]
-    for d in dirs:
-        out.extend(_load_index(source, fetcher, base, d, hashes))
+    return [_index_file(source, fetcher, base, d, hashes) for d in dirs]
+
+
+def load_catalogue(source: AptSource, fetcher: Fetcher, *, arch: str) -> list[PackageMeta]:
+    """Every package the source offers for ``arch`` (and ``all``), checked against Release."""
+    out: list[PackageMeta] = []
+    for index in index_files(source, fetcher, arch=arch):
+        with _open_index(index.path, index.url) as f:
+            out.extend(_catalogue_entry(stanza, index.base_uri)
+                       for stanza in iter_stanzas(f, index.url, index.limit))
     return out
 
 
-def _load_index(source: AptSource, fetcher: Fetcher, base: str, d: str,
-                hashes: dict[str, tuple[str, int]]) -> list[PackageMeta]:
+def read_index(index: IndexFile) -> bytes:
+    """The decompressed content of an index, refused beyond the size Release declares."""
+    with _open_index(index.path, index.url) as f:
+        data = f.read(index.limit + 1)
+    if len(data) > index.limit:
+        raise RepoMetadataError(f"{index.url} is larger than Release declares")
+    return data
+
+
+def download_fields(data: bytes) -> Iterator[tuple[str, ...]]:
+    """(name, version, arch, Filename, SHA256, Size, Installed-Size) of every stanza."""
+    keys = (b"Package", b"Version", b"Architecture", b"Filename", b"SHA256", b"Size",
+            b"Installed-Size")
+    for chunk in data.split(b"\n\n"):
+        fields = {}
+        for line in chunk.split(b"\n"):
+            k, sep, v = line.partition(b": ")
+            if sep and k in keys:
+                fields[k] = v.strip().decode("utf-8", "replace")
+        if b"Package" in fields:
+            yield tuple(fields.get(k, "") for k in keys)
+
+
+def _index_file(source: AptSource, fetcher: Fetcher, base: str, d: str,
+                hashes: dict[str, tuple[str, int]]) -> IndexFile:
     for name in _INDEX_VARIANTS:
         if f"{d}{name}" in hashes:
             digest, size = hashes[f"{d}{name}"]
             url = f"{base}/{d}{name}"
             path = fetcher.fetch(url, expected=Expected("sha256", digest, size), label=url)
             plain = hashes.get(f"{d}Packages")
-            limit = plain[1] if plain else INDEX_CAP
-            with _open_index(path, url) as f:
-                return [_catalogue_entry(stanza, source.uri)
-                        for stanza in iter_stanzas(f, url, limit)]
+            return IndexFile(path, url, source.uri, plain[1] if plain else INDEX_CAP, digest)
     raise RepoMetadataError(f"Release of {base} lists no Packages index under '{d}'")
 
 

@@ -143,12 +143,13 @@ def compose(repo: Repo, request: ComposeRequest) -> ComposeResult:
     replace = {r.sha256: r for r in import_local(repo, list(request.replace_local), owners)}
     fetcher = Fetcher(repo_cache_dir(repo.tmp_dir), offline=request.offline)
     arch = image_arch(kind, installed)
-    available = load_available(_sources(repo, base, request), fetcher, kind=kind, arch=arch)
+    available, indexes = load_available(_sources(repo, base, request), fetcher, kind=kind,
+                                        arch=arch)
     _check_kind(kind, [*local.values(), *replace.values()])
     resolution = resolve(kind, arch, installed, available, Request(
         install=request.install, install_local=tuple(r.meta for r in local.values()),
         remove=request.remove, replace_local=tuple(r.meta for r in replace.values()),
-        no_recommends=request.no_recommends))
+        no_recommends=request.no_recommends), indexes, repo.tmp_dir)
     result = ComposeResult(None, base, kind, resolution,
                            download_size=sum(p.size for p in resolution.install
                                              if p.checksum not in local

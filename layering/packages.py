@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from importers import aptsource, rpmmd
+from importers.aptsource import IndexFile
 from importers.fetch import Fetcher
 from importers.model import PackageMeta, PackageType
 from importers.owners import OwnerMap
@@ -79,20 +80,22 @@ def source_label(src: object) -> str:
     return src.id
 
 
-def load_available(sources: Sources, fetcher: Fetcher, *, kind: PackageType,
-                   arch: str) -> dict[str, list[PackageMeta]]:
-    """Every catalogue entry of the sources that fit the image's package type."""
-    out: dict[str, list[PackageMeta]] = {}
+def load_available(sources: Sources, fetcher: Fetcher, *, kind: PackageType, arch: str
+                   ) -> tuple[dict[str, list[PackageMeta]], dict[str, list[IndexFile]]]:
+    """The sources that fit the image's package type: rpm-md catalogues as records, apt
+    sources as verified index files (for libsolv to read)."""
+    records: dict[str, list[PackageMeta]] = {}
+    indexes: dict[str, list[IndexFile]] = {}
     if kind is PackageType.DEB:
         for src in sources.apt:
-            out.setdefault(source_label(src), []).extend(
-                aptsource.load_catalogue(src, fetcher, arch=arch))
+            indexes.setdefault(source_label(src), []).extend(
+                aptsource.index_files(src, fetcher, arch=arch))
     else:
         for repo in sources.rpmmd:
             if repo.enabled:
-                out.setdefault(source_label(repo), []).extend(
+                records.setdefault(source_label(repo), []).extend(
                     rpmmd.load_catalogue(repo, fetcher, filelists=True))
-    return out
+    return records, indexes
 
 
 def download(meta: PackageMeta, fetcher: Fetcher) -> Path:

@@ -10,10 +10,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import solv
 
+from importers.aptsource import IndexFile
+from importers.errors import RepoMetadataError
 from importers.model import CNF, DepKind, Op, PackageMeta, PackageType, Relation
+from layering import indexcache
 from layering.errors import DepsolveError
 
 _FLAGS = {Op.LT: solv.REL_LT, Op.LE: solv.REL_LT | solv.REL_EQ, Op.EQ: solv.REL_EQ,
@@ -88,6 +92,27 @@ class Universe:
         self.pool.installed = self.installed
         self._file_deps: set[str] = set()
         self._pending: list[tuple[solv.XSolvable, PackageMeta]] = []
+        self.native: dict[int, tuple[IndexFile, dict[tuple[str, str, str], str]]] = {}
+
+    def add_deb_index(self, repo_name: str, index: IndexFile, tmp_dir: Path) -> None:
+        """Load an apt ``Packages`` index with libsolv's own parser, through the cache of
+        :mod:`layering.indexcache` (records are built only for the packages picked)."""
+        repo = self.pool.add_repo(repo_name)
+        table = indexcache.load(repo, index, tmp_dir)
+        for s in repo.solvables:
+            self.native[s.id] = (index, table)
+            self.repo_name[s.id] = repo_name
+
+    def fill_records(self, solvables: Iterable[solv.XSolvable]) -> None:
+        """Build records for solvables loaded natively, from their index's table."""
+        for s in solvables:
+            if s.id in self.meta or s.id not in self.native:
+                continue
+            index, table = self.native[s.id]
+            line = table.get((s.name, s.evr, s.arch))
+            if line is None:
+                raise RepoMetadataError(f"{index.url} has no entry for {s.name} {s.evr}")
+            self.meta[s.id] = indexcache.record(line, index.base_uri)
 
     def add(self, repo_name: str, packages: Iterable[PackageMeta]) -> None:
         """Add packages as a repo (``@System`` for the installed ones)."""
@@ -123,12 +148,20 @@ class Universe:
 
 
 def resolve(kind: PackageType, arch: str, installed: list[PackageMeta],
-            available: Mapping[str, list[PackageMeta]], request: Request) -> Resolution:
-    """Solve ``request`` against the image and the sources; raise DepsolveError when impossible."""
+            available: Mapping[str, list[PackageMeta]], request: Request,
+            indexes: Mapping[str, list[IndexFile]] | None = None,
+            tmp_dir: Path | None = None) -> Resolution:
+    """Solve ``request`` against the image and the sources; raise DepsolveError when impossible.
+
+    ``indexes`` are apt indexes given to libsolv's own parser (fast for whole distributions).
+    """
     u = Universe(kind, arch)
     u.add("@System", installed)
     for name, pkgs in available.items():
         u.add(name, pkgs)
+    for name, files in (indexes or {}).items():
+        for index in files:
+            u.add_deb_index(name, index, tmp_dir or Path("/tmp"))
     u.add(LOCAL_REPO, [*request.install_local, *request.replace_local])
     u.finish()
     jobs, satisfied = _jobs(u, request)
@@ -139,6 +172,7 @@ def resolve(kind: PackageType, arch: str, installed: list[PackageMeta],
         raise DepsolveError(explain(u, request, problems))
     trans = solver.transaction()
     new = [s for s in trans.newsolvables()]
+    u.fill_records(new)
     t = solv.Transaction
     leaving = (t.SOLVER_TRANSACTION_ERASE, t.SOLVER_TRANSACTION_UPGRADED,
                t.SOLVER_TRANSACTION_DOWNGRADED, t.SOLVER_TRANSACTION_OBSOLETED,

@@ -1,0 +1,93 @@
+"""A cache of apt indexes as libsolv reads them, keyed by each index's SHA256.
+
+::
+
+    tmp/cache/solv/<sha256>.solv   the repo in libsolv's own format (loads in milliseconds)
+    tmp/cache/solv/<sha256>.tsv    name, version, arch, Filename, SHA256, Size, Installed-Size
+
+An index is parsed once per version: later composes load the ``.solv`` file and
+build the records of the packages they pick from the table.  Entries are
+written atomically; a missing or unreadable one is rebuilt.
+"""
+
+from __future__ import annotations
+
+import os
+import urllib.parse
+from pathlib import Path
+
+import solv
+
+from importers.aptsource import IndexFile, download_fields, read_index
+from importers.errors import RepoMetadataError
+from importers.model import Origin, PackageMeta, PackageType
+from store.fsutil import atomic_write
+
+
+def cache_dir(tmp_dir: Path) -> Path:
+    return tmp_dir / "cache" / "solv"
+
+
+def load(repo: solv.Repo, index: IndexFile, tmp_dir: Path) -> dict[tuple[str, str, str], str]:
+    """Fill ``repo`` from ``index``; return (name, evr, arch) -> table line for records."""
+    d = cache_dir(tmp_dir)
+    key = index.sha256
+    solv_file, table = d / f"{key}.solv", d / f"{key}.tsv"
+    if key and solv_file.exists() and table.exists():
+        f = solv.xfopen(str(solv_file))
+        try:
+            if repo.add_solv(f):
+                return _read_table(table)
+        finally:
+            f.close()
+        repo.empty()
+    data = read_index(index)
+    _add_packages(repo, data, index, d)
+    lines = ["\t".join(fields) for fields in download_fields(data)]
+    if key:
+        d.mkdir(parents=True, exist_ok=True)
+        tmp = d / f".{key}.solv.{os.getpid()}"
+        out = solv.xfopen(str(tmp), "w")
+        repo.write(out)
+        out.close()
+        os.replace(tmp, solv_file)
+        atomic_write(table, "\n".join(lines).encode(), sync=False)
+    return {(f[0], f[1], f[2]): line for line in lines if len(f := line.split("\t")) == 7}
+
+
+def _add_packages(repo: solv.Repo, data: bytes, index: IndexFile, d: Path) -> None:
+    d.mkdir(parents=True, exist_ok=True)
+    tmp = d / f".plain-{os.getpid()}"
+    tmp.write_bytes(data)
+    try:
+        f = solv.xfopen(str(tmp))
+        try:
+            if not repo.add_debpackages(f):
+                raise RepoMetadataError(f"libsolv cannot read {index.url}")
+        finally:
+            f.close()
+    finally:
+        tmp.unlink()
+
+
+def _read_table(path: Path) -> dict[tuple[str, str, str], str]:
+    out = {}
+    for line in path.read_text().splitlines():
+        f = line.split("\t")
+        if len(f) == 7:
+            out[(f[0], f[1], f[2])] = line
+    return out
+
+
+def record(line: str, base_uri: str) -> PackageMeta:
+    """A catalogue record with what a download needs, from one table line."""
+    name, version, arch, filename, sha256, size, isize = line.split("\t")
+    epoch, _, rest = version.rpartition(":") if ":" in version else ("0", "", version)
+    upstream, dash, revision = rest.rpartition("-")
+    if not dash:
+        upstream, revision = rest, ""
+    loc = f"{base_uri}/{urllib.parse.quote(filename, safe='/~+')}" if filename else ""
+    return PackageMeta(type=PackageType.DEB, name=name, version=upstream, release=revision,
+                       epoch=int(epoch or 0), arch=arch, origin=Origin.CATALOGUE,
+                       location=loc, checksum=sha256, size=int(size or 0),
+                       installed_size=int(isize or 0))
