@@ -1,7 +1,8 @@
 """The ``strata`` command: argument parsing and error mapping only.
 
 Each family of sub-commands lives in its own module (``repo``, ``remote``,
-``pkg``, ``admin``), registered on the root group below.  Library errors
+``pkg``, ``compose``, ``admin``, ``client``), imported by the root group
+(:class:`layering.cli.context.LazyGroup`) when one of its commands runs.  Library errors
 (:class:`store.errors.ToolError`) become one ``error: ...`` line and their
 exit code; usage errors exit 2; anything else is a bug and keeps its traceback.
 """
@@ -12,7 +13,6 @@ import sys
 
 import click
 
-from layering.cli import admin, client, compose, pkg, remote, repo  # noqa: E402,F401  (registers commands)
 from layering.cli.context import Context, cli
 from store.errors import ToolError
 

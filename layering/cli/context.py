@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +26,35 @@ class Context:
         return self.repo_path if self.repo_path is not None else self.sysroot / "ostree" / "repo"
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+COMMAND_MODULES = {
+    "repo": ("init", "commit", "checkout", "refs", "log", "show", "ls", "cat", "diff", "fsck",
+             "prune"),
+    "remote": ("summary", "remote", "pull", "static-delta", "sign", "verify"),
+    "pkg": ("import",),
+    "compose": ("compose", "db"),
+    "admin": ("os-init", "deploy", "status", "rollback", "cleanup", "pin", "kargs"),
+    "client": ("install", "uninstall", "override", "upgrade", "rebase"),
+}
+
+
+class LazyGroup(click.Group):
+    """The root group: a command family's module is imported when one of its commands
+    runs (or when all are listed), so start-up stays small."""
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands:
+            for module, names in COMMAND_MODULES.items():
+                if cmd_name in names:
+                    importlib.import_module(f"layering.cli.{module}")
+        return super().get_command(ctx, cmd_name)
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        for module in COMMAND_MODULES:
+            importlib.import_module(f"layering.cli.{module}")
+        return super().list_commands(ctx)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--repo", "repo_path", type=click.Path(path_type=Path), default=None,
               help="Object repository (default $STRATA_REPO, else SYSROOT/ostree/repo).")
 @click.option("--sysroot", type=click.Path(path_type=Path), default=None,
