@@ -105,7 +105,8 @@ def timed(fn: Callable[[], object]) -> float:
 
 
 def strata_import(repo: Path, pkgs: list[Path]) -> None:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    # bytecode caching on, as for an installed tool (this environment may disable it)
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONDONTWRITEBYTECODE": ""}
     run([sys.executable, "-m", "layering", "--repo", repo, "import", *pkgs], env=env)
 
 
