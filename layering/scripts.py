@@ -20,9 +20,8 @@ from pathlib import Path
 
 from layering.errors import ScriptError
 from store.checkout import checkout_tree, sync_checkout
-from store.commit import read_xattrs
 from store.errors import CommandError, LockedError, ToolError
-from store.fsutil import atomic_write, rmtree, scratch_dir
+from store.fsutil import atomic_write, read_xattrs, rmtree, scratch_dir
 from store.lock import file_lock
 from store.mtree import MutableTree
 from store.objects import DirMeta, FileMeta

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from store.errors import InputError
+from store.fsutil import read_xattrs
 from store.gvariant import Variant
 from store.objects import Commit, DirMeta, DirTree, FileMeta, ObjectType
 from store.repo import Repo, RepoMode
@@ -152,23 +153,6 @@ def _readlink(path: str, rel: str) -> str:
     except UnicodeEncodeError:
         raise InputError(f"symlink target is not valid UTF-8 in '{rel}'") from None
     return target
-
-
-def read_xattrs(path: str | os.PathLike[str]) -> tuple[tuple[bytes, bytes], ...]:
-    """A file's extended attributes, sorted by name (empty when unsupported)."""
-    try:
-        names = os.listxattr(path, follow_symlinks=False)
-    except OSError:
-        return ()
-    if not names:
-        return ()
-    out = []
-    for n in names:
-        try:
-            out.append((n.encode(), os.getxattr(path, n, follow_symlinks=False)))
-        except OSError:
-            continue
-    return tuple(sorted(out))
 
 
 def write_directory(txn: Transaction, src: Path, *, owner_uid: int | None = None,

@@ -17,6 +17,20 @@ from collections.abc import Iterator
 from pathlib import Path
 
 
+def read_xattrs(path: str | os.PathLike[str]) -> tuple[tuple[bytes, bytes], ...]:
+    """A file's (not a symlink target's) extended attributes, sorted by name; empty when the
+    filesystem has none or does not support them."""
+    try:
+        names = os.listxattr(path, follow_symlinks=False)
+    except OSError:
+        return ()
+    out = []
+    for n in names:
+        with contextlib.suppress(OSError):
+            out.append((n.encode(), os.getxattr(path, n, follow_symlinks=False)))
+    return tuple(sorted(out))
+
+
 def fsync_dir(path: str | os.PathLike[str]) -> None:
     """Flush a directory's entries to disk."""
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)

@@ -12,7 +12,7 @@ from store.checkout import find_subpath
 from store.errors import InputError
 from store.gvariant import Variant
 from store.objects import Commit, FileMeta
-from store.repo import Repo
+from store.repo import InflateReader, Repo
 from store.traverse import commit_history
 
 
@@ -64,13 +64,9 @@ def file_info(repo: Repo, csum: str) -> tuple[FileMeta, int]:
     if stream is None:
         return meta, 0
     with stream:
-        if hasattr(stream, "fileno"):
-            try:
-                return meta, os.fstat(stream.fileno()).st_size
-            except OSError:
-                pass
-        size = getattr(stream, "_size", None)
-        return meta, size if size is not None else len(stream.read())
+        if isinstance(stream, InflateReader):  # archive mode: the header declares it
+            return meta, stream.size
+        return meta, os.fstat(stream.fileno()).st_size
 
 
 def ls(repo: Repo, rev: str, path: str = "/", *, recursive: bool = False) -> list[Entry]:

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, BinaryIO
 
 from store import refs as refs_mod
 from store.errors import CorruptObject, ObjectNotFound, RefError, RepoError
-from store.fsutil import atomic_write
+from store.fsutil import atomic_write, read_xattrs
 from store.gvariant import Variant, decode
 from store.lock import file_lock
 from store.objects import (
@@ -330,7 +330,7 @@ def _parse(fn, data: bytes, what: str, csum: str):  # type: ignore[no-untyped-de
 
 def _open_bare(path: Path) -> tuple[FileMeta, BinaryIO | None]:
     st = os.lstat(path)
-    xattrs = _read_xattrs(path)
+    xattrs = read_xattrs(path)
     if stat.S_ISLNK(st.st_mode):
         return FileMeta(st.st_uid, st.st_gid, st.st_mode, os.readlink(path), xattrs), None
     return FileMeta(st.st_uid, st.st_gid, st.st_mode, "", xattrs), open(path, "rb")
@@ -359,25 +359,13 @@ def _open_archive(path: Path) -> tuple[FileMeta, BinaryIO | None]:
     return meta, InflateReader(f, size)
 
 
-def _read_xattrs(path: Path) -> tuple[tuple[bytes, bytes], ...]:
-    try:
-        names = os.listxattr(path, follow_symlinks=False)
-    except OSError:
-        return ()
-    out = []
-    for n in names:
-        with contextlib.suppress(OSError):
-            out.append((n.encode(), os.getxattr(path, n, follow_symlinks=False)))
-    return tuple(sorted(out))
-
-
 class InflateReader(io.RawIOBase):
     """A read-only stream of raw-DEFLATE content, checked against the declared size."""
 
     def __init__(self, f: BinaryIO, size: int) -> None:
         self._f = f
         self._z = zlib.decompressobj(-15)
-        self._size = size
+        self.size = size
         self._out = 0
         self._buf = b""
 
@@ -395,9 +383,9 @@ class InflateReader(io.RawIOBase):
         b[:n] = self._buf[:n]
         self._buf = self._buf[n:]
         self._out += n
-        if n == 0 and self._out != self._size:
-            raise CorruptObject(f"compressed object ends after {self._out} of {self._size} bytes")
-        if self._out > self._size:
+        if n == 0 and self._out != self.size:
+            raise CorruptObject(f"compressed object ends after {self._out} of {self.size} bytes")
+        if self._out > self.size:
             raise CorruptObject("compressed object is longer than its header says")
         return n
 
