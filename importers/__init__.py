@@ -41,15 +41,27 @@ def read_package(path: Path) -> PackageMeta:
     return open_package(path, checksum=file_sha256(path)).meta
 
 
-def read_installed(repo: Repo, rev: str, *, with_files: bool = True
-                   ) -> tuple[PackageType | None, list[PackageMeta]]:
-    """The package database kind found in commit ``rev`` and its packages ((None, []) if none)."""
+def package_db_kind(repo: Repo, rev: str) -> PackageType | None:
+    """Which package database commit ``rev`` has (rpm is looked for first), or None."""
     from importers import dpkgdb, rpmdb
     from importers.treeread import CommitReader
 
     reader = CommitReader(repo, rev)
     if rpmdb.find_db(reader) is not None:
-        return PackageType.RPM, rpmdb.read_installed(repo, rev, with_files=with_files)
+        return PackageType.RPM
     if dpkgdb.find_db(reader) is not None:
-        return PackageType.DEB, dpkgdb.read_installed(repo, rev, with_files=with_files)
+        return PackageType.DEB
+    return None
+
+
+def read_installed(repo: Repo, rev: str, *, with_files: bool = True
+                   ) -> tuple[PackageType | None, list[PackageMeta]]:
+    """The package database kind found in commit ``rev`` and its packages ((None, []) if none)."""
+    from importers import dpkgdb, rpmdb
+
+    kind = package_db_kind(repo, rev)
+    if kind is PackageType.RPM:
+        return kind, rpmdb.read_installed(repo, rev, with_files=with_files)
+    if kind is PackageType.DEB:
+        return kind, dpkgdb.read_installed(repo, rev, with_files=with_files)
     return None, []

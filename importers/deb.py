@@ -34,7 +34,14 @@ from importers.model import (
     Script,
     parse_deb_relations,
 )
-from importers.payload import DEFAULT_CAP, ContentReader, Member, Where, iter_payload
+from importers.payload import (
+    DEFAULT_CAP,
+    ContentReader,
+    Member,
+    Where,
+    declared_limit,
+    iter_payload,
+)
 
 AR_MAGIC = b"!<arch>\n"
 CONTROL_CAP = 64 << 20
@@ -126,7 +133,7 @@ class DebPackage:
     def data_limit(self, cap: int = DEFAULT_CAP) -> int:
         """Decompressed bytes data.tar may produce: Installed-Size plus a margin, else ``cap``."""
         declared = self.meta.installed_size * 1024
-        return declared + declared // 8 + (1 << 20) if declared else cap
+        return declared_limit(declared) if declared else cap
 
     @contextmanager
     def open_data(self, *, cap: int = DEFAULT_CAP) -> Iterator[
@@ -174,7 +181,7 @@ def meta_from_control(text: str, *, origin: Origin) -> PackageMeta:
     for key in ("Package", "Version"):
         if key not in para:
             raise PackageFormatError(f"control data lacks {key}: {text[:60]!r}")
-    epoch, version, revision = _split_version(para["Version"])
+    epoch, version, revision = split_version(para["Version"])
     deps = {kind: parse_deb_relations(para[field]) for field, kind in RELATION_FIELDS.items()
             if para.get(field)}
     return PackageMeta(
@@ -187,7 +194,8 @@ def meta_from_control(text: str, *, origin: Origin) -> PackageMeta:
         checksum=para.get("SHA256", ""))
 
 
-def _split_version(v: str) -> tuple[int, str, str]:
+def split_version(v: str) -> tuple[int, str, str]:
+    """dpkg's ``[epoch:]upstream[-revision]`` as (epoch, upstream, revision)."""
     epoch, _, rest = v.rpartition(":") if ":" in v else ("0", "", v)
     version, dash, revision = rest.rpartition("-")
     if not dash:

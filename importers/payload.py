@@ -32,6 +32,12 @@ from importers.model import FileKind
 
 BLOCK = 256 * 1024
 DEFAULT_CAP = 1 << 30
+
+
+def declared_limit(declared: int) -> int:
+    """How many decompressed bytes a payload that declares ``declared`` may produce:
+    that plus an eighth plus 1 MiB."""
+    return declared + declared // 8 + (1 << 20)
 DEFAULT_MAX_ENTRIES = 1_000_000
 
 

@@ -280,7 +280,10 @@ def _fail_at(point: str) -> None:
         raise PackageFormatError(f"injected failure at {point}")
 
 
-def lookup(repo: Repo, sha256: str, *, owners: OwnerMap | None = None) -> ImportResult | None:
-    """The cache entry of the package file with this sha256, or None; nothing is unpacked."""
-    ref = _load_index(repo).get(sha256)
-    return _cached(repo, ref, sha256, owners or OwnerMap()) if ref else None
+def lookup_many(repo: Repo, sha256s: Iterable[str], *,
+                owners: OwnerMap | None = None) -> dict[str, ImportResult]:
+    """The cache entries of the package files with these sha256s (the index is read once)."""
+    index = _load_index(repo)
+    owners = owners or OwnerMap()
+    found = {sha: _cached(repo, index[sha], sha, owners) for sha in set(sha256s) if sha in index}
+    return {sha: r for sha, r in found.items() if r is not None}

@@ -30,7 +30,14 @@ from importers.model import (
     Relation,
     Script,
 )
-from importers.payload import DEFAULT_CAP, ContentReader, Member, Where, iter_payload
+from importers.payload import (
+    DEFAULT_CAP,
+    ContentReader,
+    Member,
+    Where,
+    declared_limit,
+    iter_payload,
+)
 from importers.rpmheader import Header, Tag, read_package_header
 
 RPMFILE_CONFIG = 1 << 0
@@ -188,7 +195,7 @@ class RpmPackage:
     def data_limit(self, cap: int = DEFAULT_CAP) -> int:
         """Decompressed bytes the payload may produce: the header's file sizes plus a margin."""
         declared = sum(e.size for e in self.meta.files if e.kind == FileKind.FILE)
-        return declared + declared // 8 + (1 << 20) if self.meta.files else cap
+        return declared_limit(declared) if self.meta.files else cap
 
     @contextmanager
     def open_payload(self, *, cap: int = DEFAULT_CAP) -> Iterator[

@@ -10,7 +10,10 @@ OSTree-layout commit, ``etc`` in a plain root filesystem::
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from importers.aptsource import AptSource, parse_sources
 from importers.errors import RepoMetadataError
@@ -43,6 +46,27 @@ def parse_spec(spec: str) -> Sources:
     return Sources(apt=tuple(apt))
 
 
+def _read_sources(read: Callable[[str], bytes | None], listdir: Callable[[str], list[str]],
+                  etc: str, *, basearch: str, releasever: str) -> Sources:
+    """The sources under one configuration directory, through ``read``/``listdir``."""
+    apt: list[AptSource] = []
+    main = read(f"{etc}/apt/sources.list")
+    if main is not None:
+        apt += parse_sources(main.decode("utf-8", "replace"), deb822=False)
+    for name in listdir(f"{etc}/apt/sources.list.d"):
+        if name.endswith((".list", ".sources")):
+            data = read(f"{etc}/apt/sources.list.d/{name}") or b""
+            apt += parse_sources(data.decode("utf-8", "replace"),
+                                 deb822=name.endswith(".sources"))
+    rpm: list[RpmRepo] = []
+    for name in listdir(f"{etc}/yum.repos.d"):
+        if name.endswith(".repo"):
+            data = read(f"{etc}/yum.repos.d/{name}") or b""
+            rpm += parse_repo_file(data.decode("utf-8", "replace"), basearch=basearch,
+                                   releasever=releasever)
+    return Sources(tuple(apt), tuple(rpm))
+
+
 def sources_from_commit(repo: Repo, rev: str, *, basearch: str = "x86_64",
                         releasever: str = "") -> Sources:
     """The sources configured in commit ``rev`` (its usr/etc, else its etc)."""
@@ -50,19 +74,19 @@ def sources_from_commit(repo: Repo, rev: str, *, basearch: str = "x86_64",
     etc = next((d for d in CONFIG_DIRS if reader.is_dir(d)), None)
     if etc is None:
         return Sources()
-    apt: list[AptSource] = []
-    main = reader.read(f"{etc}/apt/sources.list")
-    if main is not None:
-        apt += parse_sources(main.decode("utf-8", "replace"), deb822=False)
-    for name in reader.listdir(f"{etc}/apt/sources.list.d"):
-        if name.endswith((".list", ".sources")):
-            data = reader.read(f"{etc}/apt/sources.list.d/{name}") or b""
-            apt += parse_sources(data.decode("utf-8", "replace"),
-                                 deb822=name.endswith(".sources"))
-    rpm: list[RpmRepo] = []
-    for name in reader.listdir(f"{etc}/yum.repos.d"):
-        if name.endswith(".repo"):
-            data = reader.read(f"{etc}/yum.repos.d/{name}") or b""
-            rpm += parse_repo_file(data.decode("utf-8", "replace"), basearch=basearch,
-                                   releasever=releasever)
-    return Sources(tuple(apt), tuple(rpm))
+    return _read_sources(reader.read, reader.listdir, etc, basearch=basearch,
+                         releasever=releasever)
+
+
+def sources_from_dir(etc: Path, *, basearch: str = "x86_64", releasever: str = "") -> Sources:
+    """The sources configured in a directory laid out like /etc (a deployment's merged /etc)."""
+
+    def read(rel: str) -> bytes | None:
+        path = etc.parent / rel
+        return path.read_bytes() if path.is_file() else None
+
+    def listdir(rel: str) -> list[str]:
+        path = etc.parent / rel
+        return sorted(os.listdir(path)) if path.is_dir() else []
+
+    return _read_sources(read, listdir, etc.name, basearch=basearch, releasever=releasever)

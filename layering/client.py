@@ -20,8 +20,7 @@ from boot.deployment import Deployment
 from boot.etcmerge import EtcMergePlan
 from boot.origin import Origin
 from boot.sysroot import Sysroot
-from importers import aptsource, rpmmd
-from importers.sources import Sources
+from importers.sources import sources_from_dir
 from layering.compose import ComposeRequest, ComposeResult, compose
 from layering.errors import ComposeError
 from layering.packages import cached_local, keep_local
@@ -145,24 +144,6 @@ def _edit(lay: Layering, req: ClientRequest, repo: Repo) -> Layering:
                     tuple(replaces))
 
 
-def sources_from_etc(etc: Path) -> Sources:
-    """apt and rpm-md sources configured in a directory laid out like /etc."""
-    apt: list[aptsource.AptSource] = []
-    main = etc / "apt/sources.list"
-    if main.is_file():
-        apt += aptsource.parse_sources(main.read_text(errors="replace"), deb822=False)
-    d = etc / "apt/sources.list.d"
-    for f in sorted(d.iterdir()) if d.is_dir() else []:
-        if f.suffix in (".list", ".sources"):
-            apt += aptsource.parse_sources(f.read_text(errors="replace"),
-                                           deb822=f.suffix == ".sources")
-    rpm: list[rpmmd.RpmRepo] = []
-    y = etc / "yum.repos.d"
-    for f in sorted(y.glob("*.repo")) if y.is_dir() else []:
-        rpm += rpmmd.parse_repo_file(f.read_text(errors="replace"))
-    return Sources(tuple(apt), tuple(rpm))
-
-
 def base_of(repo: Repo, csum: str) -> str:
     """The base commit of a deployment's commit (itself when nothing is layered)."""
     base = repo.load_commit(csum).meta_value("strata.base-commit")
@@ -217,7 +198,7 @@ def apply(sysroot: Sysroot, req: ClientRequest) -> ClientResult:
             local_sha256=tuple(e.split(":", 1)[0] for e in lay.local),
             remove=lay.removes,
             replace_local=tuple(cached_local(repo, e.split(":", 1)[0]) for e in lay.replaces),
-            source_set=sources_from_etc(etc), no_scripts=req.no_scripts, offline=req.offline,
+            source_set=sources_from_dir(etc), no_scripts=req.no_scripts, offline=req.offline,
             dry_run=req.dry_run))
         target = result.compose.checksum or base
     if req.dry_run:

@@ -19,12 +19,12 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from importers import read_installed
+from importers import package_db_kind, read_installed
 from importers.dpkgdb import DB_DIRS as DPKG_DB_DIRS
 from importers.fetch import Fetcher, repo_cache_dir
 from importers.model import PackageMeta, PackageType
 from importers.owners import OwnerMap
-from importers.pkgcache import lookup
+from importers.pkgcache import lookup_many
 from importers.rpmdb import DB_DIRS as RPM_DB_DIRS
 from importers.sources import Sources, parse_spec, sources_from_commit
 from layering import dpkgdb, rpmdbupdate
@@ -131,9 +131,9 @@ def _sources(repo: Repo, base: str, request: ComposeRequest) -> Sources:
 def compose(repo: Repo, request: ComposeRequest) -> ComposeResult:
     """Build base + packages as a new commit on ``request.branch``; see the module docstring."""
     base = repo.resolve(request.base)
-    kind, installed = read_installed(repo, base, with_files=False)
-    if kind is PackageType.RPM:  # rpm file dependencies need the file lists up front
-        kind, installed = read_installed(repo, base)
+    # rpm file dependencies need the file lists up front; dpkg's are read when needed
+    kind, installed = read_installed(
+        repo, base, with_files=package_db_kind(repo, base) is PackageType.RPM)
     if kind is None:
         raise ComposeError(f"base {request.base} has no package database "
                            "(dpkg status or rpmdb.sqlite) to layer onto")
@@ -150,10 +150,12 @@ def compose(repo: Repo, request: ComposeRequest) -> ComposeResult:
         install=request.install, install_local=tuple(r.meta for r in local.values()),
         remove=request.remove, replace_local=tuple(r.meta for r in replace.values()),
         no_recommends=request.no_recommends), indexes, repo.tmp_dir)
+    cached = lookup_many(repo, (p.checksum for p in resolution.install if p.checksum),
+                         owners=owners)
     result = ComposeResult(None, base, kind, resolution,
                            download_size=sum(p.size for p in resolution.install
                                              if p.checksum not in local
-                                             and lookup(repo, p.checksum, owners=owners) is None),
+                                             and p.checksum not in cached),
                            growth=sum(p.installed_size for p in resolution.install)
                            - sum(p.installed_size for p in resolution.remove),
                            local_sha256=sorted(local), replace_sha256=sorted(replace))
@@ -162,7 +164,8 @@ def compose(repo: Repo, request: ComposeRequest) -> ComposeResult:
     if existing is not None or request.dry_run:
         result.checksum, result.reused = existing, existing is not None
         return result
-    result.layers = materialize(repo, resolution.install, {**local, **replace}, fetcher, owners)
+    result.layers = materialize(repo, resolution.install, {**local, **replace}, cached, fetcher,
+                                owners)
     result.checksum = _build(repo, request, result, installed, ihash, fetcher)
     return result
 

@@ -19,6 +19,7 @@ from pathlib import Path
 import solv
 
 from importers.aptsource import IndexFile, download_fields, read_index
+from importers.deb import split_version
 from importers.errors import RepoMetadataError
 from importers.model import Origin, PackageMeta, PackageType
 from store.fsutil import atomic_write
@@ -82,12 +83,9 @@ def _read_table(path: Path) -> dict[tuple[str, str, str], str]:
 def record(line: str, base_uri: str) -> PackageMeta:
     """A catalogue record with what a download needs, from one table line."""
     name, version, arch, filename, sha256, size, isize = line.split("\t")
-    epoch, _, rest = version.rpartition(":") if ":" in version else ("0", "", version)
-    upstream, dash, revision = rest.rpartition("-")
-    if not dash:
-        upstream, revision = rest, ""
+    epoch, upstream, revision = split_version(version)
     loc = f"{base_uri}/{urllib.parse.quote(filename, safe='/~+')}" if filename else ""
     return PackageMeta(type=PackageType.DEB, name=name, version=upstream, release=revision,
-                       epoch=int(epoch or 0), arch=arch, origin=Origin.CATALOGUE,
+                       epoch=epoch, arch=arch, origin=Origin.CATALOGUE,
                        location=loc, checksum=sha256, size=int(size or 0),
                        installed_size=int(isize or 0))

@@ -19,7 +19,7 @@ from importers.aptsource import IndexFile
 from importers.fetch import Fetcher
 from importers.model import PackageMeta, PackageType
 from importers.owners import OwnerMap
-from importers.pkgcache import ImportResult, file_sha256, import_packages, lookup
+from importers.pkgcache import ImportResult, file_sha256, import_packages
 from importers.sources import Sources
 from layering.errors import ComposeError
 from store.repo import Repo
@@ -106,8 +106,10 @@ def download(meta: PackageMeta, fetcher: Fetcher) -> Path:
 
 
 def materialize(repo: Repo, pkgs: Iterable[PackageMeta], local: dict[str, ImportResult],
-                fetcher: Fetcher, owners: OwnerMap) -> list[Layer]:
-    """Cache commits for every resolved package, downloading and unpacking only what is new."""
+                cached: dict[str, ImportResult], fetcher: Fetcher,
+                owners: OwnerMap) -> list[Layer]:
+    """Cache commits for every resolved package, downloading and unpacking only what is new
+    (``cached``: the cache entries already found, by package file sha256)."""
     layers: dict[str, Layer] = {}
     todo: list[tuple[PackageMeta, Path]] = []
     order = list(pkgs)
@@ -117,7 +119,7 @@ def materialize(repo: Repo, pkgs: Iterable[PackageMeta], local: dict[str, Import
             r = local[sha]
             layers[meta.nevra] = Layer(r.meta, r.commit, sha, False, not r.skipped, meta)
             continue
-        hit = lookup(repo, sha, owners=owners) if sha else None
+        hit = cached.get(sha) if sha else None
         if hit is not None:
             layers[meta.nevra] = Layer(hit.meta, hit.commit, sha, False, False, meta)
         else:
