@@ -14,42 +14,24 @@ Usage: python bench/deploy.py [--runs N] [--synthetic]
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import shutil
 import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "bench" / "out"
 PY = sys.executable
+sys.path[0] = str(ROOT)  # bench/store.py would shadow the store package
+from bench.common import loop_ext4  # noqa: E402
 
 
 def sh(*argv: str | os.PathLike[str], **kw: object) -> subprocess.CompletedProcess[str]:
     return subprocess.run([os.fspath(a) for a in argv], check=True, capture_output=True,
                           text=True, **kw)  # type: ignore[call-overload]
-
-
-@contextlib.contextmanager
-def loopfs(size: str = "6G") -> Iterator[Path]:
-    OUT.mkdir(parents=True, exist_ok=True)
-    img, mnt = OUT / "deploy-bench.img", OUT / "deploy-bench.mnt"
-    mnt.mkdir(exist_ok=True)
-    subprocess.run(["umount", str(mnt)], capture_output=True)
-    img.unlink(missing_ok=True)
-    sh("truncate", "-s", size, img)
-    sh("mkfs.ext4", "-q", img)
-    sh("mount", "-o", "loop", img, mnt)
-    try:
-        yield mnt
-    finally:
-        subprocess.run(["chattr", "-R", "-i", str(mnt)], capture_output=True)
-        sh("umount", mnt)
-        img.unlink(missing_ok=True)
 
 
 def minbase(dest: Path) -> None:
@@ -175,7 +157,7 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--synthetic", action="store_true")
     args = ap.parse_args()
-    with loopfs() as fs:
+    with loop_ext4(6) as fs:
         tree = make_image(fs, "synthetic" if args.synthetic else "minbase")
         nfiles = sum(len(f) for _, _, f in os.walk(tree))
         times = time_deploys(fs, tree, args.runs)

@@ -16,18 +16,18 @@ for the first download (cached in bench/out/import/).
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
 import statistics
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.common import loop_ext4  # noqa: E402
 from importers.pkgcache import import_packages  # noqa: E402
 from store.repo import Repo  # noqa: E402
 from store.run import run  # noqa: E402
@@ -84,20 +84,6 @@ def _rpm_from_deb(deb: Path, top: Path) -> None:
          "--define", "_build_id_links none", "--define", "debug_package %{nil}", spec])
 
 
-@contextlib.contextmanager
-def loop_fs() -> Iterator[Path]:
-    img, mnt = OUT / "fs.img", OUT / "mnt"
-    mnt.mkdir(parents=True, exist_ok=True)
-    run(["truncate", "-s", "4G", img])
-    run(["mkfs.ext4", "-q", "-F", img])
-    run(["mount", "-o", "loop", img, mnt])
-    try:
-        yield mnt
-    finally:
-        run(["umount", mnt], check=False)
-        img.unlink(missing_ok=True)
-
-
 def timed(fn: Callable[[], object]) -> float:
     t = time.perf_counter()
     fn()
@@ -149,7 +135,7 @@ def main() -> None:
     debs = ensure_debs()
     rpms = ensure_rpms(debs)
     mb = {k: sum(p.stat().st_size for p in v) / 1e6 for k, v in (("deb", debs), ("rpm", rpms))}
-    with loop_fs() as mnt:
+    with loop_ext4(4) as mnt:
         results = {"deb": bench(mnt, "deb", debs, native_deb),
                    "rpm": bench(mnt, "rpm", rpms, native_rpm)}
     print(f"median of {RUNS} runs, loop-mounted ext4, load average {os.getloadavg()[0]:.1f}\n")
