@@ -16,7 +16,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-STRATA = [sys.executable, "-m", "layering"]
+STRATA = [str(Path(sys.executable).parent / "strata")]  # the installed console script
 
 
 @contextlib.contextmanager

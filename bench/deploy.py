@@ -24,9 +24,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "bench" / "out"
-PY = sys.executable
 sys.path[0] = str(ROOT)  # bench/store.py would shadow the store package
-from bench.common import loop_ext4  # noqa: E402
+from bench.common import STRATA, loop_ext4  # noqa: E402
 
 
 def sh(*argv: str | os.PathLike[str], **kw: object) -> subprocess.CompletedProcess[str]:
@@ -72,7 +71,7 @@ def make_image(base: Path, kind: str) -> Path:
 
 def fresh_sysroot(path: Path, tree: Path, tool: str) -> None:
     if tool == "strata":
-        sh(PY, "-m", "layering", "--sysroot", path, "os-init", "bench", cwd=ROOT)
+        sh(*STRATA, "--sysroot", path, "os-init", "bench", cwd=ROOT)
     else:
         path.mkdir()
         sh("ostree", "admin", "init-fs", path)
@@ -83,7 +82,7 @@ def fresh_sysroot(path: Path, tree: Path, tool: str) -> None:
 
 def deploy_cmd(path: Path, tool: str) -> list[str]:
     if tool == "strata":
-        return [PY, "-m", "layering", "-q", "--sysroot", str(path), "deploy", "os/x"]
+        return [*STRATA, "-q", "--sysroot", str(path), "deploy", "os/x"]
     return ["ostree", "admin", "deploy", f"--sysroot={path}", "--os=bench", "os/x"]
 
 
@@ -144,7 +143,7 @@ def disk_usage(fs: Path, tree: Path) -> dict[str, list[int]]:
             if n:
                 commit_variant(s, tree, n)
             sh(*deploy_cmd(s, tool), cwd=ROOT)
-            pin = ([PY, "-m", "layering", "--sysroot", str(s), "pin", "0"] if tool == "strata"
+            pin = ([*STRATA, "--sysroot", str(s), "pin", "0"] if tool == "strata"
                    else ["ostree", "admin", "pin", f"--sysroot={s}", "0"])
             sh(*pin, cwd=ROOT)
             usage[tool].append(unique_bytes(s))

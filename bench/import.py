@@ -27,7 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.common import loop_ext4  # noqa: E402
+from bench.common import STRATA, loop_ext4  # noqa: E402
 from importers.pkgcache import import_packages  # noqa: E402
 from store.repo import Repo  # noqa: E402
 from store.run import run  # noqa: E402
@@ -92,8 +92,8 @@ def timed(fn: Callable[[], object]) -> float:
 
 def strata_import(repo: Path, pkgs: list[Path]) -> None:
     # bytecode caching on, as for an installed tool (this environment may disable it)
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONDONTWRITEBYTECODE": ""}
-    run([sys.executable, "-m", "layering", "--repo", repo, "import", *pkgs], env=env)
+    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": ""}
+    run([*STRATA, "--repo", repo, "import", *pkgs], env=env)
 
 
 def native_deb(dest: Path, pkgs: list[Path]) -> None:
@@ -118,9 +118,12 @@ def bench(mnt: Path, kind: str, pkgs: list[Path],
     for i in range(RUNS):
         dest = mnt / f"native-{kind}-{i}"
         dest.mkdir()
+        os.sync()
         nat.append(timed(lambda d=dest: native(d, pkgs)))
         repo = Repo.init(mnt / f"repo-{kind}-{i}").path
+        os.sync()
         cold.append(timed(lambda r=repo: strata_import(r, pkgs)))
+        os.sync()  # the cold run's writeback must not land in the warm run's time
         warm.append(timed(lambda r=repo: strata_import(r, pkgs)))
         lib.append(timed(lambda r=repo: library_reimport(r, pkgs)))
         shutil.rmtree(dest)

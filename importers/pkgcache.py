@@ -16,9 +16,9 @@ prefix, each part escaped as rpm-ostree does (``[A-Za-z0-9.-]`` kept, ``_`` ->
 
 All packages of one call share one transaction: on any error no cache ref
 moves and the staged objects are dropped (they live in the repository's tmp/).
-``repo/tmp/cache/pkgcache-index.json`` (sha256 of a package file -> cache ref)
-lets a re-import skip even opening the package; it is only a hint, always
-checked against the ref's commit metadata, and rebuilt when lost.
+The index (:mod:`importers.pkgindex`) lets a re-import skip hashing the file,
+opening the package and reading the cache commit; it is only a hint, checked
+against the ref, and rebuilt when lost.
 
 The package readers (python-debian, libarchive) are imported lazily so that a
 re-import of cached packages stays cheap.
@@ -26,7 +26,6 @@ re-import of cached packages stays cheap.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from collections.abc import Iterable
@@ -36,15 +35,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from importers.errors import PackageFormatError
-from importers.model import PackageMeta
 from importers.owners import OwnerMap
+from importers.pkgindex import CacheHit, PackageIndex
 from store.errors import ToolError
-from store.fsutil import atomic_write
 from store.gvariant import Variant
 from store.repo import Repo
 
 if TYPE_CHECKING:
     from importers.deb import DebPackage
+    from importers.model import PackageMeta
     from importers.rpm import RpmPackage
 
     Package = DebPackage | RpmPackage
@@ -53,7 +52,6 @@ CACHE_PREFIX = "strata/pkg/"
 MAX_WORKERS = min(4, os.cpu_count() or 1)
 UNPACK_VERSION = 2
 DEFAULT_CAP = 1 << 30  # payload.DEFAULT_CAP, without importing libarchive here
-INDEX_NAME = "pkgcache-index.json"
 _SAFE = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789.-")
 
 
@@ -74,15 +72,6 @@ def cache_ref(meta: PackageMeta) -> str:
     """The cache ref of a package: ``strata/pkg/NAME/EVR.ARCH``, parts escaped."""
     return (f"{CACHE_PREFIX}{escape_ref_part(meta.name)}/"
             f"{escape_ref_part(meta.evr)}.{escape_ref_part(meta.arch)}")
-
-
-def file_sha256(path: Path) -> str:
-    """sha256 hex of a file, read in blocks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
 
 
 def open_package(path: Path, *, checksum: str = "") -> Package:
@@ -131,18 +120,22 @@ def import_packages(repo: Repo, paths: Iterable[Path], *, owners: OwnerMap | Non
     commit. On error no ref moves and nothing remains outside ``repo/tmp``.
     """
     owners = owners or OwnerMap()
+    digest = owners.digest()
     paths = list(paths)
-    shas = [file_sha256(p) for p in paths]
-    index = _load_index(repo)
+    index = PackageIndex.load(repo)
+    try:
+        shas = [index.sha256_of(p) for p in paths]
+    except OSError as e:
+        raise PackageFormatError(f"cannot read package {e.filename}: {e.strerror}") from e
     found: dict[str, ImportResult] = {}
     pkgs: dict[str, Package] = {}
     for path, sha in zip(paths, shas, strict=True):
         if sha in found or sha in pkgs:
             continue
-        hit = _cached(repo, index[sha], sha, owners) if sha in index else None
+        hit = _lookup(repo, index, sha, digest)
         if hit is None:
             pkgs[sha] = open_package(path, checksum=sha)
-            hit = _cached(repo, cache_ref(pkgs[sha].meta), sha, owners)
+            hit = _cached(repo, index, cache_ref(pkgs[sha].meta), sha, digest)
         if hit is not None:
             pkgs.pop(sha, None)
             found[sha] = hit
@@ -154,7 +147,9 @@ def import_packages(repo: Repo, paths: Iterable[Path], *, owners: OwnerMap | Non
                 txn.set_ref(result.ref, result.commit)
             _fail_at("pkgcache-before-refs")
     final = [found[sha] for sha in shas]
-    _save_index(repo, index, final)
+    for r in final:
+        index.remember(r.sha256, CacheHit(r.ref, r.commit, UNPACK_VERSION, digest))
+    index.save()
     return final
 
 
@@ -191,41 +186,37 @@ def import_package(repo: Repo, path: Path, *, owners: OwnerMap | None = None,
     return import_packages(repo, [path], owners=owners, cap=cap)[0]
 
 
-def _cached(repo: Repo, ref: str, sha: str, owners: OwnerMap) -> ImportResult | None:
+def _lookup(repo: Repo, index: PackageIndex, sha: str, digest: str) -> ImportResult | None:
+    """The cache entry of a package file checksum, through the index's hint when it holds."""
+    hint = index.hit(sha)
+    if hint is None:
+        return None
+    if (hint.unpack_version == UNPACK_VERSION and hint.owners == digest
+            and _read_ref(repo, hint.ref) == hint.commit):
+        return ImportResult(hint.ref, hint.commit, sha, skipped=True, repo=repo)
+    return _cached(repo, index, hint.ref, sha, digest)
+
+
+def _read_ref(repo: Repo, ref: str) -> str | None:
     try:
-        csum = repo.read_ref(ref)
+        return repo.read_ref(ref)
     except ToolError:
         return None
+
+
+def _cached(repo: Repo, index: PackageIndex, ref: str, sha: str,
+            digest: str) -> ImportResult | None:
+    """The entry under ``ref`` if its commit's metadata matches the file and this unpacker."""
+    csum = _read_ref(repo, ref)
     if csum is None:
         return None
     md = repo.load_commit(csum).metadata
     if (_val(md, "strata.package.sha256") != sha
             or _val(md, "strata.unpack-version") != UNPACK_VERSION
-            or _val(md, "strata.owners") != owners.digest()):
+            or _val(md, "strata.owners") != digest):
         return None
+    index.remember(sha, CacheHit(ref, csum, UNPACK_VERSION, digest))
     return ImportResult(ref, csum, sha, skipped=True, repo=repo)
-
-
-def _index_path(repo: Repo) -> Path:
-    return repo.tmp_dir / "cache" / INDEX_NAME
-
-
-def _load_index(repo: Repo) -> dict[str, str]:
-    try:
-        data = json.loads(_index_path(repo).read_text())
-    except (OSError, ValueError):
-        return {}
-    return {k: v for k, v in data.items() if isinstance(k, str) and isinstance(v, str)} \
-        if isinstance(data, dict) else {}
-
-
-def _save_index(repo: Repo, index: dict[str, str], results: list[ImportResult]) -> None:
-    new = {r.sha256: r.ref for r in results}
-    if all(index.get(k) == v for k, v in new.items()):
-        return
-    path = _index_path(repo)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(path, json.dumps({**index, **new}, sort_keys=True).encode(), sync=False)
 
 
 def _val(md: dict[str, Variant], key: str) -> object:
@@ -263,6 +254,8 @@ def _import_one(repo: Repo, txn: Any, pkg: Package, owners: OwnerMap,
 
 def meta_of_commit(repo: Repo, csum: str) -> PackageMeta:
     """The package record stored in a cache commit's metadata."""
+    from importers.model import PackageMeta
+
     md = repo.load_commit(csum).metadata
     text = _val(md, "strata.package")
     if not isinstance(text, str):
@@ -283,7 +276,8 @@ def _fail_at(point: str) -> None:
 def lookup_many(repo: Repo, sha256s: Iterable[str], *,
                 owners: OwnerMap | None = None) -> dict[str, ImportResult]:
     """The cache entries of the package files with these sha256s (the index is read once)."""
-    index = _load_index(repo)
-    owners = owners or OwnerMap()
-    found = {sha: _cached(repo, index[sha], sha, owners) for sha in set(sha256s) if sha in index}
+    index = PackageIndex.load(repo)
+    digest = (owners or OwnerMap()).digest()
+    found = {sha: _lookup(repo, index, sha, digest) for sha in set(sha256s)}
+    index.save()
     return {sha: r for sha, r in found.items() if r is not None}

@@ -19,7 +19,8 @@ from importers.aptsource import IndexFile
 from importers.fetch import Fetcher
 from importers.model import PackageMeta, PackageType
 from importers.owners import OwnerMap
-from importers.pkgcache import ImportResult, file_sha256, import_packages
+from importers.pkgcache import ImportResult, import_packages
+from importers.pkgindex import file_sha256
 from importers.sources import Sources
 from layering.errors import ComposeError
 from store.repo import Repo

@@ -11,9 +11,9 @@ at a missing object.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import errno
 import fcntl
+import functools
 import hashlib
 import itertools
 import os
@@ -22,7 +22,7 @@ import tempfile
 import zlib
 from pathlib import Path
 from types import TracebackType
-from typing import IO, TYPE_CHECKING, BinaryIO
+from typing import IO, TYPE_CHECKING, Any, BinaryIO
 
 from store import refs as refs_mod
 from store.errors import CorruptObject, RepoError
@@ -44,7 +44,14 @@ if TYPE_CHECKING:
 
 CHUNK = 1 << 20
 SMALL_FILE = 4 << 20
-_libc = ctypes.CDLL(None, use_errno=True)
+
+
+@functools.cache
+def _libc() -> Any:
+    """libc through ctypes, loaded on first use (a cache hit never needs it)."""
+    import ctypes
+
+    return ctypes.CDLL(None, use_errno=True)
 
 
 def _write_new(path: str, data: bytes) -> None:
@@ -71,9 +78,11 @@ _AT_FDCWD = -100
 
 def rename_noreplace(src: str, dst: str) -> bool:
     """Move ``src`` to ``dst`` unless ``dst`` exists (then ``src`` stays); True when moved."""
-    rc = _libc.renameat2(_AT_FDCWD, src.encode(), _AT_FDCWD, dst.encode(), _RENAME_NOREPLACE)
+    rc = _libc().renameat2(_AT_FDCWD, src.encode(), _AT_FDCWD, dst.encode(), _RENAME_NOREPLACE)
     if rc == 0:
         return True
+    import ctypes
+
     err = ctypes.get_errno()
     if err == errno.EEXIST:
         return False
@@ -86,7 +95,7 @@ def syncfs(path: Path) -> None:
     """Flush every dirty page of the filesystem holding ``path``."""
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
-        if _libc.syncfs(fd) != 0:
+        if _libc().syncfs(fd) != 0:
             os.sync()
     finally:
         os.close(fd)

@@ -120,9 +120,44 @@ def test_lost_index_is_rebuilt_and_stale_index_ignored(repo: Repo,
     index.unlink()
     assert [r.skipped for r in import_packages(repo, two_packages)] == [True, True]
     assert index.exists()
-    index.write_text(json.dumps({first[0].sha256: "strata/pkg/nonsense/1.all"}))
+    data = json.loads(index.read_text())
+    data["packages"][first[0].sha256] = ["strata/pkg/nonsense/1.all", "0" * 64, 2, "x"]
+    data["packages"][first[1].sha256][1] = "1" * 64
+    index.write_text(json.dumps(data))
     again = import_packages(repo, two_packages)
-    assert [r.skipped for r in again] == [True, True] and again[0].ref == first[0].ref
+    assert [r.skipped for r in again] == [True, True]
+    assert [r.commit for r in again] == [r.commit for r in first]
+    index.write_text("{not json")
+    assert [r.skipped for r in import_packages(repo, two_packages)] == [True, True]
+
+
+def test_stat_cache_skips_hashing_and_notices_a_rewritten_file(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path, repo: Repo) -> None:
+    from importers import pkgindex
+
+    require_tool("dpkg-deb")
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    a = build_deb(tmp_path / "a", "same", "1.0", files={"usr/share/same/x": b"one\n"})
+    b = build_deb(tmp_path / "b", "same", "1.0", files={"usr/share/same/x": b"two\n"})
+    import_package(repo, a)
+    index = json.loads((repo.tmp_dir / "cache" / "pkgcache-index.json").read_text())
+    assert index["files"] == {}, "a file changed just now must not enter the stat cache"
+
+    monkeypatch.setattr(pkgindex, "RACY_NS", -(10 ** 12))
+    hashed: list[Path] = []
+    real_hash = pkgindex.file_sha256
+    monkeypatch.setattr(pkgindex, "file_sha256", lambda p: hashed.append(p) or real_hash(p))
+    first = import_package(repo, a)
+    assert hashed == [a] and first.skipped
+    hashed.clear()
+    assert import_package(repo, a).skipped and hashed == []
+
+    st = a.stat()
+    a.write_bytes(b.read_bytes())
+    os.utime(a, ns=(st.st_atime_ns, st.st_mtime_ns))
+    rewritten = import_package(repo, a)
+    assert hashed == [a] and not rewritten.skipped and rewritten.commit != first.commit
 
 
 def test_cache_ref_uses_epoch_and_arch() -> None:
