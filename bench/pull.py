@@ -1,11 +1,12 @@
 """Bench: `strata pull` against `ostree pull` from the same archive repository over nginx.
 
-Usage: python bench/pull.py [--tree ROOTFS] [--runs N]
+Usage: python bench/pull.py [--tree ROOTFS] [--runs N] [--quick-runs M]
 
 Runs on a loop-mounted ext4 (bench/common.py).  The served repository is made
 by the real ostree: commit 1 is the store bench's ~10,000-file tree (or
 ROOTFS), commit 2 changes 300 files in place.  Scenarios, each pulled into
-fresh bare-user client repositories, medians of N runs: full pull,
+fresh bare-user client repositories, medians of N runs for the full pull and
+M runs for the short ones (their times are small and noisy): full pull,
 incremental pull (client holds commit 1) without deltas, incremental with
 ostree's static delta.  Requests and bytes on the wire come from nginx's
 access log.  Delta size and generation time compare ostree's and strata's
@@ -126,6 +127,7 @@ def delta_sizes(served: Path, c1: str, c2: str) -> dict[str, tuple[float, int]]:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--quick-runs", type=int, default=7)
     ap.add_argument("--tree", type=Path, help="use this root filesystem for commit 1")
     args = ap.parse_args()
     with loop_ext4(6) as mnt:
@@ -145,9 +147,11 @@ def main() -> None:
             rows = []
             for kind in ("full", "incremental", "delta"):
                 for tool in ("ostree", "strata"):
+                    runs = args.runs if kind == "full" else args.quick_runs
                     rows.append((kind, tool, *run_scenario(mnt, srv.url, srv.log, tool, kind, c1,
-                                                           args.runs)))
-    print(f"pull bench: {nfiles} files, commit 2 changes 300; medians of {args.runs} runs")
+                                                           runs)))
+    print(f"pull bench: {nfiles} files, commit 2 changes 300; medians of {args.runs} runs "
+          f"(full) and {args.quick_runs} (incremental, delta)")
     print("| scenario | tool | seconds | requests | MB on wire | time ratio strata/ostree |")
     print("|---|---|---|---|---|---|")
     for i, (kind, tool, secs, reqs, nbytes) in enumerate(rows):

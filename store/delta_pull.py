@@ -4,8 +4,9 @@ The superblock is fetched and checked against the checksum the summary
 lists; each part is fetched, checked against the checksum the superblock
 lists, decompressed and executed: every object an opcode produces is
 verified against the checksum the part names before it is written.
-Fallback objects are fetched as loose objects.  The commit object itself is
-handed back to :mod:`store.pull`, which walks the tree afterwards, so any
+Fallback objects are fetched as loose objects.  Everything is staged in the
+pull's transaction.  The commit object itself is handed back to
+:mod:`store.pull`, which walks what the delta changed afterwards, so any
 object a delta did not provide is fetched the ordinary way.
 """
 
@@ -27,7 +28,7 @@ from store.delta_format import (
     read_varuint,
 )
 from store.errors import CorruptObject
-from store.objects import FileMeta, ObjectType, checksum_bytes, file_header
+from store.objects import FileMeta, ObjectType, checksum_bytes
 
 if TYPE_CHECKING:
     from store.pull import PullState
@@ -42,7 +43,7 @@ def find_delta(summary: Summary, from_csum: str | None, to_csum: str) -> str | N
     return name if name in summary.deltas else None
 
 
-def try_delta(st: PullState, summary: Summary, local: str,
+def try_delta(st: PullState, txn: Transaction, summary: Summary, local: str,
               csum: str) -> tuple[bytes, bytes | None] | None:
     """Apply a delta to ``csum`` if the summary offers one from what ``local`` points at.
 
@@ -66,10 +67,10 @@ def try_delta(st: PullState, summary: Summary, local: str,
     sb = Superblock.from_bytes(sb_bytes)
     if sb.to_csum != csum or sb.from_csum != from_csum or checksum_bytes(sb.commit_bytes) != csum:
         raise CorruptObject(f"static delta {name} does not lead to commit {csum}")
-    return sb.commit_bytes, _apply(st, sb, base)
+    return sb.commit_bytes, _apply(st, txn, sb, base)
 
 
-def _apply(st: PullState, sb: Superblock, base: str) -> bytes | None:
+def _apply(st: PullState, txn: Transaction, sb: Superblock, base: str) -> bytes | None:
     """Fetch and execute the parts, fetch the fallbacks; return the commit's detached metadata."""
     from store.pull import fetch_loose, mark_partial
 
@@ -80,12 +81,11 @@ def _apply(st: PullState, sb: Superblock, base: str) -> bytes | None:
     todo = [(i, p) for i, p in enumerate(sb.parts)
             if not all(repo.has(c, t) for t, c in p.objects)]
     st.wanted += sum(len(p.objects) for _i, p in todo) + len(sb.fallbacks)
-    with repo.transaction() as txn:
-        for i, part, payload in st.fetcher.map_unordered(
-                lambda item: (*item, _fetch_part(st, base, *item)), todo):
-            st.tick(PartExecutor(repo, txn, part, payload, st.fetcher.url_for(f"{base}/{i}")).run())
-        fallbacks = [(f.csum, f.objtype) for f in sb.fallbacks if not repo.has(f.csum, f.objtype)]
-        fetch_loose(st, txn, fallbacks)
+    for i, part, payload in st.fetcher.map_unordered(
+            lambda item: (*item, _fetch_part(st, base, *item)), todo):
+        st.tick(PartExecutor(repo, txn, part, payload, st.fetcher.url_for(f"{base}/{i}")).run())
+    fallbacks = [(f.csum, f.objtype) for f in sb.fallbacks if not repo.has(f.csum, f.objtype)]
+    fetch_loose(st, txn, fallbacks)
     return meta
 
 
@@ -209,12 +209,10 @@ class PartExecutor:
                 target = content.decode(errors="surrogateescape")
                 meta = FileMeta(meta.uid, meta.gid, meta.mode, target, meta.xattrs)
                 content = b""
-            h = hashlib.sha256(file_header(meta))
-            h.update(content)
-            if h.hexdigest() != csum or objtype is not ObjectType.FILE:
+            got = self.txn.write_file(meta, None if meta.is_symlink else content)
+            if got != csum or objtype is not ObjectType.FILE:
                 raise CorruptObject(f"file object {csum} in static delta part {self.where} "
                                     f"does not match its checksum")
-            self.txn.write_file(meta, None if meta.is_symlink else content)
             self.index += 1
         self.meta, self.out, self.source = None, [], None
 

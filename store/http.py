@@ -17,7 +17,6 @@ import socket
 import threading
 import time
 import urllib.parse
-import urllib.request
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
@@ -248,6 +247,8 @@ def _describe(exc: BaseException | None) -> str:
 
 
 def _read_file_url(url: str) -> bytes:
+    import urllib.request
+
     path = urllib.request.url2pathname(urllib.parse.urlsplit(url).path)
     try:
         with open(path, "rb") as f:
@@ -260,6 +261,10 @@ def _read_file_url(url: str) -> bytes:
 
 def _proxy_for(url: str) -> str | None:
     """The proxy the environment names for ``url`` (honouring ``no_proxy``), or None."""
+    if not any(name.lower().endswith("_proxy") for name in os.environ):
+        return None  # what getproxies() would find, without importing urllib.request
+    import urllib.request
+
     parts = urllib.parse.urlsplit(url)
     proxy = urllib.request.getproxies().get(parts.scheme)
     if proxy and not urllib.request.proxy_bypass(parts.hostname or ""):

@@ -137,12 +137,14 @@ def parse_header(data: bytes, *, archive: bool) -> tuple[FileMeta, int, int]:
     return meta, size, 8 + n
 
 
+@lru_cache(maxsize=1024)
 def encode_dirmeta_variant(uid: int, gid: int, mode: int, xattrs: Xattrs) -> bytes:
     """The ``(uuua(ayay))`` variant used by dirmeta objects and ``user.ostreemeta``."""
     return encode(DIRMETA_SIG, (bswap32(uid), bswap32(gid), bswap32(mode),
                                 _xattrs_to_gv(xattrs)))
 
 
+@lru_cache(maxsize=1024)
 def decode_dirmeta_variant(data: bytes) -> tuple[int, int, int, Xattrs]:
     """Inverse of :func:`encode_dirmeta_variant`."""
     uid, gid, mode, xattrs = decode(DIRMETA_SIG, data)
@@ -202,28 +204,32 @@ def _split_pair(data: bytes) -> tuple[bytes, bytes]:
     return data[:mid], data[mid : len(data) - osz]
 
 
+_OFFSET_FORMATS = {1: "B", 2: "H", 4: "I", 8: "Q"}
+
+
 def _read_entries(arr: bytes, n_offsets: int) -> list[tuple[str, bytes]]:
     """Elements of ``a(say)`` (one offset) or ``a(sayay)`` (two offsets)."""
     if not arr:
         return []
-    osz = _osize(len(arr))
-    table = _off(arr, len(arr) - osz, osz)
-    count, rem = divmod(len(arr) - table, osz)
-    if rem or table > len(arr):
+    size = len(arr)
+    osz = _osize(size)
+    table = _off(arr, size - osz, osz)
+    count, rem = divmod(size - table, osz)
+    if rem or table > size:
         raise ValueError("bad array framing")
     out = []
     start = 0
-    for i in range(count):
-        end = _off(arr, table + i * osz, osz)
-        el = arr[start:end]
-        eo = _osize(len(el))
-        name_end = _off(el, len(el) - eo, eo)
-        if name_end < 1 or el[name_end - 1] != 0:
+    for end in struct.unpack_from(f"<{count}{_OFFSET_FORMATS[osz]}", arr, table):
+        if not start < end <= table:
+            raise ValueError("bad element offset")
+        eo = _osize(end - start)
+        name_end = start + int.from_bytes(arr[end - eo : end], "little")
+        if name_end <= start or arr[name_end - 1] != 0:
             raise ValueError("bad entry name")
-        sums = el[name_end : len(el) - n_offsets * eo]
+        sums = arr[name_end : end - n_offsets * eo]
         if len(sums) != 32 * n_offsets:
             raise ValueError("bad checksum length")
-        out.append((el[: name_end - 1].decode(), sums))
+        out.append((arr[start : name_end - 1].decode(), sums))
         start = end
     return out
 

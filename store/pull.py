@@ -136,20 +136,44 @@ def pull(repo_path: Path, remote_name: str, refs: Iterable[str] = (), *, depth: 
         st = PullState(repo, remote, fetcher, index, progress)
         summary = _fetch_summary(st)
         targets = _resolve_targets(st, summary, list(refs))
-        moved = {}
-        for ref, csum in targets.items():
-            local = ref if mirror else f"{remote_name}:{ref}"
-            _pull_commit(st, summary, ref, local, csum, depth=depth,
-                         use_deltas=not disable_static_deltas)
-            moved[local] = csum
-        with repo.transaction() as txn:  # every ref moves together, once all commits are here
-            for local, csum in moved.items():
-                txn.set_ref(local, csum)
+        moved, partial = _pull_all(st, summary, targets, remote_name, mirror=mirror, depth=depth,
+                                   use_deltas=not disable_static_deltas)
+        for c in partial:
+            with contextlib.suppress(FileNotFoundError):
+                _partial_marker(repo, c).unlink()
         st.tick(0, force=True)
         stats, istats = fetcher.stats, index.stats
         return PullResult(remote_name, moved, st.fetched, stats.bytes + istats.bytes,
                           stats.requests + istats.requests, st.deltas,
                           time.monotonic() - st.started)
+
+
+def _pull_all(st: PullState, summary: Summary | None, targets: dict[str, str], remote_name: str,
+              *, mirror: bool, depth: int, use_deltas: bool) -> tuple[dict[str, str], list[str]]:
+    """Fetch every target commit in one transaction that also moves the refs.
+
+    Returns the refs moved and the commits whose partial markers may now go.
+    On a fetch failure the objects already verified are still published (a
+    retry resumes), no ref moves, and the failure is re-raised.
+    """
+    moved: dict[str, str] = {}
+    partial: list[str] = []
+    failure: ToolError | None = None
+    with st.repo.transaction() as txn:
+        try:
+            for ref, csum in targets.items():
+                local = ref if mirror else f"{remote_name}:{ref}"
+                partial += _pull_commit(st, txn, summary, ref, local, csum, depth=depth,
+                                        use_deltas=use_deltas)
+                moved[local] = csum
+        except (NetworkError, CorruptObject, ObjectNotFound) as e:
+            failure = e
+        if failure is None:
+            for local, csum in moved.items():
+                txn.set_ref(local, csum)
+    if failure is not None:
+        raise failure
+    return moved, partial
 
 
 def _fetch_summary(st: PullState) -> Summary | None:
@@ -206,9 +230,13 @@ def _partial_marker(repo: Repo, csum: str) -> Path:
 
 
 def mark_partial(repo: Repo, csum: str) -> None:
-    """Record that ``csum``'s objects are being fetched (``state/<csum>.commitpartial``)."""
+    """Record that ``csum``'s objects are being fetched (``state/<csum>.commitpartial``).
+
+    Not synced: strata publishes a commit object only with all its objects, so
+    the marker is a courtesy to other tools, never needed for consistency.
+    """
     (repo.path / "state").mkdir(exist_ok=True)
-    atomic_write(_partial_marker(repo, csum), b"")
+    atomic_write(_partial_marker(repo, csum), b"", sync=False)
 
 
 def is_complete(repo: Repo, csum: str) -> bool:
@@ -216,28 +244,38 @@ def is_complete(repo: Repo, csum: str) -> bool:
     return repo.has(csum, ObjectType.COMMIT) and not _partial_marker(repo, csum).exists()
 
 
-def _pull_commit(st: PullState, summary: Summary | None, ref: str, local: str, csum: str, *,
-                 depth: int, use_deltas: bool) -> None:
+def _pull_commit(st: PullState, txn: Transaction, summary: Summary | None, ref: str, local: str,
+                 csum: str, *, depth: int, use_deltas: bool) -> list[str]:
+    """Stage ``csum`` (and ``depth`` ancestors) with everything they reference; return the
+    commits marked partial."""
     repo = st.repo
     if is_complete(repo, csum) and depth == 0:
         _verify_local_signature(st, ref, csum)
-        return
+        return []
+    known = _complete_root(repo, local)
     prefetched: dict[str, tuple[bytes, bytes | None]] = {}
     if use_deltas and summary is not None and summary.deltas and not is_complete(repo, csum):
         from store.delta_pull import try_delta
 
-        got = try_delta(st, summary, local, csum)
+        got = try_delta(st, txn, summary, local, csum)
         if got is not None:
             st.deltas += 1
             prefetched[csum] = got
     chain = _commit_chain(st, ref, csum, depth, prefetched)
-    for c, _data, _meta in chain:
-        if not is_complete(repo, c):
-            mark_partial(repo, c)
-    _fetch_trees_and_write(st, chain)
-    for c, _data, _meta in chain:
-        with contextlib.suppress(FileNotFoundError):
-            _partial_marker(repo, c).unlink()
+    marked = [c for c, _data, _meta in chain if not is_complete(repo, c)]
+    for c in marked:
+        mark_partial(repo, c)
+    _fetch_trees_and_write(st, txn, chain, known)
+    return marked
+
+
+def _complete_root(repo: Repo, local: str) -> str | None:
+    """The root dirtree of the complete commit ``local`` points at: everything under it is
+    here, so the walk of a new commit skips the subtrees it shares."""
+    current = repo.read_ref(local)
+    if current is None or not is_complete(repo, current):
+        return None
+    return repo.load_commit(current).root_tree
 
 
 def _commit_chain(st: PullState, ref: str, csum: str, depth: int,
@@ -347,59 +385,51 @@ def verify_filez(data: bytes, csum: str, where: str) -> tuple[FileMeta, bytes]:
     return meta, content
 
 
-def _fetch_trees_and_write(st: PullState, chain: list[tuple[str, bytes, bytes | None]]) -> None:
-    """Fetch every missing object of the chain's trees, then write the commit objects.
+def _fetch_trees_and_write(st: PullState, txn: Transaction,
+                           chain: list[tuple[str, bytes, bytes | None]], known: str | None) -> None:
+    """Fetch every missing object of the chain's trees, then stage the commit objects."""
+    repo = st.repo
+    for c, data, _meta in chain:
+        if not is_complete(repo, c):
+            commit = Commit.from_bytes(data)
+            _fetch_tree(st, txn, commit.root_tree, commit.root_meta, known)
+    for c, data, meta in reversed(chain):
+        if not repo.has(c, ObjectType.COMMIT):
+            txn.write_metadata(ObjectType.COMMIT, data)
+        if meta is not None and not repo.has(c, ObjectType.COMMIT_META):
+            txn.write_raw_object(c, ObjectType.COMMIT_META, meta)
 
-    One transaction; on a failure the objects already verified are still
-    committed (so a retry resumes) but no commit object is written, and the
-    failure is re-raised.
+
+def _fetch_tree(st: PullState, txn: Transaction, root_tree: str, root_meta: str,
+                known: str | None) -> None:
+    """Fetch missing dirtrees/dirmetas level by level, then the missing content objects.
+
+    ``known`` is the root of a complete local tree: a subtree with the same
+    checksum at the same path is not walked, and a file whose entry matches the
+    known tree's is not looked for.
     """
     repo = st.repo
-    failure: ToolError | None = None
-    with repo.transaction() as txn:
-        try:
-            for c, data, _meta in chain:
-                if not is_complete(repo, c):
-                    commit = Commit.from_bytes(data)
-                    _fetch_tree(st, txn, commit.root_tree, commit.root_meta)
-        except (NetworkError, CorruptObject, ObjectNotFound) as e:
-            failure = e
-        if failure is None:
-            for c, data, meta in reversed(chain):
-                if not repo.has(c, ObjectType.COMMIT):
-                    txn.write_metadata(ObjectType.COMMIT, data)
-                if meta is not None and not repo.has(c, ObjectType.COMMIT_META):
-                    _write_commitmeta(repo, c, meta)
-    if failure is not None:
-        raise failure
-
-
-def _write_commitmeta(repo: Repo, csum: str, meta: bytes) -> None:
-    path = repo.object_path(csum, ObjectType.COMMIT_META)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(path, meta)
-
-
-def _fetch_tree(st: PullState, txn: Transaction, root_tree: str, root_meta: str) -> None:
-    """Fetch missing dirtrees/dirmetas level by level, then the missing content objects."""
-    repo = st.repo
-    level = {(root_tree, root_meta)}
+    level = {(root_tree, root_meta, known)}
     seen_trees: set[str] = set()
     seen_metas: set[str] = set()
     files: set[str] = set()
     while level:
-        trees = {t for t, _m in level} - seen_trees
-        metas = {m for _t, m in level} - seen_metas
-        seen_trees |= trees
+        trees = {(t, old) for t, _m, old in level if t != old and t not in seen_trees}
+        metas = {m for _t, m, _old in level} - seen_metas
+        seen_trees.update(t for t, _old in trees)
         seen_metas |= metas
         need = [(m, ObjectType.DIR_META) for m in metas if not repo.has(m, ObjectType.DIR_META)]
-        need += [(t, ObjectType.DIR_TREE) for t in trees if not repo.has(t, ObjectType.DIR_TREE)]
+        need += [(t, ObjectType.DIR_TREE) for t in {t for t, _o in trees}
+                 if not repo.has(t, ObjectType.DIR_TREE)]
         fetched = _fetch_metas(st, txn, need)
         level = set()
-        for t in trees:
+        for t, old in trees:
             tree = _parse_tree(fetched[t], t) if t in fetched else repo.load_dirtree(t)
-            files.update(c for _n, c in tree.files)
-            level.update((sub, meta) for _n, sub, meta in tree.dirs)
+            old_tree = repo.load_dirtree(old) if old is not None else None
+            old_files = dict(old_tree.files) if old_tree else {}
+            old_dirs = {n: sub for n, sub, _m in old_tree.dirs} if old_tree else {}
+            files.update(c for n, c in tree.files if old_files.get(n) != c)
+            level.update((sub, meta, old_dirs.get(n)) for n, sub, meta in tree.dirs)
     _fetch_files(st, txn, files)
 
 
@@ -414,6 +444,9 @@ def fetch_loose(st: PullState, txn: Transaction, items: list[tuple[str, ObjectTy
     """Fetch, verify and write loose objects (static-delta fallbacks)."""
     _fetch_metas(st, txn, [(c, t) for c, t in items if t.is_meta])
     _fetch_files(st, txn, {c for c, t in items if not t.is_meta})
+
+
+SCAN_THRESHOLD = 2000  # more candidate files than this: one scan of objects/ beats a stat each
 
 
 def _stored_files(repo: Repo) -> set[str]:
@@ -431,7 +464,7 @@ def _stored_files(repo: Repo) -> set[str]:
 def _fetch_files(st: PullState, txn: Transaction, files: set[str]) -> None:
     """Fetch, verify and write content objects; workers write into the transaction."""
     repo = st.repo
-    present = _stored_files(repo)
+    present = _stored_files(repo) if len(files) > SCAN_THRESHOLD else set()
     by_url = {_obj_url(c, ObjectType.FILE): c for c in sorted(files)
               if c not in present and not repo.has(c, ObjectType.FILE)}
     st.wanted += len(by_url)

@@ -237,7 +237,8 @@ class Repo:
         """True when the object is stored (or staged in the open transaction)."""
         if self._txn is not None and self._txn.has_staged(csum, objtype):
             return True
-        return os.path.lexists(self.object_path(csum, objtype))
+        rel = loose_path(csum, objtype, archive=self.is_archive)
+        return os.path.lexists(f"{self.objects_dir}/{rel}")
 
     def _find(self, csum: str, objtype: ObjectType) -> Path:
         if self._txn is not None:

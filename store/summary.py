@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from store import sign
 from store.errors import CorruptObject
 from store.fsutil import atomic_write
 from store.gvariant import Variant, decode, encode
@@ -141,6 +140,8 @@ def update_summary(repo: Repo, *, sign_key: Path | None = None) -> Summary:
     data = summary.to_bytes()
     sig_path = repo.path / "summary.sig"
     if sign_key is not None:
+        from store import sign
+
         key = sign.load_secret_key(sign_key)
         sigmeta = sign.with_signature({}, sign.sign_bytes(key, data))
         atomic_write(sig_path, encode("a{sv}", sigmeta))

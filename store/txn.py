@@ -132,8 +132,7 @@ class Transaction:
 
     def __init__(self, repo: Repo) -> None:
         self.repo = repo
-        self._staged: dict[tuple[str, ObjectType], Path] = {}
-        self._subdirs: set[str] = set()
+        self._staged: dict[tuple[str, ObjectType], str] = {}
         self._refs: dict[str, str | None] = {}
         self._lock_cm: contextlib.AbstractContextManager[None] | None = None
         self._lockfd = -1
@@ -170,7 +169,8 @@ class Transaction:
         return (csum, objtype) in self._staged
 
     def staged_path(self, csum: str, objtype: ObjectType) -> Path | None:
-        return self._staged.get((csum, objtype))
+        staged = self._staged.get((csum, objtype))
+        return Path(staged) if staged is not None else None
 
     # ---- writing -------------------------------------------------------------------
 
@@ -253,14 +253,11 @@ class Transaction:
         self._record(csum, objtype, path)
 
     def _staging_path(self, csum: str, objtype: ObjectType) -> str:
-        sub = csum[:2]
-        if sub not in self._subdirs:
-            os.makedirs(f"{self.dir}/{sub}", exist_ok=True)
-            self._subdirs.add(sub)
-        return f"{self.dir}/{loose_path(csum, objtype, archive=self.repo.is_archive)}"
+        """Staged objects lie flat in the staging directory: no subdirectory to make or remove."""
+        return f"{self.dir}/{csum}.{objtype.value}"
 
     def _record(self, csum: str, objtype: ObjectType, path: str) -> None:
-        self._staged[(csum, objtype)] = Path(path)
+        self._staged[(csum, objtype)] = path
         self.written += 1
 
     def _stage(self, tmp: Path, csum: str, objtype: ObjectType) -> None:
