@@ -37,6 +37,7 @@ TOOLS = ("git", "curl", "jq", "tree")
 N_DEBS = 50
 N_RPMS = 20
 RUNS = 5
+WARM_RUNS = 3  # per round: a warm run is short, so its median needs more samples
 
 
 def deb_closure() -> list[str]:
@@ -124,7 +125,7 @@ def bench(mnt: Path, kind: str, pkgs: list[Path],
         os.sync()
         cold.append(timed(lambda r=repo: strata_import(r, pkgs)))
         os.sync()  # the cold run's writeback must not land in the warm run's time
-        warm.append(timed(lambda r=repo: strata_import(r, pkgs)))
+        warm += [timed(lambda r=repo: strata_import(r, pkgs)) for _ in range(WARM_RUNS)]
         lib.append(timed(lambda r=repo: library_reimport(r, pkgs)))
         shutil.rmtree(dest)
         shutil.rmtree(repo)

@@ -5,8 +5,9 @@ Usage: python bench/pull.py [--tree ROOTFS] [--runs N] [--quick-runs M]
 Runs on a loop-mounted ext4 (bench/common.py).  The served repository is made
 by the real ostree: commit 1 is the store bench's ~10,000-file tree (or
 ROOTFS), commit 2 changes 300 files in place.  Scenarios, each pulled into
-fresh bare-user client repositories, medians of N runs for the full pull and
-M runs for the short ones (their times are small and noisy): full pull,
+fresh bare-user client repositories, ostree and strata alternating run by run,
+medians of N runs for the full pull and M runs for the short ones (their times
+are small and noisy): full pull,
 incremental pull (client holds commit 1) without deltas, incremental with
 ostree's static delta.  Requests and bytes on the wire come from nginx's
 access log.  Delta size and generation time compare ostree's and strata's
@@ -84,25 +85,37 @@ def timed(argv: list[str | os.PathLike[str]]) -> float:
     return time.perf_counter() - t0
 
 
-def run_scenario(base: Path, url: str, log: Path, tool: str, kind: str, c1: str,
-                 runs: int) -> tuple[float, int, int]:
-    times, wire = [], (0, 0)
+def one_pull(base: Path, url: str, log: Path, tool: str, kind: str, c1: str,
+             i: int) -> tuple[float, tuple[int, int]]:
+    """One timed pull into a fresh client; (seconds, (requests, bytes on the wire))."""
+    repo = base / f"{tool}-{kind}-{i}"
+    (ostree_client if tool == "ostree" else strata_client)(repo, url)
+    if kind != "full":  # the client holds commit 1 as origin:main (same seeding for both)
+        sh("ostree", "pull", f"--repo={repo}", "--disable-static-deltas", "origin",
+           f"main@{c1}")
+    flags = ["--disable-static-deltas"] if kind in ("full", "incremental") else []
+    start = log_len(log)
+    if tool == "ostree":
+        secs = timed(["ostree", "pull", f"--repo={repo}", *flags, "origin", "main"])
+    else:
+        secs = timed([*STRATA, "--repo", repo, "pull", *flags, "origin", "main"])
+    time.sleep(0.2)
+    wire = wire_bytes(log, start)
+    shutil.rmtree(repo)
+    return secs, wire
+
+
+def run_scenario(base: Path, url: str, log: Path, kind: str, c1: str,
+                 runs: int) -> dict[str, tuple[float, int, int]]:
+    """Median seconds and the wire counts per tool; the tools alternate run by run so that
+    the machine's drift touches both alike."""
+    times: dict[str, list[float]] = {"ostree": [], "strata": []}
+    wire: dict[str, tuple[int, int]] = {}
     for i in range(runs):
-        repo = base / f"{tool}-{kind}-{i}"
-        (ostree_client if tool == "ostree" else strata_client)(repo, url)
-        if kind != "full":  # the client holds commit 1 as origin:main (same seeding for both)
-            sh("ostree", "pull", f"--repo={repo}", "--disable-static-deltas", "origin",
-               f"main@{c1}")
-        flags = ["--disable-static-deltas"] if kind in ("full", "incremental") else []
-        start = log_len(log)
-        if tool == "ostree":
-            times.append(timed(["ostree", "pull", f"--repo={repo}", *flags, "origin", "main"]))
-        else:
-            times.append(timed([*STRATA, "--repo", repo, "pull", *flags, "origin", "main"]))
-        time.sleep(0.2)
-        wire = wire_bytes(log, start)
-        shutil.rmtree(repo)
-    return statistics.median(times), wire[0], wire[1]
+        for tool in times:
+            secs, wire[tool] = one_pull(base, url, log, tool, kind, c1, i)
+            times[tool].append(secs)
+    return {tool: (statistics.median(t), *wire[tool]) for tool, t in times.items()}
 
 
 def delta_sizes(served: Path, c1: str, c2: str) -> dict[str, tuple[float, int]]:
@@ -127,7 +140,7 @@ def delta_sizes(served: Path, c1: str, c2: str) -> dict[str, tuple[float, int]]:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=3)
-    ap.add_argument("--quick-runs", type=int, default=7)
+    ap.add_argument("--quick-runs", type=int, default=9)
     ap.add_argument("--tree", type=Path, help="use this root filesystem for commit 1")
     args = ap.parse_args()
     with loop_ext4(6) as mnt:
@@ -146,10 +159,9 @@ def main() -> None:
         with nginx_server(served, mnt / "nginx") as srv:
             rows = []
             for kind in ("full", "incremental", "delta"):
-                for tool in ("ostree", "strata"):
-                    runs = args.runs if kind == "full" else args.quick_runs
-                    rows.append((kind, tool, *run_scenario(mnt, srv.url, srv.log, tool, kind, c1,
-                                                           runs)))
+                runs = args.runs if kind == "full" else args.quick_runs
+                got = run_scenario(mnt, srv.url, srv.log, kind, c1, runs)
+                rows += [(kind, tool, *got[tool]) for tool in ("ostree", "strata")]
     print(f"pull bench: {nfiles} files, commit 2 changes 300; medians of {args.runs} runs "
           f"(full) and {args.quick_runs} (incremental, delta)")
     print("| scenario | tool | seconds | requests | MB on wire | time ratio strata/ostree |")

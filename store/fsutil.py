@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import stat
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -47,6 +45,8 @@ def atomic_write(
 
     With ``sync`` the data and the directory entry are on disk when this returns.
     """
+    import tempfile
+
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
@@ -87,6 +87,7 @@ def link_noreplace(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> 
 
 def rmtree(path: str | os.PathLike[str]) -> None:
     """Remove a tree, also when it holds read-only directories; an absent path is fine."""
+    import shutil
 
     def onerror(func: object, p: str, exc_info: tuple[type, BaseException, object]) -> None:
         if isinstance(exc_info[1], FileNotFoundError):
@@ -107,6 +108,8 @@ def rmtree(path: str | os.PathLike[str]) -> None:
 @contextlib.contextmanager
 def scratch_dir(parent: str | os.PathLike[str], prefix: str) -> Iterator[Path]:
     """A temporary directory under ``parent`` that is removed on exit, whatever happens."""
+    import tempfile
+
     d = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
     try:
         yield d

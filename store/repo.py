@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import configparser
 import contextlib
+import fcntl
 import io
 import os
 import stat
@@ -28,7 +29,7 @@ from typing import TYPE_CHECKING, BinaryIO
 
 from store import refs as refs_mod
 from store.errors import CorruptObject, ObjectNotFound, RefError, RepoError
-from store.fsutil import atomic_write, read_xattrs
+from store.fsutil import atomic_write, read_xattrs, rmtree
 from store.gvariant import Variant, decode
 from store.lock import file_lock
 from store.objects import (
@@ -123,8 +124,6 @@ class Repo:
             raise RepoError(f"unsupported repo_version in {path}/config")
         repo = cls(path, RepoMode.parse(cp.get("core", "mode", fallback="bare")))
         if repo.mode is RepoMode.ARCHIVE or os.access(path / "tmp", os.W_OK):
-            from store.txn import clean_stale_staging
-
             clean_stale_staging(repo)
         return repo
 
@@ -320,6 +319,33 @@ class Repo:
                     stem, _, ext = name.partition(".")
                     if ext in ext_map and len(stem) == 62:
                         yield sub + stem, ext_map[ext]
+
+
+def clean_stale_staging(repo: Repo) -> None:
+    """Remove staging directories (``tmp/staging-*``) whose transaction is no longer alive:
+    a live transaction holds a lock on the directory's ``.lock``."""
+    try:
+        names = os.listdir(repo.tmp_dir)
+    except FileNotFoundError:
+        return
+    for name in names:
+        if not name.startswith("staging-"):
+            continue
+        d = repo.tmp_dir / name
+        try:
+            fd = os.open(d / ".lock", os.O_RDONLY)
+        except FileNotFoundError:
+            rmtree(d)
+            continue
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            continue
+        finally:
+            os.close(fd)
+        rmtree(d)
 
 
 def _parse(fn, data: bytes, what: str, csum: str):  # type: ignore[no-untyped-def]

@@ -101,32 +101,6 @@ def syncfs(path: Path) -> None:
         os.close(fd)
 
 
-def clean_stale_staging(repo: Repo) -> None:
-    """Remove staging directories whose transaction is no longer alive."""
-    try:
-        names = os.listdir(repo.tmp_dir)
-    except FileNotFoundError:
-        return
-    for name in names:
-        if not name.startswith("staging-"):
-            continue
-        d = repo.tmp_dir / name
-        try:
-            fd = os.open(d / ".lock", os.O_RDONLY)
-        except FileNotFoundError:
-            rmtree(d)
-            continue
-        except OSError:
-            continue
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            continue
-        finally:
-            os.close(fd)
-        rmtree(d)
-
-
 class Transaction:
     """Stage objects and refs; publish them all on successful exit, nothing on failure."""
 
@@ -374,4 +348,4 @@ def _inflate_exact(data: bytes, size: int, csum: str) -> bytes:
     return out
 
 
-__all__ = ["Transaction", "clean_stale_staging", "syncfs"]
+__all__ = ["Transaction", "syncfs"]
