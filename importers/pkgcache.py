@@ -38,6 +38,7 @@ from importers.errors import PackageFormatError
 from importers.owners import OwnerMap
 from importers.pkgindex import CacheHit, PackageIndex
 from store.errors import ToolError
+from store.faults import fail_point
 from store.gvariant import Variant
 from store.repo import Repo
 
@@ -145,7 +146,7 @@ def import_packages(repo: Repo, paths: Iterable[Path], *, owners: OwnerMap | Non
             for result in _unpack_all(repo, txn, list(pkgs.values()), owners, cap):
                 found[result.sha256] = result
                 txn.set_ref(result.ref, result.commit)
-            _fail_at("pkgcache-before-refs")
+            fail_point("pkgcache-before-refs")
     final = [found[sha] for sha in shas]
     for r in final:
         index.remember(r.sha256, CacheHit(r.ref, r.commit, UNPACK_VERSION, digest))
@@ -266,11 +267,6 @@ def meta_of_commit(repo: Repo, csum: str) -> PackageMeta:
 def list_cached(repo: Repo) -> dict[str, str]:
     """Cache ref -> commit for every package in the cache."""
     return {r: c for r, c in repo.list_refs().items() if r.startswith(CACHE_PREFIX)}
-
-
-def _fail_at(point: str) -> None:
-    if os.environ.get("STRATA_TEST_FAIL_AT") == point:
-        raise PackageFormatError(f"injected failure at {point}")
 
 
 def lookup_many(repo: Repo, sha256s: Iterable[str], *,
