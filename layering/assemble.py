@@ -21,7 +21,7 @@ from importers.model import DepKind, PackageMeta, PackageType
 from importers.versions import satisfies
 from layering.errors import FileConflictError
 from store.mtree import MutableTree
-from store.objects import DirMeta, FileMeta
+from store.objects import FileMeta
 from store.repo import Repo
 from store.txn import Transaction
 
@@ -150,7 +150,7 @@ class Assembler:
             prel = f"{rel}/{name}" if rel else name
             if self._graft(pkg, prel, child):
                 continue
-            self._ensure_dir(pkg, prel, child.meta)
+            self._ensure_dir(pkg, prel, child)
             self._merge_dir(pkg, child, prel, removed, txn)
         if not src.files:
             return
@@ -184,7 +184,8 @@ class Assembler:
                 return name
         return BASE_OWNER
 
-    def _ensure_dir(self, pkg: PackageMeta, prel: str, meta: DirMeta) -> None:
+    def _ensure_dir(self, pkg: PackageMeta, prel: str, src: MutableTree) -> None:
+        """Make the package directory ``prel`` exist (with its mode and owner, read only then)."""
         dest = self.resolve_dir(runtime_path(prel))
         node = self.tree.lookup(dest)
         if isinstance(node, str):
@@ -192,6 +193,7 @@ class Assembler:
                 f"file conflict at /{prel}: {pkg.name} ships a directory where "
                 f"{self.owner_of(dest)} has a file")
         if node is None:
+            meta = src.meta
             self.tree.ensure_dir(dest, meta)
             if prel.startswith("var/"):
                 self._tmpfile_line(pkg, f"d /{prel} {stat.S_IMODE(meta.mode):04o} "

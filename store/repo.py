@@ -76,6 +76,9 @@ def new_config() -> configparser.ConfigParser:
     return cp
 
 
+PARSED_CACHE = 8192  # parsed dirtrees/dirmetas kept per open repository
+
+
 class Repo:
     """An open repository.  Cheap to create; holds no file descriptors."""
 
@@ -85,6 +88,7 @@ class Repo:
         self.objects_dir = path / "objects"
         self.tmp_dir = path / "tmp"
         self._txn: Transaction | None = None
+        self._parsed: dict[tuple[str, ObjectType], DirTree | DirMeta] = {}
 
     # ---- creation and opening ----------------------------------------------------------
 
@@ -262,14 +266,29 @@ class Repo:
                       "commit", csum)
 
     def load_dirtree(self, csum: str) -> DirTree:
-        """The parsed dirtree object ``csum``."""
-        return _parse(DirTree.from_bytes, self.read_metadata_bytes(csum, ObjectType.DIR_TREE),
-                      "dirtree", csum)
+        """The parsed dirtree object ``csum`` (kept for reuse: objects never change)."""
+        tree = self._parsed.get((csum, ObjectType.DIR_TREE))
+        if tree is None:
+            tree = _parse(DirTree.from_bytes,
+                          self.read_metadata_bytes(csum, ObjectType.DIR_TREE), "dirtree", csum)
+            self._remember(csum, ObjectType.DIR_TREE, tree)
+        assert isinstance(tree, DirTree)
+        return tree
 
     def load_dirmeta(self, csum: str) -> DirMeta:
-        """The parsed dirmeta object ``csum``."""
-        return _parse(DirMeta.from_bytes, self.read_metadata_bytes(csum, ObjectType.DIR_META),
-                      "dirmeta", csum)
+        """The parsed dirmeta object ``csum`` (kept for reuse: objects never change)."""
+        meta = self._parsed.get((csum, ObjectType.DIR_META))
+        if meta is None:
+            meta = _parse(DirMeta.from_bytes,
+                          self.read_metadata_bytes(csum, ObjectType.DIR_META), "dirmeta", csum)
+            self._remember(csum, ObjectType.DIR_META, meta)
+        assert isinstance(meta, DirMeta)
+        return meta
+
+    def _remember(self, csum: str, objtype: ObjectType, parsed: DirTree | DirMeta) -> None:
+        if len(self._parsed) >= PARSED_CACHE:
+            self._parsed.clear()
+        self._parsed[(csum, objtype)] = parsed
 
     def load_detached_metadata(self, csum: str) -> dict[str, Variant]:
         """The commit's detached metadata (signatures), empty when there is none."""
