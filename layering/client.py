@@ -23,7 +23,7 @@ from boot.sysroot import Sysroot
 from importers.sources import sources_from_dir
 from layering.compose import ComposeRequest, ComposeResult, compose
 from layering.errors import ComposeError
-from layering.packages import cached_local, keep_local
+from layering.packages import cached_local, peek_local
 from store.refs import split_refspec
 from store.repo import Repo
 
@@ -109,17 +109,23 @@ def _name_of_local(entry: str) -> str:
     return parts[0]
 
 
-def _local_entries(repo: Repo, paths: tuple[Path, ...]) -> list[str]:
-    from importers.pkgcache import open_package
-
+def _local_entries(paths: tuple[Path, ...], fresh: dict[str, Path]) -> list[str]:
+    """``SHA256:NEVRA`` origin entries of local package files; their paths go into ``fresh``
+    (they are copied into the cache by the compose, never by a dry run)."""
     out = []
-    for p in paths:
-        sha, kept = keep_local(repo, p)
-        out.append(f"{sha}:{open_package(kept, checksum=sha).meta.nevra}")
+    for pkg, path in zip(peek_local(paths), paths, strict=True):
+        fresh[pkg.sha256] = path
+        out.append(f"{pkg.sha256}:{pkg.meta.nevra}")
     return out
 
 
-def _edit(lay: Layering, req: ClientRequest, repo: Repo) -> Layering:
+def _package_file(repo: Repo, entry: str, fresh: dict[str, Path]) -> Path:
+    """The file of an origin's local entry: the one just given, else the cached copy."""
+    sha = entry.split(":", 1)[0]
+    return fresh.get(sha) or cached_local(repo, sha)
+
+
+def _edit(lay: Layering, req: ClientRequest, fresh: dict[str, Path]) -> Layering:
     requested = [n for n in lay.requested]
     local = list(lay.local)
     for name in req.uninstall:
@@ -132,11 +138,11 @@ def _edit(lay: Layering, req: ClientRequest, repo: Repo) -> Layering:
     for name in req.install:
         if name not in requested:
             requested.append(name)
-    local += [e for e in _local_entries(repo, req.install_local) if e not in local]
+    local += [e for e in _local_entries(req.install_local, fresh) if e not in local]
     removes = [n for n in lay.removes if n not in req.override_reset]
     removes += [n for n in req.override_remove if n not in removes]
     replaces = [e for e in lay.replaces if _name_of_local(e) not in req.override_reset]
-    replaces += _local_entries(repo, req.override_replace)
+    replaces += _local_entries(req.override_replace, fresh)
     for name in req.override_reset:
         if name not in lay.removes and not any(_name_of_local(e) == name for e in lay.replaces):
             raise ComposeError(f"no override of package {name} to reset")
@@ -183,7 +189,8 @@ def apply(sysroot: Sysroot, req: ClientRequest) -> ClientResult:
     """Compose the default deployment's request, changed by ``req``, and deploy it."""
     d = _default(sysroot)
     repo = Repo.open(sysroot.repo_path)
-    lay = _edit(Layering.of(d.origin), req, repo)
+    fresh: dict[str, Path] = {}
+    lay = _edit(Layering.of(d.origin), req, fresh)
     pulled = []
     if (req.upgrade or req.rebase) and not req.offline and _pull(sysroot, lay.refspec):
         pulled.append(lay.refspec)
@@ -195,9 +202,9 @@ def apply(sysroot: Sysroot, req: ClientRequest) -> ClientResult:
         etc = sysroot.deployment_dir(d) / "etc"
         result.compose = compose(repo, ComposeRequest(
             base=base, install=lay.requested,
-            local_sha256=tuple(e.split(":", 1)[0] for e in lay.local),
+            install_local=tuple(_package_file(repo, e, fresh) for e in lay.local),
             remove=lay.removes,
-            replace_local=tuple(cached_local(repo, e.split(":", 1)[0]) for e in lay.replaces),
+            replace_local=tuple(_package_file(repo, e, fresh) for e in lay.replaces),
             source_set=sources_from_dir(etc), no_scripts=req.no_scripts, offline=req.offline,
             dry_run=req.dry_run))
         target = result.compose.checksum or base

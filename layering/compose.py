@@ -24,7 +24,7 @@ from importers.dpkgdb import DB_DIRS as DPKG_DB_DIRS
 from importers.fetch import Fetcher, repo_cache_dir
 from importers.model import PackageMeta, PackageType
 from importers.owners import OwnerMap
-from importers.pkgcache import lookup_many
+from importers.pkgcache import ImportResult, lookup_many
 from importers.rpmdb import DB_DIRS as RPM_DB_DIRS
 from importers.sources import Sources, parse_spec, sources_from_commit
 from layering import dpkgdb, rpmdbupdate
@@ -33,11 +33,13 @@ from layering.convert import config_dir, to_ostree_layout
 from layering.errors import ComposeError
 from layering.packages import (
     Layer,
+    LocalPackage,
     cached_local,
     download,
     import_local,
     load_available,
     materialize,
+    peek_local,
 )
 from layering.resolve import Request, Resolution, resolve
 from layering.scriptplan import plan_scripts
@@ -60,7 +62,6 @@ class ComposeRequest:
     branch: str | None = None
     install: tuple[str, ...] = ()
     install_local: tuple[Path, ...] = ()
-    local_sha256: tuple[str, ...] = ()
     remove: tuple[str, ...] = ()
     replace_local: tuple[Path, ...] = ()
     sources: tuple[str, ...] = ()
@@ -138,9 +139,8 @@ def compose(repo: Repo, request: ComposeRequest) -> ComposeResult:
         raise ComposeError(f"base {request.base} has no package database "
                            "(dpkg status or rpmdb.sqlite) to layer onto")
     owners = OwnerMap.from_commit(repo, base)
-    local_paths = [*request.install_local, *(cached_local(repo, s) for s in request.local_sha256)]
-    local = {r.sha256: r for r in import_local(repo, local_paths, owners)}
-    replace = {r.sha256: r for r in import_local(repo, list(request.replace_local), owners)}
+    local = {r.sha256: r for r in _local(repo, request.install_local, owners, request.dry_run)}
+    replace = {r.sha256: r for r in _local(repo, request.replace_local, owners, request.dry_run)}
     fetcher = Fetcher(repo_cache_dir(repo.tmp_dir), offline=request.offline)
     arch = image_arch(kind, installed)
     available, indexes = load_available(_sources(repo, base, request), fetcher, kind=kind,
@@ -168,6 +168,12 @@ def compose(repo: Repo, request: ComposeRequest) -> ComposeResult:
                                 owners)
     result.checksum = _build(repo, request, result, installed, ihash, fetcher)
     return result
+
+
+def _local(repo: Repo, paths: tuple[Path, ...], owners: OwnerMap,
+           dry_run: bool) -> list[ImportResult] | list[LocalPackage]:
+    """Local package files: imported into the cache, or only read for a dry run."""
+    return peek_local(paths) if dry_run else import_local(repo, paths, owners)
 
 
 def _check_kind(kind: PackageType, results: list) -> None:  # type: ignore[type-arg]

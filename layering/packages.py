@@ -64,13 +64,34 @@ def cached_local(repo: Repo, sha: str) -> Path:
     raise ComposeError(f"local package {sha} is no longer in the cache ({local_dir(repo)})")
 
 
+@dataclass(frozen=True)
+class LocalPackage:
+    """A local package file read for a dry run: its record and SHA256; nothing is stored."""
+
+    sha256: str
+    meta: PackageMeta
+
+
+def _existing_file(path: Path) -> Path:
+    if not path.is_file():
+        raise ComposeError(f"no such package file: {path}")
+    return path
+
+
+def peek_local(paths: Iterable[Path]) -> list[LocalPackage]:
+    """Read local package files' records (their payloads are not read, nothing is written)."""
+    from importers.pkgcache import open_package
+
+    out = []
+    for p in map(_existing_file, paths):
+        sha = file_sha256(p)
+        out.append(LocalPackage(sha, open_package(p, checksum=sha).meta))
+    return out
+
+
 def import_local(repo: Repo, paths: Iterable[Path], owners: OwnerMap) -> list[ImportResult]:
     """Import local package files (kept in the cache by SHA256)."""
-    kept = []
-    for p in paths:
-        if not p.is_file():
-            raise ComposeError(f"no such package file: {p}")
-        kept.append(keep_local(repo, p)[1])
+    kept = [keep_local(repo, p)[1] for p in map(_existing_file, paths)]
     return import_packages(repo, kept, owners=owners) if kept else []
 
 

@@ -228,6 +228,22 @@ def test_dry_run_writes_nothing(host: Host) -> None:
         repo_before
 
 
+def test_dry_run_of_a_local_file_writes_nothing(host: Host) -> None:
+    deb = next(d for d in host.debs if d.name.startswith("clash-a"))
+    repo = host.sysroot / "ostree/repo"
+
+    def snapshot() -> list[str]:
+        return sorted(str(p.relative_to(repo)) for p in repo.rglob("*")
+                      if "tmp/cache/solv" not in str(p) and "tmp/cache/http" not in str(p))
+
+    host.strata("install", "--dry-run", "hello")  # indexes fetched and cached once
+    before, status = snapshot(), host.status()
+    out = host.strata("install", "--dry-run", str(deb)).stdout
+    assert "install clash-a 1.0 all" in out
+    assert snapshot() == before and host.status() == status
+    assert not (repo / "tmp/cache/local").exists()
+
+
 @pytest.mark.parametrize("delay", [0.2, 0.8, 1.5, 3.0])
 def test_kill_install_then_status_and_retry(host: Host, delay: float) -> None:
     before = host.status()
