@@ -8,7 +8,8 @@ checksum before it enters the store, objects already present are skipped,
 ``state/<csum>.commitpartial`` marks a commit whose objects are not all here,
 and the ref moves (in the same transaction that writes the commit object)
 only once the whole commit is present.  Objects fetched before a failure are
-kept, so a later pull resumes.
+kept, and verified objects are published every :data:`CHECKPOINT_SECONDS`
+while content arrives, so a later pull resumes even after a kill or Ctrl-C.
 """
 
 from __future__ import annotations
@@ -47,6 +48,8 @@ from store.remote import Remote, get_remote
 from store.repo import Repo
 from store.summary import Summary, parse_summary_sig
 from store.txn import Transaction
+
+CHECKPOINT_SECONDS = 5.0
 
 
 @dataclass(frozen=True)
@@ -98,6 +101,7 @@ class PullState:
     deltas: int = 0
     phase: str = "metadata"
     last_report: float = 0.0
+    last_checkpoint: float = field(default_factory=time.monotonic)
 
     def verify_commit_signature(self, csum: str, data: bytes, meta: bytes | None,
                                 ref: str = "") -> None:
@@ -108,6 +112,13 @@ class PullState:
 
             sign.verify_data(_pubkeys(self.remote), data, _decode_commitmeta(meta, csum),
                              f"{what} of remote {self.remote.name}")
+
+    def checkpoint(self, txn: Transaction) -> None:
+        """Publish the verified objects when CHECKPOINT_SECONDS have passed since the last time."""
+        now = time.monotonic()
+        if now - self.last_checkpoint >= CHECKPOINT_SECONDS:
+            txn.checkpoint()
+            self.last_checkpoint = now
 
     def tick(self, n: int = 1, *, force: bool = False) -> None:
         self.fetched += n
@@ -484,3 +495,4 @@ def _fetch_files(st: PullState, txn: Transaction, files: set[str]) -> None:
 
     for _ in st.fetcher.fetch_many(by_url, store):
         st.tick()
+        st.checkpoint(txn)

@@ -313,28 +313,45 @@ class Transaction:
             self._stage(tmp, csum, ObjectType.FILE)
         return csum
 
+    def checkpoint(self) -> int:
+        """Publish the objects staged so far, refs excepted, and keep the transaction open.
+
+        For long operations (a pull): what is published survives the process being
+        killed, so a retry skips it.  Objects other threads stage meanwhile wait for
+        the next checkpoint or the end.  Returns how many objects were published.
+        """
+        staged = list(self._staged.items())
+        self._publish_objects(staged)
+        for key, _path in staged:
+            del self._staged[key]
+        return len(staged)
+
     def _publish(self) -> None:
         fail_point("before-publish")
-        objects = self.repo.objects_dir
-        if self._staged:
-            syncfs(self.repo.path)
-            made: set[str] = set()
-            for (csum, objtype), staged in self._staged.items():
-                sub = csum[:2]
-                if sub not in made:
-                    (objects / sub).mkdir(exist_ok=True)
-                    made.add(sub)
-                final = f"{objects}/{loose_path(csum, objtype, archive=self.repo.is_archive)}"
-                if objtype is ObjectType.COMMIT_META:
-                    os.replace(staged, final)
-                else:
-                    rename_noreplace(str(staged), final)
-            syncfs(self.repo.path)
+        self._publish_objects(list(self._staged.items()))
         fail_point("before-refs")
         for refspec, csum in self._refs.items():
             refs_mod.write_ref(self.repo.path, refspec, csum, sync=False)
         if self._refs:
             syncfs(self.repo.path)
+
+    def _publish_objects(self, staged: list[tuple[tuple[str, ObjectType], str]]) -> None:
+        if not staged:
+            return
+        objects = self.repo.objects_dir
+        syncfs(self.repo.path)
+        made: set[str] = set()
+        for (csum, objtype), path in staged:
+            sub = csum[:2]
+            if sub not in made:
+                (objects / sub).mkdir(exist_ok=True)
+                made.add(sub)
+            final = f"{objects}/{loose_path(csum, objtype, archive=self.repo.is_archive)}"
+            if objtype is ObjectType.COMMIT_META:
+                os.replace(path, final)
+            else:
+                rename_noreplace(path, final)
+        syncfs(self.repo.path)
 
 
 def _inflate_exact(data: bytes, size: int, csum: str) -> bytes:

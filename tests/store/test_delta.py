@@ -13,7 +13,11 @@ from store.pull import pull
 from store.remote import add_remote, delete_remote
 from store.repo import Repo, RepoMode
 from tests.store.servers import (
-    OstreeSource, checkout_listing, make_ostree_source, nginx_server, ostree,
+    OstreeSource,
+    checkout_listing,
+    make_ostree_source,
+    nginx_server,
+    ostree,
 )
 from tests.util import StrataRunner, require_tool
 

@@ -11,8 +11,14 @@ import pytest
 from store.commit import commit_directory
 from store.repo import Repo, RepoMode
 from tests.store.servers import (
-    OstreeSource, checkout_listing, fill_tree, http_server, make_ostree_source, nginx_server,
-    ostree, tree_listing,
+    OstreeSource,
+    checkout_listing,
+    fill_tree,
+    http_server,
+    make_ostree_source,
+    nginx_server,
+    ostree,
+    tree_listing,
 )
 from tests.util import StrataRunner, require_tool
 

@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import re
 import shutil
+import signal
+import subprocess
+import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -15,9 +19,14 @@ from store.remote import add_remote, delete_remote
 from store.repo import Repo, RepoMode
 from store.summary import RefEntry, Summary
 from tests.store.servers import (
-    OstreeSource, hostile_server, http_server, make_ostree_source, ostree, send,
+    OstreeSource,
+    hostile_server,
+    http_server,
+    make_ostree_source,
+    ostree,
+    send,
 )
-from tests.util import StrataRunner, require_tool
+from tests.util import ROOT, StrataRunner, require_tool
 
 MISSING = "ab" * 32
 
@@ -196,3 +205,43 @@ def test_no_ref_moves_when_one_of_several_fails(source: OstreeSource, seed: Path
     assert p.returncode == 1 and f"commit {source.other} of ref other" in p.stderr
     assert (dst / "refs/remotes/origin/main").read_text().strip() == source.c1
     assert not (dst / "refs/remotes/origin/other").exists()
+
+
+def test_killed_pull_resumes_from_checkpointed_objects(tmp_path: Path,
+                                                       strata: StrataRunner) -> None:
+    """SIGKILL mid-pull: objects published at a checkpoint survive and are not fetched again."""
+    require_tool("ostree")
+    tree, src, dst = tmp_path / "tree", tmp_path / "src", tmp_path / "dst"
+    n = 3000
+    for i in range(n):
+        d = tree / f"usr/share/d{i % 30:02d}"
+        d.mkdir(parents=True, exist_ok=True)
+        (d / f"f{i}").write_text(f"file {i}\n")
+    ostree("init", f"--repo={src}", "--mode=archive")
+    ostree("commit", f"--repo={src}", "-b", "main", "--timestamp=@1700000000", str(tree))
+    ostree("summary", "-u", f"--repo={src}")
+    Repo.init(dst, RepoMode.BARE_USER)
+
+    def published() -> int:
+        return sum(1 for _ in (dst / "objects").glob("*/*.file"))
+
+    with hostile_server(src) as srv:
+        add_remote(dst, "origin", srv.url)
+        script = ("import sys; from pathlib import Path; import store.pull as p\n"
+                  "p.CHECKPOINT_SECONDS = 0.2\n"
+                  f"p.pull(Path({str(dst)!r}), 'origin', ['main'])\n")
+        proc = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT)
+        deadline = time.monotonic() + 60
+        while published() == 0 and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGKILL)
+        assert proc.wait() == -signal.SIGKILL, "the pull ended before a checkpoint was seen"
+        kept = published()
+        assert 0 < kept < n
+        assert Repo.open(dst).read_ref("origin:main") is None
+        before = len(srv.requests)
+        strata("--repo", dst, "pull", "origin", "main")
+        refetched = [p for p in srv.requests[before:] if p.endswith(".filez")]
+    assert len(refetched) == n - kept
+    assert published() == n
+    ostree("fsck", f"--repo={dst}")
