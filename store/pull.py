@@ -272,6 +272,7 @@ def _pull_commit(st: PullState, txn: Transaction, summary: Summary | None, ref: 
         if got is not None:
             st.deltas += 1
             prefetched[csum] = got
+            txn.flush_soon()  # the delta's objects reach the disk while its tree is checked
     chain = _commit_chain(st, ref, csum, depth, prefetched)
     marked = [c for c, _data, _meta in chain if not is_complete(repo, c)]
     for c in marked:

@@ -19,6 +19,7 @@ import itertools
 import os
 import stat
 import tempfile
+import threading
 import zlib
 from pathlib import Path
 from types import TracebackType
@@ -113,6 +114,7 @@ class Transaction:
         self.dir = Path()
         self.written = 0
         self._counter = itertools.count()
+        self._flushing: threading.Thread | None = None
 
     def __enter__(self) -> Transaction:
         if self.repo._txn is not None:
@@ -128,6 +130,7 @@ class Transaction:
     def __exit__(self, et: type[BaseException] | None, ev: BaseException | None,
                  tb: TracebackType | None) -> None:
         try:
+            self._wait_flush()
             if et is None:
                 self._publish()
         finally:
@@ -312,6 +315,22 @@ class Transaction:
         else:
             self._stage(tmp, csum, ObjectType.FILE)
         return csum
+
+    def flush_soon(self) -> None:
+        """Start writing what is staged so far to disk in the background (a ``syncfs``).
+
+        The publish still syncs; this only lets the disk work overlap with whatever
+        the caller does next (a pull checking a tree after a delta).
+        """
+        if self._flushing is None:
+            self._flushing = threading.Thread(target=syncfs, args=(self.repo.path,),
+                                              name="flush", daemon=True)
+            self._flushing.start()
+
+    def _wait_flush(self) -> None:
+        if self._flushing is not None:
+            self._flushing.join()
+            self._flushing = None
 
     def checkpoint(self) -> int:
         """Publish the objects staged so far, refs excepted, and keep the transaction open.
