@@ -106,20 +106,14 @@ def _apply_dir_meta(fd: int, meta: DirMeta, opts: _Options) -> None:
 
 
 class _Writer:
-    """One checkout: directory fds, a dirmeta cache, objects linked relative to objects/."""
+    """One checkout: directory fds, objects linked relative to objects/ (dirmetas are kept by
+    the repository)."""
 
     def __init__(self, repo: Repo, opts: _Options) -> None:
         self.repo = repo
         self.opts = opts
-        self.metas: dict[str, DirMeta] = {}
         self.ext = ".filez" if repo.is_archive else ".file"
         self.bare_user = repo.mode is RepoMode.BARE_USER
-
-    def dirmeta(self, csum: str) -> DirMeta:
-        meta = self.metas.get(csum)
-        if meta is None:
-            meta = self.metas[csum] = self.repo.load_dirmeta(csum)
-        return meta
 
     def directory(self, tree_csum: str, meta: DirMeta, path: str, *, exists: bool,
                   objfd: int) -> None:
@@ -132,7 +126,7 @@ class _Writer:
                 if not (self.opts.link and self.link(csum, name, fd, objfd)):
                     _file(self.repo, csum, f"{path}/{name}", self.opts)
             for name, sub_tree, sub_meta in tree.dirs:
-                self.directory(sub_tree, self.dirmeta(sub_meta), f"{path}/{name}",
+                self.directory(sub_tree, self.repo.load_dirmeta(sub_meta), f"{path}/{name}",
                                exists=False, objfd=objfd)
             _apply_dir_meta(fd, meta, self.opts)
         finally:
@@ -245,10 +239,10 @@ def _sync_dir(w: _Writer, old: tuple[str, str], new: tuple[str, str], path: str,
             if name in odirs:
                 _sync_dir(w, odirs[name], sub, f"{path}/{name}", objfd)
             else:
-                w.directory(sub[0], w.dirmeta(sub[1]), f"{path}/{name}", exists=False,
+                w.directory(sub[0], w.repo.load_dirmeta(sub[1]), f"{path}/{name}", exists=False,
                             objfd=objfd)
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
-        _apply_dir_meta(fd, w.dirmeta(new[1]), w.opts)
+        _apply_dir_meta(fd, w.repo.load_dirmeta(new[1]), w.opts)
     finally:
         os.close(fd)

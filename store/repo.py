@@ -76,7 +76,7 @@ def new_config() -> configparser.ConfigParser:
     return cp
 
 
-PARSED_CACHE = 8192  # parsed dirtrees/dirmetas kept per open repository
+DIRMETA_CACHE = 4096  # parsed dirmetas kept per open repository
 
 
 class Repo:
@@ -88,7 +88,7 @@ class Repo:
         self.objects_dir = path / "objects"
         self.tmp_dir = path / "tmp"
         self._txn: Transaction | None = None
-        self._parsed: dict[tuple[str, ObjectType], DirTree | DirMeta] = {}
+        self._dirmetas: dict[str, DirMeta] = {}
 
     # ---- creation and opening ----------------------------------------------------------
 
@@ -266,29 +266,21 @@ class Repo:
                       "commit", csum)
 
     def load_dirtree(self, csum: str) -> DirTree:
-        """The parsed dirtree object ``csum`` (kept for reuse: objects never change)."""
-        tree = self._parsed.get((csum, ObjectType.DIR_TREE))
-        if tree is None:
-            tree = _parse(DirTree.from_bytes,
-                          self.read_metadata_bytes(csum, ObjectType.DIR_TREE), "dirtree", csum)
-            self._remember(csum, ObjectType.DIR_TREE, tree)
-        assert isinstance(tree, DirTree)
-        return tree
+        """The parsed dirtree object ``csum``."""
+        return _parse(DirTree.from_bytes, self.read_metadata_bytes(csum, ObjectType.DIR_TREE),
+                      "dirtree", csum)
 
     def load_dirmeta(self, csum: str) -> DirMeta:
-        """The parsed dirmeta object ``csum`` (kept for reuse: objects never change)."""
-        meta = self._parsed.get((csum, ObjectType.DIR_META))
+        """The parsed dirmeta object ``csum``, kept for reuse: a tree has few distinct dirmetas
+        and objects never change."""
+        meta = self._dirmetas.get(csum)
         if meta is None:
-            meta = _parse(DirMeta.from_bytes,
-                          self.read_metadata_bytes(csum, ObjectType.DIR_META), "dirmeta", csum)
-            self._remember(csum, ObjectType.DIR_META, meta)
-        assert isinstance(meta, DirMeta)
+            meta = _parse(DirMeta.from_bytes, self.read_metadata_bytes(csum, ObjectType.DIR_META),
+                          "dirmeta", csum)
+            if len(self._dirmetas) >= DIRMETA_CACHE:
+                self._dirmetas.clear()
+            self._dirmetas[csum] = meta
         return meta
-
-    def _remember(self, csum: str, objtype: ObjectType, parsed: DirTree | DirMeta) -> None:
-        if len(self._parsed) >= PARSED_CACHE:
-            self._parsed.clear()
-        self._parsed[(csum, objtype)] = parsed
 
     def load_detached_metadata(self, csum: str) -> dict[str, Variant]:
         """The commit's detached metadata (signatures), empty when there is none."""
