@@ -20,19 +20,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[0] = str(ROOT)  # bench/store.py would shadow the store package
 from bench.common import STRATA, loop_ext4, median, sync, table, timed  # noqa: E402
-from bench.layering import TOOLS, fetch_closure  # noqa: E402
-from fixtures.images import apt_repo  # noqa: E402
-from tests.layering.realworld import build_minbase  # noqa: E402
-from tests.store.servers import nginx_server  # noqa: E402
+from bench.layering import TOOLS, prepare_minbase, run_rounds  # noqa: E402
 
 KVER = "6.1.0-bench"
 
 
 def prepare(mnt: Path) -> tuple[Path, list[Path]]:
-    rootfs = build_minbase(mnt / "rootfs")
-    debs = fetch_closure(rootfs, mnt / "debs")
-    for dev in (rootfs / "dev").iterdir():
-        dev.unlink() if not dev.is_dir() or dev.is_symlink() else shutil.rmtree(dev)
+    rootfs, debs = prepare_minbase(mnt)
     kdir = rootfs / "usr/lib/modules" / KVER
     kdir.mkdir(parents=True)
     (kdir / "vmlinuz").write_bytes(b"bench kernel")
@@ -96,15 +90,7 @@ def main() -> None:
     args = ap.parse_args()
     with loop_ext4(16) as mnt:
         rootfs, debs = prepare(mnt)
-        apt_repo(mnt / "apt", debs)
-        cold, warm, route = [], [], []
-        with nginx_server(mnt / "apt", mnt / "nginx") as served:
-            source = f"deb [trusted=yes] {served.url} stable main"
-            for i in range(args.runs):
-                c, w = strata_round(mnt, rootfs, source, i)
-                cold.append(c)
-                warm.append(w)
-                route.append(route_round(mnt, rootfs, debs, i))
+        cold, warm, route = run_rounds(mnt, rootfs, debs, strata_round, route_round, args.runs)
     print(f"{len(TOOLS)} tools, {len(debs)} debs on a deployed Debian minbase; "
           f"{args.runs} runs; medians")
     print(table([

@@ -15,6 +15,7 @@ import argparse
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -80,24 +81,42 @@ def route_round(mnt: Path, rootfs: Path, debs: list[Path], i: int) -> float:
     return t1 + t2 + t3
 
 
+def prepare_minbase(mnt: Path) -> tuple[Path, list[Path]]:
+    """A Debian minbase root (no device nodes) and the .debs of TOOLS for it."""
+    rootfs = build_minbase(mnt / "rootfs")
+    debs = fetch_closure(rootfs, mnt / "debs")
+    for dev in (rootfs / "dev").iterdir():
+        dev.unlink() if not dev.is_dir() or dev.is_symlink() else shutil.rmtree(dev)
+    return rootfs, debs
+
+
+StrataRound = Callable[[Path, Path, str, int], tuple[float, float]]
+RouteRound = Callable[[Path, Path, list[Path], int], float]
+
+
+def run_rounds(mnt: Path, rootfs: Path, debs: list[Path], strata: StrataRound,
+               route: RouteRound, runs: int) -> tuple[list[float], list[float], list[float]]:
+    """Serve the debs as an apt repository over nginx and alternate a strata round (cold,
+    warm) with a route round ``runs`` times; return the cold, warm and route times."""
+    apt_repo(mnt / "apt", debs)
+    cold, warm, routes = [], [], []
+    with nginx_server(mnt / "apt", mnt / "nginx") as served:
+        source = f"deb [trusted=yes] {served.url} stable main"
+        for i in range(runs):
+            c, w = strata(mnt, rootfs, source, i)
+            cold.append(c)
+            warm.append(w)
+            routes.append(route(mnt, rootfs, debs, i))
+    return cold, warm, routes
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--runs", type=int, default=3)
     args = ap.parse_args()
     with loop_ext4(16) as mnt:
-        rootfs = build_minbase(mnt / "rootfs")
-        debs = fetch_closure(rootfs, mnt / "debs")
-        for dev in (rootfs / "dev").iterdir():
-            dev.unlink() if not dev.is_dir() or dev.is_symlink() else shutil.rmtree(dev)
-        apt_repo(mnt / "apt", debs)
-        cold, warm, route = [], [], []
-        with nginx_server(mnt / "apt", mnt / "nginx") as served:
-            source = f"deb [trusted=yes] {served.url} stable main"
-            for i in range(args.runs):
-                c, w = strata_round(mnt, rootfs, source, i)
-                cold.append(c)
-                warm.append(w)
-                route.append(route_round(mnt, rootfs, debs, i))
+        rootfs, debs = prepare_minbase(mnt)
+        cold, warm, route = run_rounds(mnt, rootfs, debs, strata_round, route_round, args.runs)
     print(f"{len(TOOLS)} tools, {len(debs)} debs onto a Debian minbase; {args.runs} runs; medians")
     print(table([
         ("cold compose vs checkout+dpkg -i+commit", median(cold), median(route), "target <= 0.5x"),
