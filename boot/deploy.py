@@ -1,10 +1,11 @@
 """Create the sysroot, write new deployments, and keep the sysroot tidy.
 
 A new deployment is checked out beside the others under a name no boot entry
-reaches, completed (/etc, kernel, .origin), synced, and only then made
-reachable by :func:`boot.bootloader.write_deployments`.  Anything a killed run
-left behind is unreachable and is removed by the next run
-(:func:`remove_leftovers`).
+reaches (or takes over the repository's kept checkout, which a compose has
+just brought close to the new tree, see :mod:`store.checkoutcache`),
+completed (/etc, kernel, .origin), synced, and only then made reachable by
+:func:`boot.bootloader.write_deployments`.  Anything a killed run left behind
+is unreachable and is removed by the next run (:func:`remove_leftovers`).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from boot.kernel import boot_dirname, find_kernel, install_kernel
 from boot.origin import Origin
 from boot.sysroot import Sysroot, SysrootState
 from store.checkout import checkout
+from store.checkoutcache import CheckoutCache
 from store.errors import ToolError
 from store.faults import fail_point
 from store.fsutil import atomic_write, fsync_dir, rmtree
@@ -201,7 +203,9 @@ def _write_tree(sysroot: Sysroot, repo: Repo, merge: Deployment | None, csum: st
                 stateroot: str, serial: int) -> tuple[Path, EtcMergePlan, str]:
     tree = sysroot.stateroot_dir(stateroot) / "deploy" / f"{csum}.{serial}"
     with repo.lock(exclusive=False):
-        checkout(repo, csum, tree)
+        commit = repo.load_commit(csum)
+        if not CheckoutCache(repo).take((commit.root_tree, commit.root_meta), tree):
+            checkout(repo, csum, tree)
     fail_point("after-checkout")
     kernel = find_kernel(tree)
     _prepare_etc(tree)

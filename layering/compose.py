@@ -6,7 +6,9 @@ branch already holds a commit with the same input hash, return it; otherwise
 materialize every package in the cache (downloaded and unpacked once), merge
 their trees into the base at the object level, update the package database,
 run maintainer scripts in a sandbox when there are any, and commit — all in
-one transaction: on any failure nothing is committed.
+one transaction: on any failure nothing is committed.  The checkout the
+scripts' sandbox needs is started at once on the spare core (a speculative
+checkout of the base, :meth:`CheckoutCache.prepare`) when none is kept.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ from layering.packages import (
 from layering.resolve import Request, Resolution, resolve
 from layering.scriptplan import plan_scripts
 from layering.scripts import ScriptLog, run_scripts
+from store.checkoutcache import CheckoutCache
 from store.commit import write_commit
 from store.faults import fail_point
 from store.gvariant import Variant
@@ -132,6 +135,10 @@ def _sources(repo: Repo, base: str, request: ComposeRequest) -> Sources:
 def compose(repo: Repo, request: ComposeRequest) -> ComposeResult:
     """Build base + packages as a new commit on ``request.branch``; see the module docstring."""
     base = repo.resolve(request.base)
+    checkouts = CheckoutCache(repo)
+    if not request.dry_run:
+        base_commit = repo.load_commit(base)
+        checkouts.prepare((base_commit.root_tree, base_commit.root_meta))
     # rpm file dependencies need the file lists up front; dpkg's are read when needed
     kind, installed = read_installed(
         repo, base, with_files=package_db_kind(repo, base) is PackageType.RPM)
@@ -164,9 +171,12 @@ def compose(repo: Repo, request: ComposeRequest) -> ComposeResult:
     if existing is not None or request.dry_run:
         result.checksum, result.reused = existing, existing is not None
         return result
-    result.layers = materialize(repo, resolution.install, {**local, **replace}, cached, fetcher,
-                                owners)
-    result.checksum = _build(repo, request, result, installed, ihash, fetcher)
+    try:
+        result.layers = materialize(repo, resolution.install, {**local, **replace}, cached,
+                                    fetcher, owners)
+        result.checksum = _build(repo, request, result, installed, ihash, fetcher, checkouts)
+    finally:
+        checkouts.wait()
     return result
 
 
@@ -199,7 +209,8 @@ def _find_dir(tree: MutableTree, candidates: tuple[str, ...], marker: str) -> st
 
 
 def _build(repo: Repo, request: ComposeRequest, result: ComposeResult,
-           installed: list[PackageMeta], ihash: str, fetcher: Fetcher) -> str:
+           installed: list[PackageMeta], ihash: str, fetcher: Fetcher,
+           checkouts: CheckoutCache) -> str:
     res = result.resolution
     base_commit = repo.load_commit(result.base)
     with repo.transaction() as txn:
@@ -221,7 +232,7 @@ def _build(repo: Repo, request: ComposeRequest, result: ComposeResult,
         if not request.no_scripts:
             db = _find_dir(tree, DPKG_DB_DIRS, "status") or "var/lib/dpkg"
             runs = plan_scripts(result.kind, added, tree, db)
-            result.script_log = run_scripts(repo, txn, tree, runs)
+            result.script_log = run_scripts(repo, txn, tree, runs, checkouts=checkouts)
         root_tree, root_meta = tree.write(txn)
         csum = write_commit(txn, root_tree=root_tree, root_meta=root_meta,
                             timestamp=int(time.time()), parent=result.base,

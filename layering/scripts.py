@@ -1,6 +1,7 @@
 """Running maintainer scripts in a sandbox without touching stored objects.
 
-The tree is checked out (hardlinks from the store) as the lower layer of an
+The tree is checked out (hardlinks from the store, the repository's kept
+checkout when it is free, see :mod:`store.checkoutcache`) as the lower layer of an
 overlayfs; scripts run with bubblewrap with the overlay as ``/`` (and
 ``usr/etc`` at ``/etc``), no network, a time limit and a clean environment.
 Whatever they change lands in the upper layer, so objects shared with other
@@ -11,21 +12,19 @@ overlay needs root, as ``rpm-ostree`` does for its scripts.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import stat
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from layering.errors import ScriptError
-from store.checkout import checkout_tree, sync_checkout
-from store.errors import CommandError, LockedError, ToolError
-from store.fsutil import atomic_write, read_xattrs, rmtree, scratch_dir
-from store.lock import file_lock
+from store.checkoutcache import CheckoutCache
+from store.errors import CommandError
+from store.fsutil import read_xattrs, scratch_dir
 from store.mtree import MutableTree
 from store.objects import DirMeta, FileMeta
-from store.repo import Repo, RepoMode
+from store.repo import Repo
 from store.run import run
 from store.txn import Transaction
 
@@ -121,8 +120,12 @@ def _run_all(lower: Path, upper: Path, work: Path, merged: Path, scripts: Path, 
 
 
 def run_scripts(repo: Repo, txn: Transaction, tree: MutableTree, runs: Sequence[ScriptRun], *,
-                timeout: float = TIMEOUT) -> ScriptLog:
-    """Run ``runs`` in order over ``tree`` and fold their changes back into it."""
+                timeout: float = TIMEOUT, checkouts: CheckoutCache | None = None) -> ScriptLog:
+    """Run ``runs`` in order over ``tree`` and fold their changes back into it.
+
+    The overlay's lower layer is the repository's kept checkout (``checkouts``),
+    brought to the tree, or a fresh checkout when it is in use.
+    """
     log = ScriptLog()
     if not runs:
         return log
@@ -130,7 +133,8 @@ def run_scripts(repo: Repo, txn: Transaction, tree: MutableTree, runs: Sequence[
         raise ScriptError("running maintainer scripts needs root (an overlay mount); "
                           "run as root or pass --no-scripts")
     root = tree.write(txn)
-    with scratch_dir(repo.tmp_dir, "scripts-") as scratch, lower_tree(repo, root, scratch) as lower:
+    checkouts = checkouts or CheckoutCache(repo)
+    with scratch_dir(repo.tmp_dir, "scripts-") as scratch, checkouts.lease(root, scratch) as lower:
         upper, work, merged, scripts, logs = (
             scratch / n for n in ("upper", "work", "merged", "scripts", "logs"))
         for d in (upper, work, merged, scripts, logs):
@@ -138,49 +142,6 @@ def run_scripts(repo: Repo, txn: Transaction, tree: MutableTree, runs: Sequence[
         _run_all(lower, upper, work, merged, scripts, logs, runs, log, timeout)
         apply_upper(txn, tree, upper, lower)
     return log
-
-
-@contextlib.contextmanager
-def lower_tree(repo: Repo, root: tuple[str, str], scratch: Path) -> Iterator[Path]:
-    """A read-only checkout of ``root`` for the overlay's lower layer.
-
-    In a bare repository one checkout is kept in ``tmp/scripts-root`` and brought
-    to ``root`` by :func:`sync_checkout` (only differing entries are touched); its
-    ``.state`` file names the tree it holds and is removed while it changes, so
-    an interrupted update is rebuilt from scratch next time.
-    """
-    cached = repo.tmp_dir / "scripts-root"
-    state = repo.tmp_dir / "scripts-root.state"
-    if repo.mode is not RepoMode.BARE:
-        checkout_tree(repo, *root, scratch / "lower")
-        yield scratch / "lower"
-        return
-    try:
-        with file_lock(repo.tmp_dir / "scripts-root.lock", exclusive=True):
-            _update_cached(repo, cached, state, root)
-            try:
-                yield cached
-            finally:  # the overlay never writes its lower layer: it still holds ``root``
-                atomic_write(state, f"{root[0]} {root[1]}\n".encode(), sync=False)
-    except LockedError:
-        checkout_tree(repo, *root, scratch / "lower")
-        yield scratch / "lower"
-
-
-def _update_cached(repo: Repo, cached: Path, state: Path, root: tuple[str, str]) -> None:
-    try:
-        old = tuple(state.read_text().split())
-    except OSError:
-        old = ()
-    state.unlink(missing_ok=True)
-    if len(old) == 2 and cached.is_dir():
-        try:
-            sync_checkout(repo, cached, (old[0], old[1]), root)
-            return
-        except (ToolError, OSError):
-            pass
-    rmtree(cached)
-    checkout_tree(repo, *root, cached)
 
 
 def _is_whiteout(st: os.stat_result) -> bool:

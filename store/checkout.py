@@ -243,6 +243,12 @@ def _sync_dir(w: _Writer, old: tuple[str, str], new: tuple[str, str], path: str,
                             objfd=objfd)
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
-        _apply_dir_meta(fd, w.repo.load_dirmeta(new[1]), w.opts)
+        meta = w.repo.load_dirmeta(new[1])
+        if old[1] != new[1]:
+            keep = {k for k, _v in meta.xattrs}
+            for k in os.listxattr(fd):
+                if os.fsencode(k) not in keep:
+                    os.removexattr(fd, k)
+        _apply_dir_meta(fd, meta, w.opts)
     finally:
         os.close(fd)

@@ -46,3 +46,13 @@ def run(
         tail = proc.stderr.decode(errors="replace").strip().splitlines()[-5:]
         raise CommandError(shlex.join(args), proc.returncode, " | ".join(tail))
     return proc
+
+
+def start(argv: Sequence[str | os.PathLike[str]]) -> subprocess.Popen[bytes]:
+    """Start ``argv`` in the background, its input and output discarded; the caller waits."""
+    args = [os.fspath(a) for a in argv]
+    try:
+        return subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+    except FileNotFoundError as e:
+        raise CommandError(shlex.join(args), 127, f"{args[0]}: not found") from e

@@ -115,6 +115,20 @@ def test_install_new_default_previous_untouched_program_runs(host: Host) -> None
     assert "baserefspec=os/stable" in origin and "requested=hello;" in origin
 
 
+def test_install_deployment_is_the_scripts_checkout_taken_over_and_equals_ostree_checkout(
+        host: Host) -> None:
+    host.strata("install", "hello")
+    new = host.deploy_dir()
+    assert not (host.repo.tmp_dir / "checkout").exists()  # taken over by the deployment
+    require_tool("ostree")
+    oracle = host.tmp / "oracle"
+    run(["ostree", "checkout", f"--repo={host.repo.path}", "--subpath=/usr",
+         new.name.split(".")[0], str(oracle)])
+    assert tree_hash(new / "usr") == tree_hash(oracle)
+    hello = (new / "usr/bin/hello").stat()
+    assert hello.st_ino == (oracle / "bin/hello").stat().st_ino and hello.st_nlink >= 3
+
+
 def test_failing_postinst_leaves_no_new_deployment(host: Host) -> None:
     before = host.status()
     proc = host.strata("install", "broken-post", check=False)
