@@ -28,7 +28,7 @@ from typing import IO
 
 from debian.deb822 import Deb822
 
-from importers.deb import meta_from_control
+from importers.debcontrol import meta_from_control
 from importers.errors import ChecksumMismatch, FetchError, RepoMetadataError, SourceSignatureError
 from importers.fetch import Expected, Fetcher
 from importers.gpg import binary_keyrings, dearmor, gpgv

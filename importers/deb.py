@@ -21,18 +21,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from debian.deb822 import Deb822
-
+from importers.debcontrol import meta_from_control
 from importers.errors import PackageFormatError
 from importers.model import (
-    DepKind,
     FileEntry,
     FileKind,
     Origin,
     PackageMeta,
-    PackageType,
     Script,
-    parse_deb_relations,
 )
 from importers.payload import (
     DEFAULT_CAP,
@@ -47,12 +43,6 @@ AR_MAGIC = b"!<arch>\n"
 CONTROL_CAP = 64 << 20
 # Control members dpkg keeps in its info directory (templates feed debconf).
 SCRIPT_NAMES = ("preinst", "postinst", "prerm", "postrm", "config", "triggers", "templates")
-RELATION_FIELDS = {
-    "Pre-Depends": DepKind.PRE_DEPENDS, "Depends": DepKind.DEPENDS,
-    "Recommends": DepKind.RECOMMENDS, "Suggests": DepKind.SUGGESTS,
-    "Enhances": DepKind.ENHANCES, "Conflicts": DepKind.CONFLICTS, "Breaks": DepKind.BREAKS,
-    "Provides": DepKind.PROVIDES, "Replaces": DepKind.REPLACES,
-}
 _COMPRESSIONS = ("", ".gz", ".xz", ".zst", ".bz2", ".lzma")
 
 
@@ -173,41 +163,6 @@ def _read_control_tar(stream: BinaryIO, where: Where) -> dict[str, bytes]:
         if member.kind == FileKind.FILE and "/" not in member.path:
             out[member.path] = bytes(reader.read_small()) if reader is not None else b""
     return out
-
-
-def meta_from_control(text: str, *, origin: Origin) -> PackageMeta:
-    """A record from one control stanza (a package's control file or a Packages entry)."""
-    para = Deb822(text)
-    for key in ("Package", "Version"):
-        if key not in para:
-            raise PackageFormatError(f"control data lacks {key}: {text[:60]!r}")
-    epoch, version, revision = split_version(para["Version"])
-    deps = {kind: parse_deb_relations(para[field]) for field, kind in RELATION_FIELDS.items()
-            if para.get(field)}
-    return PackageMeta(
-        type=PackageType.DEB, name=para["Package"], version=version, release=revision,
-        epoch=epoch, arch=para.get("Architecture", "all"), origin=origin, deps=deps,
-        installed_size=_int(para.get("Installed-Size", "0")), source=para.get("Source", ""),
-        summary=para.get("Description", "").split("\n")[0], multi_arch=para.get("Multi-Arch", ""),
-        essential=para.get("Essential", "no") == "yes", control=text.strip() + "\n",
-        location=para.get("Filename", ""), size=_int(para.get("Size", "0")),
-        checksum=para.get("SHA256", ""))
-
-
-def split_version(v: str) -> tuple[int, str, str]:
-    """dpkg's ``[epoch:]upstream[-revision]`` as (epoch, upstream, revision)."""
-    epoch, _, rest = v.rpartition(":") if ":" in v else ("0", "", v)
-    version, dash, revision = rest.rpartition("-")
-    if not dash:
-        version, revision = rest, ""
-    return _int(epoch), version, revision
-
-
-def _int(s: str) -> int:
-    try:
-        return int(s.strip())
-    except ValueError:
-        return 0
 
 
 def _with_control_files(meta: PackageMeta, files: dict[str, bytes], checksum: str,

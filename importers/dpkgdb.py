@@ -14,7 +14,7 @@ from dataclasses import replace
 
 from debian.deb822 import Deb822
 
-from importers.deb import meta_from_control
+from importers.debcontrol import meta_from_control
 from importers.errors import PackageDbError, PackageFormatError
 from importers.model import FileEntry, Origin, PackageMeta
 from importers.treeread import CommitReader

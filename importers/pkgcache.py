@@ -51,6 +51,7 @@ if TYPE_CHECKING:
 
 CACHE_PREFIX = "strata/pkg/"
 MAX_WORKERS = min(4, os.cpu_count() or 1)
+FLUSH_AFTER = 0.6  # share of packages unpacked when their objects start reaching the disk
 UNPACK_VERSION = 2
 DEFAULT_CAP = 1 << 30  # payload.DEFAULT_CAP, without importing libarchive here
 _SAFE = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789.-")
@@ -176,7 +177,12 @@ def _unpack_all(repo: Repo, txn: Any, pkgs: list[Package], owners: OwnerMap,
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="import")
     try:
         futures = [pool.submit(_import_one, repo, txn, pkg, owners, cap) for pkg in pkgs]
-        return [f.result() for f in futures]
+        results = []
+        for i, f in enumerate(futures):
+            results.append(f.result())
+            if i >= len(futures) * FLUSH_AFTER:
+                txn.flush_soon()
+        return results
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
 

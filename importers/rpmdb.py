@@ -13,7 +13,6 @@ import sqlite3
 
 from importers.errors import PackageDbError, PackageFormatError
 from importers.model import Origin, PackageMeta
-from importers.rpm import meta_from_header
 from importers.rpmheader import parse_blob
 from importers.treeread import CommitReader
 from store.fsutil import scratch_dir
@@ -36,6 +35,8 @@ def read_installed(repo: Repo, rev: str, *, with_files: bool = True) -> list[Pac
 
     ``gpg-pubkey`` pseudo-packages are left out, as ``rpm -qa`` users expect.
     """
+    from importers.rpm import meta_from_header  # not at the top: it loads the payload reader
+
     reader = CommitReader(repo, rev)
     db = find_db(reader)
     if db is None:

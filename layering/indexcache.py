@@ -19,7 +19,7 @@ from pathlib import Path
 import solv
 
 from importers.aptsource import IndexFile, download_fields, read_index
-from importers.deb import split_version
+from importers.debcontrol import split_version
 from importers.errors import RepoMetadataError
 from importers.model import Origin, PackageMeta, PackageType
 from store.fsutil import atomic_write

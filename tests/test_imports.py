@@ -46,3 +46,18 @@ def test_library_never_prints_or_exits() -> None:
                         isinstance(node.value, ast.Name) and node.value.id == "sys":
                     bad.append(f"{path.relative_to(ROOT)}:{node.lineno} sys.exit")
     assert not bad, bad
+
+
+def test_the_command_loads_no_payload_reader_until_a_package_is_unpacked() -> None:
+    """Start-up is paid on every command: the CLI and compose (which reads dpkg status and
+    apt catalogues) must not load libarchive, rpm's reader or the signing code."""
+    import subprocess
+    import sys
+
+    code = ("import sys, layering.cli, layering.compose, layering.client; "
+            "print(' '.join(sorted(m for m in ('libarchive', 'importers.payload', "
+            "'importers.rpm', 'importers.deb', 'cryptography', 'store.sign') "
+            "if m in sys.modules)))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=ROOT, check=True).stdout.strip()
+    assert out == ""
