@@ -15,7 +15,7 @@ import contextlib
 import fcntl
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,6 +34,7 @@ from store.faults import fail_point
 from store.fsutil import atomic_write, fsync_dir, rmtree
 from store.prune import PruneResult, prune
 from store.repo import Repo, RepoMode
+from store.run import start
 
 LOCK_WAIT = 30.0
 _FS_IOC_GETFLAGS = 0x80086601
@@ -113,10 +114,20 @@ def remove_leftovers(sysroot: Sysroot, state: SysrootState) -> list[str]:
     These are what a killed run (or an undeploy) leaves; returns their paths.
     A deployment staged by ostree on the running host is left alone.
     """
+    removed, trees = _remove_leftovers_but_trees(sysroot, state)
+    for tree in trees:
+        remove_deployment_dir(tree)
+    return removed
+
+
+def _remove_leftovers_but_trees(sysroot: Sysroot,
+                                state: SysrootState) -> tuple[list[str], list[Path]]:
+    """:func:`remove_leftovers`, except that deployment trees are returned, not removed."""
     keep = _staged_checksums(sysroot)
     live = {(d.stateroot, d.dirname) for d in state.deployments}
     boots = {boot_dirname(d.stateroot, d.bootcsum) for d in state.deployments}
     removed: list[str] = []
+    trees: list[Path] = []
     for sr in sysroot.stateroots():
         ddir = sysroot.stateroot_dir(sr) / "deploy"
         for p in sorted(ddir.iterdir()) if ddir.is_dir() else []:
@@ -124,7 +135,7 @@ def remove_leftovers(sysroot: Sysroot, state: SysrootState) -> list[str]:
             if (sr, name) in live or name.split(".")[0] in keep:
                 continue
             if p.is_dir() and not p.is_symlink():
-                remove_deployment_dir(p)
+                trees.append(p)
             else:
                 p.unlink()
             removed.append(str(p))
@@ -134,7 +145,26 @@ def remove_leftovers(sysroot: Sysroot, state: SysrootState) -> list[str]:
             rmtree(p)
             removed.append(str(p))
     cleanup_boot_versions(sysroot, state)
-    return removed
+    return removed, trees
+
+
+@contextlib.contextmanager
+def _removing(trees: list[Path]) -> Iterator[None]:
+    """Remove deployment trees in a background ``rm`` while the block runs (a prune: the
+    unlinks of one and the reads of the other overlap on two cores); done on exit."""
+    proc = None
+    if trees:
+        for tree in trees:
+            set_immutable(tree, False)
+        with contextlib.suppress(ToolError):
+            proc = start(["rm", "-rf", "--one-file-system", "--", *trees])
+    try:
+        yield
+    finally:
+        if proc is not None:
+            proc.wait()
+        for tree in trees:
+            remove_deployment_dir(tree)  # what rm could not remove, with its error
 
 
 def update_boot_refs(repo: Repo, state: SysrootState) -> None:
@@ -156,11 +186,12 @@ def prune_repo(repo: Repo) -> PruneResult:
 
 def finish(sysroot: Sysroot, state: SysrootState, *, prune_objects: bool = True) -> list[str]:
     """Everything after a switch: leftovers, boot refs, prune."""
-    removed = remove_leftovers(sysroot, state)
-    repo = Repo.open(sysroot.repo_path)
-    update_boot_refs(repo, state)
-    if prune_objects:
-        prune_repo(repo)
+    removed, trees = _remove_leftovers_but_trees(sysroot, state)
+    with _removing(trees):
+        repo = Repo.open(sysroot.repo_path)
+        update_boot_refs(repo, state)
+        if prune_objects:
+            prune_repo(repo)
     return removed
 
 
