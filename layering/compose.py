@@ -136,9 +136,17 @@ def compose(repo: Repo, request: ComposeRequest) -> ComposeResult:
     """Build base + packages as a new commit on ``request.branch``; see the module docstring."""
     base = repo.resolve(request.base)
     checkouts = CheckoutCache(repo)
-    if not request.dry_run:
+    if not request.dry_run and not request.no_scripts:
         base_commit = repo.load_commit(base)
         checkouts.prepare((base_commit.root_tree, base_commit.root_meta))
+    try:
+        return _compose(repo, request, base, checkouts)
+    finally:
+        checkouts.cancel()  # a checkout nobody leased (no scripts, reuse, error) is not waited for
+
+
+def _compose(repo: Repo, request: ComposeRequest, base: str,
+             checkouts: CheckoutCache) -> ComposeResult:
     # rpm file dependencies need the file lists up front; dpkg's are read when needed
     kind, installed = read_installed(
         repo, base, with_files=package_db_kind(repo, base) is PackageType.RPM)
@@ -171,12 +179,9 @@ def compose(repo: Repo, request: ComposeRequest) -> ComposeResult:
     if existing is not None or request.dry_run:
         result.checksum, result.reused = existing, existing is not None
         return result
-    try:
-        result.layers = materialize(repo, resolution.install, {**local, **replace}, cached,
-                                    fetcher, owners)
-        result.checksum = _build(repo, request, result, installed, ihash, fetcher, checkouts)
-    finally:
-        checkouts.wait()
+    result.layers = materialize(repo, resolution.install, {**local, **replace}, cached, fetcher,
+                                owners)
+    result.checksum = _build(repo, request, result, installed, ihash, fetcher, checkouts)
     return result
 
 

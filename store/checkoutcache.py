@@ -28,6 +28,7 @@ from store.repo import Repo, RepoMode
 from store.run import start
 
 Root = tuple[str, str]
+_PR_SET_PDEATHSIG = 1
 
 
 class CheckoutCache:
@@ -57,21 +58,29 @@ class CheckoutCache:
 
         Speculative: a spare core makes the checkout a later :meth:`lease` or
         :meth:`take` needs (a process at low priority, not a thread: it takes no
-        time from the caller's threads).  A checkout already kept, of any tree, is
-        left alone, since bringing it to the final tree is cheaper.  Failures are
-        ignored; the checkout is then made when it is needed.
+        time from the caller's threads; it dies with the caller).  A checkout
+        already kept, of any tree, is left alone, since bringing it to the final
+        tree is cheaper.  Failures are ignored; the checkout is then made when it
+        is needed.
         """
         if not self.usable or self._preparing is not None or self.holds() is not None:
             return
         with contextlib.suppress(ToolError):
             self._preparing = start([sys.executable, "-m", "store.checkoutcache",
-                                     self.repo.path, *root])
+                                     self.repo.path, *root, str(os.getpid())])
 
     def wait(self) -> None:
         """Wait for :meth:`prepare`'s process, if one runs."""
         if self._preparing is not None:
             self._preparing.wait()
             self._preparing = None
+
+    def cancel(self) -> None:
+        """Stop :meth:`prepare`'s process if it still runs (nothing is kept then)."""
+        if self._preparing is not None:
+            if self._preparing.poll() is None:
+                self._preparing.terminate()
+            self.wait()
 
     @contextlib.contextmanager
     def lease(self, root: Root, scratch: Path) -> Iterator[Path]:
@@ -123,6 +132,12 @@ class CheckoutCache:
         except LockedError:
             return False
 
+    def drop(self) -> None:
+        """Remove the kept checkout, unless it is in use."""
+        with contextlib.suppress(LockedError), file_lock(self._lock, exclusive=True):
+            self._state.unlink(missing_ok=True)
+            rmtree(self.path)
+
     def prepare_here(self, root: Root) -> None:
         """What :meth:`prepare`'s process does: bring the kept checkout to ``root``."""
         with file_lock(self._lock, exclusive=True), self.repo.lock(exclusive=False):
@@ -145,6 +160,16 @@ class CheckoutCache:
         checkout_tree(repo, *root, self.path)
 
 
+def _die_with_parent(parent: int) -> None:
+    import ctypes
+    import signal
+
+    ctypes.CDLL(None).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != parent:
+        os._exit(1)
+
+
 if __name__ == "__main__":  # prepare's background process; a failure leaves nothing kept
+    _die_with_parent(int(sys.argv[4]))
     os.nice(10)
     CheckoutCache(Repo.open(sys.argv[1])).prepare_here((sys.argv[2], sys.argv[3]))

@@ -3,7 +3,8 @@
 Roots are every commit in the store, or with ``refs_only`` only the commits
 refs point at (each followed ``depth`` parents, -1 for all).
 ``keep_younger_than`` first deletes commits older than a date that no ref
-points at directly.
+points at directly.  The repository's kept checkout goes too when its tree is
+no longer reachable (its hardlinks would keep the freed files' space).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from store.checkoutcache import CheckoutCache
 from store.errors import InputError
 from store.objects import ObjectType
 from store.refs import list_mirrors
@@ -88,7 +90,17 @@ def prune(repo: Repo, *, refs_only: bool = False, depth: int = -1,
                 continue
             freed += _delete(repo, csum, objtype)
             deleted += 1
+        _drop_stale_checkout(repo, keep)
     return PruneResult(total=len(objects), deleted=deleted, freed=freed)
+
+
+def _drop_stale_checkout(repo: Repo, keep: set[tuple[str, ObjectType]]) -> None:
+    """The kept checkout links the files of its tree: once that tree is unreachable,
+    it would hold on to the space the prune frees."""
+    cache = CheckoutCache(repo)
+    held = cache.holds()
+    if held is None or (held[0], ObjectType.DIR_TREE) not in keep:
+        cache.drop()
 
 
 def _partial_roots(repo: Repo) -> set[tuple[str, ObjectType]]:

@@ -137,3 +137,62 @@ def test_prepare_while_the_checkout_is_leased_gives_up_harmlessly(tmp_path: Path
         other.wait()
         assert snapshot(lower) == snapshot(ostree_checkout(r, "ref-a", tmp_path / "oa"))
     assert cache.holds() == a
+
+
+def test_prune_drops_the_kept_checkout_once_its_tree_is_unreachable(tmp_path: Path,
+                                                                    two: tuple) -> None:
+    from store.prune import prune
+
+    r, a, b, _second = two
+    cache = CheckoutCache(r)
+    with cache.lease(a, tmp_path):
+        pass
+    prune(r, refs_only=True)
+    assert cache.holds() == a  # ref-a still reaches it
+    r.set_ref("ref-a", None)
+    res = prune(r, refs_only=True)
+    assert res.deleted > 0
+    assert cache.holds() is None and not cache.path.exists()
+    require_tool("ostree")
+    run(["ostree", "fsck", f"--repo={r.path}"])
+
+
+def test_cancel_stops_the_background_checkout_and_a_lease_still_works(tmp_path: Path,
+                                                                     two: tuple) -> None:
+    r, a, _b, _second = two
+    cache = CheckoutCache(r)
+    cache.prepare(a)
+    proc = cache._preparing
+    assert proc is not None
+    cache.cancel()
+    assert proc.returncode is not None and cache._preparing is None
+    if proc.returncode != 0:  # stopped before it was done: nothing is kept
+        assert cache.holds() is None
+    with cache.lease(a, tmp_path) as lower:
+        assert snapshot(lower) == snapshot(ostree_checkout(r, "ref-a", tmp_path / "oa"))
+
+
+def test_the_background_checkout_dies_with_a_killed_caller(two: tuple) -> None:
+    import time
+
+    r, a, _b, _second = two
+    code = ("import os; from store.repo import Repo; from store.checkoutcache import "
+            f"CheckoutCache; c = CheckoutCache(Repo.open('{r.path}')); c.prepare({a!r}); "
+            "print(c._preparing.pid, flush=True); os.kill(os.getpid(), 9)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=Path(__file__).parents[2])
+    assert proc.returncode == -9
+    child = int(proc.stdout.split()[0])
+
+    def alive() -> bool:
+        try:
+            state = Path(f"/proc/{child}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            return False
+        return state != "Z"
+
+    deadline = time.monotonic() + 10
+    while alive() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not alive()
+    assert CheckoutCache(r).holds() is None  # it stopped instead of finishing unobserved
