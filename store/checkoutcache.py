@@ -172,4 +172,4 @@ def _die_with_parent(parent: int) -> None:
 if __name__ == "__main__":  # prepare's background process; a failure leaves nothing kept
     _die_with_parent(int(sys.argv[4]))
     os.nice(10)
-    CheckoutCache(Repo.open(sys.argv[1])).prepare_here((sys.argv[2], sys.argv[3]))
+    CheckoutCache(Repo.open(sys.argv[1], clean=False)).prepare_here((sys.argv[2], sys.argv[3]))

@@ -21,6 +21,7 @@ import fcntl
 import io
 import os
 import stat
+import time
 import zlib
 from collections.abc import Iterator
 from enum import StrEnum
@@ -77,6 +78,7 @@ def new_config() -> configparser.ConfigParser:
 
 
 DIRMETA_CACHE = 4096  # parsed dirmetas kept per open repository
+STARTING_STAGING_MAX_AGE = 3600.0  # seconds; older ``.staging-*`` dirs were left by a kill
 
 
 class Repo:
@@ -113,8 +115,9 @@ class Repo:
         return cls(path, mode)
 
     @classmethod
-    def open(cls, path: str | os.PathLike[str]) -> Repo:
-        """Open an existing repository, removing staging left by killed transactions."""
+    def open(cls, path: str | os.PathLike[str], *, clean: bool = True) -> Repo:
+        """Open an existing repository, removing staging left by killed transactions
+        (unless ``clean`` is false)."""
         path = Path(path)
         cp = new_config()
         try:
@@ -127,7 +130,7 @@ class Repo:
         if cp.get("core", "repo_version", fallback="") != "1":
             raise RepoError(f"unsupported repo_version in {path}/config")
         repo = cls(path, RepoMode.parse(cp.get("core", "mode", fallback="bare")))
-        if repo.mode is RepoMode.ARCHIVE or os.access(path / "tmp", os.W_OK):
+        if clean and (repo.mode is RepoMode.ARCHIVE or os.access(path / "tmp", os.W_OK)):
             clean_stale_staging(repo)
         return repo
 
@@ -334,15 +337,22 @@ class Repo:
 
 def clean_stale_staging(repo: Repo) -> None:
     """Remove staging directories (``tmp/staging-*``) whose transaction is no longer alive:
-    a live transaction holds a lock on the directory's ``.lock``."""
+    a live transaction holds a lock on the directory's ``.lock``.  A transaction takes that
+    lock before its directory gets the ``staging-`` name (see :class:`Transaction`), so a
+    directory is never taken for stale while its transaction starts."""
     try:
         names = os.listdir(repo.tmp_dir)
     except FileNotFoundError:
         return
     for name in names:
+        d = repo.tmp_dir / name
+        if name.startswith(".staging-"):  # a transaction starting, or killed while it started
+            with contextlib.suppress(OSError):
+                if time.time() - d.stat().st_mtime > STARTING_STAGING_MAX_AGE:
+                    rmtree(d)
+            continue
         if not name.startswith("staging-"):
             continue
-        d = repo.tmp_dir / name
         try:
             fd = os.open(d / ".lock", os.O_RDONLY)
         except FileNotFoundError:

@@ -121,9 +121,11 @@ class Transaction:
             raise RepoError("a transaction is already open on this repository")
         self._lock_cm = self.repo.lock()
         self._lock_cm.__enter__()
-        self.dir = Path(tempfile.mkdtemp(prefix="staging-", dir=self.repo.tmp_dir))
-        self._lockfd = os.open(self.dir / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+        starting = Path(tempfile.mkdtemp(prefix=".staging-", dir=self.repo.tmp_dir))
+        self._lockfd = os.open(starting / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
         fcntl.flock(self._lockfd, fcntl.LOCK_EX)
+        self.dir = starting.with_name(starting.name[1:])
+        os.rename(starting, self.dir)
         self.repo._txn = self
         return self
 

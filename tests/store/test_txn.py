@@ -65,3 +65,26 @@ def test_large_file_streams_in_every_mode(tmp_path: Path) -> None:
         csum = dict(r.load_dirtree(r.load_commit(c).root_tree).files)["big"]
         assert r.load_file(csum)[1] == blob
         assert fsck(r).ok
+
+
+def test_a_starting_transaction_is_never_taken_for_stale(tmp_path: Path) -> None:
+    """A transaction locks its directory before naming it ``staging-``: another process's
+    clean-up leaves a directory being set up alone, and removes one a kill left long ago."""
+    import subprocess
+    import sys
+    import time
+
+    r = Repo.init(tmp_path / "repo", RepoMode.BARE)
+    starting, old = r.tmp_dir / ".staging-now", r.tmp_dir / ".staging-old"
+    starting.mkdir()
+    old.mkdir()
+    hours_ago = time.time() - 2 * 3600
+    os.utime(old, (hours_ago, hours_ago))
+    with r.transaction() as txn:
+        txn.write_file(FileMeta(0, 0, 0o100644), b"data")
+        assert txn.dir.name.startswith("staging-") and (txn.dir / ".lock").exists()
+        subprocess.run([sys.executable, "-c", f"from store.repo import Repo; Repo.open('{r.path}')"],
+                       check=True, cwd=Path(__file__).parents[2])
+        assert txn.dir.is_dir()
+    assert starting.is_dir() and not old.exists()
+    assert len(list(r.iter_objects())) == 1
