@@ -78,6 +78,7 @@ def new_config() -> configparser.ConfigParser:
 
 
 DIRMETA_CACHE = 4096  # parsed dirmetas kept per open repository
+WRITTEN_DIRTREE_CACHE = 16384  # dirtrees written by this process, kept per open repository
 STARTING_STAGING_MAX_AGE = 3600.0  # seconds; older ``.staging-*`` dirs were left by a kill
 
 
@@ -91,6 +92,7 @@ class Repo:
         self.tmp_dir = path / "tmp"
         self._txn: Transaction | None = None
         self._dirmetas: dict[str, DirMeta] = {}
+        self._written_dirtrees: dict[str, DirTree] = {}
 
     # ---- creation and opening ----------------------------------------------------------
 
@@ -270,8 +272,22 @@ class Repo:
 
     def load_dirtree(self, csum: str) -> DirTree:
         """The parsed dirtree object ``csum``."""
+        tree = self._written_dirtrees.get(csum)
+        if tree is not None:
+            return tree
         return _parse(DirTree.from_bytes, self.read_metadata_bytes(csum, ObjectType.DIR_TREE),
                       "dirtree", csum)
+
+    def remember_written(self, csum: str, tree: DirTree) -> None:
+        """Keep a dirtree this process has just staged: a compose reads back the package trees
+        it has imported.  Forgotten when a transaction fails (its objects never exist)."""
+        if len(self._written_dirtrees) >= WRITTEN_DIRTREE_CACHE:
+            self._written_dirtrees.clear()
+        self._written_dirtrees[csum] = tree
+
+    def forget_written(self) -> None:
+        """Drop the dirtrees kept by :meth:`remember_written`."""
+        self._written_dirtrees.clear()
 
     def load_dirmeta(self, csum: str) -> DirMeta:
         """The parsed dirmeta object ``csum``, kept for reuse: a tree has few distinct dirmetas

@@ -131,11 +131,17 @@ class Transaction:
 
     def __exit__(self, et: type[BaseException] | None, ev: BaseException | None,
                  tb: TracebackType | None) -> None:
+        failed = et is not None
         try:
             self._wait_flush()
-            if et is None:
+            if not failed:
                 self._publish()
+        except BaseException:
+            failed = True
+            raise
         finally:
+            if failed:  # its dirtrees were never published
+                self.repo.forget_written()
             self.repo._txn = None
             rmtree(self.dir)
             os.close(self._lockfd)

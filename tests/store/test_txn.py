@@ -88,3 +88,19 @@ def test_a_starting_transaction_is_never_taken_for_stale(tmp_path: Path) -> None
         assert txn.dir.is_dir()
     assert starting.is_dir() and not old.exists()
     assert len(list(r.iter_objects())) == 1
+
+
+def test_dirtrees_of_a_failed_transaction_are_not_loadable(tmp_path: Path) -> None:
+    from store.errors import ObjectNotFound
+    from store.mtree import MutableTree
+    from store.objects import DirMeta
+
+    r = Repo.init(tmp_path / "repo", RepoMode.BARE)
+    tree = MutableTree(DirMeta(0, 0, 0o40755))
+    with pytest.raises(RuntimeError), r.transaction() as txn:
+        tree.set_file("f", txn.write_file(FileMeta(0, 0, 0o100644), b"data"))
+        csum, _meta = tree.write(txn)
+        assert r.load_dirtree(csum).files  # kept while the transaction runs
+        raise RuntimeError("boom")
+    with pytest.raises(ObjectNotFound):
+        r.load_dirtree(csum)
