@@ -26,9 +26,12 @@ re-import of cached packages stays cheap.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-from collections.abc import Iterable
+import signal
+import struct
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -168,23 +171,126 @@ def _check_distinct_refs(pkgs: dict[str, Package]) -> None:
 
 def _unpack_all(repo: Repo, txn: Any, pkgs: list[Package], owners: OwnerMap,
                 cap: int) -> list[ImportResult]:
-    """Unpack packages concurrently (decompression runs outside the GIL); first error wins."""
-    workers = min(len(pkgs), MAX_WORKERS)
-    if workers <= 1:
+    """Unpack packages in this process and a forked one when there are two cores (threads
+    would share one interpreter lock, and the per-file work is Python).  Both take the next
+    package, largest first, from one queue until it is empty."""
+    if min(len(pkgs), MAX_WORKERS) <= 1 or len(pkgs) * _INDEX.size > _PIPE_CAPACITY:
         return [_import_one(repo, txn, pkg, owners, cap) for pkg in pkgs]
-    from concurrent.futures import ThreadPoolExecutor
-
-    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="import")
+    read, write = os.pipe()
+    largest_first = sorted(range(len(pkgs)), key=lambda i: -pkgs[i].meta.size)
+    os.write(write, b"".join(_INDEX.pack(i) for i in largest_first))
+    os.close(write)
+    done: dict[int, ImportResult] = {}
     try:
-        futures = [pool.submit(_import_one, repo, txn, pkg, owners, cap) for pkg in pkgs]
-        results = []
-        for i, f in enumerate(futures):
-            results.append(f.result())
-            if i >= len(futures) * FLUSH_AFTER:
-                txn.flush_soon()
-        return results
+        with _Forked(repo, txn, pkgs, read, owners, cap) as child:
+            for i in _queued(read):
+                done[i] = _import_one(repo, txn, pkgs[i], owners, cap)
+            txn.flush_soon()
+            done.update(child.results())
     finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+        os.close(read)
+    return [done[i] for i in range(len(pkgs))]
+
+
+_INDEX = struct.Struct("=I")
+_PIPE_CAPACITY = 1 << 16  # the queue is written whole before anyone reads
+
+
+def _queued(fd: int) -> Iterator[int]:
+    """Package indexes from the shared queue (each read takes one whole record)."""
+    while len(b := os.read(fd, _INDEX.size)) == _INDEX.size:
+        yield _INDEX.unpack(b)[0]
+
+
+def _portable(e: BaseException) -> BaseException | None:
+    """``e`` if it survives pickling (to be raised again in the parent), else None."""
+    import pickle
+
+    try:
+        again = pickle.loads(pickle.dumps(e))
+    except Exception:  # noqa: BLE001 - exceptions whose __init__ pickle cannot call
+        return None
+    return again if type(again) is type(e) and str(again) == str(e) else None
+
+
+class _Forked:
+    """A forked process importing queued ``pkgs`` into the open transaction's staging directory.
+
+    It reports what it staged and its results (or its error) through a pipe; the
+    parent adopts them into the transaction, so the import stays all or nothing.
+    """
+
+    def __init__(self, repo: Repo, txn: Any, pkgs: list[Package], queue: int, owners: OwnerMap,
+                 cap: int) -> None:
+        self.repo, self.txn, self.pkgs, self.queue = repo, txn, pkgs, queue
+        self.owners, self.cap = owners, cap
+        self.pid = 0
+        self.fd = -1
+
+    def __enter__(self) -> _Forked:
+        parent = os.getpid()
+        read, write = os.pipe()
+        self.pid = os.fork()
+        if self.pid == 0:
+            os.close(read)
+            self._child(parent, write)
+        os.close(write)
+        self.fd = read
+        return self
+
+    def _child(self, parent: int, fd: int) -> None:
+        import pickle
+
+        from store.run import die_with_parent
+
+        status = 1
+        try:
+            die_with_parent(parent)
+            fail_point("pkgcache-forked")
+            before = self.txn.in_forked_child()
+            out = []
+            for i in _queued(self.queue):
+                r = _import_one(self.repo, self.txn, self.pkgs[i], self.owners, self.cap)
+                out.append((i, r.ref, r.commit, r.sha256, r.meta))
+            data = pickle.dumps(("ok", out, self.txn.staged_since(before)))
+            status = 0
+        except BaseException as e:  # noqa: BLE001 - reported to the parent, which raises it
+            data = pickle.dumps(("error", _portable(e), str(e) or type(e).__name__))
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+        finally:
+            os._exit(status)
+
+    def results(self) -> dict[int, ImportResult]:
+        """The child's results, its staged objects adopted; its error raised again here."""
+        import pickle
+
+        with os.fdopen(self.fd, "rb") as f:
+            self.fd = -1
+            data = f.read()
+        _pid, status = os.waitpid(self.pid, 0)
+        self.pid = 0
+        try:
+            kind, payload, extra = pickle.loads(data)
+        except Exception:  # noqa: BLE001 - a child that died left nothing readable
+            raise ToolError(f"the unpacking process died (wait status {status})") from None
+        if kind != "ok":
+            raise payload if isinstance(payload, BaseException) else ToolError(extra)
+        self.txn.adopt(extra)
+        out = {}
+        for i, ref, commit, sha, meta in payload:
+            out[i] = ImportResult(ref, commit, sha, skipped=False, repo=self.repo)
+            out[i].__dict__["meta"] = meta
+        return out
+
+    def __exit__(self, *exc: object) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+        if self.pid:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, signal.SIGKILL)
+            os.waitpid(self.pid, 0)
 
 
 def import_package(repo: Repo, path: Path, *, owners: OwnerMap | None = None,

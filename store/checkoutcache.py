@@ -25,10 +25,9 @@ from store.faults import fail_point
 from store.fsutil import atomic_write, rmtree
 from store.lock import file_lock
 from store.repo import Repo, RepoMode
-from store.run import start
+from store.run import die_with_parent, start
 
 Root = tuple[str, str]
-_PR_SET_PDEATHSIG = 1
 
 
 class CheckoutCache:
@@ -160,16 +159,7 @@ class CheckoutCache:
         checkout_tree(repo, *root, self.path)
 
 
-def _die_with_parent(parent: int) -> None:
-    import ctypes
-    import signal
-
-    ctypes.CDLL(None).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-    if os.getppid() != parent:
-        os._exit(1)
-
-
 if __name__ == "__main__":  # prepare's background process; a failure leaves nothing kept
-    _die_with_parent(int(sys.argv[4]))
+    die_with_parent(int(sys.argv[4]))
     os.nice(10)
     CheckoutCache(Repo.open(sys.argv[1], clean=False)).prepare_here((sys.argv[2], sys.argv[3]))

@@ -56,3 +56,16 @@ def start(argv: Sequence[str | os.PathLike[str]]) -> subprocess.Popen[bytes]:
                                 stderr=subprocess.DEVNULL)
     except FileNotFoundError as e:
         raise CommandError(shlex.join(args), 127, f"{args[0]}: not found") from e
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent(parent: int) -> None:
+    """In a child process: be sent SIGTERM when ``parent`` dies; exit now if it already has."""
+    import ctypes
+    import signal
+
+    ctypes.CDLL(None).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != parent:
+        os._exit(1)

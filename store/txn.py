@@ -114,6 +114,7 @@ class Transaction:
         self.dir = Path()
         self.written = 0
         self._counter = itertools.count()
+        self._tmp_prefix = "tmp-"
         self._flushing: threading.Thread | None = None
 
     def __enter__(self) -> Transaction:
@@ -230,7 +231,7 @@ class Transaction:
     # ---- internals -----------------------------------------------------------------
 
     def _tmpfile(self) -> Path:
-        return self.dir / f"tmp-{next(self._counter)}"
+        return self.dir / f"{self._tmp_prefix}{next(self._counter)}"
 
     def _stage_bytes(self, data: bytes, csum: str, objtype: ObjectType) -> None:
         path = self._staging_path(csum, objtype)
@@ -323,6 +324,26 @@ class Transaction:
         else:
             self._stage(tmp, csum, ObjectType.FILE)
         return csum
+
+    def in_forked_child(self) -> set[tuple[str, ObjectType]]:
+        """Call first in a process forked while this transaction is open, before it stages
+        anything: its temporary names get its pid.  Returns what was staged before the fork,
+        for :meth:`staged_since`."""
+        self._tmp_prefix = f"tmp-{os.getpid()}-"
+        self._flushing = None
+        return set(self._staged)
+
+    def staged_since(self, before: set[tuple[str, ObjectType]]) -> list[tuple[str, str, str]]:
+        """(checksum, object type, staged path) of each object staged since ``before``."""
+        return [(c, t.value, p) for (c, t), p in self._staged.items() if (c, t) not in before]
+
+    def adopt(self, entries: list[tuple[str, str, str]]) -> None:
+        """Take in objects a forked child staged in this transaction's directory."""
+        for csum, objtype, path in entries:
+            if not path.startswith(f"{self.dir}/"):
+                raise RepoError(f"staged object {csum} outside the transaction: {path}")
+            if (csum, ObjectType(objtype)) not in self._staged:
+                self._record(csum, ObjectType(objtype), path)
 
     def flush_soon(self) -> None:
         """Start writing what is staged so far to disk in the background (a ``syncfs``).

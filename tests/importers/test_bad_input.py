@@ -210,3 +210,35 @@ def test_rpm_corrupted_header_byte(strata: StrataRunner, tmp_path: Path, small_r
     bad = tmp_path / "hdr-1.0-1.noarch.rpm"
     bad.write_bytes(bytes(data))
     assert_refused(strata, tmp_path, bad, "header digest mismatch")
+
+
+def test_a_bad_package_among_good_ones_refuses_them_all(strata: StrataRunner,
+                                                       tmp_path: Path) -> None:
+    """Several packages unpack in two processes (this one and a forked one, taking turns
+    from one queue): whichever gets the bad one, the error and the all-or-nothing hold."""
+    good = [build_deb(tmp_path / f"g{i}", f"good{i}", files={f"usr/share/good{i}/f": b"x\n" * i})
+            for i in range(1, 5)]
+    evil = hand_deb(tmp_path, "evil", [ROOT, tinfo("../etc/passwd", data=b"pwned")])
+    repo = Repo.init(tmp_path / "repo")
+    for order in ([*good, evil], [evil, *good], [*good[:2], evil, *good[2:]]):
+        proc = strata("--repo", repo.path, "import", *order, check=False)
+        assert proc.returncode == 1
+        assert proc.stderr.strip() == ("error: unsafe path '../etc/passwd' in data.tar.xz "
+                                       "of evil_1.0_all.deb")
+        assert repo.list_refs() == {}
+        assert not any(os.scandir(repo.path / "objects"))
+        assert not [n for n in os.listdir(repo.tmp_dir) if "staging-" in n]
+
+
+def test_an_unpacking_process_that_dies_fails_the_import_cleanly(strata: StrataRunner,
+                                                                tmp_path: Path) -> None:
+    debs = [build_deb(tmp_path / f"p{i}", f"pkg{i}", files={f"usr/share/pkg{i}/f": b"y\n"})
+            for i in range(4)]
+    repo = Repo.init(tmp_path / "repo")
+    proc = strata("--repo", repo.path, "import", *debs, check=False,
+                  env={"STRATA_TEST_FAIL_AT": "pkgcache-forked"})
+    assert proc.returncode == 1
+    assert proc.stderr.startswith("error: the unpacking process died")
+    assert repo.list_refs() == {} and not any(os.scandir(repo.path / "objects"))
+    done = strata("--repo", repo.path, "import", *debs).stdout.split()
+    assert len(done) == 4 and set(repo.list_refs()) == set(done)

@@ -221,3 +221,24 @@ def test_same_file_twice_and_conflicting_files(tmp_path: Path, repo: Repo,
     with pytest.raises(PackageFormatError, match="different files for the same package"):
         import_packages(repo2, [deb, other])
     assert repo2.list_refs() == {}
+
+
+def test_two_process_unpack_equals_one_process(tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same commits, objects and records whether packages unpack here alone or in this
+    process and a forked one taking turns; the real ostree finds the repository sound."""
+    import importers.pkgcache as pkgcache
+
+    debs = [build_deb(tmp_path / f"d{i}", f"pkg{i}", f"1.{i}",
+                      files={f"usr/share/pkg{i}/{j}": os.urandom(3000 * i) for j in range(i + 2)},
+                      symlinks={f"usr/bin/pkg{i}": f"../share/pkg{i}/0"}) for i in range(6)]
+    results = {}
+    for workers in (2, 1):
+        monkeypatch.setattr(pkgcache, "MAX_WORKERS", workers)
+        repo = Repo.init(tmp_path / f"repo{workers}")
+        got = pkgcache.import_packages(repo, debs)
+        results[workers] = ([(r.ref, r.commit, r.meta) for r in got], repo.list_refs(),
+                            sorted(repo.iter_objects()))
+    assert results[2] == results[1]
+    require_tool("ostree")
+    run(["ostree", "fsck", f"--repo={tmp_path / 'repo2'}"])
