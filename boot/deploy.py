@@ -27,7 +27,7 @@ from boot.kargs import Kargs
 from boot.kernel import boot_dirname, find_kernel, install_kernel
 from boot.origin import Origin
 from boot.sysroot import Sysroot, SysrootState
-from store.checkout import checkout
+from store.checkout import checkout_tree
 from store.checkoutcache import CheckoutCache
 from store.errors import ToolError
 from store.faults import fail_point
@@ -236,7 +236,7 @@ def _write_tree(sysroot: Sysroot, repo: Repo, merge: Deployment | None, csum: st
     with repo.lock(exclusive=False):
         commit = repo.load_commit(csum)
         if not CheckoutCache(repo).take((commit.root_tree, commit.root_meta), tree):
-            checkout(repo, csum, tree)
+            checkout_tree(repo, commit.root_tree, commit.root_meta, tree)
     fail_point("after-checkout")
     kernel = find_kernel(tree)
     _prepare_etc(tree)

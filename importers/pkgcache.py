@@ -53,8 +53,7 @@ if TYPE_CHECKING:
     Package = DebPackage | RpmPackage
 
 CACHE_PREFIX = "strata/pkg/"
-MAX_WORKERS = min(4, os.cpu_count() or 1)
-FLUSH_AFTER = 0.6  # share of packages unpacked when their objects start reaching the disk
+UNPACK_PROCESSES = min(2, os.cpu_count() or 1)  # this one and, with two cores, a forked one
 UNPACK_VERSION = 2
 DEFAULT_CAP = 1 << 30  # payload.DEFAULT_CAP, without importing libarchive here
 _SAFE = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789.-")
@@ -174,7 +173,7 @@ def _unpack_all(repo: Repo, txn: Any, pkgs: list[Package], owners: OwnerMap,
     """Unpack packages in this process and a forked one when there are two cores (threads
     would share one interpreter lock, and the per-file work is Python).  Both take the next
     package, largest first, from one queue until it is empty."""
-    if min(len(pkgs), MAX_WORKERS) <= 1 or len(pkgs) * _INDEX.size > _PIPE_CAPACITY:
+    if min(len(pkgs), UNPACK_PROCESSES) <= 1 or len(pkgs) * _INDEX.size > _PIPE_CAPACITY:
         return [_import_one(repo, txn, pkg, owners, cap) for pkg in pkgs]
     read, write = os.pipe()
     largest_first = sorted(range(len(pkgs)), key=lambda i: -pkgs[i].meta.size)
@@ -230,7 +229,12 @@ class _Forked:
     def __enter__(self) -> _Forked:
         parent = os.getpid()
         read, write = os.pipe()
-        self.pid = os.fork()
+        try:
+            self.pid = os.fork()
+        except OSError:
+            os.close(read)
+            os.close(write)
+            raise
         if self.pid == 0:
             os.close(read)
             self._child(parent, write)

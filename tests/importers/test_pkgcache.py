@@ -234,7 +234,7 @@ def test_two_process_unpack_equals_one_process(tmp_path: Path,
                       symlinks={f"usr/bin/pkg{i}": f"../share/pkg{i}/0"}) for i in range(6)]
     results = {}
     for workers in (2, 1):
-        monkeypatch.setattr(pkgcache, "MAX_WORKERS", workers)
+        monkeypatch.setattr(pkgcache, "UNPACK_PROCESSES", workers)
         repo = Repo.init(tmp_path / f"repo{workers}")
         got = pkgcache.import_packages(repo, debs)
         results[workers] = ([(r.ref, r.commit, r.meta) for r in got], repo.list_refs(),
