@@ -149,9 +149,10 @@ def parse_blob(blob: bytes, label: str, *, tags_max: int = TAGS_MAX,
         raise PackageFormatError(f"truncated rpm header in {label}")
     store = blob[8 + 16 * il: 8 + 16 * il + dl]
     tags: dict[int, Value] = {}
+    budget = [dl + il]  # strings left to read: each real one owns at least its NUL byte
     for i in range(il):
         tag, typ, off, count = struct.unpack_from(">IIiI", blob, 8 + 16 * i)
-        tags[tag] = _value(typ, off, count, store, tag, label)
+        tags[tag] = _value(typ, off, count, store, tag, label, budget)
     return Header(tags=tags, blob=bytes(blob[: 8 + 16 * il + dl]))
 
 
@@ -161,7 +162,8 @@ def _check_sizes(il: int, dl: int, label: str, tags_max: int, data_max: int) -> 
             f"rpm header claims absurd sizes ({il} entries, {dl} bytes) in {label}")
 
 
-def _value(typ: int, off: int, count: int, store: bytes, tag: int, label: str) -> Value:
+def _value(typ: int, off: int, count: int, store: bytes, tag: int, label: str,
+           budget: list[int]) -> Value:
     if off < 0 or off > len(store) or count > len(store) + 1:
         raise PackageFormatError(f"rpm header tag {tag} points outside the header in {label}")
     if typ in _INT_TYPES:
@@ -175,6 +177,10 @@ def _value(typ: int, off: int, count: int, store: bytes, tag: int, label: str) -
         return store[off: off + count]
     if typ in (_STRING, _STRING_ARRAY, _I18N):
         n = 1 if typ == _STRING else count
+        if n > budget[0]:
+            raise PackageFormatError(
+                f"rpm header tag {tag} claims more strings than the header holds in {label}")
+        budget[0] -= n
         items = _strings(store, off, n, tag, label)
         return items[0] if typ == _STRING else tuple(items)
     return ()

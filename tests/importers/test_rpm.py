@@ -137,3 +137,30 @@ def test_file_capabilities_become_xattrs(sample_rpms: dict[str, Path], repo: Rep
     assert isinstance(csum, str)
     meta, _content = repo.load_file(csum)
     assert meta.xattrs == ((b"security.capability", caps_xattr("cap_net_raw=ep")),)
+
+
+def test_header_string_counts_are_bounded_by_the_header_size() -> None:
+    """65,535 tags that each claim every NUL of a 1 MiB store as their strings: the
+    reader must refuse once the claims exceed what the header can hold, not walk the
+    store 65,535 times (about 7e10 steps before the bound; a subprocess timeout makes
+    a regression fail instead of hanging)."""
+    import subprocess
+    import sys
+
+    code = """
+import struct, sys
+from importers.errors import PackageFormatError
+from importers.rpmheader import parse_blob
+il, dl = 0xFFFF, 1 << 20
+index = b"".join(struct.pack(">IIiI", 5000 + i, 8, 0, dl) for i in range(il))
+try:
+    parse_blob(struct.pack(">II", il, dl) + index + bytes(dl), "hostile.rpm")
+except PackageFormatError as e:
+    print(e)
+    sys.exit(0)
+sys.exit("accepted")
+"""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60, cwd=Path(__file__).resolve().parents[2])
+    assert proc.returncode == 0, proc.stderr
+    assert "claims more strings than the header holds in hostile.rpm" in proc.stdout
