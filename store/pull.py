@@ -268,7 +268,8 @@ def _commit_chain(st: PullState, ref: str, csum: str, depth: int,
         except NotFoundError as e:
             if optional:
                 break
-            raise ObjectNotFound(f"commit {current} of ref {ref} is missing on remote "
+            of_ref = f" of ref {ref}" if ref else ""
+            raise ObjectNotFound(f"commit {current}{of_ref} is missing on remote "
                                  f"{st.remote.name}: {e}") from e
         out.append((current, data, meta))
         if depth >= 0 and level >= depth:
