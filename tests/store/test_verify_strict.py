@@ -87,7 +87,8 @@ def keys(tmp_path: Path) -> tuple[Path, Path]:
 # ---- ref binding -------------------------------------------------------------------------
 
 
-def test_commit_bound_to_another_ref_is_refused_like_ostree(tmp_path: Path) -> None:
+@pytest.mark.parametrize("via", ["objects", "static-delta"])
+def test_commit_bound_to_another_ref_is_refused_like_ostree(via: str, tmp_path: Path) -> None:
     require_tool("ostree")
     srv, tree = tmp_path / "srv", tmp_path / "tree"
     fill_tree(tree, 4)
@@ -104,6 +105,8 @@ def test_commit_bound_to_another_ref_is_refused_like_ostree(tmp_path: Path) -> N
         ours.strata("pull", "origin", "main")
         ostree("pull", f"--repo={theirs}", "origin", "main")
         (srv / "refs/heads/main").write_text(evil + "\n")  # serve other's commit as main
+        if via == "static-delta":  # offered as an update from what the clients have
+            ostree("static-delta", "generate", f"--repo={srv}", f"--from={good}", f"--to={evil}")
         ostree("summary", "-u", f"--repo={srv}")
         before = ours.refs()
         line = ours.refused("pull", "origin", "main")
