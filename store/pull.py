@@ -22,12 +22,7 @@ import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from store.errors import (
-    CorruptObject,
-    NetworkError,
-    ObjectNotFound,
-    ToolError,
-)
+from store.errors import CorruptObject, NetworkError, ObjectNotFound, ToolError
 from store.fsutil import atomic_write
 from store.http import Fetcher, NotFoundError
 from store.objects import (
@@ -37,7 +32,6 @@ from store.objects import (
     ObjectType,
     checksum_bytes,
     file_header,
-    is_checksum,
     loose_path,
     parse_header,
 )

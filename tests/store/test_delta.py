@@ -45,7 +45,8 @@ def client_at_c1(tmp_path: Path, seed: Path, strata: StrataRunner,
                  mode: RepoMode = RepoMode.ARCHIVE) -> Path:
     dst = tmp_path / "dst"
     Repo.init(dst, mode)
-    add_remote(dst, "origin", seed.as_uri(), sign_verify=False)  # seeding in-process: the CLI is tested elsewhere
+    # seeding in-process: the CLI is tested elsewhere
+    add_remote(dst, "origin", seed.as_uri(), sign_verify=False)
     pull(dst, "origin", ["main"])
     delete_remote(dst, "origin")
     return dst

@@ -50,7 +50,8 @@ def seed(source: OstreeSource, tmp_path_factory: pytest.TempPathFactory) -> Path
 def client_at_c1(tmp_path: Path, seed: Path, strata: StrataRunner) -> Path:
     dst = tmp_path / "dst"
     Repo.init(dst, RepoMode.ARCHIVE)
-    add_remote(dst, "origin", seed.as_uri(), sign_verify=False)  # seeding in-process: the CLI is tested elsewhere
+    # seeding in-process: the CLI is tested elsewhere
+    add_remote(dst, "origin", seed.as_uri(), sign_verify=False)
     pull(dst, "origin", ["main"])
     delete_remote(dst, "origin")
     return dst
