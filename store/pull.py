@@ -36,7 +36,7 @@ from store.objects import (
     parse_header,
 )
 from store.pullcheck import Floor, check_commit, fetch_summary, floors_for, parse_commit
-from store.pulltarget import Target, resolve_targets
+from store.pulltarget import Target, parse_request, resolve_targets
 from store.remote import Remote, get_remote
 from store.repo import Repo
 from store.summary import Summary
@@ -140,6 +140,7 @@ def pull(repo_path: Path, remote_name: str, refs: Iterable[str] = (), *, depth: 
     commit nor than ``not_older_than``); on any error no ref moves and the
     error names the object or URL at fault.
     """
+    requests = [parse_request(item) for item in refs]
     repo = Repo.open(repo_path)
     remote = get_remote(repo_path, remote_name)
     ca = remote.tls_ca_path or None
@@ -147,7 +148,7 @@ def pull(repo_path: Path, remote_name: str, refs: Iterable[str] = (), *, depth: 
             Fetcher(remote.url, ca_certs=ca, max_in_flight=1) as index, repo.lock():
         st = PullState(repo, remote, fetcher, index, progress, allow_downgrade=allow_downgrade)
         summary = fetch_summary(st)
-        targets = resolve_targets(st, summary, list(refs))
+        targets = resolve_targets(st, summary, requests)
         moved, partial = _pull_all(st, summary, targets, remote_name, mirror=mirror, depth=depth,
                                    use_deltas=not disable_static_deltas, floor=not_older_than)
         for c in partial:

@@ -48,15 +48,16 @@ def parse_request(item: str) -> tuple[str | None, str | None]:
     return ref, csum
 
 
-def resolve_targets(st: PullState, summary: Summary | None, items: list[str]) -> list[Target]:
-    """The commits to fetch for ``items`` (every ref of the summary when empty)."""
-    if not items:
+def resolve_targets(st: PullState, summary: Summary | None,
+                    requests: list[tuple[str | None, str | None]]) -> list[Target]:
+    """The commits to fetch for ``requests`` (from :func:`parse_request`; every ref of the
+    summary when empty)."""
+    if not requests:
         if summary is None:
             raise RefError(f"remote {st.remote.name} has no summary; name the refs to pull")
         return [Target(name, e.csum) for name, e in sorted(summary.refs.items())]
     out = []
-    for item in items:
-        ref, csum = parse_request(item)
+    for ref, csum in requests:
         if csum is None:
             assert ref is not None
             csum = _lookup(st, summary, ref)

@@ -23,7 +23,13 @@ from store.commit import commit_directory
 from store.repo import Repo, RepoMode
 from store.sign import generate_keypair, sign_commit
 from store.summary import update_summary
-from tests.store.servers import fill_tree, http_server, make_ostree_source, ostree
+from tests.store.servers import (
+    fill_tree,
+    hostile_server,
+    http_server,
+    make_ostree_source,
+    ostree,
+)
 from tests.store.test_sign import _parse_aay
 from tests.util import StrataRunner, require_tool, run, run_strata
 
@@ -271,6 +277,23 @@ def test_pull_by_checksum_and_ref_at_checksum_as_ostree(tmp_path: Path) -> None:
         assert f"commit {missing} is missing on remote origin" in ours.refused(
             "pull", "origin", missing)
     ours.assert_intact({"origin:main": src.c1})
+
+
+@pytest.mark.parametrize("item,message", [
+    ("main@zzz", "error: 'main@zzz' is not REF@CHECKSUM (a checksum is 64 lowercase hex digits)"),
+    ("main@" + "AB" * 32, "is not REF@CHECKSUM"),
+    ("../../etc@" + "ab" * 32, "error: invalid ref name '../../etc'"),
+    ("../../etc", "error: invalid ref name '../../etc'"),
+])
+def test_malformed_pull_request_is_refused_before_any_request(item: str, message: str,
+                                                              tmp_path: Path) -> None:
+    require_tool("ostree")
+    (tmp_path / "empty").mkdir()
+    with hostile_server(tmp_path / "empty") as served:
+        ours = make_client(tmp_path, served.url, "--no-sign-verify")
+        assert message in ours.refused("pull", "origin", item)
+        assert served.requests == []
+    ours.assert_intact({})
 
 
 # ---- remote add --------------------------------------------------------------------------
