@@ -70,7 +70,7 @@ def log_len(log: Path) -> int:
 
 def strata_client(path: Path, url: str) -> None:
     sh(*STRATA, "--repo", path, "init", "--mode", "bare-user")
-    sh(*STRATA, "--repo", path, "remote", "add", "origin", url)
+    sh(*STRATA, "--repo", path, "remote", "add", "--no-sign-verify", "origin", url)
 
 
 def ostree_client(path: Path, url: str) -> None:

@@ -24,6 +24,7 @@ from importers.sources import sources_from_dir
 from layering.compose import ComposeRequest, ComposeResult, compose
 from layering.errors import ComposeError
 from layering.packages import cached_local, peek_local
+from store.pullcheck import DowngradeError, Floor, check_not_older
 from store.refs import split_refspec
 from store.repo import Repo
 
@@ -52,6 +53,7 @@ class ClientRequest:
     dry_run: bool = False
     no_scripts: bool = False
     offline: bool = False
+    allow_downgrade: bool = False
 
 
 @dataclass
@@ -156,14 +158,39 @@ def base_of(repo: Repo, csum: str) -> str:
     return base if isinstance(base, str) else csum
 
 
-def _pull(sysroot: Sysroot, refspec: str) -> bool:
+def _pull(sysroot: Sysroot, refspec: str, *, allow_downgrade: bool = False,
+          floor: Floor | None = None) -> bool:
     remote, ref = split_refspec(refspec)
     if remote is None:
         return False
     from store.pull import pull
 
-    pull(sysroot.repo_path, remote, [ref])
+    pull(sysroot.repo_path, remote, [ref], allow_downgrade=allow_downgrade, not_older_than=floor)
     return True
+
+
+def deployment_floor(sysroot: Sysroot, repo: Repo) -> Floor | None:
+    """The base commit a new base must not be older than: the booted deployment's, else
+    (no deployment of this sysroot is booted) the default deployment's; None without any
+    (or when that base commit is no longer in the repository)."""
+    from store.objects import ObjectType
+
+    state = sysroot.load()
+    d = state.booted or state.default
+    if d is None:
+        return None
+    base = base_of(repo, d.checksum)
+    if not repo.has(base, ObjectType.COMMIT):
+        return None
+    which = "booted" if state.booted is not None else "default"
+    return Floor(base, repo.load_commit(base).timestamp, f"the base of the {which} deployment")
+
+
+def check_not_downgrade(sysroot: Sysroot, repo: Repo, csum: str, what: str) -> None:
+    """Raise DowngradeError when the base of commit ``csum`` is older than the booted (else
+    the default) deployment's base, as rpm-ostree refuses without --allow-downgrade."""
+    base = base_of(repo, csum)
+    check_not_older(deployment_floor(sysroot, repo), base, repo.load_commit(base).timestamp, what)
 
 
 def _default(sysroot: Sysroot) -> Deployment:
@@ -173,16 +200,39 @@ def _default(sysroot: Sysroot) -> Deployment:
     return state.default
 
 
-def check_upgrade(sysroot: Sysroot) -> tuple[str, str]:
-    """(current base, newest base) after fetching the origin's ref; NoUpdate when equal."""
+def check_upgrade(sysroot: Sysroot, *, allow_downgrade: bool = False) -> tuple[str, str]:
+    """(current base, newest base) after fetching the origin's ref; NoUpdate when equal or,
+    unless ``allow_downgrade``, when what the origin offers is older (its ref does not move)."""
     d = _default(sysroot)
     repo = Repo.open(sysroot.repo_path)
     lay = Layering.of(d.origin)
-    _pull(sysroot, lay.refspec)
-    current, newest = base_of(repo, d.checksum), repo.resolve(lay.refspec)
+    floor = None if allow_downgrade else deployment_floor(sysroot, repo)
+    try:
+        _pull(sysroot, lay.refspec, allow_downgrade=allow_downgrade, floor=floor)
+        current, newest = base_of(repo, d.checksum), repo.resolve(lay.refspec)
+        if not allow_downgrade:
+            check_not_downgrade(sysroot, repo, newest, f"commit of {lay.refspec}")
+    except DowngradeError as e:
+        raise NoUpdate(f"no update for {lay.refspec}: {e}") from e
     if current == newest:
         raise NoUpdate(f"no update for {lay.refspec}: {current[:12]} is the newest")
     return current, newest
+
+
+def _new_base(sysroot: Sysroot, repo: Repo, lay: Layering, req: ClientRequest) -> tuple[str, bool]:
+    """(the base an upgrade or rebase moves to, whether it was pulled).
+
+    An upgrade refuses (DowngradeError) a base older than the booted, else
+    default, deployment's unless ``allow_downgrade``; a rebase, as rpm-ostree's,
+    may go to an older base, but its ref still never moves backwards unasked.
+    """
+    floor = None if req.allow_downgrade or not req.upgrade else deployment_floor(sysroot, repo)
+    pulled = not req.offline and _pull(sysroot, lay.refspec, floor=floor,
+                                       allow_downgrade=req.allow_downgrade)
+    base = repo.resolve(lay.refspec)
+    if req.upgrade and not req.allow_downgrade:
+        check_not_downgrade(sysroot, repo, base, f"commit of {lay.refspec}")
+    return base, pulled
 
 
 def apply(sysroot: Sysroot, req: ClientRequest) -> ClientResult:
@@ -192,9 +242,10 @@ def apply(sysroot: Sysroot, req: ClientRequest) -> ClientResult:
     fresh: dict[str, Path] = {}
     lay = _edit(Layering.of(d.origin), req, fresh)
     pulled = []
-    if (req.upgrade or req.rebase) and not req.offline and _pull(sysroot, lay.refspec):
-        pulled.append(lay.refspec)
-    base = repo.resolve(lay.refspec) if (req.upgrade or req.rebase) else base_of(repo, d.checksum)
+    base = base_of(repo, d.checksum)
+    if req.upgrade or req.rebase:
+        base, was_pulled = _new_base(sysroot, repo, lay, req)
+        pulled += [lay.refspec] if was_pulled else []
     origin = lay.to_origin(d.origin)
     result = ClientResult(base, None, origin, pulled=pulled)
     target = base

@@ -14,13 +14,17 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from store.errors import InputError
 from store.fsutil import read_xattrs
-from store.gvariant import Variant
-from store.objects import Commit, DirMeta, DirTree, FileMeta, ObjectType
+from store.gvariant import Variant, encode
+from store.objects import METADATA_SIG, Commit, DirMeta, DirTree, FileMeta, ObjectType
 from store.repo import Repo, RepoMode
 from store.txn import Transaction
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 AUTO = "auto"
 
@@ -37,11 +41,24 @@ class CommitResult:
 
 def write_commit(txn: Transaction, *, root_tree: str, root_meta: str, timestamp: int,
                  parent: str | None = None, subject: str = "", body: str = "",
-                 metadata: dict[str, Variant] | None = None) -> str:
-    """Write a commit object for an already written root; return its checksum."""
+                 metadata: dict[str, Variant] | None = None,
+                 sign_key: Ed25519PrivateKey | None = None) -> str:
+    """Write a commit object for an already written root; return its checksum.
+
+    With ``sign_key`` its ed25519 signature is staged in the same transaction
+    as its detached metadata, so a ref never points at it unsigned.
+    """
     commit = Commit(root_tree=root_tree, root_meta=root_meta, timestamp=timestamp,
                     subject=subject, body=body, parent=parent, metadata=dict(metadata or {}))
-    return txn.write_metadata(ObjectType.COMMIT, commit.to_bytes())
+    data = commit.to_bytes()
+    csum = txn.write_metadata(ObjectType.COMMIT, data)
+    if sign_key is not None:
+        from store import sign
+
+        detached = sign.with_signature(txn.repo.load_detached_metadata(csum),
+                                       sign.sign_bytes(sign_key, data))
+        txn.write_raw_object(csum, ObjectType.COMMIT_META, encode(METADATA_SIG, detached))
+    return csum
 
 
 def commit_metadata(pairs: Iterable[tuple[str, str]], branch: str | None,
@@ -173,13 +190,20 @@ def commit_directory(repo: Repo, src: str | os.PathLike[str], *, branch: str | N
                      subject: str = "", body: str = "", timestamp: int | None = None,
                      metadata: Iterable[tuple[str, str]] = (), parent: str | None = AUTO,
                      owner_uid: int | None = None, owner_gid: int | None = None,
-                     bind_ref: bool = True) -> CommitResult:
+                     bind_ref: bool = True, sign_key: Path | None = None) -> CommitResult:
     """Commit the directory ``src`` and move ``branch`` to it, all or nothing.
 
     ``parent`` is ``"auto"`` (the branch's current head), None, or a revision.
+    With ``sign_key`` (an ed25519 secret key file) the commit is signed before
+    the branch moves; an unreadable key fails before anything is written.
     Sockets, FIFOs and device nodes are skipped and listed in the result.
     """
     src = Path(src)
+    key = None
+    if sign_key is not None:
+        from store.sign import load_secret_key
+
+        key = load_secret_key(sign_key)
     if branch is not None:
         repo.read_ref(branch)
     if parent == AUTO:
@@ -191,7 +215,7 @@ def commit_directory(repo: Repo, src: str | os.PathLike[str], *, branch: str | N
     with repo.transaction() as txn:
         tree, meta, walk = write_directory(txn, src, owner_uid=owner_uid, owner_gid=owner_gid)
         csum = write_commit(txn, root_tree=tree, root_meta=meta, timestamp=ts, parent=parent,
-                            subject=subject, body=body, metadata=md)
+                            subject=subject, body=body, metadata=md, sign_key=key)
         if branch is not None:
             txn.set_ref(branch, csum)
     return CommitResult(csum, tuple(walk.skipped), walk.files_read, walk.files_reused)

@@ -14,7 +14,6 @@ while content arrives, so a later pull resumes even after a kill or Ctrl-C.
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import hashlib
 import os
@@ -23,30 +22,24 @@ import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-
-from store.errors import CorruptObject, NetworkError, ObjectNotFound, RefError, ToolError
+from store.errors import CorruptObject, NetworkError, ObjectNotFound, ToolError
 from store.fsutil import atomic_write
-from store.gvariant import decode
 from store.http import Fetcher, NotFoundError
 from store.objects import (
-    METADATA_SIG,
     Commit,
     DirTree,
     FileMeta,
     ObjectType,
     checksum_bytes,
     file_header,
-    is_checksum,
     loose_path,
     parse_header,
 )
+from store.pullcheck import Floor, check_commit, fetch_summary, floors_for, parse_commit
+from store.pulltarget import Target, parse_request, resolve_targets
 from store.remote import Remote, get_remote
 from store.repo import Repo
-from store.summary import Summary, parse_summary_sig
+from store.summary import Summary
 from store.txn import Transaction
 
 CHECKPOINT_SECONDS = 5.0
@@ -74,12 +67,15 @@ class PullResult:
     requests: int
     deltas_used: int
     seconds: float
+    commits: tuple[str, ...] = ()  # every commit fetched, with or without a ref
 
     def summary_line(self) -> str:
         """The one line printed at the end of a pull."""
         mb = self.bytes_fetched / 1e6
         deltas = f", {self.deltas_used} static delta(s)" if self.deltas_used else ""
-        return (f"{len(self.refs)} ref(s) from {self.remote}: {self.objects_fetched} objects, "
+        what = (f"{len(self.refs)} ref(s)" if self.refs or not self.commits
+                else f"{len(self.commits)} commit(s)")
+        return (f"{what} from {self.remote}: {self.objects_fetched} objects, "
                 f"{mb:.1f} MB fetched in {self.seconds:.1f}s{deltas}")
 
 
@@ -102,16 +98,17 @@ class PullState:
     phase: str = "metadata"
     last_report: float = 0.0
     last_checkpoint: float = field(default_factory=time.monotonic)
+    allow_downgrade: bool = False
+    target: Target | None = None  # the commit being pulled now
+    floors: tuple[Floor, ...] = ()  # what the target must not be older than
 
     def verify_commit_signature(self, csum: str, data: bytes, meta: bytes | None,
                                 ref: str = "") -> None:
-        """Raise SignatureError unless no signature is needed or ``meta`` holds a good one."""
-        if self.remote.sign_verify:
-            what = f"ref {ref} (commit {csum})" if ref else f"commit {csum}"
-            from store import sign
-
-            sign.verify_data(_pubkeys(self.remote), data, _decode_commitmeta(meta, csum),
-                             f"{what} of remote {self.remote.name}")
+        """Raise unless the commit may enter the repository: SignatureError unless no signature
+        is needed or ``meta`` holds a good one; then, as :mod:`store.pullcheck`, BindingError
+        for bindings that do not fit and, for the target commit, DowngradeError when it is
+        older than a floor."""
+        check_commit(self, csum, data, meta, ref)
 
     def checkpoint(self, txn: Transaction) -> None:
         """Publish the verified objects when CHECKPOINT_SECONDS have passed since the last time."""
@@ -132,23 +129,28 @@ class PullState:
 
 def pull(repo_path: Path, remote_name: str, refs: Iterable[str] = (), *, depth: int = 0,
          mirror: bool = False, disable_static_deltas: bool = False,
-         progress: ProgressFn | None = None) -> PullResult:
-    """Fetch ``refs`` (all the summary's refs when empty) of ``remote_name`` into the repository.
+         progress: ProgressFn | None = None, allow_downgrade: bool = False,
+         not_older_than: Floor | None = None) -> PullResult:
+    """Fetch ``refs`` of ``remote_name`` into the repository: ``REF``, ``REF@CHECKSUM`` or a
+    ``CHECKSUM`` (no ref moves), all the summary's refs when empty.
 
     Guarantees: each ref moves only after its commit and everything it
-    references are in the store and verified; on any error no ref moves and
-    the error names the object or URL at fault.
+    references are in the store and verified (signature, ref and collection
+    binding, and, unless ``allow_downgrade``, not older than the ref's current
+    commit nor than ``not_older_than``); on any error no ref moves and the
+    error names the object or URL at fault.
     """
+    requests = [parse_request(item) for item in refs]
     repo = Repo.open(repo_path)
     remote = get_remote(repo_path, remote_name)
     ca = remote.tls_ca_path or None
     with Fetcher(remote.content_url, ca_certs=ca) as fetcher, \
             Fetcher(remote.url, ca_certs=ca, max_in_flight=1) as index, repo.lock():
-        st = PullState(repo, remote, fetcher, index, progress)
-        summary = _fetch_summary(st)
-        targets = _resolve_targets(st, summary, list(refs))
+        st = PullState(repo, remote, fetcher, index, progress, allow_downgrade=allow_downgrade)
+        summary = fetch_summary(st)
+        targets = resolve_targets(st, summary, requests)
         moved, partial = _pull_all(st, summary, targets, remote_name, mirror=mirror, depth=depth,
-                                   use_deltas=not disable_static_deltas)
+                                   use_deltas=not disable_static_deltas, floor=not_older_than)
         for c in partial:
             with contextlib.suppress(FileNotFoundError):
                 _partial_marker(repo, c).unlink()
@@ -156,11 +158,12 @@ def pull(repo_path: Path, remote_name: str, refs: Iterable[str] = (), *, depth: 
         stats, istats = fetcher.stats, index.stats
         return PullResult(remote_name, moved, st.fetched, stats.bytes + istats.bytes,
                           stats.requests + istats.requests, st.deltas,
-                          time.monotonic() - st.started)
+                          time.monotonic() - st.started, tuple(t.csum for t in targets))
 
 
-def _pull_all(st: PullState, summary: Summary | None, targets: dict[str, str], remote_name: str,
-              *, mirror: bool, depth: int, use_deltas: bool) -> tuple[dict[str, str], list[str]]:
+def _pull_all(st: PullState, summary: Summary | None, targets: list[Target], remote_name: str,
+              *, mirror: bool, depth: int, use_deltas: bool,
+              floor: Floor | None) -> tuple[dict[str, str], list[str]]:
     """Fetch every target commit in one transaction that also moves the refs.
 
     Returns the refs moved and the commits whose partial markers may now go.
@@ -172,11 +175,15 @@ def _pull_all(st: PullState, summary: Summary | None, targets: dict[str, str], r
     failure: ToolError | None = None
     with st.repo.transaction() as txn:
         try:
-            for ref, csum in targets.items():
-                local = ref if mirror else f"{remote_name}:{ref}"
-                partial += _pull_commit(st, txn, summary, ref, local, csum, depth=depth,
-                                        use_deltas=use_deltas)
-                moved[local] = csum
+            for target in targets:
+                local = None if target.ref is None else (
+                    target.ref if mirror else f"{remote_name}:{target.ref}")
+                st.target = target
+                st.floors = floors_for(st.repo, local, floor)
+                partial += _pull_commit(st, txn, summary, target.ref or "", local, target.csum,
+                                        depth=depth, use_deltas=use_deltas)
+                if local is not None:
+                    moved[local] = target.csum
         except (NetworkError, CorruptObject, ObjectNotFound) as e:
             failure = e
         if failure is None:
@@ -185,55 +192,6 @@ def _pull_all(st: PullState, summary: Summary | None, targets: dict[str, str], r
     if failure is not None:
         raise failure
     return moved, partial
-
-
-def _fetch_summary(st: PullState) -> Summary | None:
-    data = st.index.get_optional("summary")
-    if data is None:
-        return None
-    if st.remote.sign_verify_summary:
-        sig = st.index.get_optional("summary.sig")
-        meta = parse_summary_sig(sig) if sig is not None else {}
-        from store import sign
-
-        sign.verify_data(_pubkeys(st.remote), data, meta,
-                         f"summary of remote {st.remote.name} ({st.index.url_for('summary')})")
-    return Summary.from_bytes(data)
-
-
-def _pubkeys(remote: Remote) -> list[Ed25519PublicKey]:
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-
-    from store import sign
-
-    files = [Path(remote.pubkey_file)] if remote.pubkey_file else sign.default_public_key_files()
-    keys = sign.load_public_keys(files)
-    if remote.pubkey_inline:
-        keys.append(Ed25519PublicKey.from_public_bytes(base64.b64decode(remote.pubkey_inline)))
-    return keys
-
-
-def _resolve_targets(st: PullState, summary: Summary | None, refs: list[str]) -> dict[str, str]:
-    if summary is None and not refs:
-        raise RefError(f"remote {st.remote.name} has no summary; name the refs to pull")
-    if not refs:
-        assert summary is not None
-        return {name: e.csum for name, e in sorted(summary.refs.items())}
-    out = {}
-    for ref in refs:
-        if summary is not None:
-            if ref not in summary.refs:
-                raise RefError(f"ref {ref} not found in the summary of remote {st.remote.name}")
-            out[ref] = summary.refs[ref].csum
-            continue
-        try:
-            text = st.index.get(f"refs/heads/{ref}").decode(errors="replace").strip()
-        except NotFoundError as e:
-            raise RefError(f"ref {ref} not found on remote {st.remote.name}: {e}") from e
-        if not is_checksum(text):
-            raise CorruptObject(f"ref {ref} on remote {st.remote.name} does not hold a checksum")
-        out[ref] = text
-    return out
 
 
 def _partial_marker(repo: Repo, csum: str) -> Path:
@@ -255,17 +213,18 @@ def is_complete(repo: Repo, csum: str) -> bool:
     return repo.has(csum, ObjectType.COMMIT) and not _partial_marker(repo, csum).exists()
 
 
-def _pull_commit(st: PullState, txn: Transaction, summary: Summary | None, ref: str, local: str,
-                 csum: str, *, depth: int, use_deltas: bool) -> list[str]:
+def _pull_commit(st: PullState, txn: Transaction, summary: Summary | None, ref: str,
+                 local: str | None, csum: str, *, depth: int, use_deltas: bool) -> list[str]:
     """Stage ``csum`` (and ``depth`` ancestors) with everything they reference; return the
-    commits marked partial."""
+    commits marked partial.  ``local`` is the ref that will move (None: none)."""
     repo = st.repo
     if is_complete(repo, csum) and depth == 0:
-        _verify_local_signature(st, ref, csum)
+        _verify_local_signature(st, txn, ref, csum)
         return []
-    known = _complete_root(repo, local)
+    known = _complete_root(repo, local) if local is not None else None
     prefetched: dict[str, tuple[bytes, bytes | None]] = {}
-    if use_deltas and summary is not None and summary.deltas and not is_complete(repo, csum):
+    if (use_deltas and local is not None and summary is not None and summary.deltas
+            and not is_complete(repo, csum)):
         from store.delta_pull import try_delta
 
         got = try_delta(st, txn, summary, local, csum)
@@ -304,12 +263,13 @@ def _commit_chain(st: PullState, ref: str, csum: str, depth: int,
         except NotFoundError as e:
             if optional:
                 break
-            raise ObjectNotFound(f"commit {current} of ref {ref} is missing on remote "
+            of_ref = f" of ref {ref}" if ref else ""
+            raise ObjectNotFound(f"commit {current}{of_ref} is missing on remote "
                                  f"{st.remote.name}: {e}") from e
         out.append((current, data, meta))
         if depth >= 0 and level >= depth:
             break
-        current = Commit.from_bytes(data).parent
+        current = parse_commit(data, current).parent
         level += 1
     return out
 
@@ -330,22 +290,12 @@ def _get_commit(st: PullState, ref: str, csum: str) -> tuple[bytes, bytes | None
     return data, meta
 
 
-def _verify_local_signature(st: PullState, ref: str, csum: str) -> None:
-    if st.remote.sign_verify:
-        data = st.repo.read_metadata_bytes(csum, ObjectType.COMMIT)
-        from store import sign
-
-        sign.verify_data(_pubkeys(st.remote), data, st.repo.load_detached_metadata(csum),
-                         f"ref {ref} (commit {csum}) of remote {st.remote.name}")
-
-
-def _decode_commitmeta(meta: bytes | None, csum: str) -> dict:  # type: ignore[type-arg]
-    if meta is None:
-        return {}
-    try:
-        return decode(METADATA_SIG, meta)
-    except (ValueError, IndexError, CorruptObject) as e:
-        raise CorruptObject(f"commitmeta object {csum} is corrupt: {e}") from e
+def _verify_local_signature(st: PullState, txn: Transaction, ref: str, csum: str) -> None:
+    """Check a commit already here as one just fetched (signature, bindings, timestamp);
+    keep the detached metadata fetched for it."""
+    _data, meta = _get_commit(st, ref, csum)
+    if meta is not None and not st.repo.has(csum, ObjectType.COMMIT_META):
+        txn.write_raw_object(csum, ObjectType.COMMIT_META, meta)
 
 
 def _obj_url(csum: str, objtype: ObjectType) -> str:

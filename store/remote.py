@@ -6,7 +6,13 @@
     url=https://example.org/repo
     gpg-verify=false
     sign-verify=true
+    sign-verify-summary=true
     verification-ed25519-file=/etc/keys/origin.pub
+    collection-id=org.example.Os          (optional: commits must be bound to it)
+
+A remote is added either with a public key (commits and summaries must be
+signed by it) or explicitly without verification (``sign_verify=False``);
+never silently unverified.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from store.errors import InputError, RepoError
 from store.fsutil import atomic_write
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9_][-._A-Za-z0-9]*$")
+_COLLECTION_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+")
 
 
 class RemoteError(RepoError):
@@ -39,6 +46,7 @@ class Remote:
     pubkey_inline: str = ""
     contenturl: str = ""
     tls_ca_path: str = ""
+    collection_id: str = ""
 
     @property
     def content_url(self) -> str:
@@ -55,6 +63,12 @@ def validate_name(name: str) -> None:
     """Raise InputError unless ``name`` is a valid remote name (as ostree_validate_remote_name)."""
     if not _NAME_RE.match(name):
         raise InputError(f"invalid remote name {name!r}")
+
+
+def validate_collection_id(cid: str) -> None:
+    """Raise InputError unless ``cid`` is a reverse-DNS collection ID (as ostree's)."""
+    if len(cid) > 255 or not _COLLECTION_RE.fullmatch(cid):
+        raise InputError(f"invalid collection ID {cid!r} (a reverse-DNS name like org.example.Os)")
 
 
 def _load(repo: Path) -> configparser.RawConfigParser:
@@ -88,20 +102,40 @@ def _from_section(cp: configparser.RawConfigParser, name: str) -> Remote:
         sign_verify_summary=_bool(s.get("sign-verify-summary")),
         pubkey_file=s.get("verification-ed25519-file", ""),
         pubkey_inline=s.get("verification-ed25519-key", ""), contenturl=s.get("contenturl", ""),
-        tls_ca_path=s.get("tls-ca-path", ""))
+        tls_ca_path=s.get("tls-ca-path", ""), collection_id=s.get("collection-id", ""))
+
+
+def _check_verification(name: str, sign_pubkey: Path | None, sign_verify: bool | None) -> bool:
+    """Whether the new remote verifies signatures (``sign_verify=True`` without a key: with the
+    system's trusted keys, as ostree); refuses a remote that would silently not."""
+    if sign_pubkey is not None:
+        if sign_verify is False:
+            raise InputError(f"remote {name}: a public key and no signature verification "
+                             f"exclude each other")
+        if not Path(sign_pubkey).is_file():
+            raise InputError(f"public key file not found: {sign_pubkey}")
+        return True
+    if sign_verify is None:
+        raise InputError(f"remote {name} has no public key to verify its content: give its "
+                         f"ed25519 public key (a base64 line) with --sign-pubkey FILE, or "
+                         f"--no-sign-verify to accept unsigned content")
+    return sign_verify
 
 
 def add_remote(repo: Path, name: str, url: str, *, sign_pubkey: Path | None = None,
-               sign_verify: bool | None = None) -> Remote:
-    """Add a remote; with ``sign_pubkey`` commits (and summaries) must carry ed25519 signatures.
+               sign_verify: bool | None = None, collection_id: str = "") -> Remote:
+    """Add a remote; with ``sign_pubkey`` commits and summaries must carry ed25519 signatures
+    by it; without one, ``sign_verify=False`` must say that nothing is verified.
 
-    Raises RemoteError if a remote of that name exists already.
+    Raises InputError for a keyless remote without ``sign_verify=False``, and
+    RemoteError if a remote of that name exists already.
     """
     validate_name(name)
     if "://" not in url:
         raise InputError(f"remote URL must be http://, https:// or file://: {url}")
-    if sign_pubkey is not None and not Path(sign_pubkey).is_file():
-        raise InputError(f"public key file not found: {sign_pubkey}")
+    verify = _check_verification(name, sign_pubkey, sign_verify)
+    if collection_id:
+        validate_collection_id(collection_id)
     cp = _load(repo)
     if cp.has_section(section(name)):
         raise RemoteError(f"remote {name} already exists in {repo}")
@@ -109,11 +143,13 @@ def add_remote(repo: Path, name: str, url: str, *, sign_pubkey: Path | None = No
     s = cp[section(name)]
     s["url"] = url
     s["gpg-verify"] = "false"
-    verify = sign_pubkey is not None if sign_verify is None else sign_verify
     s["sign-verify"] = "true" if verify else "false"
-    if sign_pubkey is not None:
+    if verify:
         s["sign-verify-summary"] = "true"
+    if sign_pubkey is not None:
         s["verification-ed25519-file"] = str(Path(sign_pubkey).resolve())
+    if collection_id:
+        s["collection-id"] = collection_id
     _save(repo, cp)
     return _from_section(cp, name)
 

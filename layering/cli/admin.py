@@ -53,10 +53,12 @@ def os_init_cmd(ctx: Context, stateroot: str) -> None:
 @click.option("--karg", "kargs", multiple=True, metavar="K=V",
               help="Set a kernel argument (replaces an earlier value of K).")
 @click.option("--dry-run", is_flag=True, help="Show the /etc merge without deploying.")
+@click.option("--allow-downgrade", is_flag=True,
+              help="Deploy a commit older than the booted (else default) deployment's base.")
 @click.argument("refspec")
 @pass_ctx
 def deploy_cmd(ctx: Context, stateroot: str | None, kargs: tuple[str, ...], dry_run: bool,
-               refspec: str) -> None:
+               allow_downgrade: bool, refspec: str) -> None:
     """New deployment of REFSPEC, made the default."""
     if dry_run:
         csum, plan = _admin().preview_deploy(_sysroot(ctx), refspec, stateroot=stateroot)
@@ -74,6 +76,8 @@ def deploy_cmd(ctx: Context, stateroot: str | None, kargs: tuple[str, ...], dry_
         return
     from boot.deploy import deploy
 
+    if not allow_downgrade:
+        _check_not_downgrade(_sysroot(ctx), refspec)
     res = deploy(_sysroot(ctx), refspec=refspec, stateroot=stateroot, karg_replace=kargs)
     d = res.deployment
     if ctx.json:
@@ -89,6 +93,15 @@ def deploy_cmd(ctx: Context, stateroot: str | None, kargs: tuple[str, ...], dry_
         c = res.etc_changes
         click.echo(f"/etc changes carried: {len(c.modified)} modified, {len(c.removed)} removed, "
                    f"{len(c.added)} added", err=True)
+
+
+def _check_not_downgrade(sysroot: Sysroot, refspec: str) -> None:
+    """Refuse (DowngradeError) a REFSPEC older than the booted, else default, deployment."""
+    from layering.client import check_not_downgrade
+    from store.repo import Repo
+
+    repo = Repo.open(sysroot.repo_path)
+    check_not_downgrade(sysroot, repo, repo.resolve(refspec), f"commit of {refspec}")
 
 
 def _format_status(rows: list[DeploymentStatus]) -> list[str]:

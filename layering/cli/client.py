@@ -133,22 +133,26 @@ def override_reset(c: Context, dry_run: bool, packages: tuple[str, ...]) -> None
 @click.option("--check", is_flag=True, help="Only say whether an update exists (exit 77: none).")
 @click.option("--dry-run", is_flag=True)
 @click.option("--offline", is_flag=True)
+@click.option("--allow-downgrade", is_flag=True,
+              help="Permit a base older than the booted (else default) deployment's.")
 @pass_ctx
-def upgrade(c: Context, check: bool, dry_run: bool, offline: bool) -> None:
+def upgrade(c: Context, check: bool, dry_run: bool, offline: bool, allow_downgrade: bool) -> None:
     """Pull the origin's newest base and re-apply every requested package."""
     if check:
         from layering.client import check_upgrade
 
-        current, newest = check_upgrade(_sysroot(c))
+        current, newest = check_upgrade(_sysroot(c), allow_downgrade=allow_downgrade)
         click.echo(f"Update available: {current[:12]} -> {newest}")
         return
-    _run(c, dry_run=dry_run, upgrade=True, offline=offline)
+    _run(c, dry_run=dry_run, upgrade=True, offline=offline, allow_downgrade=allow_downgrade)
 
 
 @cli.command()
 @click.option("--dry-run", is_flag=True)
+@click.option("--allow-downgrade", is_flag=True,
+              help="Let the pulled ref move to a commit older than the one it has.")
 @click.argument("refspec")
 @pass_ctx
-def rebase(c: Context, dry_run: bool, refspec: str) -> None:
+def rebase(c: Context, dry_run: bool, allow_downgrade: bool, refspec: str) -> None:
     """Move to another base, keeping requested packages."""
-    _run(c, dry_run=dry_run, rebase=refspec)
+    _run(c, dry_run=dry_run, rebase=refspec, allow_downgrade=allow_downgrade)

@@ -34,18 +34,20 @@ def remote_group() -> None:
 @click.option("--sign-pubkey", type=click.Path(path_type=Path, exists=True, dir_okay=False),
               help="ed25519 public key file; commits must be signed by it.")
 @click.option("--no-sign-verify", is_flag=True, help="Do not require signatures.")
+@click.option("--collection-id", default="", metavar="ID",
+              help="Commits must be bound to this collection (ostree's collection-id).")
 @click.argument("name")
 @click.argument("url")
 @pass_ctx
-def remote_add(ctx: Context, sign_pubkey: Path | None, no_sign_verify: bool, name: str,
-               url: str) -> None:
-    """Add remote NAME at URL."""
+def remote_add(ctx: Context, sign_pubkey: Path | None, no_sign_verify: bool, collection_id: str,
+               name: str, url: str) -> None:
+    """Add remote NAME at URL (a public key, or --no-sign-verify, is required)."""
     from store.remote import add_remote
 
     if sign_pubkey is not None and no_sign_verify:
         raise click.UsageError("--sign-pubkey and --no-sign-verify exclude each other")
     add_remote(ctx.repo, name, url, sign_pubkey=sign_pubkey,
-               sign_verify=False if no_sign_verify else None)
+               sign_verify=False if no_sign_verify else None, collection_id=collection_id)
 
 
 @remote_group.command("list")
@@ -87,23 +89,33 @@ def _progress_printer(ctx: Context):  # type: ignore[no-untyped-def]
               help="Also fetch N parent commits (-1: all).")
 @click.option("--mirror", is_flag=True, help="Write refs as local refs (refs/heads).")
 @click.option("--disable-static-deltas", is_flag=True, help="Fetch objects, never deltas.")
+@click.option("--allow-downgrade", is_flag=True,
+              help="Let a ref move to a commit older than the one it has.")
 @click.argument("name")
 @click.argument("refs", nargs=-1)
 @pass_ctx
-def pull_cmd(ctx: Context, depth: int, mirror: bool, disable_static_deltas: bool, name: str,
-             refs: tuple[str, ...]) -> None:
-    """Fetch REFS (default: every ref in the summary) from remote NAME."""
+def pull_cmd(ctx: Context, depth: int, mirror: bool, disable_static_deltas: bool,
+             allow_downgrade: bool, name: str, refs: tuple[str, ...]) -> None:
+    """Fetch REFS from remote NAME: REF, REF@CHECKSUM or CHECKSUM (no ref moves); every ref
+    in the summary when none is named. NAME:REF[@CHECKSUM] names one alone."""
     from store.pull import pull
 
+    if ":" in name:
+        if refs:
+            raise click.UsageError("NAME:REF takes no further REFS")
+        name, ref = name.split(":", 1)
+        refs = (ref,)
     show = _progress_printer(ctx)
     result = pull(ctx.repo, name, refs, depth=depth, mirror=mirror,
-                  disable_static_deltas=disable_static_deltas, progress=show)
+                  disable_static_deltas=disable_static_deltas, progress=show,
+                  allow_downgrade=allow_downgrade)
     if show is not None:
         sys.stderr.write("\n")
     if ctx.json:
         import json
 
         click.echo(json.dumps({"remote": result.remote, "refs": result.refs,
+                               "commits": list(result.commits),
                                "objects": result.objects_fetched,
                                "bytes": result.bytes_fetched, "deltas": result.deltas_used}))
     else:

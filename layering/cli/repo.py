@@ -92,11 +92,7 @@ def commit(c: Context, branch: str, subject: str, body: str, metadata: tuple[str
     par = AUTO if parent is None else (None if parent == "none" else parent)
     result = commit_directory(repo, directory, branch=branch, subject=subject, body=body,
                               timestamp=timestamp, metadata=_kv(metadata), parent=par,
-                              owner_uid=owner_uid, owner_gid=owner_gid)
-    if sign_key is not None:
-        from store.sign import sign_commit
-
-        sign_commit(repo, result.checksum, sign_key)
+                              owner_uid=owner_uid, owner_gid=owner_gid, sign_key=sign_key)
     for p in result.skipped:
         _warn(c, f"skipped special file (not a regular file, symlink or directory): /{p}")
     click.echo(result.checksum)

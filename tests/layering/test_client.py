@@ -19,7 +19,7 @@ import pytest
 
 from fixtures.images import apt_repo, deb_base_rootfs, ostree_layout
 from store.commit import commit_directory
-from store.repo import Repo
+from store.repo import Repo, RepoMode
 from tests.layering.conftest import fixture_debs
 from tests.store.servers import http_server
 from tests.util import require_tool, run, run_strata
@@ -279,3 +279,115 @@ def test_kill_install_then_status_and_retry(host: Host, delay: float) -> None:
     assert host.status()[0]["requested-packages"] == ["hello"]
 
 
+
+
+# ---- no silent downgrade (rpm-ostree's --allow-downgrade) ----------------------------------
+
+CANARY = "canary: nothing may write here\n"
+
+
+@dataclass
+class Bare:
+    """A sysroot without packages or apt: enough to deploy, upgrade and deploy again."""
+
+    sysroot: Path
+    tmp: Path
+    canary: Path
+
+    def strata(self, *args: object, check: bool = True):  # type: ignore[no-untyped-def]
+        return run_strata("--sysroot", self.sysroot, *args, check=check)  # type: ignore[arg-type]
+
+    def status(self) -> list[dict]:  # type: ignore[type-arg]
+        return json.loads(self.strata("status", "--json").stdout)["deployments"]
+
+    def ref(self, name: str) -> str | None:
+        return Repo.open(self.sysroot / "ostree/repo").read_ref(name)
+
+    def base(self, repo: Repo, branch: str, version: int) -> str:
+        root = ostree_layout(deb_base_rootfs(self.tmp / f"base-{branch}-{version}-"
+                                             f"{time.monotonic_ns()}", version=str(version)))
+        return commit_directory(repo, root, branch=branch, timestamp=1700000000 + 100 * version,
+                                metadata=[("version", str(version))]).checksum
+
+    def refused(self, *args: object) -> str:
+        p = self.strata(*args, check=False)
+        line = p.stderr.strip()
+        assert p.returncode == 1 and "\n" not in line and line.startswith("error: "), p.stderr
+        return line
+
+    def assert_intact(self, status: list[dict]) -> None:  # type: ignore[type-arg]
+        assert self.status() == status
+        assert self.canary.read_text() == CANARY
+        run(["ostree", "fsck", f"--repo={self.sysroot / 'ostree/repo'}"])
+
+
+@pytest.fixture
+def bare(tmp_path: Path) -> Iterator[Bare]:
+    require_tool("ostree")
+    b = Bare(tmp_path / "sysroot", tmp_path, tmp_path / "canary")
+    b.canary.write_text(CANARY)
+    b.strata("os-init", "test")
+    yield b
+    subprocess.run(["chattr", "-R", "-i", str(b.sysroot)], capture_output=True)
+
+
+def test_replayed_old_signed_summary_is_no_update_and_upgrade_refuses_the_downgrade(
+        bare: Bare) -> None:
+    from store.sign import generate_keypair, sign_commit
+    from store.summary import update_summary
+
+    sec, pub = bare.tmp / "k.sec", bare.tmp / "k.pub"
+    generate_keypair(sec, pub)
+    srv = Repo.init(bare.tmp / "srv", RepoMode.ARCHIVE)
+
+    def publish(version: int) -> str:
+        csum = bare.base(srv, "os/stable", version)
+        sign_commit(srv.path, "os/stable", sec)
+        update_summary(srv, sign_key=sec)
+        return csum
+
+    c1 = publish(1)
+    old = {n: (srv.path / n).read_bytes() for n in ("summary", "summary.sig")}
+    with http_server(srv.path) as served:
+        bare.strata("remote", "add", "--sign-pubkey", pub, "origin", served.url)
+        bare.strata("pull", "origin", "os/stable")
+        bare.strata("deploy", "origin:os/stable")
+        c2 = publish(2)
+        assert bare.strata("upgrade", "--check").stdout.startswith("Update available: ")
+        bare.strata("upgrade")
+        assert bare.status()[0]["checksum"] == c2
+        for name, data in old.items():  # the attacker replays the old, validly signed summary
+            (srv.path / name).write_bytes(data)
+        before = bare.status()
+        p = bare.strata("upgrade", "--check", check=False)
+        assert p.returncode == 77 and p.stdout == "", p.stderr
+        assert p.stderr.startswith(f"error: no update for origin:os/stable: commit of ref "
+                                   f"os/stable {c1} (2023-11-14 22:15:00 UTC) is older than ")
+        line = bare.refused("upgrade")
+        assert c1 in line and line.endswith("; use --allow-downgrade to permit")
+        bare.assert_intact(before)
+        assert bare.ref("origin:os/stable") == c2
+        bare.strata("upgrade", "--allow-downgrade")
+    st = bare.status()
+    assert st[0]["checksum"] == c1 and st[1]["checksum"] == c2
+    assert bare.ref("origin:os/stable") == c1
+    run(["ostree", "fsck", f"--repo={bare.sysroot / 'ostree/repo'}"])
+
+
+def test_deploy_and_upgrade_refuse_an_older_base_unless_allow_downgrade(bare: Bare) -> None:
+    repo = Repo.open(bare.sysroot / "ostree/repo")
+    new = bare.base(repo, "os/stable", 2)
+    old = bare.base(repo, "os/old", 1)
+    bare.strata("deploy", "os/stable")
+    before = bare.status()
+    line = bare.refused("deploy", "os/old")
+    assert line == (f"error: commit of os/old {old} (2023-11-14 22:15:00 UTC) is older than the "
+                    f"base of the default deployment {new} (2023-11-14 22:16:40 UTC); use "
+                    f"--allow-downgrade to permit")
+    bare.assert_intact(before)
+    older = bare.base(repo, "os/stable", 0)  # the followed ref itself goes back in time
+    assert bare.strata("upgrade", "--check", check=False).returncode == 77
+    assert older in bare.refused("upgrade")
+    bare.assert_intact(before)
+    bare.strata("deploy", "--allow-downgrade", "os/old")
+    assert bare.status()[0]["checksum"] == old

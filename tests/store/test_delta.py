@@ -45,7 +45,8 @@ def client_at_c1(tmp_path: Path, seed: Path, strata: StrataRunner,
                  mode: RepoMode = RepoMode.ARCHIVE) -> Path:
     dst = tmp_path / "dst"
     Repo.init(dst, mode)
-    add_remote(dst, "origin", seed.as_uri())  # seeding in-process: the CLI is tested elsewhere
+    # seeding in-process: the CLI is tested elsewhere
+    add_remote(dst, "origin", seed.as_uri(), sign_verify=False)
     pull(dst, "origin", ["main"])
     delete_remote(dst, "origin")
     return dst
@@ -67,7 +68,7 @@ def test_strata_applies_ostree_delta(source: OstreeSource, seed: Path, tmp_path:
                                      strata: StrataRunner, mode: RepoMode) -> None:
     dst = client_at_c1(tmp_path, seed, strata, mode)
     with nginx_server(source.path, tmp_path / "nginx") as srv:
-        strata("--repo", dst, "remote", "add", "origin", srv.url)
+        strata("--repo", dst, "remote", "add", "--no-sign-verify", "origin", srv.url)
         out = strata("--repo", dst, "pull", "origin", "main").stdout
         time.sleep(0.1)
         fetched = srv.fetched()
@@ -87,7 +88,7 @@ def test_strata_applies_ostree_empty_delta_and_can_disable(
         dst = tmp_path / f"dst{len(flag)}"
         Repo.init(dst, RepoMode.ARCHIVE)
         with nginx_server(source.path, tmp_path / f"nginx{len(flag)}") as srv:
-            strata("--repo", dst, "remote", "add", "origin", srv.url)
+            strata("--repo", dst, "remote", "add", "--no-sign-verify", "origin", srv.url)
             strata("--repo", dst, "pull", *flag, "origin", "main")
             time.sleep(0.1)
             deltas = fetched_parts(srv.fetched())
@@ -141,7 +142,7 @@ def test_strata_delta_round_trip_and_empty(source: OstreeSource, seed: Path, tmp
     dst = tmp_path / "fresh"
     Repo.init(dst, RepoMode.BARE_USER)
     with nginx_server(repo, tmp_path / "nginx") as srv:
-        strata("--repo", dst, "remote", "add", "origin", srv.url)
+        strata("--repo", dst, "remote", "add", "--no-sign-verify", "origin", srv.url)
         out = strata("--repo", dst, "pull", "origin", "main").stdout
         time.sleep(0.1)
         fetched = srv.fetched()
@@ -151,7 +152,7 @@ def test_strata_delta_round_trip_and_empty(source: OstreeSource, seed: Path, tmp
     client = client_at_c1(tmp_path / "c1", seed, strata, RepoMode.BARE_USER)
     repo2 = strata_delta_source(tmp_path / "d2", source, strata, "--from", source.c1)
     with nginx_server(repo2, tmp_path / "nginx2") as srv:
-        strata("--repo", client, "remote", "add", "origin", srv.url)
+        strata("--repo", client, "remote", "add", "--no-sign-verify", "origin", srv.url)
         out = strata("--repo", client, "pull", "origin", "main").stdout
     assert "1 static delta(s)" in out
     ostree("fsck", f"--repo={client}")
@@ -176,7 +177,7 @@ def test_delta_with_fallbacks_and_small_parts(source: OstreeSource, tmp_path: Pa
     Repo.init(ours, RepoMode.ARCHIVE)
     ostree("init", f"--repo={theirs}", "--mode=bare-user")
     with nginx_server(repo, tmp_path / "nginx") as srv:
-        strata("--repo", ours, "remote", "add", "origin", srv.url)
+        strata("--repo", ours, "remote", "add", "--no-sign-verify", "origin", srv.url)
         assert "1 static delta(s)" in strata("--repo", ours, "pull", "origin", "main").stdout
         ostree("remote", "add", f"--repo={theirs}", "--no-gpg-verify", "origin", srv.url)
         ostree("pull", f"--repo={theirs}", "origin", "main")
@@ -221,7 +222,7 @@ def test_corrupt_delta_part_is_refused(source: OstreeSource, seed: Path, tmp_pat
         return False
 
     with hostile_server(source.path, hook) as srv:
-        strata("--repo", dst, "remote", "add", "origin", srv.url)
+        strata("--repo", dst, "remote", "add", "--no-sign-verify", "origin", srv.url)
         p = strata("--repo", dst, "pull", "origin", "main", check=False)
         assert p.returncode == 1
         assert p.stderr.strip().splitlines() == [

@@ -55,7 +55,7 @@ def test_pull_into_non_archive_over_nginx(source: OstreeSource, tmp_path: Path,
                                           strata: StrataRunner, mode: RepoMode) -> None:
     dst = new_repo(tmp_path / "dst", mode)
     with nginx_server(source.path, tmp_path / "nginx") as srv:
-        strata("--repo", dst, "remote", "add", "origin", srv.url)
+        strata("--repo", dst, "remote", "add", "--no-sign-verify", "origin", srv.url)
         strata("--repo", dst, "pull", "origin")  # every ref of the summary
         time.sleep(0.1)
         fetched = srv.fetched()
@@ -73,7 +73,7 @@ def test_second_pull_fetches_only_the_difference(source: OstreeSource, tmp_path:
                                                  strata: StrataRunner) -> None:
     dst = new_repo(tmp_path / "dst")
     with nginx_server(source.path, tmp_path / "nginx") as srv:
-        strata("--repo", dst, "remote", "add", "origin", srv.url)
+        strata("--repo", dst, "remote", "add", "--no-sign-verify", "origin", srv.url)
         strata("--repo", dst, "pull", "origin", "main")
         n_first = len(srv.fetched())
         again = strata("--repo", dst, "pull", "origin", "main")
@@ -89,7 +89,7 @@ def test_pull_file_url_without_summary_and_depth(source: OstreeSource, tmp_path:
     shutil.copytree(source.path, plain, symlinks=True)
     (plain / "summary").unlink()
     dst = new_repo(tmp_path / "dst")
-    strata("--repo", dst, "remote", "add", "origin", plain.as_uri())
+    strata("--repo", dst, "remote", "add", "--no-sign-verify", "origin", plain.as_uri())
     bad = strata("--repo", dst, "pull", "origin", check=False)
     assert bad.returncode == 1 and "no summary" in bad.stderr
     strata("--repo", dst, "pull", "--depth", "1", "origin", "main")
@@ -101,7 +101,7 @@ def test_pull_file_url_without_summary_and_depth(source: OstreeSource, tmp_path:
 def test_pull_mirror_writes_local_refs(source: OstreeSource, tmp_path: Path,
                                        strata: StrataRunner) -> None:
     dst = new_repo(tmp_path / "dst")
-    strata("--repo", dst, "remote", "add", "origin", source.path.as_uri())
+    strata("--repo", dst, "remote", "add", "--no-sign-verify", "origin", source.path.as_uri())
     strata("--repo", dst, "pull", "--mirror", "--depth=-1", "origin")
     assert sorted(ostree("refs", f"--repo={dst}").split()) == ["main", "other"]
     assert source.c1 in ostree("log", f"--repo={dst}", "main")
@@ -110,7 +110,7 @@ def test_pull_mirror_writes_local_refs(source: OstreeSource, tmp_path: Path,
 def test_unknown_ref_and_unknown_remote(source: OstreeSource, tmp_path: Path,
                                         strata: StrataRunner) -> None:
     dst = new_repo(tmp_path / "dst")
-    strata("--repo", dst, "remote", "add", "origin", source.path.as_uri())
+    strata("--repo", dst, "remote", "add", "--no-sign-verify", "origin", source.path.as_uri())
     p = strata("--repo", dst, "pull", "origin", "nope", check=False)
     assert p.returncode == 1 and p.stderr.strip() == \
         "error: ref nope not found in the summary of remote origin"
@@ -149,7 +149,7 @@ def test_progress_line_only_on_a_terminal(source: OstreeSource, tmp_path: Path,
     import sys
 
     dst = new_repo(tmp_path / "dst")
-    strata("--repo", dst, "remote", "add", "origin", source.path.as_uri())
+    strata("--repo", dst, "remote", "add", "--no-sign-verify", "origin", source.path.as_uri())
     master, slave = pty.openpty()
     proc = subprocess.run([sys.executable, "-m", "layering", "--repo", str(dst), "pull", "origin",
                            "main"], stdout=subprocess.PIPE, stderr=slave, text=True,
@@ -181,7 +181,7 @@ def test_pull_over_https_with_tls_ca_path(source: OstreeSource, tmp_path: Path,
          "-addext", "subjectAltName=IP:127.0.0.1"])
     dst = new_repo(tmp_path / "dst", RepoMode.BARE_USER)
     with nginx_server(source.path, tmp_path / "nginx", tls=(cert, key)) as srv:
-        strata("--repo", dst, "remote", "add", "origin", srv.url)
+        strata("--repo", dst, "remote", "add", "--no-sign-verify", "origin", srv.url)
         ostree("config", f"--repo={dst}", "set", 'remote "origin".tls-ca-path', str(cert))
         strata("--repo", dst, "pull", "origin", "main")
     ostree("fsck", f"--repo={dst}")
@@ -197,7 +197,7 @@ def test_contenturl_serves_objects_url_serves_summary(source: OstreeSource, tmp_
     shutil.copy(source.path / "summary", index_only / "summary")
     dst = new_repo(tmp_path / "dst")
     with hostile_server(index_only) as idx, hostile_server(source.path) as content:
-        strata("--repo", dst, "remote", "add", "origin", idx.url)
+        strata("--repo", dst, "remote", "add", "--no-sign-verify", "origin", idx.url)
         ostree("config", f"--repo={dst}", "set", 'remote "origin".contenturl', content.url)
         strata("--repo", dst, "pull", "origin", "main")
     assert idx.requests == ["/summary"]

@@ -50,7 +50,8 @@ def seed(source: OstreeSource, tmp_path_factory: pytest.TempPathFactory) -> Path
 def client_at_c1(tmp_path: Path, seed: Path, strata: StrataRunner) -> Path:
     dst = tmp_path / "dst"
     Repo.init(dst, RepoMode.ARCHIVE)
-    add_remote(dst, "origin", seed.as_uri())  # seeding in-process: the CLI is tested elsewhere
+    # seeding in-process: the CLI is tested elsewhere
+    add_remote(dst, "origin", seed.as_uri(), sign_verify=False)
     pull(dst, "origin", ["main"])
     delete_remote(dst, "origin")
     return dst
@@ -148,7 +149,7 @@ def test_hostile_remote(case: Case, source: OstreeSource, seed: Path, tmp_path: 
     hook, kw, pattern = case(source)
     env = {"STRATA_HTTP_RETRIES": "1"}
     with hostile_server(source.path, hook, **kw) as srv:
-        strata("--repo", dst, "remote", "add", "origin", srv.url)
+        strata("--repo", dst, "remote", "add", "--no-sign-verify", "origin", srv.url)
         p = strata("--repo", dst, "pull", "origin", "main", check=False, env=env)
     assert p.returncode == 1, p.stderr
     lines = p.stderr.strip().splitlines()
@@ -160,7 +161,7 @@ def test_hostile_remote(case: Case, source: OstreeSource, seed: Path, tmp_path: 
 
     with http_server(source.path) as good:
         strata("--repo", dst, "remote", "delete", "origin")
-        strata("--repo", dst, "remote", "add", "origin", good.url)
+        strata("--repo", dst, "remote", "add", "--no-sign-verify", "origin", good.url)
         strata("--repo", dst, "pull", "origin", "main")
     assert (dst / "refs/remotes/origin/main").read_text().strip() == source.c2
     assert list((dst / "state").iterdir()) == []
@@ -172,14 +173,14 @@ def test_interrupted_pull_keeps_verified_objects(source: OstreeSource, seed: Pat
     dst = client_at_c1(tmp_path, seed, strata)
     hook, kw, _ = redirect_loop(source)
     with hostile_server(source.path, hook) as srv:
-        strata("--repo", dst, "remote", "add", "origin", srv.url)
+        strata("--repo", dst, "remote", "add", "--no-sign-verify", "origin", srv.url)
         strata("--repo", dst, "pull", "origin", "main", check=False)
     partial = dst / "state" / f"{source.c2}.commitpartial"
     assert partial.exists()
     assert (dst / "objects" / source.new_dirtree[:2] / f"{source.new_dirtree[2:]}.dirtree").exists()
     with hostile_server(source.path) as srv:
         strata("--repo", dst, "remote", "delete", "origin")
-        strata("--repo", dst, "remote", "add", "origin", srv.url)
+        strata("--repo", dst, "remote", "add", "--no-sign-verify", "origin", srv.url)
         strata("--repo", dst, "pull", "origin", "main")
         fetched = srv.requests
     assert obj_path(source.new_dirtree, "dirtree") not in fetched
@@ -200,7 +201,7 @@ def test_no_ref_moves_when_one_of_several_fails(source: OstreeSource, seed: Path
         return False
 
     with hostile_server(source.path, hook) as srv:
-        strata("--repo", dst, "remote", "add", "origin", srv.url)
+        strata("--repo", dst, "remote", "add", "--no-sign-verify", "origin", srv.url)
         p = strata("--repo", dst, "pull", "origin", "main", "other", check=False)
     assert p.returncode == 1 and f"commit {source.other} of ref other" in p.stderr
     assert (dst / "refs/remotes/origin/main").read_text().strip() == source.c1
@@ -226,7 +227,7 @@ def test_killed_pull_resumes_from_checkpointed_objects(tmp_path: Path,
         return sum(1 for _ in (dst / "objects").glob("*/*.file"))
 
     with hostile_server(src) as srv:
-        add_remote(dst, "origin", srv.url)
+        add_remote(dst, "origin", srv.url, sign_verify=False)
         script = ("import sys; from pathlib import Path; import store.pull as p\n"
                   "p.CHECKPOINT_SECONDS = 0.2\n"
                   f"p.pull(Path({str(dst)!r}), 'origin', ['main'])\n")

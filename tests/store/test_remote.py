@@ -50,13 +50,13 @@ def test_remote_added_by_ostree_is_listed(repo: Path, strata: StrataRunner) -> N
 
 
 @pytest.mark.parametrize("args,message", [
-    (["add", "dup", "http://x/"], "error: remote dup already exists"),
+    (["add", "--no-sign-verify", "dup", "http://x/"], "error: remote dup already exists"),
     (["add", "bad/name", "http://x/"], "error: invalid remote name 'bad/name'"),
     (["add", "nourl", "/just/a/path"], "error: remote URL must be"),
     (["delete", "ghost"], "error: remote ghost not found"),
 ])
 def test_remote_errors(repo: Path, strata: StrataRunner, args: list[str], message: str) -> None:
-    strata("--repo", repo, "remote", "add", "dup", "http://x/")
+    strata("--repo", repo, "remote", "add", "--no-sign-verify", "dup", "http://x/")
     p = strata("--repo", repo, "remote", *args, check=False)
     assert p.returncode == 1 and p.stderr.startswith(message), p.stderr
 
