@@ -27,17 +27,32 @@ BROKEN_PIPE_EXIT = 141  # 128 + SIGPIPE, what a shell reports for a writer whose
 _DENIED = (errno.EACCES, errno.EPERM)
 
 
-def oserror_message(e: OSError, command: str | None = None) -> str:
-    """``<reason>: <path>`` for an OSError; a permission error when not root says that
-    strata needs root (for ``command``)."""
-    path = e.filename if e.filename is not None else ""
+def oserror_message(e: OSError, command: str | None = None, where: str | None = None) -> str:
+    """``<reason>: <path>`` for an OSError (``<reason> in <where>`` when it names no path);
+    a permission error when not root says that strata needs root (for ``command``)."""
+    path = os.fspath(e.filename) if e.filename is not None else ""
     if e.filename2 is not None:
-        path = f"{path} -> {e.filename2}"
+        path = f"{path} -> {os.fspath(e.filename2)}"
     if e.errno in _DENIED and os.geteuid() != 0:
         what = f" for {command}" if command else ""
-        return f"permission denied: {path or '?'} (strata needs root{what})"
+        return f"permission denied: {path or where or '?'} (strata needs root{what})"
     reason = e.strerror or str(e) or type(e).__name__
-    return f"{reason[:1].lower()}{reason[1:]}: {path}" if path else reason
+    reason = reason[:1].lower() + reason[1:]
+    if path:
+        return f"{reason}: {path}"
+    return f"{reason} in {where}" if where else reason
+
+
+def _where(command: str | None) -> str | None:
+    """The repository or sysroot the running command works on, for errors without a path."""
+    from layering.cli.context import COMMAND_MODULES, current
+
+    c = current()
+    if c is None:
+        return None
+    if command in COMMAND_MODULES["admin"] + COMMAND_MODULES["client"]:
+        return f"sysroot {c.sysroot}"
+    return f"repository {c.repo}"
 
 
 def _fail(message: str, status: int, *, verbose: bool) -> None:
@@ -60,12 +75,19 @@ def _quiet_stdout() -> None:
         pass
 
 
+_GROUPS = ("remote", "override", "static-delta", "db", "bundle")
+
+
 def _command_of(argv: list[str]) -> str | None:
-    """The sub-command named in ``argv`` (the first word that is a command), for messages."""
+    """The sub-command named in ``argv`` (``remote add`` for a group), for messages."""
     from layering.cli.context import COMMAND_MODULES
 
     names = {n for group in COMMAND_MODULES.values() for n in group}
-    return next((a for a in argv if a in names), None)
+    i = next((i for i, a in enumerate(argv) if a in names), None)
+    if i is None:
+        return None
+    words = argv[i:i + 2] if argv[i] in _GROUPS else argv[i:i + 1]
+    return " ".join(w for w in words if not w.startswith("-"))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -87,5 +109,6 @@ def main(argv: list[str] | None = None) -> None:
         _quiet_stdout()
         sys.exit(BROKEN_PIPE_EXIT)
     except OSError as e:
-        _fail(oserror_message(e, _command_of(args)), 1, verbose=verbose)
+        command = _command_of(args)
+        _fail(oserror_message(e, command, _where(command)), 1, verbose=verbose)
     sys.exit(0)

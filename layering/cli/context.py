@@ -80,7 +80,16 @@ def cli(
         sysroot = Path(os.environ.get("STRATA_SYSROOT", "/"))
     ctx.obj = Context(repo_path=repo_path, sysroot=sysroot, json=json_, quiet=quiet,
                       verbose=verbose, lock_timeout=lock_timeout)
+    _current[:] = [ctx.obj]
     _set_lock_policy(lock_timeout, quiet=quiet)
+
+
+_current: list[Context] = []
+
+
+def current() -> Context | None:
+    """The global options of the command that runs (for the error mapping), if parsed yet."""
+    return _current[0] if _current else None
 
 
 def _set_lock_policy(timeout: float | None, *, quiet: bool) -> None:
