@@ -36,11 +36,12 @@ def one_error_line(proc: subprocess.CompletedProcess[str], status: int = 1) -> s
     return lines[0]
 
 
+KEPT = ("cache", "checkout", "checkout.state", "checkout.lock")  # caches, see README
+
+
 def leftovers(repo: Path) -> list[str]:
-    """What a failed command left in ``tmp/`` (the package cache aside)."""
-    tmp = repo / "tmp"
-    return sorted(str(p.relative_to(tmp)) for p in tmp.rglob("*")
-                  if not str(p.relative_to(tmp)).startswith("cache"))
+    """What a failed command left in ``tmp/`` (the package cache and kept checkout aside)."""
+    return sorted(p.name for p in (repo / "tmp").iterdir() if p.name not in KEPT)
 
 
 def ostree_fsck(repo: Path) -> None:
@@ -69,10 +70,18 @@ def small_fs(base: Path, size: str = "24M") -> Iterator[Path]:
 def fill(mnt: Path, leave: int) -> None:
     """Take all free space of ``mnt`` but ``leave`` bytes."""
     st = os.statvfs(mnt)
-    free = st.f_bavail * st.f_frsize
+    size = st.f_bavail * st.f_frsize - leave
     filler = mnt / f"filler-{len(list(mnt.glob('filler-*')))}"
-    if free > leave:
-        run(["fallocate", "-l", str(free - leave), filler])
+    for _ in range(64):  # the filler's own extent blocks take a little room too
+        if size <= 0:
+            return
+        with open(filler, "wb") as f:
+            try:
+                os.posix_fallocate(f.fileno(), 0, size)
+                return
+            except OSError:
+                size -= 16384
+    raise AssertionError(f"cannot fill {mnt}")
 
 
 @pytest.fixture(scope="module")

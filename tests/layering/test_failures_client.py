@@ -1,0 +1,174 @@
+"""Client commands that fail (a full filesystem, not root, Ctrl-C) end in one ``error:``
+line with exit 1 (130 on Ctrl-C), leave no new deployment, nothing in the repository's
+``tmp/`` (the package cache aside) and a repository the real ``ostree fsck`` accepts."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+from http.server import BaseHTTPRequestHandler
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from fixtures.images import apt_repo
+from store.repo import Repo
+from tests.layering.conftest import fixture_debs
+from tests.layering.test_client import Host, host  # noqa: F401  (the fixture)
+from tests.store.servers import Hook, hostile_server, http_server
+from tests.store.test_failures_cli import (
+    UNPRIVILEGED,
+    fill,
+    leftovers,
+    one_error_line,
+    ostree_fsck,
+    small_fs,
+)
+from tests.util import ROOT, require_tool, run_strata
+
+
+def _host(sysroot: Path, tmp: Path, hook: Hook | None = None) -> Iterator[Host]:
+    require_tool("dpkg-deb", "apt-ftparchive", "bwrap")
+    debs = fixture_debs(tmp / "debs")
+    apt_repo(tmp / "apt", debs)
+    run_strata("--sysroot", sysroot, "os-init", "test")
+    repo = Repo.open(sysroot / "ostree/repo")
+    server = http_server(tmp / "apt") if hook is None else hostile_server(tmp / "apt", hook)
+    with server as served:
+        h = Host(sysroot, repo, f"deb [trusted=yes] {served.url} stable main", debs, tmp)
+        h.commit_base("1")
+        h.strata("deploy", "os/stable")
+        sources = h.deploy_dir() / "etc/apt/sources.list.d"
+        sources.mkdir(parents=True, exist_ok=True)
+        (sources / "local.list").write_text(h.source_line + "\n")
+        yield h
+
+
+@pytest.fixture
+def small_host(tmp_path: Path) -> Iterator[Host]:
+    """The client test host with its sysroot on a small filesystem of its own."""
+    with small_fs(tmp_path, "64M") as mnt:
+        yield from _host(mnt / "sysroot", tmp_path)
+
+
+def _snapshot(host: Host) -> tuple[list[dict], list[str]]:  # type: ignore[type-arg]
+    deploy = host.sysroot / "ostree/deploy/test/deploy"
+    return host.status(), sorted(p.name for p in deploy.iterdir())
+
+
+def test_install_into_a_full_filesystem(small_host: Host) -> None:
+    """From a full filesystem up, a little more room each round, until the install fits:
+    every failure on the way is one clean line and changes nothing."""
+    before = _snapshot(small_host)
+    repo = small_host.sysroot / "ostree/repo"
+    mnt = small_host.sysroot.parent
+    failures = []
+    for leave in (0, 4_096, 12_288, 24_576, 40_960, 65_536, 98_304, 131_072, 262_144, 10**6):
+        fill(mnt, leave)
+        proc = small_host.strata("install", "hello", check=False)
+        for p in mnt.glob("filler-*"):
+            p.unlink()
+        if proc.returncode == 0:
+            break
+        line = one_error_line(proc)
+        assert "no space left on device" in line, line
+        assert str(small_host.sysroot) in line, line
+        assert _snapshot(small_host) == before
+        assert leftovers(repo) == []
+        ostree_fsck(repo)
+        failures.append(line)
+    else:
+        raise AssertionError("the install never fitted")
+    assert len(failures) >= 2, failures
+    assert small_host.status()[0]["requested-packages"] == ["hello"]
+    ostree_fsck(repo)
+
+
+def _start(host: Host, *args: str, env: dict[str, str]) -> subprocess.Popen[str]:
+    full = {k: v for k, v in os.environ.items() if not k.startswith("STRATA_")} | env
+    return subprocess.Popen([sys.executable, "-m", "layering", "--sysroot", str(host.sysroot),
+                             *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            cwd=ROOT, env=full, start_new_session=True)
+
+
+def _stopped_in_group(pgid: int) -> bool:
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[0] == "T" and int(fields[2]) == pgid:
+            return True
+    return False
+
+
+def _wait_stopped(proc: subprocess.Popen[str], point: str) -> None:
+    """Until a process of ``proc``'s group has stopped itself at ``point`` (the forked
+    unpacker stops in the child); bounded by the command's own run."""
+    while not _stopped_in_group(proc.pid):
+        assert proc.poll() is None, f"{point} not reached"
+        threading.Event().wait(0.02)
+
+
+@pytest.mark.parametrize("point", ["pkgcache-forked", "compose-before-scripts", "after-checkout", "after-etc",
+                                   "after-kernel", "before-swap"])
+def test_ctrl_c_during_install(host: Host, point: str) -> None:
+    """Ctrl-C (SIGINT to the whole process group) at a chosen point of an install."""
+    before = _snapshot(host)
+    repo = host.sysroot / "ostree/repo"
+    proc = _start(host, "install", "hello", env={"STRATA_TEST_STOP_AT": point})
+    try:
+        _wait_stopped(proc, point)
+        os.killpg(proc.pid, signal.SIGINT)
+        os.killpg(proc.pid, signal.SIGCONT)
+        out, err = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    line = one_error_line(subprocess.CompletedProcess(proc.args, proc.returncode, out, err), 130)
+    assert line == "error: interrupted"
+    assert _snapshot(host) == before
+    assert leftovers(repo) == []
+    ostree_fsck(repo)
+    host.strata("install", "hello")  # nothing stale in the way
+    assert host.status()[0]["requested-packages"] == ["hello"]
+
+
+def test_ctrl_c_while_downloading_packages(tmp_path: Path) -> None:
+    started, release = threading.Event(), threading.Event()
+    stalling = threading.Event()
+
+    def stall(handler: BaseHTTPRequestHandler, path: str, file: Path) -> bool:
+        if stalling.is_set() and path.endswith(".deb"):
+            started.set()
+            release.wait(60)
+        return False
+
+    gen = _host(tmp_path / "sysroot", tmp_path, stall)
+    host = next(gen)
+    try:
+        before = _snapshot(host)
+        stalling.set()
+        proc = _start(host, "install", "hello", env={})
+        try:
+            assert started.wait(120)
+            os.killpg(proc.pid, signal.SIGINT)
+            out, err = proc.communicate(timeout=120)
+        finally:
+            release.set()
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        line = one_error_line(subprocess.CompletedProcess(proc.args, proc.returncode, out, err),
+                              130)
+        assert line == "error: interrupted"
+        assert _snapshot(host) == before
+        assert leftovers(host.sysroot / "ostree/repo") == []
+        ostree_fsck(host.sysroot / "ostree/repo")
+    finally:
+        gen.close()
