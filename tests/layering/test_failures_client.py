@@ -20,8 +20,9 @@ from store.repo import Repo
 from tests.layering.conftest import fixture_debs
 from tests.layering.test_client import Host, host  # noqa: F401  (the fixture)
 from tests.store.servers import Hook, hostile_server, http_server
-from tests.store.test_failures_cli import (
+from tests.store.test_failures_cli import (  # noqa: F401  (public_dir: a fixture)
     UNPRIVILEGED,
+    public_dir,
     fill,
     leftovers,
     one_error_line,
@@ -60,31 +61,50 @@ def _snapshot(host: Host) -> tuple[list[dict], list[str]]:  # type: ignore[type-
     return host.status(), sorted(p.name for p in deploy.iterdir())
 
 
-def test_install_into_a_full_filesystem(small_host: Host) -> None:
-    """From a full filesystem up, a little more room each round, until the install fits:
-    every failure on the way is one clean line and changes nothing."""
-    before = _snapshot(small_host)
-    repo = small_host.sysroot / "ostree/repo"
-    mnt = small_host.sysroot.parent
-    failures = []
-    for leave in (0, 4_096, 12_288, 24_576, 40_960, 65_536, 98_304, 131_072, 262_144, 10**6):
+ROOMS = (0, 4_096, 12_288, 24_576, 40_960, 65_536, 98_304, 131_072, 262_144, 10**6)
+
+
+def _grow_until_it_fits(host: Host, argv: list[str], where: str) -> list[str]:
+    """Run ``argv`` on a full filesystem, then with a little more room each round until it
+    succeeds; every failure on the way must be one clean line that changed nothing."""
+    before = _snapshot(host)
+    repo = host.sysroot / "ostree/repo"
+    refs = Repo.open(repo).list_refs()
+    mnt = host.sysroot.parent
+    failures: list[str] = []
+    for leave in ROOMS:
         fill(mnt, leave)
-        proc = small_host.strata("install", "hello", check=False)
+        proc = run_strata(*argv, check=False)
         for p in mnt.glob("filler-*"):
             p.unlink()
         if proc.returncode == 0:
-            break
+            return failures
         line = one_error_line(proc)
-        assert "no space left on device" in line, line
-        assert str(small_host.sysroot) in line, line
-        assert _snapshot(small_host) == before
+        assert "no space left on device" in line and where in line, line
+        assert _snapshot(host) == before
+        new = {r: c for r, c in Repo.open(repo).list_refs().items() if refs.get(r) != c}
+        assert all(r.startswith("strata/pkg/") for r in new), new  # package cache may stay
         assert leftovers(repo) == []
         ostree_fsck(repo)
         failures.append(line)
-    else:
-        raise AssertionError("the install never fitted")
+    raise AssertionError(f"{argv} never fitted")
+
+
+def test_install_into_a_full_filesystem(small_host: Host) -> None:
+    failures = _grow_until_it_fits(small_host, ["--sysroot", str(small_host.sysroot), "install",
+                                                "hello"], str(small_host.sysroot))
     assert len(failures) >= 2, failures
     assert small_host.status()[0]["requested-packages"] == ["hello"]
+    ostree_fsck(small_host.sysroot / "ostree/repo")
+
+
+def test_compose_into_a_full_filesystem(small_host: Host) -> None:
+    repo = small_host.sysroot / "ostree/repo"
+    failures = _grow_until_it_fits(small_host, [
+        "--repo", str(repo), "compose", "-b", "test/composed", "--base", "os/stable",
+        "--install", "hello", "--source", small_host.source_line], str(repo))
+    assert len(failures) >= 2, failures
+    assert Repo.open(repo).read_ref("test/composed") is not None
     ostree_fsck(repo)
 
 
@@ -172,3 +192,33 @@ def test_ctrl_c_while_downloading_packages(tmp_path: Path) -> None:
         ostree_fsck(host.sysroot / "ostree/repo")
     finally:
         gen.close()
+
+
+def test_not_root_gets_the_root_hint(public_dir: Path) -> None:
+    require_tool("setpriv")
+    gen = _host(public_dir / "sysroot", public_dir)
+    host = next(gen)
+    try:
+        before = _snapshot(host)
+        env = {**{k: v for k, v in os.environ.items() if not k.startswith("STRATA_")},
+               "PYTHONPATH": str(ROOT)}
+
+        def as_nobody(*args: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run([*UNPRIVILEGED, sys.executable, "-m", "layering", "--sysroot",
+                                   str(host.sysroot), *args], capture_output=True, text=True,
+                                  cwd=ROOT, env=env, timeout=300)
+
+        for args, command in ((("install", "hello"), "install"), (("uninstall", "x"), "uninstall"),
+                              (("kargs", "--append", "x=1"), "kargs"),
+                              (("rollback",), "rollback")):
+            line = one_error_line(as_nobody(*args))
+            assert line.startswith(f"error: permission denied: {host.sysroot}/"), line
+            assert line.endswith(f"(strata needs root for {command})"), line
+        # a dry run still refreshes the repository's caches: the same one line, for now
+        line = one_error_line(as_nobody("install", "--dry-run", "hello"))
+        assert line.endswith("(strata needs root for install)"), line
+        assert _snapshot(host) == before
+        assert leftovers(host.sysroot / "ostree/repo") == []
+    finally:
+        gen.close()
+        subprocess.run(["chattr", "-R", "-i", str(public_dir)], capture_output=True)
