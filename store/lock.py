@@ -58,15 +58,19 @@ class LockPolicy:
     holder: str | None = None
 
 
-@dataclass
+@dataclass(eq=False)
 class _Held:
+    """One hold of a lock by this process (a thread of it)."""
+
     pid: int
+    thread: int
     exclusive: bool
     depth: int
+    reentrant: bool
 
 
 _policy = LockPolicy()
-_held: dict[str, _Held] = {}
+_held: dict[str, list[_Held]] = {}
 _held_guard = threading.Lock()
 
 
@@ -176,28 +180,45 @@ def _acquire(fd: int, kind: LockKind, exclusive: bool, wait: float, what: str) -
         pause = min(pause * 1.5, _MAX_POLL)
 
 
-def _reenter(key: str, exclusive: bool, what: str) -> bool:
-    """True when this process holds ``key`` already in a mode that covers ``exclusive``."""
+def _mine(h: _Held) -> bool:
+    return h.pid == os.getpid() and h.thread == threading.get_ident()
+
+
+def _reenter(key: str, exclusive: bool, what: str) -> _Held | None:
+    """This process's re-entrant hold of ``key`` (one level deeper) when it has one."""
     with _held_guard:
-        h = _held.get(key)
-        if h is None or h.pid != os.getpid():
-            return False
+        h = next((h for h in _held.get(key, ()) if h.reentrant and h.pid == os.getpid()), None)
+        if h is None:
+            return None
         if exclusive and not h.exclusive:
-            raise LockedError(f"{what}: this process holds it shared and cannot lock it "
-                              "exclusively")
+            raise LockedError(f"{what} is held shared by this process, which cannot also "
+                              "lock it exclusively")
         h.depth += 1
-        return True
+        return h
 
 
-def _leave(key: str) -> bool:
-    """Drop one nesting level; True when this was the outermost."""
+def _check_self(key: str, exclusive: bool, what: str) -> None:
+    """LockedError at once when this very thread holds ``key`` in a conflicting mode (it
+    would wait for itself)."""
     with _held_guard:
-        h = _held[key]
+        if any(_mine(h) and (h.exclusive or exclusive) for h in _held.get(key, ())):
+            raise LockedError(f"{what} is locked by this process already")
+
+
+def _register(key: str, exclusive: bool, reentrant: bool) -> _Held:
+    h = _Held(os.getpid(), threading.get_ident(), exclusive, 1, reentrant)
+    with _held_guard:
+        _held.setdefault(key, []).append(h)
+    return h
+
+
+def _leave(key: str, h: _Held) -> None:
+    with _held_guard:
         h.depth -= 1
-        if h.depth:
-            return False
-        del _held[key]
-        return True
+        if h.depth == 0:
+            _held[key].remove(h)
+            if not _held[key]:
+                del _held[key]
 
 
 @contextlib.contextmanager
@@ -214,25 +235,25 @@ def file_lock(
     """
     what = what or str(path)
     key = os.path.realpath(path)
-    if reentrant and _reenter(key, exclusive, what):
+    held = _reenter(key, exclusive, what) if reentrant else None
+    if held is not None:
         try:
             yield
         finally:
-            _leave(key)
+            _leave(key, held)
         return
+    if wait > 0:
+        _check_self(key, exclusive, what)
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, mode)
     try:
         _acquire(fd, kind, exclusive, wait, what)
         if exclusive:
             _write_holder(fd)
-        if reentrant:
-            with _held_guard:
-                _held[key] = _Held(os.getpid(), exclusive, 1)
+        held = _register(key, exclusive, reentrant)
         try:
             yield
         finally:
-            if reentrant:
-                _leave(key)
+            _leave(key, held)
             if exclusive:
                 _clear_holder(fd)
     finally:

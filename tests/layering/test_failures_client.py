@@ -9,8 +9,8 @@ import signal
 import subprocess
 import sys
 import threading
-from http.server import BaseHTTPRequestHandler
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
@@ -18,21 +18,22 @@ import pytest
 from fixtures.images import apt_repo
 from store.repo import Repo
 from tests.layering.conftest import fixture_debs
-from tests.layering.test_client import Host, host  # noqa: F401  (the fixture)
+from tests.layering.test_client import Host
 from tests.store.servers import Hook, hostile_server, http_server
-from tests.store.test_failures_cli import (  # noqa: F401  (public_dir: a fixture)
+from tests.store.test_failures_cli import (
     UNPRIVILEGED,
-    public_dir,
     fill,
     leftovers,
     one_error_line,
     ostree_fsck,
+    public_scratch,
     small_fs,
 )
 from tests.util import ROOT, require_tool, run_strata
 
 
-def _host(sysroot: Path, tmp: Path, hook: Hook | None = None) -> Iterator[Host]:
+def make_host(sysroot: Path, tmp: Path, hook: Hook | None = None) -> Iterator[Host]:
+    """The host of tests/layering/test_client.py at ``sysroot``; ``hook`` for its apt server."""
     require_tool("dpkg-deb", "apt-ftparchive", "bwrap")
     debs = fixture_debs(tmp / "debs")
     apt_repo(tmp / "apt", debs)
@@ -50,10 +51,15 @@ def _host(sysroot: Path, tmp: Path, hook: Hook | None = None) -> Iterator[Host]:
 
 
 @pytest.fixture
+def host(tmp_path: Path) -> Iterator[Host]:
+    yield from make_host(tmp_path / "sysroot", tmp_path)
+
+
+@pytest.fixture
 def small_host(tmp_path: Path) -> Iterator[Host]:
     """The client test host with its sysroot on a small filesystem of its own."""
     with small_fs(tmp_path, "64M") as mnt:
-        yield from _host(mnt / "sysroot", tmp_path)
+        yield from make_host(mnt / "sysroot", tmp_path)
 
 
 def _snapshot(host: Host) -> tuple[list[dict], list[str]]:  # type: ignore[type-arg]
@@ -134,8 +140,8 @@ def _wait_stopped(proc: subprocess.Popen[str], point: str) -> None:
         threading.Event().wait(0.02)
 
 
-@pytest.mark.parametrize("point", ["pkgcache-forked", "compose-before-scripts", "after-checkout", "after-etc",
-                                   "after-kernel", "before-swap"])
+@pytest.mark.parametrize("point", ["pkgcache-forked", "compose-before-scripts", "after-checkout",
+                                   "after-etc", "after-kernel", "before-swap"])
 def test_ctrl_c_during_install(host: Host, point: str) -> None:
     """Ctrl-C (SIGINT to the whole process group) at a chosen point of an install."""
     before = _snapshot(host)
@@ -169,9 +175,9 @@ def test_ctrl_c_while_downloading_packages(tmp_path: Path) -> None:
             release.wait(60)
         return False
 
-    gen = _host(tmp_path / "sysroot", tmp_path, stall)
-    host = next(gen)
+    gen = make_host(tmp_path / "sysroot", tmp_path, stall)
     try:
+        host = next(gen)
         before = _snapshot(host)
         stalling.set()
         proc = _start(host, "install", "hello", env={})
@@ -194,31 +200,33 @@ def test_ctrl_c_while_downloading_packages(tmp_path: Path) -> None:
         gen.close()
 
 
-def test_not_root_gets_the_root_hint(public_dir: Path) -> None:
+def test_not_root_gets_the_root_hint() -> None:
     require_tool("setpriv")
-    gen = _host(public_dir / "sysroot", public_dir)
-    host = next(gen)
-    try:
-        before = _snapshot(host)
-        env = {**{k: v for k, v in os.environ.items() if not k.startswith("STRATA_")},
-               "PYTHONPATH": str(ROOT)}
+    with public_scratch() as public:
+        gen = make_host(public / "sysroot", public)
+        try:
+            _check_not_root(next(gen))
+        finally:
+            gen.close()
 
-        def as_nobody(*args: str) -> subprocess.CompletedProcess[str]:
-            return subprocess.run([*UNPRIVILEGED, sys.executable, "-m", "layering", "--sysroot",
-                                   str(host.sysroot), *args], capture_output=True, text=True,
-                                  cwd=ROOT, env=env, timeout=300)
 
-        for args, command in ((("install", "hello"), "install"), (("uninstall", "x"), "uninstall"),
-                              (("kargs", "--append", "x=1"), "kargs"),
-                              (("rollback",), "rollback")):
-            line = one_error_line(as_nobody(*args))
-            assert line.startswith(f"error: permission denied: {host.sysroot}/"), line
-            assert line.endswith(f"(strata needs root for {command})"), line
-        # a dry run still refreshes the repository's caches: the same one line, for now
-        line = one_error_line(as_nobody("install", "--dry-run", "hello"))
-        assert line.endswith("(strata needs root for install)"), line
-        assert _snapshot(host) == before
-        assert leftovers(host.sysroot / "ostree/repo") == []
-    finally:
-        gen.close()
-        subprocess.run(["chattr", "-R", "-i", str(public_dir)], capture_output=True)
+def _as_nobody(host: Host, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("STRATA_")},
+           "PYTHONPATH": str(ROOT)}
+    return subprocess.run([*UNPRIVILEGED, sys.executable, "-m", "layering", "--sysroot",
+                           str(host.sysroot), *args], capture_output=True, text=True, cwd=ROOT,
+                          env=env, timeout=300)
+
+
+def _check_not_root(host: Host) -> None:
+    before = _snapshot(host)
+    for args in (("install", "hello"), ("uninstall", "x"), ("kargs", "--append", "x=1"),
+                 ("rollback",)):
+        line = one_error_line(_as_nobody(host, *args))
+        assert line.startswith(f"error: permission denied: {host.sysroot}/"), line
+        assert line.endswith(f"(strata needs root for {args[0]})"), line
+    # a dry run still refreshes the repository's caches: the same one line, for now
+    line = one_error_line(_as_nobody(host, "install", "--dry-run", "hello"))
+    assert line.endswith("(strata needs root for install)"), line
+    assert _snapshot(host) == before
+    assert leftovers(host.sysroot / "ostree/repo") == []

@@ -6,12 +6,21 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
+
 from boot.sysroot import Sysroot
-from tests.layering.test_client import Host, host  # noqa: F401  (the fixture)
+from tests.layering.test_client import Host
+from tests.layering.test_failures_client import make_host
 
 ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def host(tmp_path: Path) -> Iterator[Host]:
+    yield from make_host(tmp_path / "sysroot", tmp_path)
 
 
 def _start(host: Host, *args: str) -> subprocess.Popen[str]:

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from store.repo import Repo, RepoMode
 from store.remote import list_remotes
+from store.repo import Repo, RepoMode
 from tests.store.servers import OstreeSource, hostile_server, make_ostree_source
 from tests.util import ROOT, StrataRunner, require_tool, run
 
@@ -149,16 +149,25 @@ def test_pull_into_a_full_filesystem(source: OstreeSource, tmp_path: Path, strat
         ostree_fsck(repo)
 
 
-@pytest.fixture
-def public_dir() -> Iterator[Path]:
+@contextlib.contextmanager
+def public_scratch() -> Iterator[Path]:
     """A scratch directory others may read (pytest's tmp_path is private to root)."""
     import shutil
     import tempfile
 
     d = Path(tempfile.mkdtemp(prefix="strata-public-"))
     d.chmod(0o755)
-    yield d
-    shutil.rmtree(d, ignore_errors=True)
+    try:
+        yield d
+    finally:
+        subprocess.run(["chattr", "-R", "-i", str(d)], capture_output=True)
+        shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture
+def public_dir() -> Iterator[Path]:
+    with public_scratch() as d:
+        yield d
 
 
 def test_unprivileged_user_gets_the_root_hint(public_dir: Path) -> None:
