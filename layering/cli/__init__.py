@@ -6,7 +6,7 @@ Each family of sub-commands lives in its own module (``repo``, ``remote``,
 Failures become one ``error: ...`` line (the traceback only with ``-v``):
 library errors (:class:`store.errors.ToolError`) their exit code, an
 ``OSError`` its reason and path with exit 1, Ctrl-C exit 130, usage errors
-exit 2.  Anything else is a bug and keeps its traceback.
+exit 2, a reader that left the pipe (``| head``) exit 1 quietly.  Anything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ from store.errors import ToolError
 __all__ = ["Context", "cli", "main", "oserror_message"]
 
 INTERRUPTED_EXIT = 130
-BROKEN_PIPE_EXIT = 141  # 128 + SIGPIPE, what a shell reports for a writer whose reader left
 _DENIED = (errno.EACCES, errno.EPERM)
 
 
@@ -106,8 +105,8 @@ def main(argv: list[str] | None = None) -> None:
         e.show()
         sys.exit(2 if isinstance(e, click.UsageError) else e.exit_code)
     except BrokenPipeError:
-        _quiet_stdout()
-        sys.exit(BROKEN_PIPE_EXIT)
+        _quiet_stdout()  # the reader left (``| head``): exit 1 quietly, as click does itself
+        sys.exit(1)
     except OSError as e:
         command = _command_of(args)
         _fail(oserror_message(e, command, _where(command)), 1, verbose=verbose)

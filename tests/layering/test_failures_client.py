@@ -78,9 +78,11 @@ def _grow_until_it_fits(host: Host, argv: list[str], where: str) -> list[str]:
     refs = Repo.open(repo).list_refs()
     mnt = host.sysroot.parent
     failures: list[str] = []
+    tmpdir = host.tmp / "tmpdir"
+    tmpdir.mkdir(exist_ok=True)
     for leave in ROOMS:
         fill(mnt, leave)
-        proc = run_strata(*argv, check=False)
+        proc = run_strata(*argv, check=False, env={"TMPDIR": str(tmpdir)})
         for p in mnt.glob("filler-*"):
             p.unlink()
         if proc.returncode == 0:
@@ -90,7 +92,7 @@ def _grow_until_it_fits(host: Host, argv: list[str], where: str) -> list[str]:
         assert _snapshot(host) == before
         new = {r: c for r, c in Repo.open(repo).list_refs().items() if refs.get(r) != c}
         assert all(r.startswith("strata/pkg/") for r in new), new  # package cache may stay
-        assert leftovers(repo) == []
+        assert leftovers(repo) == [] and list(tmpdir.iterdir()) == []
         ostree_fsck(repo)
         failures.append(line)
     raise AssertionError(f"{argv} never fitted")
@@ -146,7 +148,10 @@ def test_ctrl_c_during_install(host: Host, point: str) -> None:
     """Ctrl-C (SIGINT to the whole process group) at a chosen point of an install."""
     before = _snapshot(host)
     repo = host.sysroot / "ostree/repo"
-    proc = _start(host, "install", "hello", env={"STRATA_TEST_STOP_AT": point})
+    tmpdir = host.tmp / "tmpdir"
+    tmpdir.mkdir()
+    proc = _start(host, "install", "hello", env={"STRATA_TEST_STOP_AT": point,
+                                                 "TMPDIR": str(tmpdir)})
     try:
         _wait_stopped(proc, point)
         os.killpg(proc.pid, signal.SIGINT)
@@ -159,18 +164,19 @@ def test_ctrl_c_during_install(host: Host, point: str) -> None:
     line = one_error_line(subprocess.CompletedProcess(proc.args, proc.returncode, out, err), 130)
     assert line == "error: interrupted"
     assert _snapshot(host) == before
-    assert leftovers(repo) == []
+    assert leftovers(repo) == [] and list(tmpdir.iterdir()) == []
     ostree_fsck(repo)
     host.strata("install", "hello")  # nothing stale in the way
     assert host.status()[0]["requested-packages"] == ["hello"]
 
 
-def test_ctrl_c_while_downloading_packages(tmp_path: Path) -> None:
+@pytest.mark.parametrize("what", ["Release", "Packages", ".deb"])
+def test_ctrl_c_while_downloading(tmp_path: Path, what: str) -> None:
     started, release = threading.Event(), threading.Event()
     stalling = threading.Event()
 
     def stall(handler: BaseHTTPRequestHandler, path: str, file: Path) -> bool:
-        if stalling.is_set() and path.endswith(".deb"):
+        if stalling.is_set() and what in path:
             started.set()
             release.wait(60)
         return False
@@ -228,5 +234,7 @@ def _check_not_root(host: Host) -> None:
     # a dry run still refreshes the repository's caches: the same one line, for now
     line = one_error_line(_as_nobody(host, "install", "--dry-run", "hello"))
     assert line.endswith("(strata needs root for install)"), line
+    st = _as_nobody(host, "status", "--json")  # reading needs no root
+    assert st.returncode == 0 and st.stderr == "", st.stderr
     assert _snapshot(host) == before
     assert leftovers(host.sysroot / "ostree/repo") == []
