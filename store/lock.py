@@ -85,16 +85,14 @@ def get_policy() -> LockPolicy:
     return _policy
 
 
+def _printable(text: str) -> str:
+    return "".join(c if c.isprintable() else "?" for c in text.strip())[:_HOLDER_MAX]
+
+
 def _self_name() -> str:
     if _policy.holder:
-        name = _policy.holder
-    else:
-        try:
-            name = Path("/proc/self/cmdline").read_bytes().replace(b"\0", b" ").decode(
-                errors="replace")
-        except OSError:
-            name = " ".join(sys.argv)
-    return "".join(c if c.isprintable() else "?" for c in name.strip())[:_HOLDER_MAX]
+        return _printable(_policy.holder)
+    return _cmdline(os.getpid()) or _printable(" ".join(sys.argv))
 
 
 def _try_lock(fd: int, kind: LockKind, exclusive: bool) -> bool:
@@ -125,8 +123,7 @@ def _cmdline(pid: int) -> str:
         raw = Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return ""
-    text = raw.replace(b"\0", b" ").decode(errors="replace").strip()
-    return "".join(c if c.isprintable() else "?" for c in text)[:_HOLDER_MAX]
+    return _printable(raw.replace(b"\0", b" ").decode(errors="replace"))
 
 
 def _flock_pids(fd: int) -> list[int]:
@@ -143,16 +140,19 @@ def _flock_pids(fd: int) -> list[int]:
 
 
 def describe_holder(fd: int) -> str:
-    """``pid N (COMMAND)`` of a lock's holder, as far as it can be told, else ''."""
+    """``pid N (COMMAND)`` of a lock's holder, as far as it can be told, else ''.
+
+    The record in the lock file when its pid is alive, else what /proc/locks says.
+    """
     try:
-        text = os.pread(fd, _HOLDER_MAX + 32, 0).decode(errors="replace").strip()
+        text = os.pread(fd, _HOLDER_MAX + 32, 0).decode(errors="replace")
     except OSError:
         text = ""
-    pid, _, cmd = text.partition(" ")
-    if pid.isdigit():
-        return f"pid {pid} ({cmd})" if cmd else f"pid {pid}"
-    pids = _flock_pids(fd)
-    return ", ".join(f"pid {p} ({_cmdline(p)})" if _cmdline(p) else f"pid {p}" for p in pids)
+    pid, _, cmd = text.partition("\n")[0].partition(" ")
+    if pid.isdigit() and os.path.exists(f"/proc/{pid}"):
+        return f"pid {pid} ({_printable(cmd)})" if cmd.strip() else f"pid {pid}"
+    return ", ".join(f"pid {p} ({c})" if (c := _cmdline(p)) else f"pid {p}"
+                     for p in _flock_pids(fd))
 
 
 def _effective_wait(wait: float) -> float:
@@ -170,8 +170,7 @@ def _acquire(fd: int, kind: LockKind, exclusive: bool, wait: float, what: str) -
         by = " by another process" + (f", {holder}" if holder else "")
         if time.monotonic() >= deadline:
             after = f"; gave up after {wait:g} s" if wait > 0 else ""
-            raise LockedError(f"{what} is locked{by}{after}; retry when it is done "
-                              "(or give --lock-timeout SECONDS to wait)")
+            raise LockedError(f"{what} is locked{by}{after}; retry when it is done")
         if not told and _policy.notify is not None:
             limit = "" if math.isinf(wait) else f" (at most {wait:g} s)"
             _policy.notify(f"waiting for {what}, locked{by}{limit}")

@@ -107,3 +107,20 @@ def _try_in_child(path: str, q: multiprocessing.Queue) -> None:  # type: ignore[
             q.put("got it")
     except LockedError:
         q.put("locked")
+
+
+def test_a_stale_or_hostile_record_is_not_echoed(tmp_path: Path) -> None:
+    lock = tmp_path / "lock"
+    p, release = _holder(lock, exclusive=False)  # shared: writes no record of its own
+    lock.write_text(f"{os.getpid()} evil\x1b]0;title\x07\x1b[2J\n")
+    try:
+        with pytest.raises(LockedError) as e, file_lock(lock, exclusive=True, wait=0.1):
+            pass
+        assert "\x1b" not in str(e.value) and "\x07" not in str(e.value)
+        lock.write_text("999999999 long gone\n")  # a dead pid: /proc/locks names the holder
+        with pytest.raises(LockedError, match=f"pid {p.pid} "), \
+                file_lock(lock, exclusive=True, wait=0.1):
+            pass
+    finally:
+        release.set()
+        p.join()
