@@ -181,7 +181,16 @@ def pin(sysroot: Sysroot, index: int, *, pinned: bool = True) -> Deployment:
 def edit_kargs(sysroot: Sysroot, *, append: Sequence[str] = (), delete: Sequence[str] = (),
                replace_args: Sequence[str] = ()) -> tuple[Kargs, DeployResult | None]:
     """Current default kargs when nothing is asked; else a new deployment of the default's
-    commit and origin with the edited kernel arguments."""
+    commit and origin with the edited kernel arguments (the sysroot lock held from
+    reading the default to the deploy)."""
+    if not (append or delete or replace_args):
+        return _edit_kargs(sysroot, append, delete, replace_args)
+    with sysroot.lock(wait=LOCK_WAIT):
+        return _edit_kargs(sysroot, append, delete, replace_args)
+
+
+def _edit_kargs(sysroot: Sysroot, append: Sequence[str], delete: Sequence[str],
+                replace_args: Sequence[str]) -> tuple[Kargs, DeployResult | None]:
     state = sysroot.load()
     d = state.default
     if d is None:

@@ -14,7 +14,25 @@ from boot.errors import BootError
 
 
 class KargsError(BootError):
-    """A kernel-argument edit names an argument that is not there."""
+    """A kernel-argument edit names an argument that is not there, or is not one argument."""
+
+
+def check_arg(arg: str) -> str:
+    """``arg`` itself when it is one kernel argument that fits on a BLS ``options`` line;
+    else KargsError (empty, a newline or other control or line-breaking character, an
+    unbalanced quote, or whitespace outside quotes)."""
+    if not arg:
+        raise KargsError("empty kernel argument")
+    bad = next((c for c in arg if not c.isprintable()), None)
+    if bad is not None:
+        raise KargsError(f"kernel argument {arg!r} contains a control or line-breaking "
+                         f"character (U+{ord(bad):04X})")
+    if arg.count('"') % 2:
+        raise KargsError(f"kernel argument {arg!r} has an unbalanced double quote")
+    if split_cmdline(arg) != [arg]:
+        raise KargsError(f"kernel argument {arg!r} is more than one argument; "
+                         "give each separately")
+    return arg
 
 
 def split_cmdline(text: str) -> list[str]:
@@ -67,12 +85,14 @@ class Kargs:
         return None
 
     def append(self, arg: str) -> Kargs:
-        """Add ``arg`` at the end, even when its key is already present."""
-        return Kargs((*self.args, arg))
+        """Add ``arg`` at the end, even when its key is already present; KargsError unless
+        it is one valid argument (:func:`check_arg`)."""
+        return Kargs((*self.args, check_arg(arg)))
 
     def replace(self, arg: str) -> Kargs:
-        """Set ``key`` to this argument: the first occurrence changes, later ones go."""
-        key = key_of(arg)
+        """Set ``key`` to this argument: the first occurrence changes, later ones go;
+        KargsError unless it is one valid argument (:func:`check_arg`)."""
+        key = key_of(check_arg(arg))
         if not self.values(key):
             return self.append(arg)
         out: list[str] = []

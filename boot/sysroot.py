@@ -18,11 +18,7 @@ targets ordered by ``version``, highest (the default) first.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
-import struct
-import time
-from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -31,10 +27,7 @@ from boot.deployment import BOOTLINK, Deployment, parse_dirname
 from boot.errors import SysrootError
 from boot.kargs import Kargs
 from boot.origin import Origin
-from store.errors import LockedError
-
-_F_OFD_SETLK = 37
-_FLOCK = "hhqqi4x"
+from store.lock import LockKind, file_lock
 
 
 @dataclass(frozen=True)
@@ -180,32 +173,17 @@ class Sysroot:
         real = os.path.realpath(self.path / link.lstrip("/"))
         return next((d for d in deps if os.path.realpath(self.deployment_dir(d)) == real), None)
 
-    @contextlib.contextmanager
-    def lock(self, *, wait: float = 0.0) -> Iterator[None]:
+    def lock(self, *, wait: float = 0.0) -> contextlib.AbstractContextManager[None]:
         """Hold ``ostree/lock`` exclusively (an OFD lock, as ``ostree admin`` takes it).
 
-        Waits up to ``wait`` seconds, then raises LockedError.
+        Re-entrant: a process holding it passes straight in, so a command can hold
+        it from reading the default deployment to deploying.  Waits up to ``wait``
+        seconds (or the program's lock policy, :mod:`store.lock`), then raises
+        LockedError naming the holder.
         """
-        path = self.path / "ostree" / "lock"
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        deadline = time.monotonic() + wait
-        try:
-            while not _try_ofd_lock(fd):
-                if time.monotonic() >= deadline:
-                    raise LockedError(f"sysroot {self.path} is locked by another strata or "
-                                      "ostree process; retry when it is done")
-                time.sleep(0.05)
-            yield
-        finally:
-            os.close(fd)
-
-
-def _try_ofd_lock(fd: int) -> bool:
-    try:
-        fcntl.fcntl(fd, _F_OFD_SETLK, struct.pack(_FLOCK, fcntl.F_WRLCK, 0, 0, 0, 0))
-    except (BlockingIOError, PermissionError):
-        return False
-    return True
+        return file_lock(self.path / "ostree" / "lock", exclusive=True, wait=wait,
+                         what=f"sysroot {self.path}", kind=LockKind.OFD, reentrant=True,
+                         mode=0o600)
 
 
 def with_indices(deployments: list[Deployment]) -> list[Deployment]:

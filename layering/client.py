@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from boot.deploy import DeployResult, deploy
+from boot.deploy import LOCK_WAIT, DeployResult, deploy
 from boot.deployment import Deployment
 from boot.etcmerge import EtcMergePlan
 from boot.origin import Origin
@@ -236,7 +236,19 @@ def _new_base(sysroot: Sysroot, repo: Repo, lay: Layering, req: ClientRequest) -
 
 
 def apply(sysroot: Sysroot, req: ClientRequest) -> ClientResult:
-    """Compose the default deployment's request, changed by ``req``, and deploy it."""
+    """Compose the default deployment's request, changed by ``req``, and deploy it.
+
+    The sysroot lock is held from reading the default deployment's origin to the
+    deploy, so two commands never build on the same default and lose a request;
+    a dry run reads without it.
+    """
+    if req.dry_run:
+        return _apply(sysroot, req)
+    with sysroot.lock(wait=LOCK_WAIT):
+        return _apply(sysroot, req)
+
+
+def _apply(sysroot: Sysroot, req: ClientRequest) -> ClientResult:
     d = _default(sysroot)
     repo = Repo.open(sysroot.repo_path)
     fresh: dict[str, Path] = {}

@@ -65,7 +65,12 @@ class Fetcher:
         self.retries = int(os.environ.get("STRATA_HTTP_RETRIES", retries))
         self.backoff = backoff
         self.max_redirects = max_redirects
-        self._scheme = urllib.parse.urlsplit(self.base_url).scheme
+        try:
+            parts = urllib.parse.urlsplit(self.base_url)
+            parts.port  # noqa: B018  (raises ValueError on a bad port)
+        except ValueError as e:
+            raise NetworkError(f"invalid URL {base_url!r}: {e}") from None
+        self._scheme = parts.scheme
         if self._scheme not in ("http", "https", "file"):
             raise NetworkError(f"unsupported URL scheme in {base_url}")
         self._pool = (None if self._scheme == "file"

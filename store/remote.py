@@ -18,13 +18,20 @@ never silently unverified.
 from __future__ import annotations
 
 import configparser
+import contextlib
 import io
 import re
+import urllib.parse
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from store.errors import InputError, RepoError
 from store.fsutil import atomic_write
+from store.lock import file_lock
+
+CONFIG_LOCK = ".config-lock"
+CONFIG_LOCK_WAIT = 30.0
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9_][-._A-Za-z0-9]*$")
 _COLLECTION_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+")
@@ -91,6 +98,19 @@ def _save(repo: Path, cp: configparser.RawConfigParser) -> None:
     atomic_write(repo / "config", buf.getvalue().replace("\n\n\n", "\n\n").encode())
 
 
+@contextlib.contextmanager
+def _editing(repo: Path) -> Iterator[configparser.RawConfigParser]:
+    """The repository's config, read and written back under the config lock (so that
+    concurrent edits never lose one another); not written when the block raises."""
+    if not (repo / "config").is_file():
+        raise RepoError(f"not a repository (no config): {repo}")
+    with file_lock(repo / CONFIG_LOCK, exclusive=True, wait=CONFIG_LOCK_WAIT,
+                   what=f"the config of repository {repo}"):
+        cp = _load(repo)
+        yield cp
+        _save(repo, cp)
+
+
 def _bool(value: str | None) -> bool:
     return (value or "").strip().lower() in ("true", "1", "yes")
 
@@ -133,24 +153,27 @@ def add_remote(repo: Path, name: str, url: str, *, sign_pubkey: Path | None = No
     validate_name(name)
     if "://" not in url:
         raise InputError(f"remote URL must be http://, https:// or file://: {url}")
+    try:
+        urllib.parse.urlsplit(url).port  # noqa: B018  (ValueError: bad IPv6 host or port)
+    except ValueError as e:
+        raise InputError(f"invalid remote URL {url!r}: {e}") from None
     verify = _check_verification(name, sign_pubkey, sign_verify)
     if collection_id:
         validate_collection_id(collection_id)
-    cp = _load(repo)
-    if cp.has_section(section(name)):
-        raise RemoteError(f"remote {name} already exists in {repo}")
-    cp.add_section(section(name))
-    s = cp[section(name)]
-    s["url"] = url
-    s["gpg-verify"] = "false"
-    s["sign-verify"] = "true" if verify else "false"
-    if verify:
-        s["sign-verify-summary"] = "true"
-    if sign_pubkey is not None:
-        s["verification-ed25519-file"] = str(Path(sign_pubkey).resolve())
-    if collection_id:
-        s["collection-id"] = collection_id
-    _save(repo, cp)
+    with _editing(repo) as cp:
+        if cp.has_section(section(name)):
+            raise RemoteError(f"remote {name} already exists in {repo}")
+        cp.add_section(section(name))
+        s = cp[section(name)]
+        s["url"] = url
+        s["gpg-verify"] = "false"
+        s["sign-verify"] = "true" if verify else "false"
+        if verify:
+            s["sign-verify-summary"] = "true"
+        if sign_pubkey is not None:
+            s["verification-ed25519-file"] = str(Path(sign_pubkey).resolve())
+        if collection_id:
+            s["collection-id"] = collection_id
     return _from_section(cp, name)
 
 
@@ -171,7 +194,6 @@ def get_remote(repo: Path, name: str) -> Remote:
 
 def delete_remote(repo: Path, name: str) -> None:
     """Remove the remote's section from ``config`` (its refs are kept, as ostree keeps them)."""
-    cp = _load(repo)
-    if not cp.remove_section(section(name)):
-        raise RemoteError(f"remote {name} not found in {repo}/config")
-    _save(repo, cp)
+    with _editing(repo) as cp:
+        if not cp.remove_section(section(name)):
+            raise RemoteError(f"remote {name} not found in {repo}/config")

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import importlib
+import math
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +21,7 @@ class Context:
     json: bool
     quiet: bool
     verbose: bool
+    lock_timeout: float | None = None
 
     @property
     def repo(self) -> Path:
@@ -62,10 +65,13 @@ class LazyGroup(click.Group):
 @click.option("--json", "json_", is_flag=True, help="Machine-readable output where supported.")
 @click.option("-q", "--quiet", is_flag=True, help="Less on stderr.")
 @click.option("-v", "--verbose", is_flag=True, help="More on stderr; tracebacks on errors.")
+@click.option("--lock-timeout", type=click.FloatRange(min=0), default=None, metavar="SECONDS",
+              help="Give up when the sysroot or repository stays locked by another process "
+                   "this long (default: wait, saying who holds it).")
 @click.pass_context
 def cli(
     ctx: click.Context, repo_path: Path | None, sysroot: Path | None, json_: bool,
-    quiet: bool, verbose: bool,
+    quiet: bool, verbose: bool, lock_timeout: float | None,
 ) -> None:
     """strata: OSTree-format images with client-side package layering."""
     if repo_path is None and os.environ.get("STRATA_REPO"):
@@ -73,7 +79,30 @@ def cli(
     if sysroot is None:
         sysroot = Path(os.environ.get("STRATA_SYSROOT", "/"))
     ctx.obj = Context(repo_path=repo_path, sysroot=sysroot, json=json_, quiet=quiet,
-                      verbose=verbose)
+                      verbose=verbose, lock_timeout=lock_timeout)
+    _current[:] = [ctx.obj]
+    _set_lock_policy(lock_timeout, quiet=quiet)
+
+
+_current: list[Context] = []
+
+
+def current() -> Context | None:
+    """The global options of the command that runs (for the error mapping), if parsed yet."""
+    return _current[0] if _current else None
+
+
+def _set_lock_policy(timeout: float | None, *, quiet: bool) -> None:
+    """Locks wait ``timeout`` seconds (default: as long as it takes), saying once on
+    stderr whom they wait for."""
+    from store.lock import LockPolicy, set_policy
+
+    def notify(message: str) -> None:
+        if not quiet:
+            click.echo(f"strata: {message}", err=True)
+
+    set_policy(LockPolicy(timeout=math.inf if timeout is None else timeout, notify=notify,
+                          holder=" ".join(["strata", *sys.argv[1:]])))
 
 
 pass_ctx = click.make_pass_decorator(Context)
