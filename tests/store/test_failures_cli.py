@@ -110,7 +110,7 @@ def test_concurrent_remote_add_keeps_every_remote(tmp_path: Path) -> None:
 def test_repo_that_is_a_file(tmp_path: Path, strata: StrataRunner) -> None:
     f = tmp_path / "afile"
     f.write_text("not a repository\n")
-    for argv in (["refs"], ["pull", "o", "main"], ["remote", "add", "o", "http://127.0.0.1:1/"],
+    for argv in (["refs"], ["pull", "o", "main"], ["remote", "add", "--no-sign-verify", "o", "http://127.0.0.1:1/"],
                  ["commit", "-b", "x", str(tmp_path)], ["fsck"], ["init"]):
         line = one_error_line(strata("--repo", f, *argv, check=False))
         assert str(f) in line, (argv, line)
@@ -121,7 +121,8 @@ def test_bad_url_one_line(tmp_path: Path, strata: StrataRunner) -> None:
     repo = tmp_path / "repo"
     Repo.init(repo, RepoMode.ARCHIVE)
     for url in ("http://[::1", "http://127.0.0.1:99999/"):
-        line = one_error_line(strata("--repo", repo, "remote", "add", "o", url, check=False))
+        line = one_error_line(strata("--repo", repo, "remote", "add", "--no-sign-verify", "o", url,
+                                    check=False))
         assert url in line
     with (repo / "config").open("a") as f:  # written by hand: pull must not trace back either
         f.write('\n[remote "bad"]\nurl=http://[::1\ngpg-verify=false\nsign-verify=false\n')
@@ -179,7 +180,7 @@ def test_unprivileged_user_gets_the_root_hint(public_dir: Path) -> None:
          "o", "http://127.0.0.1:1/"], cwd=ROOT)
     before = (repo / "config").read_bytes()
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    for argv in (["remote", "add", "p", "http://127.0.0.1:1/"], ["pull", "o", "main"],
+    for argv in (["remote", "add", "--no-sign-verify", "p", "http://127.0.0.1:1/"], ["pull", "o", "main"],
                  ["commit", "-b", "x", str(tmp_path)]):
         proc = subprocess.run([*UNPRIVILEGED, sys.executable, "-m", "layering", "--repo",
                                str(repo), *argv], capture_output=True, text=True, cwd=ROOT,
