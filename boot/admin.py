@@ -87,8 +87,10 @@ def commit_info(repo: Repo | None, csum: str) -> CommitInfo:
     meta = {k: v.value for k, v in commit.metadata.items()}
     version = meta.get("version")
     layered = bool(meta.get("rpmostree.clientlayer")) and commit.parent is not None
+    if not layered:  # a base, or an image composed elsewhere: its packages are its base's
+        return CommitInfo(csum, commit.timestamp, version if isinstance(version, str) else None)
     return CommitInfo(
-        commit.parent if layered and commit.parent else csum, commit.timestamp,
+        commit.parent or csum, commit.timestamp,
         version if isinstance(version, str) else None, _strs(meta.get("rpmostree.packages")),
         _strs(meta.get("rpmostree.removed-base-packages")),
         _strs(meta.get("rpmostree.replaced-base-packages")),

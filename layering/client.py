@@ -153,9 +153,13 @@ def _edit(lay: Layering, req: ClientRequest, fresh: dict[str, Path]) -> Layering
 
 
 def base_of(repo: Repo, csum: str) -> str:
-    """The base commit of a deployment's commit (itself when nothing is layered)."""
-    base = repo.load_commit(csum).meta_value("strata.base-commit")
-    return base if isinstance(base, str) else csum
+    """The base commit of a deployment's commit: the ``strata.base-commit`` of a host's own
+    layer (``rpmostree.clientlayer``), else the commit itself, which is then a base
+    image, or an image composed elsewhere and pulled as a whole."""
+    commit = repo.load_commit(csum)
+    base = commit.meta_value("strata.base-commit")
+    layer = commit.meta_value("rpmostree.clientlayer")
+    return base if isinstance(base, str) and layer else csum
 
 
 def _pull(sysroot: Sysroot, refspec: str, *, allow_downgrade: bool = False,
@@ -269,7 +273,7 @@ def _apply(sysroot: Sysroot, req: ClientRequest) -> ClientResult:
             remove=lay.removes,
             replace_local=tuple(_package_file(repo, e, fresh) for e in lay.replaces),
             source_set=sources_from_dir(etc), no_scripts=req.no_scripts, offline=req.offline,
-            dry_run=req.dry_run))
+            dry_run=req.dry_run, client_layer=True))
         target = result.compose.checksum or base
     if req.dry_run:
         return result

@@ -74,6 +74,7 @@ class ComposeRequest:
     no_recommends: bool = False
     dry_run: bool = False
     subject: str = ""
+    client_layer: bool = False  # a host's own layer (rpm-ostree's clientlayer), not an image
 
 
 @dataclass
@@ -116,7 +117,8 @@ def input_hash(base: str, request: ComposeRequest, resolution: Resolution,
            "remove": sorted(p.nevra for p in resolution.remove),
            "request": {"install": sorted(request.install), "local": sorted(local),
                        "remove": sorted(request.remove), "no-scripts": request.no_scripts,
-                       "no-recommends": request.no_recommends}}
+                       "no-recommends": request.no_recommends,
+                       **({"client-layer": True} if request.client_layer else {})}}
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
 
 
@@ -308,8 +310,9 @@ def _metadata(request: ComposeRequest, result: ComposeResult, base_md: dict[str,
                                                            if p.name in replaced]),
         "strata.satisfied-by-base": Variant("as", list(res.satisfied_by_base)),
         INPUTHASH_KEY: Variant("s", ihash),
-        "rpmostree.clientlayer": Variant("b", True),
     })
+    if request.client_layer:
+        md["rpmostree.clientlayer"] = Variant("b", True)
     if request.branch:
         md["ostree.ref-binding"] = Variant("as", [request.branch])
     return md

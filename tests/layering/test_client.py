@@ -391,3 +391,25 @@ def test_deploy_and_upgrade_refuse_an_older_base_unless_allow_downgrade(bare: Ba
     bare.assert_intact(before)
     bare.strata("deploy", "--allow-downgrade", "os/old")
     assert bare.status()[0]["checksum"] == old
+
+
+def test_install_on_a_derived_image_composed_elsewhere_layers_on_that_image(host: Host) -> None:
+    """An image composed by `strata compose` (a derived image, as a vendor publishes it) and
+    deployed as a whole is the base of the host's own layer: `install` builds on it, not on
+    the commit it was composed from (which the host never pulled)."""
+    derived = host.strata("--repo", host.repo.path, "compose", "-b", "os/derived", "--base",
+                          "os/stable", "--install", "less", "--source", host.source_line
+                          ).stdout.split()[-1]
+    host.strata("deploy", "os/derived")
+    sources = host.deploy_dir() / "etc/apt/sources.list.d"
+    sources.mkdir(parents=True, exist_ok=True)
+    (sources / "local.list").write_text(host.source_line + "\n")
+    st = host.status()
+    assert st[0]["checksum"] == derived and st[0]["base-checksum"] == derived
+    assert st[0]["layered-packages"] == []
+    host.repo.path.joinpath("refs/heads/os/stable").unlink()  # as on a host that pulled only the image
+    host.strata("install", "hello-doc")
+    st = host.status()
+    assert st[0]["base-checksum"] == derived and st[0]["requested-packages"] == ["hello-doc"]
+    assert st[0]["layered-packages"] == ["hello-doc-2.10-3.all"]
+    assert (host.deploy_dir() / "usr/bin/less").exists()
