@@ -243,3 +243,46 @@ def _sandbox_alive(w: World) -> bool:
         if b"bwrap" in cmd and str(w.repo.tmp_dir).encode() in cmd:
             return True
     return False
+
+
+def test_a_script_past_its_time_limit_is_named(world: World) -> None:
+    deb = _deb(world, "sleeper", "echo going to sleep\nexec busybox sleep 600\n")
+    ran = _compose(world, deb, "t/sleeper", env={"STRATA_SCRIPT_TIMEOUT": "2"})
+    _refused(ran, "error: postinst script of package sleeper timed out after 2s")
+    _no_scripts_dirs(world)
+
+
+def test_verbose_log_reports_the_limits(world: World, strata) -> None:  # type: ignore[no-untyped-def]
+    deb = _deb(world, "chatty", "printf 'hello\\033]0;title\\007 world\\n'\n")
+    proc = strata("-v", "--repo", world.repo.path, "compose", "-b", "t/chatty", "--base", "base",
+                  "--install-local", deb, env={"STRATA_SCRIPT_TASKS": "100"})
+    assert "limits: 300 s per script, 100 tasks, 2048 MiB memory, 16 MiB output per script" \
+        in proc.stderr
+    assert "--- chatty postinst\nhello?]0;title? world\n" in proc.stderr  # no escape reaches a tty
+
+
+def test_limits_from_the_environment() -> None:
+    from layering.errors import ScriptError
+    from layering.scriptlimits import MIB, Limits
+
+    assert Limits.from_env({}) == Limits()
+    assert Limits.from_env({"STRATA_SCRIPT_MEMORY_MB": "64", "STRATA_SCRIPT_TIMEOUT": "1.5"}) \
+        == Limits(timeout=1.5, memory=64 * MIB)
+    for bad in ("0", "-1", "lots", "nan"):
+        with pytest.raises(ScriptError, match=f"STRATA_SCRIPT_TASKS='{bad}' is not a positive"):
+            Limits.from_env({"STRATA_SCRIPT_TASKS": bad})
+
+
+def test_a_cgroup2_without_controllers_refuses_to_run_scripts(monkeypatch: pytest.MonkeyPatch) -> None:
+    import layering.scriptlimits as sl
+    from layering.errors import ScriptError
+
+    unified = Path("/sys/fs/cgroup/unified")
+    if not (unified / "cgroup.controllers").exists() or \
+            "pids" in (unified / "cgroup.controllers").read_text():
+        pytest.skip("no cgroup2 hierarchy without controllers on this machine")
+    monkeypatch.setattr(sl, "CGROUP_ROOT", unified)
+    with pytest.raises(ScriptError, match="cannot limit maintainer scripts with a cgroup"), \
+            sl.script_cgroup(sl.Limits()):
+        pass
+    assert not [n for n in os.listdir(unified) if n.startswith(sl.PREFIX)]
