@@ -48,11 +48,14 @@ from store.txn import Transaction
 KEEP = 64 * 1024  # bytes of each script's output kept (its last ones)
 JOIN_AND_EXEC = ('n=$1; shift; while [ "$n" -gt 0 ]; do echo $$ > "$1" || exit 125; shift; '
                  'n=$((n-1)); done; exec "$@"')
-MOUNT_AND_EXEC = ('mount -t overlay overlay -o "lowerdir=$1,upperdir=$2,workdir=$3" "$4" '
+MOUNT_AND_EXEC = ('mount -t overlay overlay -o "lowerdir=$1,upperdir=$2,workdir=$3,redirect_dir=off,metacopy=off" "$4" '
                   '&& shift 4 && exec "$@"')
 CAPS_KEPT = ("CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FOWNER", "CAP_FSETID", "CAP_KILL",
              "CAP_SETGID", "CAP_SETUID", "CAP_SETPCAP", "CAP_SETFCAP", "CAP_NET_BIND_SERVICE",
              "CAP_SYS_CHROOT", "CAP_AUDIT_WRITE")
+PROC_READ_ONLY = ("sys", "sysrq-trigger", "irq", "bus", "fs")  # root could write these
+PROC_HIDDEN = ("kcore", "keys", "latency_stats", "timer_list", "sched_debug", "kallsyms")
+PROC_HIDDEN_DIRS = ("acpi", "scsi")
 NAMESPACES = ("--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-net",
               "--unshare-cgroup")
 BASE_ENV = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
@@ -102,14 +105,28 @@ def _bwrap_argv(lower: Path, merged: Path, scripts: Path) -> list[str]:
     argv = ["bwrap", "--bind", str(merged), "/"]
     if _is_real_dir(lower, "usr/etc"):
         argv += ["--bind", str(merged / "usr/etc"), "/etc"]
-    argv += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--tmpfs", "/run",
-             "--ro-bind", str(scripts), "/run/strata", *NAMESPACES,
+    argv += ["--proc", "/proc", *_proc_covers(), "--dev", "/dev", "--tmpfs", "/tmp",
+             "--tmpfs", "/run", "--ro-bind", str(scripts), "/run/strata", *NAMESPACES,
              "--die-with-parent", "--new-session", "--clearenv", "--cap-drop", "ALL"]
     for cap in CAPS_KEPT:
         argv += ["--cap-add", cap]
     for k, v in BASE_ENV.items():
         argv += ["--setenv", k, v]
     return argv + ["/bin/sh", "/run/strata/driver"]
+
+
+def _proc_covers() -> list[str]:
+    """Real root writes ``/proc/sys`` (``kernel.core_pattern`` runs a program as the
+    host's root) and the like; as docker does, those become read-only (the host's, whose
+    values are the same but for the network namespace) and some are hidden."""
+    argv = []
+    for name in filter(lambda n: os.path.exists(f"/proc/{n}"), PROC_READ_ONLY):
+        argv += ["--ro-bind", f"/proc/{name}", f"/proc/{name}"]
+    for name in filter(lambda n: os.path.exists(f"/proc/{n}"), PROC_HIDDEN):
+        argv += ["--ro-bind", "/dev/null", f"/proc/{name}"]
+    for name in filter(lambda n: os.path.isdir(f"/proc/{n}"), PROC_HIDDEN_DIRS):
+        argv += ["--tmpfs", f"/proc/{name}", "--remount-ro", f"/proc/{name}"]
+    return argv
 
 
 def _quote(s: str) -> str:

@@ -133,7 +133,7 @@ def _apply_dir(tree: MutableTree, rel: str, dirfd: int, name: str, st: os.stat_r
     if existing is None:
         tree.ensure_dir(rel, meta)
     elif existing.meta != meta:
-        existing.meta = meta
+        tree.subdir_for_update(rel).meta = meta  # its ancestors change too
 
 
 def _empty(dirfd: int, name: str) -> bool:

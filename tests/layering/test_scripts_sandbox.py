@@ -195,7 +195,8 @@ def test_scripts_create_users_and_own_files_as_real_root(world: World, tmp_path:
                "mkdir -p /var/lib/owner\n"
                "busybox chown svcuser:svcgroup /var/lib/owner\n"
                "busybox chgrp svcgroup /usr/share/owner/x\n"
-               "chmod 2750 /var/lib/owner\n")
+               "chmod 2750 /var/lib/owner\n"
+               "busybox chown svcuser /var/log\n")  # an existing directory, alone in its parent
     ran = _compose(world, deb, "t/owner")
     assert ran.rc == 0, ran.stderr
     co = tmp_path / "co"
@@ -203,6 +204,7 @@ def test_scripts_create_users_and_own_files_as_real_root(world: World, tmp_path:
     st = os.lstat(co / "var/lib/owner")
     assert (st.st_uid, st.st_gid, st.st_mode & 0o7777) == (4322, 4321, 0o2750)
     assert os.lstat(co / "usr/share/owner/x").st_gid == 4321
+    assert os.lstat(co / "var/log").st_uid == 4322
     assert "svcuser:x:4322:4321:" in (co / "usr/etc/passwd").read_text()
     assert "svcgroup:x:4321:" in (co / "usr/etc/group").read_text()
 
@@ -286,3 +288,32 @@ def test_a_cgroup2_without_controllers_refuses_to_run_scripts(monkeypatch: pytes
             sl.script_cgroup(sl.Limits()):
         pass
     assert not [n for n in os.listdir(unified) if n.startswith(sl.PREFIX)]
+
+
+ESCAPES = """\
+try() {{ name=$1; shift; "$@" > /dev/null 2>&1 && echo "ESCAPE $name" >> /var/lib/probe; }}
+read v < /proc/sys/kernel/core_uses_pid
+try sysctl sh -c "echo $v > /proc/sys/kernel/core_uses_pid"
+try mount busybox mount -t tmpfs none /mnt
+try remount busybox mount -o remount,rw /proc/sys
+try mknod busybox mknod /tmp/disk b 8 0
+try nsenter busybox nsenter -t 1 -m true
+try netadmin busybox ip link add strata0 type dummy
+try nice busybox renice -n -10 $$
+try keys busybox cat /proc/keys
+try hostfs busybox ls {host}
+echo probe-done >> /var/lib/probe
+"""
+
+
+def test_real_root_in_the_sandbox_cannot_reach_the_host(world: World, tmp_path: Path) -> None:
+    """What real root could do outside a user namespace: sysctls (core_pattern runs a
+    host program), mounts, device nodes, other namespaces, priorities, keyrings."""
+    core = Path("/proc/sys/kernel/core_pattern").read_text()
+    ran = _compose(world, _deb(world, "prober", ESCAPES.format(host=world.host)), "t/prober")
+    assert ran.rc == 0, ran.stderr
+    co = tmp_path / "co"
+    checkout(world.repo, ran.stdout.strip(), co)
+    assert (co / "var/lib/probe").read_text() == "probe-done\n"
+    assert Path("/proc/sys/kernel/core_pattern").read_text() == core
+    _host_intact(world)
