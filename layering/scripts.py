@@ -48,8 +48,8 @@ from store.txn import Transaction
 KEEP = 64 * 1024  # bytes of each script's output kept (its last ones)
 JOIN_AND_EXEC = ('n=$1; shift; while [ "$n" -gt 0 ]; do echo $$ > "$1" || exit 125; shift; '
                  'n=$((n-1)); done; exec "$@"')
-MOUNT_AND_EXEC = ('mount -t overlay overlay -o "lowerdir=$1,upperdir=$2,workdir=$3,redirect_dir=off,metacopy=off" "$4" '
-                  '&& shift 4 && exec "$@"')
+MOUNT_AND_EXEC = ('mount -t overlay overlay -o "lowerdir=$1,upperdir=$2,workdir=$3,'
+                  'redirect_dir=off,metacopy=off" "$4" && shift 4 && exec "$@"')
 CAPS_KEPT = ("CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FOWNER", "CAP_FSETID", "CAP_KILL",
              "CAP_SETGID", "CAP_SETUID", "CAP_SETPCAP", "CAP_SETFCAP", "CAP_NET_BIND_SERVICE",
              "CAP_SYS_CHROOT", "CAP_AUDIT_WRITE")

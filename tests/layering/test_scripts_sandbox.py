@@ -25,7 +25,8 @@ from store.repo import Repo, RepoMode
 from tests.util import ROOT, require_tool, run
 
 BUSYBOX = "/usr/bin/busybox"
-HANG = int(os.environ.get("STRATA_TEST_HANG", "300"))  # seconds: a bound on a compose that would hang forever, not a timing assertion
+# seconds: a bound on a compose that would hang forever, not a timing assertion
+HANG = int(os.environ.get("STRATA_TEST_HANG", "300"))
 
 
 @dataclass
@@ -230,10 +231,22 @@ def test_killed_compose_leaves_scripts_dir_the_next_open_removes(world: World) -
         if not _sandbox_alive(world):
             break
         time.sleep(0.05)
+    assert not _sandbox_alive(world)  # it died with its parent
     assert [n for n in os.listdir(world.repo.tmp_dir) if n.startswith("scripts-")] == left
     Repo.open(world.repo.path)
     assert not [n for n in os.listdir(world.repo.tmp_dir) if "scripts-" in n]
     _host_intact(world)
+    stale = _cgroups_of(proc.pid)
+    ran = _compose(world, _deb(world, "after-kill", "echo fine\n"), "t/after-kill")
+    assert ran.rc == 0, ran.stderr
+    assert stale and not any(d.exists() for d in stale)  # the next run removed its cgroups
+
+
+def _cgroups_of(pid: int) -> list[Path]:
+    from layering.scriptlimits import CGROUP_ROOT, PREFIX
+
+    return [Path(root) / d for root, dirs, _ in os.walk(CGROUP_ROOT)
+            for d in dirs if d.startswith(f"{PREFIX}{pid}-")]
 
 
 def _sandbox_alive(w: World) -> bool:
