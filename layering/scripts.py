@@ -239,6 +239,9 @@ class _Watch:
                 self._finished(int(m.group(1)))
             else:
                 self.errors.add(line + b"\n")
+                if self.errors.total > self.limits.output:  # a script writing to fd 2 of the driver
+                    raise ScriptError(f"{self.current} wrote more than "
+                                      f"{self.limits.output / MIB:g} MiB to the sandbox's status")
 
     def _finished(self, rc: int) -> None:
         while (data := self._read(self.out)):

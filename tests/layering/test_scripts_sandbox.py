@@ -330,3 +330,13 @@ def test_real_root_in_the_sandbox_cannot_reach_the_host(world: World, tmp_path: 
     assert (co / "var/lib/probe").read_text() == "probe-done\n"
     assert Path("/proc/sys/kernel/core_pattern").read_text() == core
     _host_intact(world)
+
+
+def test_a_script_flooding_the_drivers_status_pipe_is_cut(world: World) -> None:
+    """A script can open its driver's fd 2 (/proc/PPID/fd/2, the status pipe) and forge
+    or flood status lines; strata bounds them like output."""
+    deb = _deb(world, "evil-status", "exec busybox yes strata-rc:0 > /proc/$PPID/fd/2\n")
+    ran = _compose(world, deb, "t/status", env={"STRATA_SCRIPT_OUTPUT_MB": "4",
+                                                "STRATA_SCRIPT_TIMEOUT": "20"})
+    _refused(ran, "wrote more than 4 MiB to the sandbox's status")
+    _no_scripts_dirs(world)
