@@ -33,7 +33,7 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from subprocess import Popen
+from subprocess import Popen, TimeoutExpired
 
 from layering.errors import ScriptError
 from layering.scriptlimits import MIB, Cgroup, Limits, script_cgroup
@@ -212,7 +212,10 @@ class _Watch:
                     self._take_output(data)
                 else:
                     self._take_status(data)
-        rc = self.proc.wait()
+        try:
+            rc = self.proc.wait(self.limits.timeout)
+        except TimeoutExpired:
+            raise ScriptError("the script sandbox did not exit after closing its pipes") from None
         if self.done < len(self.runs):
             raise ScriptError(f"the script sandbox failed (exit {rc}) in {self.current}"
                               f"{self._oom_note()}: {self.errors.last_lines()}")

@@ -17,6 +17,7 @@ import os
 import stat
 from pathlib import Path
 
+from layering.errors import ScriptError
 from store.fsutil import read_xattrs
 from store.mtree import MutableTree
 from store.objects import DirMeta, FileMeta
@@ -115,7 +116,8 @@ def _apply_file(txn: Transaction, tree: MutableTree, rel: str, dirfd: int, name:
     with open(fd, "rb") as f:
         now = os.fstat(fd)
         if (now.st_ino, now.st_dev) != (st.st_ino, st.st_dev) or not stat.S_ISREG(now.st_mode):
-            raise OSError(f"{rel} changed while it was read")
+            raise ScriptError(f"/{printable(rel)} changed in the script sandbox's upper layer "
+                              "while it was read")
         tree.set_file(rel, txn.write_file_from_file(f, meta))
 
 
