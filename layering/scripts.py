@@ -7,7 +7,8 @@ overlayfs; scripts run with bubblewrap with the overlay as ``/`` (and
 ``dpkg-statoverride`` work (a user namespace maps only uid 0), but in new pid,
 ipc, uts, net, cgroup and mount namespaces, with every capability dropped but
 those file ownership and user switching need (no ``CAP_SYS_ADMIN``, no
-``CAP_MKNOD``, no module loading, ...), ``no_new_privs``, a clean environment,
+``CAP_MKNOD``, no module loading, ...), ``no_new_privs``, ``/proc/sys`` read-only,
+no kernel keyrings (:mod:`layering.scriptseccomp`), a clean environment,
 and a cgroup bounding tasks and memory (:mod:`layering.scriptlimits`).
 
 Nothing the scripts can write is read back by path: their output and exit
@@ -37,6 +38,7 @@ from subprocess import Popen, TimeoutExpired
 
 from layering.errors import ScriptError
 from layering.scriptlimits import MIB, Cgroup, Limits, script_cgroup
+from layering.scriptseccomp import keyring_filter
 from layering.upperfold import apply_upper, printable, replaced_system_dir
 from store.checkoutcache import CheckoutCache
 from store.fsutil import rmtree
@@ -101,8 +103,10 @@ def _is_real_dir(root: Path, rel: str) -> bool:
     return True
 
 
-def _bwrap_argv(lower: Path, merged: Path, scripts: Path) -> list[str]:
+def _bwrap_argv(lower: Path, merged: Path, scripts: Path, seccomp_fd: int) -> list[str]:
     argv = ["bwrap", "--bind", str(merged), "/"]
+    if seccomp_fd >= 0:
+        argv += ["--seccomp", str(seccomp_fd)]
     if _is_real_dir(lower, "usr/etc"):
         argv += ["--bind", str(merged / "usr/etc"), "/etc"]
     argv += ["--proc", "/proc", *_proc_covers(), "--dev", "/dev", "--tmpfs", "/tmp",
@@ -283,12 +287,12 @@ def _run_all(lower: Path, scratch: Path, runs: Sequence[ScriptRun], log: ScriptL
         (scripts / name).write_text(r.body)
         (scripts / name).chmod(0o755)
     (scripts / "driver").write_text(driver_script(runs, names))
-    with script_cgroup(limits) as cgroup:
+    with script_cgroup(limits) as cgroup, _seccomp_fd(scratch) as seccomp_fd:
         argv = ["sh", "-c", JOIN_AND_EXEC, "sh", str(len(cgroup.procs)), *map(str, cgroup.procs),
                 "unshare", "--mount", "--propagation", "private", "--", "sh", "-c",
                 MOUNT_AND_EXEC, "sh", str(lower), str(upper), str(work), str(merged),
-                *_bwrap_argv(lower, merged, scripts)]
-        proc = spawn(argv)
+                *_bwrap_argv(lower, merged, scripts, seccomp_fd)]
+        proc = spawn(argv, pass_fds=[seccomp_fd] if seccomp_fd >= 0 else [])
         try:
             _Watch(proc, runs, limits, cgroup, upper, log).run()
         finally:
@@ -303,6 +307,22 @@ def _run_all(lower: Path, scratch: Path, runs: Sequence[ScriptRun], log: ScriptL
         packages = ", ".join(dict.fromkeys(r.package for r in runs))
         raise ScriptError(f"maintainer scripts of {packages} replaced a system directory: "
                           f"{replaced}")
+
+
+@contextlib.contextmanager
+def _seccomp_fd(scratch: Path) -> Iterator[int]:
+    """A descriptor of :func:`keyring_filter`'s program for ``bwrap --seccomp``, or -1
+    on an architecture it does not know."""
+    program = keyring_filter()
+    if program is None:
+        yield -1
+        return
+    (scratch / "seccomp.bpf").write_bytes(program)
+    fd = os.open(scratch / "seccomp.bpf", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        yield fd
+    finally:
+        os.close(fd)
 
 
 @contextlib.contextmanager

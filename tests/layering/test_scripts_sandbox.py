@@ -340,3 +340,47 @@ def test_a_script_flooding_the_drivers_status_pipe_is_cut(world: World) -> None:
                                                 "STRATA_SCRIPT_TIMEOUT": "20"})
     _refused(ran, "wrote more than 4 MiB to the sandbox's status")
     _no_scripts_dirs(world)
+
+
+KEYS_PROBE = r"""
+#include <stdio.h>
+#include <unistd.h>
+#include <sys/syscall.h>
+int main(void) {
+    long added = syscall(SYS_add_key, "user", "strata-probe", "v", 1, -3);
+    long user = syscall(SYS_keyctl, 0, -4, 0);  /* KEYCTL_GET_KEYRING_ID, the user keyring */
+    printf("add_key %s, keyctl %s\n", added < 0 ? "refused" : "WORKED",
+           user < 0 ? "refused" : "WORKED");
+    return 0;
+}
+"""
+
+
+def test_kernel_keyrings_are_out_of_reach(world: World, tmp_path: Path) -> None:
+    """Keyrings are not namespaced: as real root a script would share the host root's."""
+    require_tool("gcc")
+    (tmp_path / "probe.c").write_text(KEYS_PROBE)
+    run(["gcc", "-static", "-O2", "-o", tmp_path / "probe", tmp_path / "probe.c"])
+    deb = build_deb(world.debs, "keys-probe", files={
+        "usr/bin/keys-probe": (tmp_path / "probe").read_bytes()},
+        scripts={"postinst": "#!/bin/sh\n/usr/bin/keys-probe > /var/lib/keys-probe\n"})
+    ran = _compose(world, deb, "t/keys")
+    assert ran.rc == 0, ran.stderr
+    co = tmp_path / "co"
+    checkout(world.repo, ran.stdout.strip(), co)
+    assert (co / "var/lib/keys-probe").read_text() == "add_key refused, keyctl refused\n"
+
+
+def test_keyring_filter_programs() -> None:
+    import struct
+
+    from layering.scriptseccomp import keyring_filter
+
+    assert keyring_filter("riscv64") is None
+    for machine in ("x86_64", "aarch64"):
+        program = keyring_filter(machine)
+        assert program is not None and len(program) % 8 == 0
+        insns = [struct.unpack("=HBBI", program[i:i + 8]) for i in range(0, len(program), 8)]
+        assert insns[-2:] == [(0x06, 0, 0, 0x7FFF0000), (0x06, 0, 0, 0x00050001)]
+        for n, (code, jt, jf, _k) in enumerate(insns):  # every jump lands inside the program
+            assert code not in (0x15, 0x35) or max(jt, jf) + n + 1 < len(insns)
