@@ -237,10 +237,11 @@ class _Watch:
                               f"{self.limits.output / MIB:g} MiB")
 
     def _take_status(self, data: bytes) -> None:
-        self.pending += data
-        while b"\n" in self.pending or len(self.pending) > 4096:
-            line, _, rest = bytes(self.pending).partition(b"\n")
-            self.pending = bytearray(rest)
+        *lines, rest = (bytes(self.pending) + data).split(b"\n")
+        if len(rest) > 4096:  # no status line is that long
+            lines, rest = [*lines, rest], b""
+        self.pending = bytearray(rest)
+        for line in lines:
             m = STATUS.fullmatch(line.strip())
             if m and self.done < len(self.runs):
                 self._finished(int(m.group(1)))
