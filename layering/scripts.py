@@ -3,37 +3,66 @@
 The tree is checked out (hardlinks from the store, the repository's kept
 checkout when it is free, see :mod:`store.checkoutcache`) as the lower layer of an
 overlayfs; scripts run with bubblewrap with the overlay as ``/`` (and
-``usr/etc`` at ``/etc``), no network, a time limit and a clean environment.
-Whatever they change lands in the upper layer, so objects shared with other
-commits are never written; afterwards only the upper layer is read back into
-the tree (new and changed files, whiteouts as deletions).  Mounting the
+``usr/etc`` at ``/etc``).  They run as real root, so ``adduser``, ``chown`` and
+``dpkg-statoverride`` work (a user namespace maps only uid 0), but in new pid,
+ipc, uts, net, cgroup and mount namespaces, with every capability dropped but
+those file ownership and user switching need (no ``CAP_SYS_ADMIN``, no
+``CAP_MKNOD``, no module loading, ...), ``no_new_privs``, ``/proc/sys`` read-only,
+no kernel keyrings (:mod:`layering.scriptseccomp`), a clean environment,
+and a cgroup bounding tasks and memory (:mod:`layering.scriptlimits`).
+
+Nothing the scripts can write is read back by path: their output and exit
+statuses come through pipes (bounded: a time limit per script, an output
+limit, only the last lines kept), and afterwards only the upper layer is read
+back into the tree, through directory descriptors that never follow symlinks
+(:mod:`layering.upperfold`), once its system directories are checked.  The
+run's scratch directory (``tmp/scripts-*``) is locked by its process, so a
+repository's next open removes one left by a killed compose.  Mounting the
 overlay needs root, as ``rpm-ostree`` does for its scripts.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
+import re
+import selectors
 import stat
-from collections.abc import Sequence
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from subprocess import Popen, TimeoutExpired
 
 from layering.errors import ScriptError
+from layering.scriptlimits import MIB, Cgroup, Limits, script_cgroup
+from layering.scriptseccomp import keyring_filter
+from layering.upperfold import apply_upper, printable, replaced_system_dir
 from store.checkoutcache import CheckoutCache
-from store.errors import CommandError
-from store.fsutil import read_xattrs, scratch_dir
+from store.fsutil import rmtree
 from store.mtree import MutableTree
-from store.objects import DirMeta, FileMeta
 from store.repo import Repo
-from store.run import run
+from store.run import spawn
 from store.txn import Transaction
 
-TIMEOUT = 300.0
-MOUNT_AND_EXEC = ('mount -t overlay overlay -o "lowerdir=$1,upperdir=$2,workdir=$3" "$4" '
-                  '&& shift 4 && exec "$@"')
-SANDBOX_DIRS = ("dev", "proc", "tmp", "run", "sys", "etc")
+KEEP = 64 * 1024  # bytes of each script's output kept (its last ones)
+JOIN_AND_EXEC = ('n=$1; shift; while [ "$n" -gt 0 ]; do echo $$ > "$1" || exit 125; shift; '
+                 'n=$((n-1)); done; exec "$@"')
+MOUNT_AND_EXEC = ('mount -t overlay overlay -o "lowerdir=$1,upperdir=$2,workdir=$3,'
+                  'redirect_dir=off,metacopy=off" "$4" && shift 4 && exec "$@"')
+CAPS_KEPT = ("CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FOWNER", "CAP_FSETID", "CAP_KILL",
+             "CAP_SETGID", "CAP_SETUID", "CAP_SETPCAP", "CAP_SETFCAP", "CAP_NET_BIND_SERVICE",
+             "CAP_SYS_CHROOT", "CAP_AUDIT_WRITE")
+PROC_READ_ONLY = ("sys", "sysrq-trigger", "irq", "bus", "fs")  # root could write these
+PROC_HIDDEN = ("kcore", "keys", "latency_stats", "timer_list", "sched_debug", "kallsyms")
+PROC_HIDDEN_DIRS = ("acpi", "scsi")
+NAMESPACES = ("--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-net",
+              "--unshare-cgroup")
 BASE_ENV = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
             "LANG": "C.UTF-8", "HOME": "/root", "TERM": "dumb"}
+STATUS = re.compile(rb"strata-rc:([0-9]{1,3})")
 
 
 @dataclass(frozen=True)
@@ -48,24 +77,60 @@ class ScriptRun:
     env: tuple[tuple[str, str], ...] = ()
     path: str = ""  # run this file of the tree (as dpkg runs /var/lib/dpkg/info/*) if set
 
+    @property
+    def what(self) -> str:
+        return f"{self.name} script of package {self.package}"
+
 
 @dataclass
 class ScriptLog:
-    """What the scripts printed, per script, for ``-v`` and for errors."""
+    """What the scripts printed, per script, for ``-v`` and for errors (each output cut
+    to its last :data:`KEEP` bytes)."""
 
     entries: list[tuple[str, str]] = field(default_factory=list)
 
 
-def _bwrap_argv(lower: Path, merged: Path, scripts: Path, logs: Path) -> list[str]:
+def _is_real_dir(root: Path, rel: str) -> bool:
+    """Whether ``root/rel`` is a directory reached without following a symlink."""
+    path = root
+    for part in rel.split("/"):
+        path = path / part
+        try:
+            if not stat.S_ISDIR(os.lstat(path).st_mode):
+                return False
+        except OSError:
+            return False
+    return True
+
+
+def _bwrap_argv(lower: Path, merged: Path, scripts: Path, seccomp_fd: int) -> list[str]:
     argv = ["bwrap", "--bind", str(merged), "/"]
-    if (lower / "usr/etc").is_dir():
+    if seccomp_fd >= 0:
+        argv += ["--seccomp", str(seccomp_fd)]
+    if _is_real_dir(lower, "usr/etc"):
         argv += ["--bind", str(merged / "usr/etc"), "/etc"]
-    argv += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--tmpfs", "/run",
-             "--ro-bind", str(scripts), "/run/strata", "--bind", str(logs), "/run/strata-logs",
-             "--unshare-all", "--die-with-parent", "--new-session", "--clearenv"]
+    argv += ["--proc", "/proc", *_proc_covers(), "--dev", "/dev", "--tmpfs", "/tmp",
+             "--tmpfs", "/run", "--ro-bind", str(scripts), "/run/strata", *NAMESPACES,
+             "--die-with-parent", "--new-session", "--clearenv", "--cap-drop", "ALL"]
+    for cap in CAPS_KEPT:
+        argv += ["--cap-add", cap]
     for k, v in BASE_ENV.items():
         argv += ["--setenv", k, v]
     return argv + ["/bin/sh", "/run/strata/driver"]
+
+
+def _proc_covers() -> list[str]:
+    """Real root writes ``/proc/sys`` (``kernel.core_pattern`` runs a program as the
+    host's root) and the like; as docker does, those become read-only (the host's, whose
+    values are the same but for the network namespace) and some are hidden."""
+    argv = []
+    for name in filter(lambda n: os.path.exists(f"/proc/{n}"), PROC_READ_ONLY):
+        argv += ["--ro-bind", f"/proc/{name}", f"/proc/{name}"]
+    for name in filter(lambda n: os.path.exists(f"/proc/{n}"), PROC_HIDDEN):
+        argv += ["--ro-bind", "/dev/null", f"/proc/{name}"]
+    for name in filter(lambda n: os.path.isdir(f"/proc/{n}"), PROC_HIDDEN_DIRS):
+        argv += ["--tmpfs", f"/proc/{name}", "--remount-ro", f"/proc/{name}"]
+    return argv
 
 
 def _quote(s: str) -> str:
@@ -74,57 +139,222 @@ def _quote(s: str) -> str:
 
 def driver_script(runs: Sequence[ScriptRun], names: list[str]) -> str:
     """A shell program that runs each script in order, in a subshell with its own
-    environment, keeping its output and exit status, and stops at the first failure."""
+    environment, its output on stdout, its input ``/dev/null``.  After each it writes
+    ``strata-rc:N`` to stderr, stops at the first failure, and waits for a line on
+    stdin before the next (so each script's output is told apart exactly)."""
     lines = ["#!/bin/sh"]
     for r, name in zip(runs, names, strict=True):
         env = "".join(f"export {k}={_quote(v)}; " for k, v in r.env)
         cmd = " ".join(_quote(a) for a in [*r.interpreter.split(),
                                              r.path or f"/run/strata/{name}", *r.args])
-        lines.append(f"( {env}exec {cmd} ) > /run/strata-logs/{name}.log 2>&1 < /dev/null")
-        lines.append(f"rc=$?; echo $rc > /run/strata-logs/{name}.rc; [ $rc = 0 ] || exit 0")
+        lines.append(f"( {env}exec {cmd} ) < /dev/null 2>&1")
+        lines.append("rc=$?; echo strata-rc:$rc >&2; [ $rc = 0 ] || exit 0; read -r go || exit 0")
     return "\n".join(lines) + "\n"
 
 
-def _collect(runs: Sequence[ScriptRun], names: list[str], logs: Path, log: ScriptLog) -> None:
-    for r, name in zip(runs, names, strict=True):
-        rc_file = logs / f"{name}.rc"
-        if not rc_file.exists():
-            return
-        output = (logs / f"{name}.log").read_text(errors="replace")
-        log.entries.append((f"{r.package} {r.name}", output))
-        rc = int(rc_file.read_text().strip() or "1")
+class _Output:
+    """One script's output: the last :data:`KEEP` bytes kept, all of them counted."""
+
+    def __init__(self) -> None:
+        self.tail = bytearray()
+        self.total = 0
+
+    def add(self, data: bytes) -> None:
+        self.total += len(data)
+        self.tail += data
+        if len(self.tail) > 2 * KEEP:
+            del self.tail[:-KEEP]
+
+    def text(self) -> str:
+        cut = self.total - len(self.tail[-KEEP:])
+        head = f"[{cut} bytes cut]\n" if cut else ""
+        out = self.tail[-KEEP:].decode("utf-8", "replace")
+        return head + "".join(c if c.isprintable() or c in "\n\t" else "?" for c in out)
+
+    def last_lines(self) -> str:
+        return printable(" | ".join(self.text().strip().splitlines()[-6:]), 600)
+
+
+class _Watch:
+    """Feeds the sandbox's driver and reads its pipes: stdout carries the scripts'
+    output, stderr the driver's status lines (and the sandbox tools' own errors)."""
+
+    def __init__(self, proc: Popen[bytes], runs: Sequence[ScriptRun], limits: Limits,
+                 cgroup: Cgroup, upper: Path, log: ScriptLog) -> None:
+        assert proc.stdin and proc.stdout and proc.stderr
+        self.proc, self.runs, self.limits, self.cgroup, self.upper, self.log = (
+            proc, runs, limits, cgroup, upper, log)
+        self.out, self.status, self.ack = (proc.stdout.fileno(), proc.stderr.fileno(),
+                                           proc.stdin.fileno())
+        self.done = 0
+        self.output = _Output()
+        self.pending = bytearray()
+        self.errors = _Output()
+        self.deadline = time.monotonic() + limits.timeout
+
+    @property
+    def current(self) -> str:
+        return self.runs[self.done].what if self.done < len(self.runs) else "the script sandbox"
+
+    def run(self) -> None:
+        """Until both pipes close; raises ScriptError at the first failure or limit."""
+        sel = selectors.DefaultSelector()
+        for fd in (self.out, self.status):
+            os.set_blocking(fd, False)
+            sel.register(fd, selectors.EVENT_READ)
+        while sel.get_map():
+            left = self.deadline - time.monotonic()
+            if left <= 0:
+                raise ScriptError(f"{self.current} timed out after {self.limits.timeout:g}s")
+            for key, _ in sel.select(left):
+                data = self._read(key.fd)
+                if data is None:
+                    continue
+                if not data:
+                    sel.unregister(key.fd)
+                elif key.fd == self.out:
+                    self._take_output(data)
+                else:
+                    self._take_status(data)
+        try:
+            rc = self.proc.wait(self.limits.timeout)
+        except TimeoutExpired:
+            raise ScriptError("the script sandbox did not exit after closing its pipes") from None
+        if self.done < len(self.runs):
+            raise ScriptError(f"the script sandbox failed (exit {rc}) in {self.current}"
+                              f"{self._oom_note()}: {self.errors.last_lines()}")
+
+    def _read(self, fd: int) -> bytes | None:
+        try:
+            return os.read(fd, 65536)
+        except BlockingIOError:
+            return None
+
+    def _take_output(self, data: bytes) -> None:
+        self.output.add(data)
+        if self.output.total > self.limits.output:
+            raise ScriptError(f"{self.current} printed more than "
+                              f"{self.limits.output / MIB:g} MiB")
+
+    def _take_status(self, data: bytes) -> None:
+        *lines, rest = (bytes(self.pending) + data).split(b"\n")
+        if len(rest) > 4096:  # no status line is that long
+            lines, rest = [*lines, rest], b""
+        self.pending = bytearray(rest)
+        for line in lines:
+            m = STATUS.fullmatch(line.strip())
+            if m and self.done < len(self.runs):
+                self._finished(int(m.group(1)))
+            else:
+                self.errors.add(line + b"\n")
+                if self.errors.total > self.limits.output:  # a script writing to fd 2 of the driver
+                    raise ScriptError(f"{self.current} wrote more than "
+                                      f"{self.limits.output / MIB:g} MiB to the sandbox's status")
+
+    def _finished(self, rc: int) -> None:
+        while (data := self._read(self.out)):
+            self._take_output(data)
+        run = self.runs[self.done]
+        self.log.entries.append((f"{run.package} {run.name}", self.output.text()))
         if rc != 0:
-            tail = " | ".join(output.strip().splitlines()[-6:])
-            raise ScriptError(f"{r.name} script of package {r.package} failed (exit {rc}): {tail}")
+            raise ScriptError(f"{run.what} failed (exit {rc}{self._oom_note()}): "
+                              f"{self.output.last_lines()}")
+        replaced = replaced_system_dir(self.upper)
+        if replaced:
+            raise ScriptError(f"{run.what} replaced a system directory: {replaced}")
+        self.done += 1
+        self.output = _Output()
+        self.deadline = time.monotonic() + self.limits.timeout
+        with contextlib.suppress(OSError):
+            os.write(self.ack, b"go\n")
+
+    def _oom_note(self) -> str:
+        if self.cgroup.oom_kills():
+            return f", killed at the memory limit of {self.limits.memory / MIB:g} MiB"
+        return ""
 
 
-def _run_all(lower: Path, upper: Path, work: Path, merged: Path, scripts: Path, logs: Path,
-             runs: Sequence[ScriptRun], log: ScriptLog, timeout: float) -> None:
-    names = [f"{i:03d}-{r.package}.{r.name}".replace("%", "") for i, r in enumerate(runs)]
+def _names(runs: Sequence[ScriptRun]) -> list[str]:
+    return [f"{i:03d}-{r.package}.{r.name}".replace("%", "") for i, r in enumerate(runs)]
+
+
+def _run_all(lower: Path, scratch: Path, runs: Sequence[ScriptRun], log: ScriptLog,
+             limits: Limits) -> None:
+    upper, work, merged, scripts = (scratch / n for n in ("upper", "work", "merged", "scripts"))
+    for d in (upper, work, merged, scripts):
+        d.mkdir()
+    names = _names(runs)
     for r, name in zip(runs, names, strict=True):
         (scripts / name).write_text(r.body)
         (scripts / name).chmod(0o755)
     (scripts / "driver").write_text(driver_script(runs, names))
-    argv = ["unshare", "--mount", "--propagation", "private", "--", "sh", "-c", MOUNT_AND_EXEC,
-            "sh", str(lower), str(upper), str(work), str(merged),
-            *_bwrap_argv(lower, merged, scripts, logs)]
+    with script_cgroup(limits) as cgroup, _seccomp_fd(scratch) as seccomp_fd:
+        argv = ["sh", "-c", JOIN_AND_EXEC, "sh", str(len(cgroup.procs)), *map(str, cgroup.procs),
+                "unshare", "--mount", "--propagation", "private", "--", "sh", "-c",
+                MOUNT_AND_EXEC, "sh", str(lower), str(upper), str(work), str(merged),
+                *_bwrap_argv(lower, merged, scripts, seccomp_fd)]
+        proc = spawn(argv, pass_fds=[seccomp_fd] if seccomp_fd >= 0 else [])
+        try:
+            _Watch(proc, runs, limits, cgroup, upper, log).run()
+        finally:
+            proc.kill()
+            cgroup.kill()
+            proc.wait()
+            for f in (proc.stdin, proc.stdout, proc.stderr):
+                if f is not None:
+                    f.close()
+    replaced = replaced_system_dir(upper)
+    if replaced:
+        packages = ", ".join(dict.fromkeys(r.package for r in runs))
+        raise ScriptError(f"maintainer scripts of {packages} replaced a system directory: "
+                          f"{replaced}")
+
+
+@contextlib.contextmanager
+def _seccomp_fd(scratch: Path) -> Iterator[int]:
+    """A descriptor of :func:`keyring_filter`'s program for ``bwrap --seccomp``, or -1
+    on an architecture it does not know."""
+    program = keyring_filter()
+    if program is None:
+        yield -1
+        return
+    (scratch / "seccomp.bpf").write_bytes(program)
+    fd = os.open(scratch / "seccomp.bpf", os.O_RDONLY | os.O_CLOEXEC)
     try:
-        proc = run(argv, check=False, timeout=timeout * len(runs))
-    except CommandError as e:
-        _collect(runs, names, logs, log)
-        raise ScriptError(f"maintainer scripts timed out after {timeout * len(runs):.0f}s") from e
-    _collect(runs, names, logs, log)
-    if proc.returncode != 0 or len(log.entries) != len(runs):
-        err = proc.stderr.decode("utf-8", "replace").strip()
-        raise ScriptError(f"the script sandbox failed (exit {proc.returncode}): {err[-400:]}")
+        yield fd
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def locked_scratch(repo: Repo) -> Iterator[Path]:
+    """A scratch directory ``tmp/scripts-*`` holding a lock on its ``.lock`` while this
+    process uses it (taken before the directory gets its name), removed on exit; the
+    repository's open-time clean-up removes one whose lock is free."""
+    starting = Path(tempfile.mkdtemp(prefix=".scripts-", dir=repo.tmp_dir))
+    fd = os.open(starting / ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        scratch = starting.with_name(starting.name[1:])
+        os.rename(starting, scratch)
+        try:
+            yield scratch
+        finally:
+            rmtree(scratch)
+    finally:
+        rmtree(starting)
+        os.close(fd)
 
 
 def run_scripts(repo: Repo, txn: Transaction, tree: MutableTree, runs: Sequence[ScriptRun], *,
-                timeout: float = TIMEOUT, checkouts: CheckoutCache | None = None) -> ScriptLog:
+                limits: Limits | None = None,
+                checkouts: CheckoutCache | None = None) -> ScriptLog:
     """Run ``runs`` in order over ``tree`` and fold their changes back into it.
 
     The overlay's lower layer is the repository's kept checkout (``checkouts``),
-    brought to the tree, or a fresh checkout when it is in use.
+    brought to the tree, or a fresh checkout when it is in use.  ``limits``
+    default to :meth:`Limits.from_env`.  Raises ScriptError, changing nothing in
+    ``tree``, when a script fails, breaks a limit or replaces a system directory.
     """
     log = ScriptLog()
     if not runs:
@@ -132,57 +362,14 @@ def run_scripts(repo: Repo, txn: Transaction, tree: MutableTree, runs: Sequence[
     if os.geteuid() != 0:
         raise ScriptError("running maintainer scripts needs root (an overlay mount); "
                           "run as root or pass --no-scripts")
+    limits = limits or Limits.from_env()
+    log.entries.append(("strata sandbox", f"limits: {limits.describe()}\n"))
     root = tree.write(txn)
     checkouts = checkouts or CheckoutCache(repo)
-    with scratch_dir(repo.tmp_dir, "scripts-") as scratch, checkouts.lease(root, scratch) as lower:
-        upper, work, merged, scripts, logs = (
-            scratch / n for n in ("upper", "work", "merged", "scripts", "logs"))
-        for d in (upper, work, merged, scripts, logs):
-            d.mkdir()
-        _run_all(lower, upper, work, merged, scripts, logs, runs, log, timeout)
-        apply_upper(txn, tree, upper, lower)
+    with locked_scratch(repo) as scratch, checkouts.lease(root, scratch) as lower:
+        _run_all(lower, scratch, runs, log, limits)
+        skipped = apply_upper(txn, tree, scratch / "upper")
+    if skipped:
+        log.entries.append(("strata sandbox", "skipped what a commit cannot hold (FIFOs, "
+                            f"sockets, devices): {printable(', '.join(skipped), 2000)}\n"))
     return log
-
-
-def _is_whiteout(st: os.stat_result) -> bool:
-    return stat.S_ISCHR(st.st_mode) and st.st_rdev == 0
-
-
-def _xattrs(path: str) -> tuple[tuple[bytes, bytes], ...]:
-    return tuple(kv for kv in read_xattrs(path) if not kv[0].startswith(b"trusted.overlay."))
-
-
-def apply_upper(txn: Transaction, tree: MutableTree, upper: Path, lower: Path) -> None:
-    """Fold an overlayfs upper layer into ``tree``: changed files, new files, deletions."""
-    for dirpath, dirnames, filenames in os.walk(upper):
-        rel_dir = os.path.relpath(dirpath, upper)
-        rel_dir = "" if rel_dir == "." else rel_dir
-        for name in sorted(dirnames + filenames):
-            path = os.path.join(dirpath, name)
-            rel = f"{rel_dir}/{name}" if rel_dir else name
-            st = os.lstat(path)
-            if _is_whiteout(st):
-                tree.remove(rel)
-            elif stat.S_ISDIR(st.st_mode):
-                _apply_dir(tree, rel, path, st, lower)
-            elif stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode):
-                if isinstance(tree.lookup(rel), MutableTree):
-                    tree.remove(rel)
-                target = os.readlink(path) if stat.S_ISLNK(st.st_mode) else ""
-                meta = FileMeta(st.st_uid, st.st_gid, st.st_mode, target, _xattrs(path))
-                tree.set_file(rel, txn.write_file_from_path(path, meta))
-
-
-def _apply_dir(tree: MutableTree, rel: str, path: str, st: os.stat_result, lower: Path) -> None:
-    meta = DirMeta(st.st_uid, st.st_gid, st.st_mode, _xattrs(path))
-    existing = tree.lookup(rel)
-    if rel in SANDBOX_DIRS and existing is None and not os.listdir(path):
-        return
-    opaque = b"trusted.overlay.opaque" in dict(read_xattrs(path))
-    if isinstance(existing, str) or (opaque and existing is not None):
-        tree.remove(rel)
-        existing = None
-    if existing is None:
-        tree.ensure_dir(rel, meta)
-    elif existing.meta != meta and os.path.isdir(lower / rel):
-        existing.meta = meta

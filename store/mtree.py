@@ -116,8 +116,10 @@ class MutableTree:
         return node
 
     def ensure_dir(self, path: str, meta: DirMeta = DEFAULT_DIR_META) -> MutableTree:
-        """The subtree at ``path``, creating missing directories with ``meta``."""
+        """The subtree at ``path``, creating missing directories with ``meta`` (and
+        marking every ancestor of a created one changed, so that :meth:`write` keeps it)."""
         node: MutableTree = self
+        created = False
         for p in _parts(path):
             if p in node.files:
                 raise InputError(f"'{path}': '{p}' is a file, not a directory")
@@ -126,7 +128,10 @@ class MutableTree:
                 node._dirty()
                 child = MutableTree(meta)
                 node._dirs[p] = child
+                created = True
             node = child
+        if created:
+            self._mark_path_dirty(path)
         return node
 
     def subdir_for_update(self, path: str) -> MutableTree:

@@ -80,6 +80,8 @@ def new_config() -> configparser.ConfigParser:
 DIRMETA_CACHE = 4096  # parsed dirmetas kept per open repository
 WRITTEN_DIRTREE_CACHE = 16384  # dirtrees written by this process, kept per open repository
 STARTING_STAGING_MAX_AGE = 3600.0  # seconds; older ``.staging-*`` dirs were left by a kill
+LOCKED_PREFIXES = ("staging-", "scripts-")  # tmp/ dirs whose live user locks their .lock
+STARTING_PREFIXES = tuple(f".{p}" for p in LOCKED_PREFIXES)
 
 
 class Repo:
@@ -355,19 +357,20 @@ def clean_stale_staging(repo: Repo) -> None:
     """Remove staging directories (``tmp/staging-*``) whose transaction is no longer alive:
     a live transaction holds a lock on the directory's ``.lock``.  A transaction takes that
     lock before its directory gets the ``staging-`` name (see :class:`Transaction`), so a
-    directory is never taken for stale while its transaction starts."""
+    directory is never taken for stale while its transaction starts.  The script
+    sandbox's scratch directories (``tmp/scripts-*``) follow the same scheme."""
     try:
         names = os.listdir(repo.tmp_dir)
     except FileNotFoundError:
         return
     for name in names:
         d = repo.tmp_dir / name
-        if name.startswith(".staging-"):  # a transaction starting, or killed while it started
+        if name.startswith(STARTING_PREFIXES):  # starting, or killed while it started
             with contextlib.suppress(OSError):
                 if time.time() - d.stat().st_mtime > STARTING_STAGING_MAX_AGE:
                     rmtree(d)
             continue
-        if not name.startswith("staging-"):
+        if not name.startswith(LOCKED_PREFIXES):
             continue
         try:
             fd = os.open(d / ".lock", os.O_RDONLY)

@@ -58,6 +58,18 @@ def start(argv: Sequence[str | os.PathLike[str]]) -> subprocess.Popen[bytes]:
         raise CommandError(shlex.join(args), 127, f"{args[0]}: not found") from e
 
 
+def spawn(argv: Sequence[str | os.PathLike[str]], *,
+          pass_fds: Sequence[int] = ()) -> subprocess.Popen[bytes]:
+    """Start ``argv`` with pipes on its stdin, stdout and stderr (the caller reads, writes,
+    bounds and waits; nothing is buffered here), and ``pass_fds`` open in it."""
+    args = [os.fspath(a) for a in argv]
+    try:
+        return subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, bufsize=0, pass_fds=tuple(pass_fds))
+    except FileNotFoundError as e:
+        raise CommandError(shlex.join(args), 127, f"{args[0]}: not found") from e
+
+
 _PR_SET_PDEATHSIG = 1
 
 

@@ -193,9 +193,13 @@ class Transaction:
         if meta.is_symlink:
             return self.write_file(meta, None)
         with open(path, "rb") as f:
-            if os.fstat(f.fileno()).st_size <= SMALL_FILE:
-                return self.write_file(meta, f.read())
-            return self._write_stream(meta, file_header(meta), f)
+            return self.write_file_from_file(f, meta)
+
+    def write_file_from_file(self, f: BinaryIO, meta: FileMeta) -> str:
+        """Store the content of the open regular file ``f`` with ``meta``; return its checksum."""
+        if os.fstat(f.fileno()).st_size <= SMALL_FILE:
+            return self.write_file(meta, f.read())
+        return self._write_stream(meta, file_header(meta), f)
 
     def write_raw_object(self, csum: str, objtype: ObjectType, data: bytes) -> None:
         """Store an object received from elsewhere (archive ``.filez`` bytes for files).

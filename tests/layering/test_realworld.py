@@ -62,3 +62,38 @@ def test_jq_from_real_debs_runs_in_the_new_image(minbase_repo: tuple[Repo, str],
     assert verify.stdout == ""
     listed = run(["dpkg-query", f"--admindir={admindir}", "-W", "-f", "${Package}\\n"]).stdout
     assert {"jq", "libjq1", "libonig5", "dpkg", "libc6"} <= set(listed.split())
+
+
+def test_real_postinsts_create_system_users_and_chown(minbase_repo: tuple[Repo, str],
+                                                      tmp_path: Path) -> None:
+    """uuid-runtime's postinst runs ``addgroup --system``, ``adduser --system`` and
+    ``chown uuidd:uuidd``; openssh-client's runs ``addgroup --system _ssh``,
+    ``dpkg-statoverride --list`` and ``chgrp _ssh`` (both failed in a user namespace)."""
+    require_tool("bwrap", "apt-ftparchive")
+    repo, base = minbase_repo
+    debs = download_debs(USER_DEBS, tmp_path / "debs")
+    apt_repo(tmp_path / "apt", debs)
+    with http_server(tmp_path / "apt") as served:
+        r = compose(repo, ComposeRequest(base=base, branch="debian/bookworm/users",
+                                         install=("uuid-runtime", "openssh-client"),
+                                         sources=(f"deb [trusted=yes] {served.url} stable main",)))
+    co = tmp_path / "co"
+    checkout(repo, r.checksum, co)  # type: ignore[arg-type]
+    group = {line.split(":")[0]: int(line.split(":")[2])
+             for line in (co / "usr/etc/group").read_text().splitlines()}
+    users = {line.split(":")[0]: int(line.split(":")[2])
+             for line in (co / "usr/etc/passwd").read_text().splitlines()}
+    assert "uuidd" in users and "uuidd" in group and "_ssh" in group
+    assert 100 <= users["uuidd"] < 1000  # a system user, as adduser --system makes
+    assert "uuidd:" in (co / "usr/etc/shadow").read_text()
+    assert "_ssh:" in (co / "usr/etc/gshadow").read_text()
+    st = (co / "var/lib/libuuid").lstat()
+    assert (st.st_uid, st.st_gid, st.st_mode & 0o7777) == (users["uuidd"], group["uuidd"], 0o2775)
+    agent = (co / "usr/bin/ssh-agent").lstat()
+    assert (agent.st_gid, agent.st_mode & 0o7777) == (group["_ssh"], 0o2755)
+    run(["ostree", "fsck", f"--repo={repo.path}"])
+
+
+USER_DEBS = ["uuid-runtime", "adduser", "openssh-client", "libedit2", "libfido2-1", "libcbor0.8",
+             "libgssapi-krb5-2", "libkrb5-3", "libk5crypto3", "libkrb5support0", "libkeyutils1",
+             "libcom-err2", "libssl3", "libbsd0"]

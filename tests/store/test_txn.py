@@ -104,3 +104,19 @@ def test_dirtrees_of_a_failed_transaction_are_not_loadable(tmp_path: Path) -> No
         raise RuntimeError("boom")
     with pytest.raises(ObjectNotFound):
         r.load_dirtree(csum)
+
+
+def test_a_directory_made_deep_in_a_stored_tree_is_written(tmp_path: Path) -> None:
+    """ensure_dir under stored ancestors marks them changed (a script's new empty
+    directory in /var/lib was lost from the commit when nothing else changed there)."""
+    from store.mtree import MutableTree
+    from store.objects import DirMeta
+
+    r = Repo.init(tmp_path / "repo", RepoMode.BARE)
+    with r.transaction() as txn:
+        tree = MutableTree(DirMeta(0, 0, 0o40755))
+        tree.ensure_dir("var/lib/dpkg")
+        stored = MutableTree.from_dirtree(r, *tree.write(txn))
+        stored.ensure_dir("var/lib/owner", DirMeta(5, 5, 0o42750))
+        again = MutableTree.from_dirtree(r, *stored.write(txn))
+        assert again.lookup("var/lib/owner").meta == DirMeta(5, 5, 0o42750)  # type: ignore[union-attr]
