@@ -47,6 +47,7 @@ from store.objects import (
 from store.remote import Remote, get_remote
 from store.repo import Repo
 from store.summary import Summary, parse_summary_sig
+from store.treecheck import check_dirtree, check_file_meta, check_metadata_bytes
 from store.txn import Transaction
 
 CHECKPOINT_SECONDS = 5.0
@@ -362,6 +363,7 @@ def _check_meta(st: PullState, csum: str, objtype: ObjectType, url: str, data: b
     if checksum_bytes(data) != csum:
         raise CorruptObject(f"{objtype.value} object {csum} from {st.fetcher.url_for(url)} "
                             f"does not match its checksum")
+    check_metadata_bytes(objtype, data, csum)  # a bad dirtree or dirmeta is never stored
     return data
 
 
@@ -394,7 +396,7 @@ def verify_filez(data: bytes, csum: str, where: str) -> tuple[FileMeta, bytes]:
     h.update(content)
     if h.hexdigest() != csum:
         raise CorruptObject(f"file object {csum} from {where} does not match its checksum")
-    return meta, content
+    return check_file_meta(meta, csum), content
 
 
 def _fetch_trees_and_write(st: PullState, txn: Transaction,
@@ -447,9 +449,10 @@ def _fetch_tree(st: PullState, txn: Transaction, root_tree: str, root_meta: str,
 
 def _parse_tree(data: bytes, csum: str) -> DirTree:
     try:
-        return DirTree.from_bytes(data)
+        tree = DirTree.from_bytes(data)
     except (ValueError, IndexError, CorruptObject) as e:
         raise CorruptObject(f"dirtree object {csum} is corrupt: {e}") from e
+    return check_dirtree(tree, csum)
 
 
 def fetch_loose(st: PullState, txn: Transaction, items: list[tuple[str, ObjectType]]) -> None:

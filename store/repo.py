@@ -33,6 +33,7 @@ from store.errors import CorruptObject, ObjectNotFound, RefError, RepoError
 from store.fsutil import atomic_write, read_xattrs, rmtree
 from store.gvariant import Variant, decode
 from store.lock import file_lock
+from store.treecheck import check_dirmeta, check_dirtree
 from store.objects import (
     METADATA_SIG,
     Commit,
@@ -271,12 +272,13 @@ class Repo:
                       "commit", csum)
 
     def load_dirtree(self, csum: str) -> DirTree:
-        """The parsed dirtree object ``csum``."""
+        """The parsed dirtree object ``csum``, checked as ostree does (each name one path
+        component, sorted, unique: see :mod:`store.treecheck`) since it may be written out."""
         tree = self._written_dirtrees.get(csum)
-        if tree is not None:
-            return tree
-        return _parse(DirTree.from_bytes, self.read_metadata_bytes(csum, ObjectType.DIR_TREE),
-                      "dirtree", csum)
+        if tree is None:
+            tree = _parse(DirTree.from_bytes, self.read_metadata_bytes(csum, ObjectType.DIR_TREE),
+                          "dirtree", csum)
+        return check_dirtree(tree, csum)
 
     def remember_written(self, csum: str, tree: DirTree) -> None:
         """Keep a dirtree this process has just staged: a compose reads back the package trees
@@ -296,6 +298,7 @@ class Repo:
         if meta is None:
             meta = _parse(DirMeta.from_bytes, self.read_metadata_bytes(csum, ObjectType.DIR_META),
                           "dirmeta", csum)
+            check_dirmeta(meta, csum)
             if len(self._dirmetas) >= DIRMETA_CACHE:
                 self._dirmetas.clear()
             self._dirmetas[csum] = meta
