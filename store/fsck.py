@@ -11,7 +11,7 @@ from typing import TypeVar
 from store.errors import CorruptObject, ObjectNotFound, ToolError
 from store.objects import Commit, DirMeta, DirTree, ObjectType, checksum_bytes, file_header
 from store.repo import Repo
-from store.treecheck import dirmeta_problem, dirtree_problem, file_mode_problem
+from store.treecheck import MAX_DEPTH, dirmeta_problem, dirtree_problem, file_mode_problem
 
 T = TypeVar("T")
 
@@ -96,8 +96,12 @@ class _Checker:
             self.problem(f"corrupt {what} object {csum}: {e}")
             return None
 
-    def tree(self, tree: str, meta: str, path: str, commit: str) -> None:
+    def tree(self, tree: str, meta: str, path: str, commit: str, depth: int = 0) -> None:
         where = f" (at /{path} in commit {commit})"
+        if depth > MAX_DEPTH:
+            self.problem(f"invalid dirtree object {tree}: nested deeper than {MAX_DEPTH} "
+                         f"directories{where}")
+            return
         data = self.meta_object(meta, ObjectType.DIR_META, where)
         dm = None if data is None else self.parse(DirMeta.from_bytes, data, meta, "dirmeta")
         if dm is not None and (problem := dirmeta_problem(dm)) is not None:
@@ -112,7 +116,7 @@ class _Checker:
         for name, f in dt.files:
             self.file_object(f, f" (at /{path}/{name} in commit {commit})".replace("//", "/"))
         for name, st, sm in dt.dirs:
-            self.tree(st, sm, f"{path}/{name}" if path else name, commit)
+            self.tree(st, sm, f"{path}/{name}" if path else name, commit, depth + 1)
 
     def commit(self, csum: str) -> None:
         data = self.meta_object(csum, ObjectType.COMMIT, "")

@@ -17,6 +17,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import hashlib
+import itertools
 import os
 import time
 import zlib
@@ -47,7 +48,7 @@ from store.objects import (
 from store.remote import Remote, get_remote
 from store.repo import Repo
 from store.summary import Summary, parse_summary_sig
-from store.treecheck import check_dirtree, check_file_meta, check_metadata_bytes
+from store.treecheck import MAX_DEPTH, check_dirtree, check_file_meta, check_metadata_bytes
 from store.txn import Transaction
 
 CHECKPOINT_SECONDS = 5.0
@@ -427,7 +428,12 @@ def _fetch_tree(st: PullState, txn: Transaction, root_tree: str, root_meta: str,
     seen_trees: set[str] = set()
     seen_metas: set[str] = set()
     files: set[str] = set()
-    while level:
+    for depth in itertools.count():
+        if not level:
+            break
+        if depth > MAX_DEPTH:
+            raise CorruptObject(f"dirtree object {root_tree} is nested deeper than {MAX_DEPTH} "
+                                "directories")
         trees = {(t, old) for t, _m, old in level if t != old and t not in seen_trees}
         metas = {m for _t, m, _old in level} - seen_metas
         seen_trees.update(t for t, _old in trees)
