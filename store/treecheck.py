@@ -24,6 +24,7 @@ from store.objects import DirMeta, DirTree, FileMeta, ObjectType, Xattrs
 MAX_DEPTH = 256  # directories below a root, as OSTREE_MAX_RECURSION
 _PERM_BITS = 0o7777
 _TYPE_BITS = 0o170000
+_DOTS = (".", "..")
 
 
 def name_problem(name: str) -> str | None:
@@ -41,28 +42,24 @@ def name_problem(name: str) -> str | None:
     return None
 
 
-def _order_problem(names: list[str]) -> str | None:
-    prev: bytes | None = None
+def _names_problem(names: list[str]) -> str | None:
+    """Each name valid, and strictly increasing (str order is UTF-8 byte order: strcmp's)."""
+    prev = None
     for name in names:
-        cur = name.encode("utf-8", "surrogateescape")
-        if prev is not None and cur <= prev:
-            return (f"Duplicate filename {name!r}" if cur == prev
+        if not name or name in _DOTS or "/" in name or "\0" in name:
+            return name_problem(name)
+        if prev is not None and name <= prev:
+            return (f"Duplicate filename {name!r}" if name == prev
                     else f"Incorrectly sorted filename {name!r}")
-        prev = cur
+        prev = name
     return None
 
 
 def dirtree_problem(tree: DirTree) -> str | None:
     """The first reason ``tree`` is not a valid dirtree, or None."""
-    for name, _c in tree.files:
-        if (p := name_problem(name)) is not None:
-            return p
-    for name, _t, _m in tree.dirs:
-        if (p := name_problem(name)) is not None:
-            return p
     files = [n for n, _c in tree.files]
     dirs = [n for n, _t, _m in tree.dirs]
-    problem = _order_problem(files) or _order_problem(dirs)
+    problem = _names_problem(files) or _names_problem(dirs)
     if problem is None and files and dirs and not set(files).isdisjoint(dirs):
         dup = min(set(files) & set(dirs))
         problem = f"Duplicate filename {dup!r} (a file and a directory)"
