@@ -214,3 +214,26 @@ def test_sync_of_tampered_checkout_does_not_follow_symlink(tmp_path: Path,
     with pytest.raises(OSError):
         sync_checkout(repo, dest, old, new)
     assert_untouched(outside)
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if c.kind != "file"], ids=lambda c: c.name)
+def test_static_delta_with_hostile_tree_is_refused(case: Case, tmp_path: Path, outside: Path,
+                                                   strata: StrataRunner) -> None:
+    """The real ``ostree static-delta generate`` packs the hostile objects into a delta part
+    (it refuses to for the file modes); the pull refuses them before they are stored."""
+    require_tool("ostree")
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    commit, bad = make_source(src, RepoMode.ARCHIVE, case, outside)
+    for args in (("static-delta", "generate", "--empty", "--to", commit), ("summary", "-u")):
+        subprocess.run(["ostree", args[0], f"--repo={src}", *args[1:]], check=True,
+                       capture_output=True)
+    strata("--repo", dst, "init", "--mode", "bare")
+    with hostile_server(src) as srv:
+        strata("--repo", dst, "remote", "add", "origin", srv.url)
+        p = strata("--repo", dst, "pull", "origin", "main", check=False)
+        assert any("/deltas/" in r for r in srv.requests)
+    one_error(p, rf"{case.kind} object {bad} is invalid")
+    assert not (dst / "refs/remotes/origin/main").exists()
+    assert not any(c for c, _t in Repo.open(dst).iter_objects() if c == bad)
+    assert_untouched(outside)
+    subprocess.run(["ostree", "fsck", f"--repo={dst}"], check=True, capture_output=True)
