@@ -275,9 +275,10 @@ class Repo:
         """The parsed dirtree object ``csum``, checked as ostree does (each name one path
         component, sorted, unique: see :mod:`store.treecheck`) since it may be written out."""
         tree = self._written_dirtrees.get(csum)
-        if tree is None:
-            tree = _parse(DirTree.from_bytes, self.read_metadata_bytes(csum, ObjectType.DIR_TREE),
-                          "dirtree", csum)
+        if tree is not None:  # built in memory: sorted only in its serialized form
+            return check_dirtree(tree, csum, ordered=False)
+        tree = _parse(DirTree.from_bytes, self.read_metadata_bytes(csum, ObjectType.DIR_TREE),
+                      "dirtree", csum)
         return check_dirtree(tree, csum)
 
     def remember_written(self, csum: str, tree: DirTree) -> None:

@@ -42,24 +42,29 @@ def name_problem(name: str) -> str | None:
     return None
 
 
-def _names_problem(names: list[str]) -> str | None:
-    """Each name valid, and strictly increasing (str order is UTF-8 byte order: strcmp's)."""
+def _names_problem(names: list[str], *, ordered: bool) -> str | None:
+    """Each name valid, and strictly increasing (str order is UTF-8 byte order: strcmp's);
+    unless ``ordered`` is false, then only unique."""
     prev = None
     for name in names:
         if not name or name in _DOTS or "/" in name or "\0" in name:
             return name_problem(name)
-        if prev is not None and name <= prev:
+        if ordered and prev is not None and name <= prev:
             return (f"Duplicate filename {name!r}" if name == prev
                     else f"Incorrectly sorted filename {name!r}")
         prev = name
+    if not ordered and len(set(names)) != len(names):
+        return "Duplicate filename"
     return None
 
 
-def dirtree_problem(tree: DirTree) -> str | None:
-    """The first reason ``tree`` is not a valid dirtree, or None."""
+def dirtree_problem(tree: DirTree, *, ordered: bool = True) -> str | None:
+    """The first reason ``tree`` is not a valid dirtree, or None.  ``ordered=False`` is for a
+    tree built in memory, whose entries are sorted only when it is serialized."""
     files = [n for n, _c in tree.files]
     dirs = [n for n, _t, _m in tree.dirs]
-    problem = _names_problem(files) or _names_problem(dirs)
+    problem = (_names_problem(files, ordered=ordered)
+               or _names_problem(dirs, ordered=ordered))
     if problem is None and files and dirs and not set(files).isdisjoint(dirs):
         dup = min(set(files) & set(dirs))
         problem = f"Duplicate filename {dup!r} (a file and a directory)"
@@ -99,9 +104,9 @@ def file_mode_problem(meta: FileMeta) -> str | None:
     return _mode_bits_problem(meta.mode)
 
 
-def check_dirtree(tree: DirTree, csum: str) -> DirTree:
+def check_dirtree(tree: DirTree, csum: str, *, ordered: bool = True) -> DirTree:
     """Return ``tree`` if valid; raise CorruptObject naming dirtree ``csum`` otherwise."""
-    problem = dirtree_problem(tree)
+    problem = dirtree_problem(tree, ordered=ordered)
     if problem is not None:
         raise CorruptObject(f"dirtree object {csum} is invalid: {problem}")
     return tree
