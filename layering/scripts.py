@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from layering.errors import ScriptError
+from store import beneath
 from store.checkoutcache import CheckoutCache
 from store.errors import CommandError
 from store.fsutil import read_xattrs, scratch_dir
@@ -58,7 +59,7 @@ class ScriptLog:
 
 def _bwrap_argv(lower: Path, merged: Path, scripts: Path, logs: Path) -> list[str]:
     argv = ["bwrap", "--bind", str(merged), "/"]
-    if (lower / "usr/etc").is_dir():
+    if _real_dir(lower, "usr/etc"):  # bwrap resolves a bind's source on the host: no symlink
         argv += ["--bind", str(merged / "usr/etc"), "/etc"]
     argv += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--tmpfs", "/run",
              "--ro-bind", str(scripts), "/run/strata", "--bind", str(logs), "/run/strata-logs",
@@ -66,6 +67,16 @@ def _bwrap_argv(lower: Path, merged: Path, scripts: Path, logs: Path) -> list[st
     for k, v in BASE_ENV.items():
         argv += ["--setenv", k, v]
     return argv + ["/bin/sh", "/run/strata/driver"]
+
+
+def _real_dir(root: Path, rel: str) -> bool:
+    """True when ``rel`` below ``root`` is a directory reached without any symlink."""
+    fd = beneath.open_root(root)
+    try:
+        st = beneath.lstat(fd, rel)
+    finally:
+        os.close(fd)
+    return st is not None and stat.S_ISDIR(st.st_mode)
 
 
 def _quote(s: str) -> str:
