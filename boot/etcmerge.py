@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -229,18 +228,6 @@ def copy_tree(src: Path, dst: Path) -> None:
         os.close(sfd)
 
 
-def remove_at(dir_fd: int, name: str) -> None:
-    """Remove ``name`` (a tree, a file or a symlink, never followed) from ``dir_fd``."""
-    try:
-        st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
-    except FileNotFoundError:
-        return
-    if stat.S_ISDIR(st.st_mode):
-        shutil.rmtree(name, dir_fd=dir_fd)
-    else:
-        os.unlink(name, dir_fd=dir_fd)
-
-
 def _ensure_parents(old: int, new: int, rel: str) -> None:
     parts = rel.split("/")[:-1]
     for i in range(1, len(parts) + 1):
@@ -263,7 +250,7 @@ def _carry(old: int, new: int, rel: str, *, added: bool) -> None:
     with beneath.parent_of(old, rel) as (sfd, name), beneath.parent_of(new, rel) as (dfd, _n):
         if stat.S_ISDIR(s.st_mode):
             if d is not None and not stat.S_ISDIR(d.st_mode):
-                remove_at(dfd, name)
+                beneath.remove_at(dfd, name)
                 d = None
             if d is None:
                 copy_at(sfd, name, dfd, name)
@@ -289,7 +276,7 @@ def _carry(old: int, new: int, rel: str, *, added: bool) -> None:
 def _remove(new: int, rel: str) -> None:
     try:
         with beneath.parent_of(new, rel) as (fd, name):
-            remove_at(fd, name)
+            beneath.remove_at(fd, name)
     except OSError as e:
         if e.errno not in beneath.ABSENT:
             raise

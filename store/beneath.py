@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import shutil
 import stat
 from collections.abc import Iterator
 from pathlib import Path
@@ -88,6 +89,19 @@ def fd_path(dir_fd: int, name: str) -> str:
     """A path naming ``name`` in the directory open as ``dir_fd``, for calls that take no
     ``dir_fd`` (xattrs); use them without following the last component."""
     return f"/proc/self/fd/{dir_fd}/{name}"
+
+
+def remove_at(dir_fd: int, name: str) -> None:
+    """Remove ``name`` (a tree, a file or a symlink, never followed) from ``dir_fd``; absent
+    is fine."""
+    try:
+        st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return
+    if stat.S_ISDIR(st.st_mode):
+        shutil.rmtree(name, dir_fd=dir_fd)
+    else:
+        os.unlink(name, dir_fd=dir_fd)
 
 
 def read_file(root: Path | int, rel: str, limit: int) -> bytes | None:

@@ -4,6 +4,13 @@ Files are hardlinked from the object store where the mode allows it (a
 ``bare`` repository without ``user_mode``, or ``bare-user`` with it), as
 ``ostree checkout`` does; otherwise content is copied and metadata applied.
 Regular files get mtime 0, OSTree's fixed timestamp.
+
+Every write goes through directory fds: each directory is made with
+``mkdir`` at its parent's fd and opened with ``O_NOFOLLOW``, each file made
+with ``link``/``symlink``/``open(O_EXCL | O_NOFOLLOW)`` at that fd.  Trees
+are checked when loaded (:mod:`store.treecheck`), so no name holds a ``/``
+or is ``..``; and a symlink already in the destination (a kept checkout
+someone changed) makes the write fail instead of leading it elsewhere.
 """
 
 from __future__ import annotations
@@ -14,10 +21,15 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
+from store import beneath
 from store.errors import CorruptObject, InputError, ObjectNotFound
 from store.objects import DirMeta, FileMeta, ObjectType, decode_dirmeta_variant
 from store.repo import OSTREEMETA_XATTR, Repo, RepoMode
 from store.treecheck import MAX_DEPTH, check_file_meta
+
+
+_DIR = os.O_RDONLY | os.O_DIRECTORY
+_NOFOLLOW_DIR = beneath.DIR_FLAGS
 
 
 @dataclass(frozen=True)
@@ -91,10 +103,6 @@ def checkout_tree(repo: Repo, obj: str, meta: str | None, dest: str | os.PathLik
         os.close(parent)
 
 
-_DIR = os.O_RDONLY | os.O_DIRECTORY
-_NOFOLLOW_DIR = _DIR | os.O_NOFOLLOW | os.O_CLOEXEC
-
-
 def _open_parent(dest: Path) -> int:
     """The directory ``dest`` is made in (a path the caller chose: it may hold symlinks)."""
     if not dest.name or dest.name in (".", ".."):
@@ -113,37 +121,23 @@ def _check_dest(parent: int, dest: Path) -> bool:
         return False
     if not stat.S_ISDIR(st.st_mode):
         raise InputError(f"checkout destination exists and is not a directory: {dest}")
-    if os.listdir(_fd_path(parent, dest.name)):
-        raise InputError(f"checkout destination is not empty: {dest}")
-    return True
-
-
-def _fd_path(dir_fd: int, name: str) -> str:
-    """A path naming ``name`` in the directory open as ``dir_fd`` (for calls without dir_fd;
-    the last component is looked up there, and not followed where the call does not)."""
-    return f"/proc/self/fd/{dir_fd}/{name}"
-
-
-def remove_at(dir_fd: int, name: str) -> None:
-    """Remove ``name`` (a tree, a file or a symlink, never followed) from directory ``dir_fd``."""
+    fd = os.open(dest.name, _NOFOLLOW_DIR, dir_fd=parent)
     try:
-        st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
-    except FileNotFoundError:
-        return
-    if stat.S_ISDIR(st.st_mode):
-        shutil.rmtree(name, dir_fd=dir_fd)
-    else:
-        os.unlink(name, dir_fd=dir_fd)
+        if os.listdir(fd):
+            raise InputError(f"checkout destination is not empty: {dest}")
+    finally:
+        os.close(fd)
+    return True
 
 
 def _undo(parent: int, name: str, *, keep_dir: bool) -> None:
     if not keep_dir:
-        remove_at(parent, name)
+        beneath.remove_at(parent, name)
         return
     fd = os.open(name, _NOFOLLOW_DIR, dir_fd=parent)
     try:
         for child in os.listdir(fd):
-            remove_at(fd, child)
+            beneath.remove_at(fd, child)
     finally:
         os.close(fd)
 
@@ -217,7 +211,7 @@ def _file(repo: Repo, csum: str, dir_fd: int, name: str, opts: _Options) -> None
         if not opts.user_mode:
             os.chown(name, meta.uid, meta.gid, dir_fd=dir_fd, follow_symlinks=False)
             for k, v in meta.xattrs:
-                os.setxattr(_fd_path(dir_fd, name), k, v, follow_symlinks=False)
+                os.setxattr(beneath.fd_path(dir_fd, name), k, v, follow_symlinks=False)
         return
     with stream:
         check_file_meta(meta, csum)
@@ -285,11 +279,11 @@ def _sync_dir(w: _Writer, old: tuple[str, str], new: tuple[str, str], fd: int,
             if nfiles.get(name) != csum:
                 os.unlink(name, dir_fd=fd)
         for name in odirs.keys() - ndirs.keys():
-            remove_at(fd, name)
+            beneath.remove_at(fd, name)
         for name, csum in nfiles.items():
             if ofiles.get(name) != csum:
                 if name in odirs:
-                    remove_at(fd, name)
+                    beneath.remove_at(fd, name)
                 w.link(csum, name, fd)
         for name, sub in ndirs.items():
             if name in odirs:
