@@ -73,13 +73,15 @@ def _root(path: Path) -> Iterator[int]:
 
 def _same_content(a: tuple[int, str], b: tuple[int, str], sa: os.stat_result,
                   sb: os.stat_result) -> bool:
+    """Entries given as (directory fd, name), never followed."""
     if stat.S_ISLNK(sa.st_mode):
-        return _readlink(*a) == _readlink(*b)
+        return os.readlink(a[1], dir_fd=a[0]) == os.readlink(b[1], dir_fd=b[0])
     if sa.st_size != sb.st_size:
         return False
     if (sa.st_dev, sa.st_ino) == (sb.st_dev, sb.st_ino):
         return True
-    with open(beneath.open_file(*a), "rb") as fa, open(beneath.open_file(*b), "rb") as fb:
+    with open(os.open(a[1], beneath.FILE_FLAGS, dir_fd=a[0]), "rb") as fa, \
+            open(os.open(b[1], beneath.FILE_FLAGS, dir_fd=b[0]), "rb") as fb:
         while True:
             ca, cb = fa.read(1 << 16), fb.read(1 << 16)
             if ca != cb:
@@ -88,18 +90,22 @@ def _same_content(a: tuple[int, str], b: tuple[int, str], sa: os.stat_result,
                 return True
 
 
-def _readlink(root: int, rel: str) -> str:
-    with beneath.parent_of(root, rel) as (fd, name):
-        return os.readlink(name, dir_fd=fd)
-
-
-def _same_at(a: tuple[int, str], b: tuple[int, str]) -> bool:
-    sa, sb = beneath.lstat(*a), beneath.lstat(*b)
+def _same(a: tuple[int, str], b: tuple[int, str], sa: os.stat_result | None,
+          sb: os.stat_result | None) -> bool:
     if sa is None or sb is None:
         return sa is None and sb is None
     if (sa.st_mode, sa.st_uid, sa.st_gid) != (sb.st_mode, sb.st_uid, sb.st_gid):
         return False
     return stat.S_ISDIR(sa.st_mode) or _same_content(a, b, sa, sb)
+
+
+def _same_at(ra: int, rb: int, rel: str) -> bool:
+    """``rel`` below roots ``ra`` and ``rb`` is the same (absent if reached through a symlink)."""
+    sa, sb = beneath.lstat(ra, rel), beneath.lstat(rb, rel)
+    if sa is None or sb is None:
+        return sa is None and sb is None
+    with beneath.parent_of(ra, rel) as a, beneath.parent_of(rb, rel) as b:
+        return _same(a, b, sa, sb)
 
 
 def _names(root: int, rel: str) -> set[str]:
@@ -121,15 +127,24 @@ def diff_dirs(orig: Path, new: Path) -> EtcDiff:
         return _diff(ro, rn)
 
 
+def _lstat_at(fd: int, name: str) -> os.stat_result | None:
+    try:
+        return os.stat(name, dir_fd=fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return None
+
+
 def _diff(ro: int, rn: int) -> EtcDiff:
+    """Walk both trees at once through directory fds (entered only where both are real
+    directories)."""
     modified: list[str] = []
     removed: list[str] = []
     added: list[str] = []
 
-    def walk(rel: str) -> None:
-        for name in sorted(_names(ro, rel) | _names(rn, rel)):
+    def walk(fo: int, fn: int, rel: str) -> None:
+        for name in sorted(set(os.listdir(fo)) | set(os.listdir(fn))):
             p = f"{rel}/{name}" if rel else name
-            sa, sb = beneath.lstat(ro, p), beneath.lstat(rn, p)
+            sa, sb = _lstat_at(fo, name), _lstat_at(fn, name)
             if sb is None:
                 removed.append(p)
             elif sa is None:
@@ -137,12 +152,20 @@ def _diff(ro: int, rn: int) -> EtcDiff:
             elif stat.S_IFMT(sa.st_mode) != stat.S_IFMT(sb.st_mode):
                 modified.append(p)
             else:
-                if not _same_at((ro, p), (rn, p)):
+                if not _same((fo, name), (fn, name), sa, sb):
                     modified.append(p)
                 if stat.S_ISDIR(sa.st_mode):
-                    walk(p)
+                    so = os.open(name, beneath.DIR_FLAGS, dir_fd=fo)
+                    try:
+                        sn = os.open(name, beneath.DIR_FLAGS, dir_fd=fn)
+                        try:
+                            walk(so, sn, p)
+                        finally:
+                            os.close(sn)
+                    finally:
+                        os.close(so)
 
-    walk("")
+    walk(ro, rn, "")
     return EtcDiff(tuple(modified), tuple(removed), tuple(added))
 
 
@@ -316,6 +339,6 @@ def preview_merge(old_usr_etc: Path, old_etc: Path, new_usr_etc: Path) -> EtcMer
     with _root(old_usr_etc) as ou, _root(old_etc) as oe, _root(new_usr_etc) as nu:
         changes = _diff(ou, oe)
         paths = sorted({*changes.modified, *changes.removed, *changes.added})
-        conflicts = tuple(p for p in paths if not _same_at((ou, p), (nu, p)))
+        conflicts = tuple(p for p in paths if not _same_at(ou, nu, p))
         blocked = tuple(p for p in (*changes.modified, *changes.added) if _blocked(oe, nu, p))
     return EtcMergePlan(changes, conflicts, tuple(sorted(blocked)))
