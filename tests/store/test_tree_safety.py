@@ -142,6 +142,7 @@ def test_pull_refuses_hostile_tree(case: Case, tmp_path: Path, outside: Path,
     one_error(p, rf"{case.kind} object {bad} is invalid")
     assert not (dst / "refs/remotes/origin/main").exists()
     assert not any(c for c, _t in Repo.open(dst).iter_objects() if c == bad)
+    assert sorted(p.name for p in (dst / "tmp").iterdir()) == ["cache"]
     assert_untouched(outside)
     subprocess.run(["ostree", "fsck", f"--repo={dst}"], check=True, capture_output=True)
 
