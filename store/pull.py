@@ -17,7 +17,6 @@ from __future__ import annotations
 import base64
 import contextlib
 import hashlib
-import itertools
 import os
 import time
 import zlib
@@ -428,10 +427,9 @@ def _fetch_tree(st: PullState, txn: Transaction, root_tree: str, root_meta: str,
     seen_trees: set[str] = set()
     seen_metas: set[str] = set()
     files: set[str] = set()
-    for depth in itertools.count():
-        if not level:
-            break
-        if depth > MAX_DEPTH:
+    depth = 0
+    while level:
+        if (depth := depth + 1) > MAX_DEPTH + 1:
             raise CorruptObject(f"dirtree object {root_tree} is nested deeper than {MAX_DEPTH} "
                                 "directories")
         trees = {(t, old) for t, _m, old in level if t != old and t not in seen_trees}

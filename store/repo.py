@@ -33,7 +33,6 @@ from store.errors import CorruptObject, ObjectNotFound, RefError, RepoError
 from store.fsutil import atomic_write, read_xattrs, rmtree
 from store.gvariant import Variant, decode
 from store.lock import file_lock
-from store.treecheck import check_dirmeta, check_dirtree
 from store.objects import (
     METADATA_SIG,
     Commit,
@@ -46,6 +45,7 @@ from store.objects import (
     loose_path,
     parse_header,
 )
+from store.treecheck import check_dirmeta, check_dirtree
 
 if TYPE_CHECKING:
     from store.txn import Transaction
