@@ -190,6 +190,19 @@ def test_tree_nested_too_deep_is_refused(tmp_path: Path, outside: Path,
     assert p.returncode == 1 and "nested deeper" in p.stdout
 
 
+def test_pull_of_tree_nested_too_deep_is_refused(tmp_path: Path, outside: Path,
+                                                 strata: StrataRunner) -> None:
+    _c, root = make_source(tmp_path / "src", RepoMode.ARCHIVE,
+                           Case("deep", "dirtree", _deep, False), outside)
+    dst = tmp_path / "dst"
+    strata("--repo", dst, "init", "--mode", "archive")
+    with hostile_server(tmp_path / "src") as srv:
+        strata("--repo", dst, "remote", "add", "origin", srv.url)
+        p = strata("--repo", dst, "pull", "origin", "main", check=False)
+    one_error(p, rf"dirtree object {root} is nested deeper than {MAX_DEPTH}")
+    assert not (dst / "refs/remotes/origin/main").exists()
+
+
 def _two_trees(repo: Repo) -> tuple[tuple[str, str], tuple[str, str]]:
     with repo.transaction() as txn:
         f1 = txn.write_file(FileMeta(0, 0, MODE_FILE), b"one\n")
