@@ -79,7 +79,7 @@ def checkout_tree(repo: Repo, obj: str, meta: str | None, dest: str | os.PathLik
     symlinks, below ``dest``'s parent: no name in the tree and no symlink met
     in the destination can lead a write elsewhere.
     """
-    dest = Path(dest)
+    dest = Path(os.path.abspath(dest))  # "." and "x/.." name their directory
     link = not copy and ((repo.mode is RepoMode.BARE and not user_mode)
                          or (repo.mode is RepoMode.BARE_USER and user_mode))
     opts = _Options(link=link, user_mode=user_mode)
