@@ -26,6 +26,7 @@ from boot.deployment import Deployment, bootlink_path, bootlink_target
 from boot.errors import BootError
 from boot.kernel import boot_dirname
 from boot.sysroot import Sysroot, SysrootState, with_indices
+from store import beneath
 from store.faults import fail_point
 from store.fsutil import atomic_symlink, atomic_write, fsync_dir, rmtree
 
@@ -42,12 +43,15 @@ def syncfs(path: Path) -> None:
         os.close(fd)
 
 
+OS_RELEASE_MAX = 64 * 1024  # bytes of an image's os-release read for the entry title
+
+
 def _os_release(tree: Path) -> dict[str, str]:
     for rel in ("usr/lib/os-release", "etc/os-release"):
-        p = tree / rel
-        if p.is_file():
+        data = beneath.read_file(tree, rel, OS_RELEASE_MAX)  # the image's: follow no symlink
+        if data is not None:
             out = {}
-            for line in p.read_text(errors="replace").splitlines():
+            for line in data.decode(errors="replace").splitlines():
                 k, sep, v = line.partition("=")
                 if sep and not k.startswith("#"):
                     out[k.strip()] = v.strip().strip("\"'")

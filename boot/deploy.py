@@ -15,6 +15,7 @@ import contextlib
 import fcntl
 import os
 import re
+import stat
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,11 +23,12 @@ from pathlib import Path
 from boot.bootloader import cleanup_boot_versions, syncfs, write_deployments
 from boot.deployment import Deployment, parse_dirname
 from boot.errors import DeploymentError, SysrootError
-from boot.etcmerge import EtcDiff, EtcMergePlan, copy_tree, merge_etc, preview_merge
+from boot.etcmerge import EtcDiff, EtcMergePlan, copy_at, merge_etc, preview_merge
 from boot.kargs import Kargs
 from boot.kernel import boot_dirname, find_kernel, install_kernel
 from boot.origin import Origin
 from boot.sysroot import Sysroot, SysrootState
+from store import beneath
 from store.checkout import checkout_tree
 from store.checkoutcache import CheckoutCache
 from store.errors import ToolError
@@ -196,23 +198,78 @@ def finish(sysroot: Sysroot, state: SysrootState, *, prune_objects: bool = True)
 
 
 def _prepare_etc(tree: Path) -> None:
-    usr_etc, etc = tree / "usr" / "etc", tree / "etc"
-    if etc.exists() and usr_etc.exists():
-        raise DeploymentError(f"tree {tree.name} contains both /etc and /usr/etc")
-    if etc.exists():
-        os.rename(etc, usr_etc)
-    if not usr_etc.is_dir():
-        raise DeploymentError(f"tree {tree.name} has no /usr/etc (nor /etc)")
-    copy_tree(usr_etc, etc)
+    """Move the image's /etc to /usr/etc if it has it there, then copy /usr/etc to /etc.
+
+    Both are the image's content: a symlink there is refused, never followed on
+    the host; everything happens through directory fds (see :mod:`store.beneath`).
+    """
+    root = beneath.open_root(tree)
+    try:
+        usr = _image_dir(root, "usr", tree)
+        try:
+            etc, usr_etc = _lstat_at(root, "etc"), _lstat_at(usr, "etc")
+            if etc is not None and usr_etc is not None:
+                raise DeploymentError(f"tree {tree.name} contains both /etc and /usr/etc")
+            if etc is not None:
+                if not stat.S_ISDIR(etc.st_mode):
+                    raise DeploymentError(f"tree {tree.name}: /etc is not a directory "
+                                          "(a symlink is not followed)")
+                os.rename("etc", "etc", src_dir_fd=root, dst_dir_fd=usr)
+            elif usr_etc is None:
+                raise DeploymentError(f"tree {tree.name} has no /usr/etc (nor /etc)")
+            elif not stat.S_ISDIR(usr_etc.st_mode):
+                raise DeploymentError(f"tree {tree.name}: /usr/etc is not a directory "
+                                      "(a symlink is not followed)")
+            copy_at(usr, "etc", root, "etc")
+        finally:
+            os.close(usr)
+    finally:
+        os.close(root)
+
+
+def _lstat_at(dir_fd: int, name: str) -> os.stat_result | None:
+    try:
+        return os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return None
+
+
+def _image_dir(root: int, name: str, tree: Path) -> int:
+    """An fd of directory ``name`` of the image at ``root``; DeploymentError if it is not a
+    real directory."""
+    try:
+        return os.open(name, beneath.DIR_FLAGS, dir_fd=root)
+    except OSError as e:
+        raise DeploymentError(f"tree {tree.name}: /{name} is not a directory "
+                              f"(a symlink is not followed): {e.strerror}") from None
 
 
 def _populate_var(sysroot: Sysroot, stateroot: str, tree: Path) -> None:
+    """Copy the image's /var into an empty stateroot /var.  An image /var that is not a real
+    directory (a symlink: content) gives nothing; nothing is followed."""
     var = sysroot.stateroot_dir(stateroot) / "var"
     var.mkdir(parents=True, exist_ok=True)
-    if any(var.iterdir()) or not (tree / "var").is_dir():
+    if any(var.iterdir()):
         return
-    for entry in os.scandir(tree / "var"):
-        copy_tree(Path(entry.path), var / entry.name)
+    root = beneath.open_root(tree)
+    try:
+        try:
+            src = beneath.open_dir(root, "var")
+        except OSError as e:
+            if e.errno in beneath.ABSENT:
+                return
+            raise
+        try:
+            dst = os.open(var, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            try:
+                for name in sorted(os.listdir(src)):
+                    copy_at(src, name, dst, name)
+            finally:
+                os.close(dst)
+        finally:
+            os.close(src)
+    finally:
+        os.close(root)
 
 
 def _next_serial(sysroot: Sysroot, state: SysrootState, stateroot: str, csum: str) -> int:

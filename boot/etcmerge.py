@@ -10,6 +10,12 @@ Inputs: the merge (previous) deployment's ``usr/etc`` (image defaults) and
   user's version always wins; there is no in-file merge.
 * :func:`preview_merge` reports the same plan without writing, plus the
   conflicts: user-changed paths that the new image changed too.
+
+Every tree is reached through directory fds that follow no symlink (see
+:mod:`store.beneath`): a symlink in an image (``usr/etc/ssl -> /etc/ssl``) is
+content, compared and copied as a symlink, and a path under it counts as
+absent; nothing here reads or writes where a symlink points.  The three roots
+themselves must be real directories.
 """
 
 from __future__ import annotations
@@ -17,11 +23,12 @@ from __future__ import annotations
 import contextlib
 import os
 import stat
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from boot.errors import EtcMergeError
-from store.fsutil import rmtree
+from store import beneath
 
 
 @dataclass(frozen=True)
@@ -50,21 +57,31 @@ class EtcMergePlan:
                 "blocked": list(self.blocked)}
 
 
-def _lstat(path: Path) -> os.stat_result | None:
+@contextlib.contextmanager
+def _root(path: Path) -> Iterator[int]:
+    """An fd of ``path``, which must be a real directory (EtcMergeError when it is not)."""
     try:
-        return os.lstat(path)
-    except FileNotFoundError:
-        return None
+        fd = beneath.open_root(path)
+    except OSError as e:
+        raise EtcMergeError(f"{path} is not a directory (a symlink is not followed): "
+                            f"{e.strerror}") from None
+    try:
+        yield fd
+    finally:
+        os.close(fd)
 
 
-def _same_content(a: Path, b: Path, sa: os.stat_result, sb: os.stat_result) -> bool:
+def _same_content(a: tuple[int, str], b: tuple[int, str], sa: os.stat_result,
+                  sb: os.stat_result) -> bool:
+    """Entries given as (directory fd, name), never followed."""
     if stat.S_ISLNK(sa.st_mode):
-        return os.readlink(a) == os.readlink(b)
+        return os.readlink(a[1], dir_fd=a[0]) == os.readlink(b[1], dir_fd=b[0])
     if sa.st_size != sb.st_size:
         return False
     if (sa.st_dev, sa.st_ino) == (sb.st_dev, sb.st_ino):
         return True
-    with open(a, "rb") as fa, open(b, "rb") as fb:
+    with open(os.open(a[1], beneath.FILE_FLAGS, dir_fd=a[0]), "rb") as fa, \
+            open(os.open(b[1], beneath.FILE_FLAGS, dir_fd=b[0]), "rb") as fb:
         while True:
             ca, cb = fa.read(1 << 16), fb.read(1 << 16)
             if ca != cb:
@@ -73,9 +90,8 @@ def _same_content(a: Path, b: Path, sa: os.stat_result, sb: os.stat_result) -> b
                 return True
 
 
-def same_entry(a: Path, b: Path) -> bool:
-    """Both absent, or the same type, mode, owner and content (xattrs ignored; dirs by metadata)."""
-    sa, sb = _lstat(a), _lstat(b)
+def _same(a: tuple[int, str], b: tuple[int, str], sa: os.stat_result | None,
+          sb: os.stat_result | None) -> bool:
     if sa is None or sb is None:
         return sa is None and sb is None
     if (sa.st_mode, sa.st_uid, sa.st_gid) != (sb.st_mode, sb.st_uid, sb.st_gid):
@@ -83,54 +99,93 @@ def same_entry(a: Path, b: Path) -> bool:
     return stat.S_ISDIR(sa.st_mode) or _same_content(a, b, sa, sb)
 
 
-def _names(d: Path) -> set[str]:
-    return set(os.listdir(d)) if d.is_dir() and not d.is_symlink() else set()
+def _same_at(ra: int, rb: int, rel: str) -> bool:
+    """``rel`` below roots ``ra`` and ``rb`` is the same (absent if reached through a symlink)."""
+    sa, sb = beneath.lstat(ra, rel), beneath.lstat(rb, rel)
+    if sa is None or sb is None:
+        return sa is None and sb is None
+    with beneath.parent_of(ra, rel) as a, beneath.parent_of(rb, rel) as b:
+        return _same(a, b, sa, sb)
+
+
+def _names(root: int, rel: str) -> set[str]:
+    try:
+        fd = beneath.open_dir(root, rel)
+    except OSError as e:
+        if e.errno in beneath.ABSENT:
+            return set()
+        raise
+    try:
+        return set(os.listdir(fd))
+    finally:
+        os.close(fd)
 
 
 def diff_dirs(orig: Path, new: Path) -> EtcDiff:
     """Differences from ``orig`` to ``new``; an added or removed directory is one path."""
+    with _root(orig) as ro, _root(new) as rn:
+        return _diff(ro, rn)
+
+
+def _lstat_at(fd: int, name: str) -> os.stat_result | None:
+    try:
+        return os.stat(name, dir_fd=fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return None
+
+
+def _diff(ro: int, rn: int) -> EtcDiff:
+    """Walk both trees at once through directory fds (entered only where both are real
+    directories)."""
     modified: list[str] = []
     removed: list[str] = []
     added: list[str] = []
 
-    def walk(rel: str) -> None:
-        a, b = orig / rel if rel else orig, new / rel if rel else new
-        an, bn = _names(a), _names(b)
-        for name in sorted(an | bn):
+    def walk(fo: int, fn: int, rel: str) -> None:
+        for name in sorted(set(os.listdir(fo)) | set(os.listdir(fn))):
             p = f"{rel}/{name}" if rel else name
-            sa, sb = _lstat(orig / p), _lstat(new / p)
+            sa, sb = _lstat_at(fo, name), _lstat_at(fn, name)
             if sb is None:
                 removed.append(p)
             elif sa is None:
                 added.append(p)
             elif stat.S_IFMT(sa.st_mode) != stat.S_IFMT(sb.st_mode):
                 modified.append(p)
-            elif stat.S_ISDIR(sa.st_mode):
-                if not same_entry(orig / p, new / p):
+            else:
+                if not _same((fo, name), (fn, name), sa, sb):
                     modified.append(p)
-                walk(p)
-            elif not same_entry(orig / p, new / p):
-                modified.append(p)
+                if stat.S_ISDIR(sa.st_mode):
+                    so = os.open(name, beneath.DIR_FLAGS, dir_fd=fo)
+                    try:
+                        sn = os.open(name, beneath.DIR_FLAGS, dir_fd=fn)
+                        try:
+                            walk(so, sn, p)
+                        finally:
+                            os.close(sn)
+                    finally:
+                        os.close(so)
 
-    walk("")
+    walk(ro, rn, "")
     return EtcDiff(tuple(modified), tuple(removed), tuple(added))
 
 
-def _copy_xattrs(src: Path, dst: Path) -> None:
+def _copy_xattrs(src: int | str, dst: int | str) -> None:
+    """From fd ``src`` to fd ``dst``, or between paths whose last component is not followed."""
+    follow = {} if isinstance(src, int) else {"follow_symlinks": False}
     try:
-        names = os.listxattr(src, follow_symlinks=False)
+        names = os.listxattr(src, **follow)
     except OSError:
         return
     for name in names:
         with contextlib.suppress(OSError):
-            os.setxattr(dst, name, os.getxattr(src, name, follow_symlinks=False),
-                        follow_symlinks=False)
+            os.setxattr(dst, name, os.getxattr(src, name, **follow), **follow)
 
 
-def _copy_file(src: Path, dst: Path, st: os.stat_result) -> None:
-    fin = os.open(src, os.O_RDONLY | os.O_NOFOLLOW)
+def _copy_file(sfd: int, sname: str, dfd: int, dname: str, st: os.stat_result) -> None:
+    fin = os.open(sname, beneath.FILE_FLAGS, dir_fd=sfd)
     try:
-        fout = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        fout = os.open(dname, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                       0o600, dir_fd=dfd)
         try:
             left = st.st_size
             while left > 0:
@@ -141,75 +196,113 @@ def _copy_file(src: Path, dst: Path, st: os.stat_result) -> None:
             os.fchown(fout, st.st_uid, st.st_gid)
             os.fchmod(fout, stat.S_IMODE(st.st_mode))
             os.utime(fout, ns=(st.st_atime_ns, st.st_mtime_ns))
+            _copy_xattrs(fin, fout)
         finally:
             os.close(fout)
     finally:
         os.close(fin)
 
 
-def copy_entry(src: Path, dst: Path) -> None:
-    """Copy one file, symlink or (empty) directory with mode, owner, mtime and xattrs."""
-    st = os.lstat(src)
+def copy_at(sfd: int, sname: str, dfd: int, dname: str, *, recursive: bool = True) -> None:
+    """Copy entry ``sname`` of directory ``sfd`` to the absent ``dname`` of ``dfd``, with mode,
+    owner, mtime and xattrs; a directory with its contents unless not ``recursive``.
+
+    Symlinks are copied as symlinks; nothing is followed on either side.
+    """
+    st = os.stat(sname, dir_fd=sfd, follow_symlinks=False)
     if stat.S_ISREG(st.st_mode):
-        _copy_file(src, dst, st)
-    elif stat.S_ISDIR(st.st_mode):
-        dst.mkdir()
-        os.chown(dst, st.st_uid, st.st_gid)
-        os.chmod(dst, stat.S_IMODE(st.st_mode))
+        _copy_file(sfd, sname, dfd, dname, st)
     elif stat.S_ISLNK(st.st_mode):
-        os.symlink(os.readlink(src), dst)
-        os.chown(dst, st.st_uid, st.st_gid, follow_symlinks=False)
+        os.symlink(os.readlink(sname, dir_fd=sfd), dname, dir_fd=dfd)
+        os.chown(dname, st.st_uid, st.st_gid, dir_fd=dfd, follow_symlinks=False)
+        _copy_xattrs(beneath.fd_path(sfd, sname), beneath.fd_path(dfd, dname))
+    elif stat.S_ISDIR(st.st_mode):
+        os.mkdir(dname, 0o700, dir_fd=dfd)
+        src, dst = (os.open(sname, beneath.DIR_FLAGS, dir_fd=sfd),
+                    os.open(dname, beneath.DIR_FLAGS, dir_fd=dfd))
+        try:
+            _copy_xattrs(src, dst)
+            for child in sorted(os.listdir(src)) if recursive else ():
+                copy_at(src, child, dst, child)
+            os.fchown(dst, st.st_uid, st.st_gid)
+            os.fchmod(dst, stat.S_IMODE(st.st_mode))
+            if recursive:
+                os.utime(dst, ns=(st.st_atime_ns, st.st_mtime_ns))
+        finally:
+            os.close(src)
+            os.close(dst)
     else:
-        raise EtcMergeError(f"unsupported file type (not a file, symlink or directory): {src}")
-    _copy_xattrs(src, dst)
+        raise EtcMergeError(f"unsupported file type (not a file, symlink or directory): {sname}")
 
 
 def copy_tree(src: Path, dst: Path) -> None:
-    """Recursive copy of ``src`` to the absent ``dst``, keeping metadata as :func:`copy_entry`."""
-    copy_entry(src, dst)
-    if stat.S_ISDIR(os.lstat(src).st_mode):
-        for entry in os.scandir(src):
-            copy_tree(Path(entry.path), dst / entry.name)
-        st = os.lstat(src)
-        os.utime(dst, ns=(st.st_atime_ns, st.st_mtime_ns))
+    """Recursive copy of ``src`` to the absent ``dst``, keeping metadata as :func:`copy_at`.
+
+    The parents of both are the caller's; ``src`` itself may be a symlink (copied as one).
+    """
+    sfd = os.open(src.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        dfd = os.open(dst.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            copy_at(sfd, src.name, dfd, dst.name)
+        finally:
+            os.close(dfd)
+    finally:
+        os.close(sfd)
 
 
-def _ensure_parents(old_etc: Path, new_etc: Path, rel: str) -> None:
-    parts = Path(rel).parts[:-1]
+def _ensure_parents(old: int, new: int, rel: str) -> None:
+    parts = rel.split("/")[:-1]
     for i in range(1, len(parts) + 1):
-        sub = Path(*parts[:i])
-        target = new_etc / sub
-        st = _lstat(target)
+        sub = "/".join(parts[:i])
+        st = beneath.lstat(new, sub)
         if st is not None and not stat.S_ISDIR(st.st_mode):
             raise EtcMergeError(f"cannot carry /etc/{rel}: /etc/{sub} is no longer a directory "
                                 "in the new image")
         if st is None:
-            copy_entry(old_etc / sub, target)
+            with beneath.parent_of(old, sub) as (sfd, name), \
+                    beneath.parent_of(new, sub) as (dfd, _n):
+                copy_at(sfd, name, dfd, name, recursive=False)
 
 
-def _carry(old_etc: Path, new_etc: Path, rel: str, *, added: bool) -> None:
-    src, dst = old_etc / rel, new_etc / rel
-    _ensure_parents(old_etc, new_etc, rel)
-    s, d = os.lstat(src), _lstat(dst)
-    if stat.S_ISDIR(s.st_mode):
-        if d is not None and not stat.S_ISDIR(d.st_mode):
-            rmtree(dst)
-            d = None
-        if d is None:
-            copy_tree(src, dst)
-        elif added:
-            for entry in os.scandir(src):
-                _carry(old_etc, new_etc, f"{rel}/{entry.name}", added=True)
-        else:
-            os.chown(dst, s.st_uid, s.st_gid)
-            os.chmod(dst, stat.S_IMODE(s.st_mode))
-        return
-    if d is not None and stat.S_ISDIR(d.st_mode):
-        raise EtcMergeError(f"modified config file /etc/{rel} newly defaults to a directory "
-                            "in the new image, cannot merge")
-    if d is not None:
-        os.unlink(dst)
-    copy_entry(src, dst)
+def _carry(old: int, new: int, rel: str, *, added: bool) -> None:
+    _ensure_parents(old, new, rel)
+    s, d = beneath.lstat(old, rel), beneath.lstat(new, rel)
+    if s is None:
+        raise EtcMergeError(f"cannot carry /etc/{rel}: it is not in the current /etc")
+    with beneath.parent_of(old, rel) as (sfd, name), beneath.parent_of(new, rel) as (dfd, _n):
+        if stat.S_ISDIR(s.st_mode):
+            if d is not None and not stat.S_ISDIR(d.st_mode):
+                beneath.remove_at(dfd, name)
+                d = None
+            if d is None:
+                copy_at(sfd, name, dfd, name)
+            elif added:
+                for child in sorted(_names(old, rel)):
+                    _carry(old, new, f"{rel}/{child}", added=True)
+            else:
+                fd = os.open(name, beneath.DIR_FLAGS, dir_fd=dfd)
+                try:
+                    os.fchown(fd, s.st_uid, s.st_gid)
+                    os.fchmod(fd, stat.S_IMODE(s.st_mode))
+                finally:
+                    os.close(fd)
+            return
+        if d is not None and stat.S_ISDIR(d.st_mode):
+            raise EtcMergeError(f"modified config file /etc/{rel} newly defaults to a directory "
+                                "in the new image, cannot merge")
+        if d is not None:
+            os.unlink(name, dir_fd=dfd)
+        copy_at(sfd, name, dfd, name)
+
+
+def _remove(new: int, rel: str) -> None:
+    try:
+        with beneath.parent_of(new, rel) as (fd, name):
+            beneath.remove_at(fd, name)
+    except OSError as e:
+        if e.errno not in beneath.ABSENT:
+            raise
 
 
 def merge_etc(old_usr_etc: Path, old_etc: Path, new_etc: Path, *,
@@ -218,18 +311,20 @@ def merge_etc(old_usr_etc: Path, old_etc: Path, new_etc: Path, *,
 
     ``new_etc`` must be a fresh copy of the new image's ``usr/etc``; ``changes``
     a diff already computed for these trees.  Returns the changes carried.
+    Writes only below ``new_etc``, through fds that follow no symlink.
     """
     if changes is None:
         changes = diff_dirs(old_usr_etc, old_etc)
-    for rel in changes.removed:
-        rmtree(new_etc / rel)
-    for rel in sorted((*changes.modified, *changes.added), key=lambda p: p.count("/")):
-        _carry(old_etc, new_etc, rel, added=rel in changes.added)
+    with _root(old_etc) as old, _root(new_etc) as new:
+        for rel in changes.removed:
+            _remove(new, rel)
+        for rel in sorted((*changes.modified, *changes.added), key=lambda p: p.count("/")):
+            _carry(old, new, rel, added=rel in changes.added)
     return changes
 
 
-def _blocked(old_etc: Path, new_usr_etc: Path, rel: str) -> bool:
-    s, d = _lstat(old_etc / rel), _lstat(new_usr_etc / rel)
+def _blocked(old: int, new_usr: int, rel: str) -> bool:
+    s, d = beneath.lstat(old, rel), beneath.lstat(new_usr, rel)
     return (s is not None and not stat.S_ISDIR(s.st_mode)
             and d is not None and stat.S_ISDIR(d.st_mode))
 
@@ -241,9 +336,9 @@ def preview_merge(old_usr_etc: Path, old_etc: Path, new_usr_etc: Path) -> EtcMer
     image defaults (the user's version will win); ``blocked`` are the ones the
     merge will refuse (a user's file where the new image has a directory).
     """
-    changes = diff_dirs(old_usr_etc, old_etc)
-    paths = sorted({*changes.modified, *changes.removed, *changes.added})
-    conflicts = tuple(p for p in paths if not same_entry(old_usr_etc / p, new_usr_etc / p))
-    blocked = tuple(p for p in (*changes.modified, *changes.added)
-                    if _blocked(old_etc, new_usr_etc, p))
+    with _root(old_usr_etc) as ou, _root(old_etc) as oe, _root(new_usr_etc) as nu:
+        changes = _diff(ou, oe)
+        paths = sorted({*changes.modified, *changes.removed, *changes.added})
+        conflicts = tuple(p for p in paths if not _same_at(ou, nu, p))
+        blocked = tuple(p for p in (*changes.modified, *changes.added) if _blocked(oe, nu, p))
     return EtcMergePlan(changes, conflicts, tuple(sorted(blocked)))

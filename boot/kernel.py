@@ -8,6 +8,11 @@ Layout read (as OSTree's ``usr/lib/modules`` kernel layout)::
 Installed as ``boot/ostree/STATEROOT-BOOTCSUM/{vmlinuz-KVER,initramfs-KVER.img}``,
 where BOOTCSUM is the SHA-256 of the kernel bytes followed by the initramfs
 bytes, exactly as ``ostree admin deploy`` names the directory.
+
+The tree is an image's: every component of those paths must be a real
+directory or regular file, reached through fds that follow no symlink (see
+:mod:`store.beneath`).  A symlinked ``KVER`` or ``vmlinuz`` is not a kernel;
+nothing on the host is read through it.
 """
 
 from __future__ import annotations
@@ -15,10 +20,12 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
 from boot.errors import KernelError
+from store import beneath
 from store.fsutil import fsync_dir, rmtree
 
 MODULES = "usr/lib/modules"
@@ -26,12 +33,13 @@ MODULES = "usr/lib/modules"
 
 @dataclass(frozen=True)
 class Kernel:
-    """A kernel found in a deployment tree."""
+    """A kernel found in a deployment tree (``tree``; the paths below are inside it)."""
 
     kver: str
     vmlinuz: Path
     initramfs: Path | None
     bootcsum: str
+    tree: Path
 
     @property
     def linux_name(self) -> str:
@@ -41,28 +49,75 @@ class Kernel:
     def initramfs_name(self) -> str | None:
         return f"initramfs-{self.kver}.img" if self.initramfs else None
 
+    def sources(self) -> list[tuple[str, str]]:
+        """(path inside the tree, name under boot) of the kernel and the initramfs."""
+        out = [(f"{MODULES}/{self.kver}/vmlinuz", self.linux_name)]
+        if self.initramfs_name:
+            out.append((f"{MODULES}/{self.kver}/initramfs.img", self.initramfs_name))
+        return out
 
-def _hash_into(h: hashlib._Hash, path: Path) -> None:
-    with open(path, "rb") as f:
+
+def _is_regular(dir_fd: int, name: str) -> bool:
+    try:
+        return stat.S_ISREG(os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode)
+    except FileNotFoundError:
+        return False
+
+
+def _kvers(root: int) -> list[str]:
+    """KVERs whose directory and vmlinuz are real (no symlink), sorted."""
+    try:
+        mods = beneath.open_dir(root, MODULES)
+    except OSError as e:
+        if e.errno in beneath.ABSENT:
+            return []
+        raise
+    out = []
+    try:
+        for name in sorted(os.listdir(mods)):
+            try:
+                kdir = os.open(name, beneath.DIR_FLAGS, dir_fd=mods)
+            except OSError:
+                continue  # not a directory, or a symlink: no kernel here
+            try:
+                if _is_regular(kdir, "vmlinuz"):
+                    out.append(name)
+            finally:
+                os.close(kdir)
+    finally:
+        os.close(mods)
+    return out
+
+
+def _hash_into(h: hashlib._Hash, root: int, rel: str) -> None:
+    with open(beneath.open_file(root, rel), "rb") as f:
         while chunk := f.read(1 << 20):
             h.update(chunk)
 
 
 def find_kernel(tree: Path) -> Kernel:
     """The kernel of ``tree`` (first KVER in sorted order); KernelError when there is none."""
-    mods = tree / MODULES
-    kvers = sorted(d.name for d in mods.iterdir()
-                   if (d / "vmlinuz").is_file()) if mods.is_dir() else []
-    if not kvers:
-        raise KernelError(f"no kernel in {tree}: expected {MODULES}/KVER/vmlinuz")
-    kdir = mods / kvers[0]
-    initramfs = kdir / "initramfs.img"
-    h = hashlib.sha256()
-    _hash_into(h, kdir / "vmlinuz")
-    if initramfs.is_file():
-        _hash_into(h, initramfs)
-    return Kernel(kvers[0], kdir / "vmlinuz", initramfs if initramfs.is_file() else None,
-                  h.hexdigest())
+    try:
+        root = beneath.open_root(tree)
+    except OSError as e:
+        raise KernelError(f"no kernel in {tree}: {e.strerror}") from None
+    try:
+        kvers = _kvers(root)
+        if not kvers:
+            raise KernelError(f"no kernel in {tree}: expected {MODULES}/KVER/vmlinuz "
+                              "(a regular file, not through a symlink)")
+        kver = kvers[0]
+        kdir = f"{MODULES}/{kver}"
+        h = hashlib.sha256()
+        _hash_into(h, root, f"{kdir}/vmlinuz")
+        st = beneath.lstat(root, f"{kdir}/initramfs.img")
+        has_initramfs = st is not None and stat.S_ISREG(st.st_mode)
+        if has_initramfs:
+            _hash_into(h, root, f"{kdir}/initramfs.img")
+    finally:
+        os.close(root)
+    return Kernel(kver, tree / kdir / "vmlinuz",
+                  tree / kdir / "initramfs.img" if has_initramfs else None, h.hexdigest(), tree)
 
 
 def boot_dirname(stateroot: str, bootcsum: str) -> str:
@@ -70,25 +125,29 @@ def boot_dirname(stateroot: str, bootcsum: str) -> str:
     return f"{stateroot}-{bootcsum}"
 
 
-def _link_or_copy(src: Path, dst: Path) -> None:
-    """Hardlink when on the same filesystem (as ostree does), else copy and fsync."""
+def _link_or_copy(src: int, dst: Path) -> None:
+    """Hardlink the open file ``src`` when on the same filesystem (as ostree does), else copy
+    and fsync."""
     try:
-        os.link(src, dst)
+        os.link(f"/proc/self/fd/{src}", dst, follow_symlinks=True)  # the open file itself
         return
     except OSError:
         pass
-    shutil.copyfile(src, dst)
-    fd = os.open(dst, os.O_RDONLY)
+    out = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
     try:
-        os.fsync(fd)
+        os.lseek(src, 0, os.SEEK_SET)
+        with open(out, "wb", closefd=False) as f, open(src, "rb", closefd=False) as fin:
+            shutil.copyfileobj(fin, f, 1 << 20)
+        os.fsync(out)
     finally:
-        os.close(fd)
+        os.close(out)
 
 
 def install_kernel(boot: Path, stateroot: str, kernel: Kernel) -> Path:
     """Hardlink or copy kernel and initramfs to ``boot/ostree/STATEROOT-BOOTCSUM`` unless there.
 
     The directory appears complete or not at all (written beside, fsynced, renamed).
+    The files are read from the tree without following any symlink.
     """
     final = boot / "ostree" / boot_dirname(stateroot, kernel.bootcsum)
     if final.is_dir():
@@ -97,11 +156,16 @@ def install_kernel(boot: Path, stateroot: str, kernel: Kernel) -> Path:
     tmp = final.with_name(f".tmp-{final.name}")
     rmtree(tmp)
     tmp.mkdir()
-    files = [(kernel.vmlinuz, kernel.linux_name)]
-    if kernel.initramfs and kernel.initramfs_name:
-        files.append((kernel.initramfs, kernel.initramfs_name))
-    for src, name in files:
-        _link_or_copy(src, tmp / name)
+    root = beneath.open_root(kernel.tree)
+    try:
+        for rel, name in kernel.sources():
+            fd = beneath.open_file(root, rel)
+            try:
+                _link_or_copy(fd, tmp / name)
+            finally:
+                os.close(fd)
+    finally:
+        os.close(root)
     fsync_dir(tmp)
     os.rename(tmp, final)
     fsync_dir(final.parent)

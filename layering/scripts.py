@@ -40,6 +40,7 @@ from layering.errors import ScriptError
 from layering.scriptlimits import MIB, Cgroup, Limits, script_cgroup
 from layering.scriptseccomp import keyring_filter
 from layering.upperfold import apply_upper, printable, replaced_system_dir
+from store import beneath
 from store.checkoutcache import CheckoutCache
 from store.fsutil import rmtree
 from store.mtree import MutableTree
@@ -90,24 +91,11 @@ class ScriptLog:
     entries: list[tuple[str, str]] = field(default_factory=list)
 
 
-def _is_real_dir(root: Path, rel: str) -> bool:
-    """Whether ``root/rel`` is a directory reached without following a symlink."""
-    path = root
-    for part in rel.split("/"):
-        path = path / part
-        try:
-            if not stat.S_ISDIR(os.lstat(path).st_mode):
-                return False
-        except OSError:
-            return False
-    return True
-
-
 def _bwrap_argv(lower: Path, merged: Path, scripts: Path, seccomp_fd: int) -> list[str]:
     argv = ["bwrap", "--bind", str(merged), "/"]
     if seccomp_fd >= 0:
         argv += ["--seccomp", str(seccomp_fd)]
-    if _is_real_dir(lower, "usr/etc"):
+    if _real_dir(lower, "usr/etc"):  # bwrap resolves a bind's source on the host
         argv += ["--bind", str(merged / "usr/etc"), "/etc"]
     argv += ["--proc", "/proc", *_proc_covers(), "--dev", "/dev", "--tmpfs", "/tmp",
              "--tmpfs", "/run", "--ro-bind", str(scripts), "/run/strata", *NAMESPACES,
@@ -131,6 +119,14 @@ def _proc_covers() -> list[str]:
     for name in filter(lambda n: os.path.isdir(f"/proc/{n}"), PROC_HIDDEN_DIRS):
         argv += ["--tmpfs", f"/proc/{name}", "--remount-ro", f"/proc/{name}"]
     return argv
+def _real_dir(root: Path, rel: str) -> bool:
+    """True when ``rel`` below ``root`` is a directory reached without any symlink."""
+    fd = beneath.open_root(root)
+    try:
+        st = beneath.lstat(fd, rel)
+    finally:
+        os.close(fd)
+    return st is not None and stat.S_ISDIR(st.st_mode)
 
 
 def _quote(s: str) -> str:

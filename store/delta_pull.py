@@ -29,6 +29,7 @@ from store.delta_format import (
 )
 from store.errors import CorruptObject
 from store.objects import FileMeta, ObjectType, checksum_bytes
+from store.treecheck import check_file_meta, check_metadata_bytes
 
 if TYPE_CHECKING:
     from store.pull import PullState
@@ -164,6 +165,7 @@ class PartExecutor:
             if checksum_bytes(data) != csum:
                 raise CorruptObject(f"{objtype.value} object {csum} in static delta part "
                                     f"{self.where} does not match its checksum")
+            check_metadata_bytes(objtype, data, csum)
             self.txn.write_metadata(objtype, data)
             self.index += 1
             return
@@ -209,6 +211,7 @@ class PartExecutor:
                 target = content.decode(errors="surrogateescape")
                 meta = FileMeta(meta.uid, meta.gid, meta.mode, target, meta.xattrs)
                 content = b""
+            check_file_meta(meta, csum)
             got = self.txn.write_file(meta, None if meta.is_symlink else content)
             if got != csum or objtype is not ObjectType.FILE:
                 raise CorruptObject(f"file object {csum} in static delta part {self.where} "

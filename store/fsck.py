@@ -11,6 +11,7 @@ from typing import TypeVar
 from store.errors import CorruptObject, ObjectNotFound, ToolError
 from store.objects import Commit, DirMeta, DirTree, ObjectType, checksum_bytes, file_header
 from store.repo import Repo
+from store.treecheck import MAX_DEPTH, dirmeta_problem, dirtree_problem, file_mode_problem
 
 T = TypeVar("T")
 
@@ -29,8 +30,14 @@ class FsckReport:
 
 
 def file_checksum(repo: Repo, csum: str) -> str:
-    """Recompute a stored file object's checksum from its metadata and content."""
+    """Recompute a stored file object's checksum from its metadata and content; CorruptObject
+    when its mode is not a regular file's or a symlink's (see :mod:`store.treecheck`)."""
     meta, stream = repo.open_file(csum)
+    problem = file_mode_problem(meta)
+    if problem is not None:
+        if stream is not None:
+            stream.close()
+        raise CorruptObject(problem)
     h = hashlib.sha256(file_header(meta))
     if stream is not None:
         with stream:
@@ -89,19 +96,27 @@ class _Checker:
             self.problem(f"corrupt {what} object {csum}: {e}")
             return None
 
-    def tree(self, tree: str, meta: str, path: str, commit: str) -> None:
+    def tree(self, tree: str, meta: str, path: str, commit: str, depth: int = 0) -> None:
         where = f" (at /{path} in commit {commit})"
+        if depth > MAX_DEPTH:
+            self.problem(f"invalid dirtree object {tree}: nested deeper than {MAX_DEPTH} "
+                         f"directories{where}")
+            return
         data = self.meta_object(meta, ObjectType.DIR_META, where)
-        if data is not None:
-            self.parse(DirMeta.from_bytes, data, meta, "dirmeta")
+        dm = None if data is None else self.parse(DirMeta.from_bytes, data, meta, "dirmeta")
+        if dm is not None and (problem := dirmeta_problem(dm)) is not None:
+            self.problem(f"invalid dirmeta object {meta}: {problem}{where}")
         data = self.meta_object(tree, ObjectType.DIR_TREE, where)
         dt = None if data is None else self.parse(DirTree.from_bytes, data, tree, "dirtree")
         if dt is None:
             return
+        if (problem := dirtree_problem(dt)) is not None:
+            self.problem(f"invalid dirtree object {tree}: {problem}{where}")
+            return
         for name, f in dt.files:
             self.file_object(f, f" (at /{path}/{name} in commit {commit})".replace("//", "/"))
         for name, st, sm in dt.dirs:
-            self.tree(st, sm, f"{path}/{name}" if path else name, commit)
+            self.tree(st, sm, f"{path}/{name}" if path else name, commit, depth + 1)
 
     def commit(self, csum: str) -> None:
         data = self.meta_object(csum, ObjectType.COMMIT, "")

@@ -22,6 +22,7 @@ import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+
 from store.errors import CorruptObject, NetworkError, ObjectNotFound, ToolError
 from store.fsutil import atomic_write
 from store.http import Fetcher, NotFoundError
@@ -40,6 +41,7 @@ from store.pulltarget import Target, parse_request, resolve_targets
 from store.remote import Remote, get_remote
 from store.repo import Repo
 from store.summary import Summary
+from store.treecheck import MAX_DEPTH, check_dirtree, check_file_meta, check_metadata_bytes
 from store.txn import Transaction
 
 CHECKPOINT_SECONDS = 5.0
@@ -312,6 +314,7 @@ def _check_meta(st: PullState, csum: str, objtype: ObjectType, url: str, data: b
     if checksum_bytes(data) != csum:
         raise CorruptObject(f"{objtype.value} object {csum} from {st.fetcher.url_for(url)} "
                             f"does not match its checksum")
+    check_metadata_bytes(objtype, data, csum)  # a bad dirtree or dirmeta is never stored
     return data
 
 
@@ -344,7 +347,7 @@ def verify_filez(data: bytes, csum: str, where: str) -> tuple[FileMeta, bytes]:
     h.update(content)
     if h.hexdigest() != csum:
         raise CorruptObject(f"file object {csum} from {where} does not match its checksum")
-    return meta, content
+    return check_file_meta(meta, csum), content
 
 
 def _fetch_trees_and_write(st: PullState, txn: Transaction,
@@ -375,7 +378,11 @@ def _fetch_tree(st: PullState, txn: Transaction, root_tree: str, root_meta: str,
     seen_trees: set[str] = set()
     seen_metas: set[str] = set()
     files: set[str] = set()
+    depth = 0
     while level:
+        if (depth := depth + 1) > MAX_DEPTH + 1:
+            raise CorruptObject(f"dirtree object {root_tree} is nested deeper than {MAX_DEPTH} "
+                                "directories")
         trees = {(t, old) for t, _m, old in level if t != old and t not in seen_trees}
         metas = {m for _t, m, _old in level} - seen_metas
         seen_trees.update(t for t, _old in trees)
@@ -397,9 +404,10 @@ def _fetch_tree(st: PullState, txn: Transaction, root_tree: str, root_meta: str,
 
 def _parse_tree(data: bytes, csum: str) -> DirTree:
     try:
-        return DirTree.from_bytes(data)
+        tree = DirTree.from_bytes(data)
     except (ValueError, IndexError, CorruptObject) as e:
         raise CorruptObject(f"dirtree object {csum} is corrupt: {e}") from e
+    return check_dirtree(tree, csum)
 
 
 def fetch_loose(st: PullState, txn: Transaction, items: list[tuple[str, ObjectType]]) -> None:

@@ -45,6 +45,7 @@ from store.objects import (
     loose_path,
     parse_header,
 )
+from store.treecheck import check_dirmeta, check_dirtree
 
 if TYPE_CHECKING:
     from store.txn import Transaction
@@ -273,12 +274,14 @@ class Repo:
                       "commit", csum)
 
     def load_dirtree(self, csum: str) -> DirTree:
-        """The parsed dirtree object ``csum``."""
+        """The parsed dirtree object ``csum``, checked as ostree does (each name one path
+        component, sorted, unique: see :mod:`store.treecheck`) since it may be written out."""
         tree = self._written_dirtrees.get(csum)
-        if tree is not None:
-            return tree
-        return _parse(DirTree.from_bytes, self.read_metadata_bytes(csum, ObjectType.DIR_TREE),
+        if tree is not None:  # built in memory: sorted only in its serialized form
+            return check_dirtree(tree, csum, ordered=False)
+        tree = _parse(DirTree.from_bytes, self.read_metadata_bytes(csum, ObjectType.DIR_TREE),
                       "dirtree", csum)
+        return check_dirtree(tree, csum)
 
     def remember_written(self, csum: str, tree: DirTree) -> None:
         """Keep a dirtree this process has just staged: a compose reads back the package trees
@@ -298,6 +301,7 @@ class Repo:
         if meta is None:
             meta = _parse(DirMeta.from_bytes, self.read_metadata_bytes(csum, ObjectType.DIR_META),
                           "dirmeta", csum)
+            check_dirmeta(meta, csum)
             if len(self._dirmetas) >= DIRMETA_CACHE:
                 self._dirmetas.clear()
             self._dirmetas[csum] = meta
