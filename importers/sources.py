@@ -19,9 +19,11 @@ from importers.aptsource import AptSource, parse_sources
 from importers.errors import RepoMetadataError
 from importers.rpmmd import RpmRepo, parse_repo_file, parse_source_spec
 from importers.treeread import CommitReader
+from store import beneath
 from store.repo import Repo
 
 CONFIG_DIRS = ("usr/etc", "etc")
+SOURCE_FILE_MAX = 1 << 20  # bytes read of one sources file
 
 
 @dataclass(frozen=True)
@@ -81,12 +83,23 @@ def sources_from_commit(repo: Repo, rev: str, *, basearch: str = "x86_64",
 def sources_from_dir(etc: Path, *, basearch: str = "x86_64", releasever: str = "") -> Sources:
     """The sources configured in a directory laid out like /etc (a deployment's merged /etc)."""
 
-    def read(rel: str) -> bytes | None:
-        path = etc.parent / rel
-        return path.read_bytes() if path.is_file() else None
+    def read(rel: str) -> bytes | None:  # never through a symlink: /etc is the image's
+        return beneath.read_file(etc.parent, rel, SOURCE_FILE_MAX)
 
     def listdir(rel: str) -> list[str]:
-        path = etc.parent / rel
-        return sorted(os.listdir(path)) if path.is_dir() else []
+        try:
+            root = beneath.open_root(etc.parent)
+        except OSError:
+            return []
+        try:
+            fd = beneath.open_dir(root, rel)
+        except OSError:
+            return []
+        finally:
+            os.close(root)
+        try:
+            return sorted(os.listdir(fd))
+        finally:
+            os.close(fd)
 
     return _read_sources(read, listdir, etc.name, basearch=basearch, releasever=releasever)

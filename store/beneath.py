@@ -78,10 +78,11 @@ def lstat(root: int, rel: str) -> os.stat_result | None:
 def open_file(root: int, rel: str) -> int:
     """A read-only fd of the regular file ``rel`` below ``root`` (a symlink is refused)."""
     with parent_of(root, rel) as (fd, name):
-        out = os.open(name, FILE_FLAGS, dir_fd=fd)
+        out = os.open(name, FILE_FLAGS | os.O_NONBLOCK, dir_fd=fd)  # a FIFO must not block
     if not stat.S_ISREG(os.fstat(out).st_mode):
         os.close(out)
         raise OSError(errno.EINVAL, f"not a regular file: {rel}")
+    os.set_blocking(out, True)
     return out
 
 

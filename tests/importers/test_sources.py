@@ -88,3 +88,29 @@ def test_reader_registry_and_read_package(tmp_path: Path) -> None:
     assert get_reader(PackageType.DEB) is open_deb and get_reader(PackageType.RPM) is open_rpm
     meta = read_package(hand_deb(tmp_path, "reg", [tinfo("./x", data=b"x")]))
     assert (meta.name, meta.type, len(meta.checksum)) == ("reg", PackageType.DEB, 64)
+
+
+def test_sources_from_dir_never_follow_a_symlink_out_of_the_tree(tmp_path: Path) -> None:
+    """A merged /etc holds the image's symlinks: a sources file or directory that points at
+    a host path is not read (it could print a host file in an error, or add a source)."""
+    import os
+
+    from importers.sources import sources_from_dir
+
+    host = tmp_path / "host"
+    host.mkdir()
+    (host / "secret.list").write_text("deb [trusted=yes] http://127.0.0.1:9/secret stable main\n")
+    os.mkfifo(host / "fifo")
+    etc = tmp_path / "deploy" / "etc"
+    (etc / "apt/sources.list.d").mkdir(parents=True)
+    (etc / "apt/sources.list").symlink_to(host / "secret.list")
+    (etc / "apt/sources.list.d/a.list").symlink_to(host / "secret.list")
+    (etc / "apt/sources.list.d/b.list").symlink_to(host / "fifo")
+    os.mkfifo(etc / "apt/sources.list.d/d.list")  # read as a file, it would block for ever
+    (etc / "apt/sources.list.d/c.list").write_text("deb [trusted=yes] http://127.0.0.1:8/own stable main\n")
+    assert [s.uri for s in sources_from_dir(etc).apt] == ["http://127.0.0.1:8/own"]
+    import shutil
+
+    shutil.rmtree(etc / "apt/sources.list.d")
+    (etc / "apt/sources.list.d").symlink_to(host)
+    assert sources_from_dir(etc).apt == ()
