@@ -116,14 +116,20 @@ class MutableTree:
         return node
 
     def ensure_dir(self, path: str, meta: DirMeta = DEFAULT_DIR_META) -> MutableTree:
-        """The subtree at ``path``, creating missing directories with ``meta``."""
+        """The subtree at ``path``, creating missing directories with ``meta``; when one is
+        created, every directory above it is marked changed, so that :meth:`write` records
+        it even when it stays empty."""
         node: MutableTree = self
+        chain: list[MutableTree] = []
         for p in _parts(path):
             if p in node.files:
                 raise InputError(f"'{path}': '{p}' is a file, not a directory")
+            chain.append(node)
             child = node.dirs.get(p)
             if child is None:
-                node._dirty()
+                for above in chain:
+                    above._dirty()
+                chain = []
                 child = MutableTree(meta)
                 node._dirs[p] = child
             node = child
