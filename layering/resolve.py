@@ -276,22 +276,31 @@ def _jobs(u: Universe, request: Request) -> tuple[list[solv.Job], list[solv.Job]
                           | solv.Selection.SELECTION_INSTALLED_ONLY)
         if sel.isempty():
             raise DepsolveError(f"cannot remove {name}: it is not installed in the base image")
-        _refuse_essential(u, name)
         jobs += sel.jobs(solv.Job.SOLVER_ERASE)
+    if request.remove:
+        _refuse_essential(u, request)
     for s in u.installed.solvables:
         if s.name not in unlocked:
             jobs.append(pool.Job(solv.Job.SOLVER_LOCK | solv.Job.SOLVER_SOLVABLE, s.id))
     return jobs, installs, satisfied
 
 
-def _refuse_essential(u: Universe, name: str) -> None:
-    """An Essential package is never removed (apt asks for a confirmation phrase; strata
-    refuses)."""
-    for s in u.installed.solvables:
-        meta = u.meta.get(s.id)
-        if s.name == name and meta is not None and meta.essential:
-            raise DepsolveError(f"cannot remove {name}: it is an Essential package of the "
+def _refuse_essential(u: Universe, request: Request) -> None:
+    """An Essential package, or one an Essential package depends on, is never removed (apt
+    asks for a confirmation phrase; strata refuses)."""
+    gone = set(request.remove)
+    essential = [s for s in u.installed.solvables
+                 if (meta := u.meta.get(s.id)) is not None and meta.essential]
+    for s in essential:
+        if s.name in gone:
+            raise DepsolveError(f"cannot remove {s.name}: it is an Essential package of the "
                                 "base image (the system needs it to work)")
+    for s in essential:
+        for dep in s.lookup_deparray(solv.SOLVABLE_REQUIRES, 0):
+            providers = [p for p in u.pool.whatprovides(dep.id) if p.repo == u.installed]
+            if providers and all(p.name in gone for p in providers):
+                raise DepsolveError(f"cannot remove {providers[0].name}: the Essential package "
+                                    f"{s.name} depends on it ({dep})")
 
 
 def _describe(u: Universe, dep: solv.Dep) -> str:

@@ -96,3 +96,13 @@ def download_debs(names: list[str], dest: Path) -> list[Path]:
     dest.mkdir(parents=True, exist_ok=True)
     run(["apt-get", "download", "-q", *names], cwd=dest, timeout=600)
     return sorted(dest.glob("*.deb"))
+
+
+def cached_debs(names: list[str]) -> list[Path]:
+    """The current .debs of these packages (``apt-get download``), kept in the test cache."""
+    d = cache_root() / "debs"
+    d.mkdir(parents=True, exist_ok=True)
+    missing = [n for n in names if not list(d.glob(f"{n}_*.deb"))]
+    if missing:
+        download_debs(missing, d)
+    return sorted(p for n in names for p in d.glob(f"{n}_*.deb"))
