@@ -114,9 +114,9 @@ def dep_lines(data: bytes) -> Iterator[str]:
                             for k in DEP_FIELDS)
 
 
-def load_dep_fields(index: IndexFile, tmp_dir: Path) -> dict[tuple[str, str, str], str]:
-    """(name, evr, arch) -> the ``dep_lines`` line of that package, cached beside the
-    ``.solv`` file as ``<sha256>.deps``."""
+def load_dep_fields(index: IndexFile, tmp_dir: Path) -> dict[str, str]:
+    """``name\tevr\tarch`` -> the relation fields of that package (``dep_lines`` less the
+    key, tab-separated), cached beside the ``.solv`` file as ``<sha256>.deps``."""
     path = cache_dir(tmp_dir) / f"{index.sha256}.deps"
     try:
         text = path.read_text() if index.sha256 else None
@@ -129,7 +129,9 @@ def load_dep_fields(index: IndexFile, tmp_dir: Path) -> dict[tuple[str, str, str
             atomic_write(path, text.encode(), sync=False)
     out = {}
     for line in text.splitlines():
-        f = line.split("\t", 3)
-        if len(f) == 4:
-            out[(f[0], f[1], f[2])] = f[3]
+        key, sep, rest = line.rpartition("\t")  # the three fields are the last ones
+        key, sep, mid = key.rpartition("\t")
+        key, sep, first = key.rpartition("\t")
+        if sep:
+            out[key] = f"{first}\t{mid}\t{rest}"
     return out

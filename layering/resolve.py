@@ -97,7 +97,7 @@ class Universe:
         self._file_deps: set[str] = set()
         self._pending: list[tuple[solv.XSolvable, PackageMeta]] = []
         self.native: dict[int, tuple[IndexFile, dict[tuple[str, str, str], str]]] = {}
-        self._dep_fields: dict[str, dict[tuple[str, str, str], str]] = {}
+        self._dep_fields: dict[str, dict[str, str]] = {}
         self._tmp_dir = Path("/tmp")
 
     def add_deb_index(self, repo_name: str, index: IndexFile, tmp_dir: Path) -> None:
@@ -120,7 +120,7 @@ class Universe:
         if fields is None:
             fields = self._dep_fields[index.url] = indexcache.load_dep_fields(index,
                                                                               self._tmp_dir)
-        line = fields.get((s.name, s.evr, s.arch))
+        line = fields.get(f"{s.name}\t{s.evr}\t{s.arch}")
         return tuple(line.split("\t")) if line is not None else None
 
     def fill_records(self, solvables: Iterable[solv.XSolvable]) -> None:
