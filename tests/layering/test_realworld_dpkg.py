@@ -134,3 +134,18 @@ def test_an_essential_package_is_never_removed(world: World) -> None:
                                            sources=(world.source,), dry_run=True))
     assert world.repo.read_ref("nobash") is None
     assert not os.path.exists(world.repo.path / "refs/heads/nolibc")
+
+
+def test_removing_vim_runs_prerm_and_postrm_in_dpkg_order(world: World) -> None:
+    with_vim = compose(world.repo, ComposeRequest(
+        base=world.base, branch="nano-vim", install=("nano", "vim-tiny"), sources=(world.source,)))
+    assert with_vim.checksum is not None
+    gone = compose(world.repo, ComposeRequest(base=with_vim.checksum, branch="no-vim",
+                                              remove=("vim-tiny", "vim-common"),
+                                              sources=(world.source,)))
+    assert gone.checksum is not None
+    assert [e[0] for e in gone.script_log.entries] == ["vim-tiny prerm", "vim-common postrm"]
+    tree = MutableTree.from_commit(world.repo, gone.checksum)
+    assert tree.lookup("usr/bin/vim.tiny") is None
+    assert _alternative(world.repo, gone.checksum, "editor") == "/bin/nano"
+    assert _alternative(world.repo, gone.checksum, "vi") is None
