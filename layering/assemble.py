@@ -63,6 +63,7 @@ class Assembler:
             for pkg in pkgs:
                 for f in pkg.files:
                     self._base_owners.setdefault(runtime_path(f.path), pkg.name)
+                    self._base_owners.setdefault(self.real_path(f.path), pkg.name)
             self._base_owners.update(self.added_owners)
             self.added_owners = self._base_owners
         return self._base_owners
@@ -115,20 +116,38 @@ class Assembler:
 
     # ---- removal ----------------------------------------------------------------------
 
+    def real_path(self, path: str) -> str:
+        """A package path as it lies in the tree: ``etc/`` moved to ``usr/etc/`` and the
+        directory symlinks of its parent followed (``bin/nano`` -> ``usr/bin/nano`` under
+        merged /usr), as dpkg follows them."""
+        path = runtime_path(path)
+        parent, _, name = path.rpartition("/")
+        return f"{self.resolve_dir(parent)}/{name}".lstrip("/") if parent else path
+
+    def _kept_owner(self, pkg: PackageMeta, paths: tuple[str, ...],
+                    keep_owned_by: set[str]) -> bool:
+        for p in paths:
+            owner = self.owners.get(p)
+            if owner is not None and owner != pkg.name and owner in keep_owned_by:
+                return True
+        return False
+
     def remove_package(self, pkg: PackageMeta, keep_owned_by: set[str]) -> None:
-        """Delete the files of an installed package that no kept package also owns."""
+        """Delete the files of an installed package that no kept package also owns (under
+        either name of a path, the listed one or the one behind directory symlinks)."""
         dirs = []
         for f in pkg.files:
-            path = runtime_path(f.path)
+            listed = runtime_path(f.path)
+            path = self.real_path(f.path)
             node = self.tree.lookup(path)
             if isinstance(node, MutableTree):
                 dirs.append(path)
                 continue
-            owner = self.owners.get(path)
-            if owner is not None and owner != pkg.name and owner in keep_owned_by:
+            if self._kept_owner(pkg, (listed, path), keep_owned_by):
                 continue
             self.tree.remove(path)
             self.owners.pop(path, None)
+            self.owners.pop(listed, None)
         for path in sorted(dirs, key=len, reverse=True):
             node = self.tree.lookup(path)
             if isinstance(node, MutableTree) and not node.files and not node.dirs:

@@ -54,6 +54,7 @@ class ClientRequest:
     no_scripts: bool = False
     offline: bool = False
     allow_downgrade: bool = False
+    no_recommends: bool = False  # this composition only; not kept in the origin
 
 
 @dataclass
@@ -273,7 +274,7 @@ def _apply(sysroot: Sysroot, req: ClientRequest) -> ClientResult:
             remove=lay.removes,
             replace_local=tuple(_package_file(repo, e, fresh) for e in lay.replaces),
             source_set=sources_from_dir(etc), no_scripts=req.no_scripts, offline=req.offline,
-            dry_run=req.dry_run, client_layer=True))
+            no_recommends=req.no_recommends, dry_run=req.dry_run, client_layer=True))
         target = result.compose.checksum or base
     if req.dry_run:
         return result

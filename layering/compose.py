@@ -44,8 +44,8 @@ from layering.packages import (
     peek_local,
 )
 from layering.resolve import Request, Resolution, resolve
-from layering.scriptplan import plan_scripts
-from layering.scripts import ScriptLog, run_scripts
+from layering.scriptplan import plan_removal, plan_scripts
+from layering.scripts import ScriptLog, ScriptRun, run_scripts
 from store.checkoutcache import CheckoutCache
 from store.commit import write_commit
 from store.faults import fail_point
@@ -228,6 +228,7 @@ def _build(repo: Repo, request: ComposeRequest, result: ComposeResult,
         removed = {p.name for p in res.remove}
         kept = {p.name for p in installed} - removed
         full = {p.name: p for p in with_files()} if res.remove else {}
+        postrm = _run_prerm(repo, txn, tree, request, result, checkouts)
         for pkg in res.remove:
             asm.remove_package(full.get(pkg.name, pkg), kept)
         for layer in result.layers:
@@ -238,8 +239,9 @@ def _build(repo: Repo, request: ComposeRequest, result: ComposeResult,
         fail_point("compose-before-scripts")
         if not request.no_scripts:
             db = _find_dir(tree, DPKG_DB_DIRS, "status") or "var/lib/dpkg"
-            runs = plan_scripts(result.kind, added, tree, db)
-            result.script_log = run_scripts(repo, txn, tree, runs, checkouts=checkouts)
+            runs = postrm + plan_scripts(result.kind, added, tree, db)
+            log = run_scripts(repo, txn, tree, runs, checkouts=checkouts)
+            result.script_log.entries.extend(log.entries)
         root_tree, root_meta = tree.write(txn)
         csum = write_commit(txn, root_tree=root_tree, root_meta=root_meta,
                             timestamp=int(time.time()), parent=result.base,
@@ -248,6 +250,27 @@ def _build(repo: Repo, request: ComposeRequest, result: ComposeResult,
         if request.branch:
             txn.set_ref(request.branch, csum)
     return csum
+
+
+def _run_prerm(repo: Repo, txn: Transaction, tree: MutableTree, request: ComposeRequest,
+               result: ComposeResult, checkouts: CheckoutCache) -> list[ScriptRun]:
+    """Run ``prerm remove`` of the base packages being removed (not replaced), over the
+    tree that still holds their files; return their ``postrm remove`` runs for later."""
+    replaced = {layer.meta.name for layer in result.layers
+                if layer.sha256 in result.replace_sha256}
+    gone = [p for p in result.resolution.remove if p.name not in replaced]
+    if request.no_scripts or not gone:
+        return []
+    db = _find_dir(tree, DPKG_DB_DIRS, "status") or "var/lib/dpkg"
+
+    def read(path: str) -> bytes | None:
+        node = tree.lookup(path)
+        return repo.load_file(node)[1] if isinstance(node, str) else None
+
+    prerm, postrm = plan_removal(result.kind, gone, db, read)
+    log = run_scripts(repo, txn, tree, prerm, checkouts=checkouts)
+    result.script_log.entries.extend(log.entries)
+    return postrm
 
 
 def _with_files(repo: Repo, result: ComposeResult,

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import urllib.parse
+from collections.abc import Iterator
 from pathlib import Path
 
 import solv
@@ -89,3 +90,48 @@ def record(line: str, base_uri: str) -> PackageMeta:
                        epoch=epoch, arch=arch, origin=Origin.CATALOGUE,
                        location=loc, checksum=sha256, size=int(size or 0),
                        installed_size=int(isize or 0))
+
+
+DEP_FIELDS = (b"Package", b"Version", b"Architecture", b"Pre-Depends", b"Depends", b"Recommends")
+
+
+def dep_lines(data: bytes) -> Iterator[str]:
+    """``name, version, arch, Pre-Depends, Depends, Recommends`` (tab-separated) of every
+    stanza, the relation fields as the index writes them (libsolv's own ``.solv`` files do
+    not keep their order, which apt's choices depend on)."""
+    for chunk in data.split(b"\n\n"):
+        fields: dict[bytes, bytes] = {}
+        key = b""
+        for line in chunk.split(b"\n"):
+            if line[:1] in (b" ", b"\t") and key in fields:
+                fields[key] += b" " + line.strip()
+                continue
+            key, sep, v = line.partition(b":")
+            if sep and key in DEP_FIELDS:
+                fields[key] = v.strip()
+        if b"Package" in fields:
+            yield "\t".join(fields.get(k, b"").decode("utf-8", "replace").replace("\t", " ")
+                            for k in DEP_FIELDS)
+
+
+def load_dep_fields(index: IndexFile, tmp_dir: Path) -> dict[str, str]:
+    """``name\tevr\tarch`` -> the relation fields of that package (``dep_lines`` less the
+    key, tab-separated), cached beside the ``.solv`` file as ``<sha256>.deps``."""
+    path = cache_dir(tmp_dir) / f"{index.sha256}.deps"
+    try:
+        text = path.read_text() if index.sha256 else None
+    except OSError:
+        text = None
+    if text is None:
+        text = "\n".join(dep_lines(read_index(index)))
+        if index.sha256:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write(path, text.encode(), sync=False)
+    out = {}
+    for line in text.splitlines():
+        key, sep, rest = line.rpartition("\t")  # the three fields are the last ones
+        key, sep, mid = key.rpartition("\t")
+        key, sep, first = key.rpartition("\t")
+        if sep:
+            out[key] = f"{first}\t{mid}\t{rest}"
+    return out

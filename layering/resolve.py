@@ -8,6 +8,7 @@ package files.  Debian or RPM semantics follow the image's database.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +19,7 @@ from importers.aptsource import IndexFile
 from importers.errors import RepoMetadataError
 from importers.model import CNF, DepKind, Op, PackageMeta, PackageType, Relation
 from layering import indexcache
+from layering.aptpolicy import AptMarker
 from layering.errors import DepsolveError
 
 _FLAGS = {Op.LT: solv.REL_LT, Op.LE: solv.REL_LT | solv.REL_EQ, Op.EQ: solv.REL_EQ,
@@ -30,6 +32,7 @@ _DEP_KEYS = {
     DepKind.PROVIDES: solv.SOLVABLE_PROVIDES, DepKind.OBSOLETES: solv.SOLVABLE_OBSOLETES,
 }
 LOCAL_REPO = "local files"
+_PLAIN_NAME = re.compile(r"^[a-z0-9][a-z0-9+.-]*$")
 
 
 @dataclass(frozen=True)
@@ -85,7 +88,8 @@ class Universe:
         if self.pool.setdisttype(disttype) < 0:
             raise DepsolveError("libsolv was built without Debian support; reinstall solv "
                                 "with CMAKE_ARGS='-DMULTI_SEMANTICS=ON -DENABLE_DEBIAN=ON'")
-        self.pool.setarch(arch or ("amd64" if kind is PackageType.DEB else "x86_64"))
+        self.arch = arch or ("amd64" if kind is PackageType.DEB else "x86_64")
+        self.pool.setarch(self.arch)
         self.meta: dict[int, PackageMeta] = {}
         self.repo_name: dict[int, str] = {}
         self.installed = self.pool.add_repo("@System")
@@ -93,15 +97,31 @@ class Universe:
         self._file_deps: set[str] = set()
         self._pending: list[tuple[solv.XSolvable, PackageMeta]] = []
         self.native: dict[int, tuple[IndexFile, dict[tuple[str, str, str], str]]] = {}
+        self._dep_fields: dict[str, dict[str, str]] = {}
+        self._tmp_dir = Path("/tmp")
 
     def add_deb_index(self, repo_name: str, index: IndexFile, tmp_dir: Path) -> None:
         """Load an apt ``Packages`` index with libsolv's own parser, through the cache of
         :mod:`layering.indexcache` (records are built only for the packages picked)."""
         repo = self.pool.add_repo(repo_name)
+        self._tmp_dir = tmp_dir
         table = indexcache.load(repo, index, tmp_dir)
         for s in repo.solvables:
             self.native[s.id] = (index, table)
             self.repo_name[s.id] = repo_name
+
+    def dep_fields(self, s: solv.XSolvable) -> tuple[str, ...] | None:
+        """Pre-Depends, Depends and Recommends of a solvable loaded natively, as its index
+        writes them (in their order); None for other solvables (their order is kept)."""
+        if s.id not in self.native:
+            return None
+        index = self.native[s.id][0]
+        fields = self._dep_fields.get(index.url)
+        if fields is None:
+            fields = self._dep_fields[index.url] = indexcache.load_dep_fields(index,
+                                                                              self._tmp_dir)
+        line = fields.get(f"{s.name}\t{s.evr}\t{s.arch}")
+        return tuple(line.split("\t")) if line is not None else None
 
     def fill_records(self, solvables: Iterable[solv.XSolvable]) -> None:
         """Build records for solvables loaded natively, from their index's table."""
@@ -164,12 +184,14 @@ def resolve(kind: PackageType, arch: str, installed: list[PackageMeta],
             u.add_deb_index(name, index, tmp_dir or Path("/tmp"))
     u.add(LOCAL_REPO, [*request.install_local, *request.replace_local])
     u.finish()
-    jobs, satisfied = _jobs(u, request)
-    solver = u.pool.Solver()
-    solver.set_flag(solv.Solver.SOLVER_FLAG_IGNORE_RECOMMENDED, int(request.no_recommends))
-    problems = solver.solve(jobs)
-    if problems:
-        raise DepsolveError(explain(u, request, problems))
+    return solve(u, request)
+
+
+def solve(u: Universe, request: Request) -> Resolution:
+    """Solve ``request`` in a finished universe (one universe serves many requests that
+    name no local package files)."""
+    jobs, installs, satisfied = _jobs(u, request)
+    solver = _solve(u, request, jobs, installs)
     trans = solver.transaction()
     new = [s for s in trans.newsolvables()]
     u.fill_records(new)
@@ -180,15 +202,60 @@ def resolve(kind: PackageType, arch: str, installed: list[PackageMeta],
     gone = [s for s in u.installed.solvables
             if trans.steptype(s, t.SOLVER_TRANSACTION_SHOW_OBSOLETES) in leaving]
     install = tuple(sorted((u.meta[s.id] for s in new), key=lambda m: m.name))
-    return Resolution(kind=kind, install=install,
+    return Resolution(kind=u.kind, install=install,
                       remove=tuple(sorted((u.meta[s.id] for s in gone), key=lambda m: m.name)),
                       source_of={u.meta[s.id].nevra: u.repo_name[s.id] for s in new},
                       satisfied_by_base=tuple(satisfied))
 
 
-def _jobs(u: Universe, request: Request) -> tuple[list[solv.Job], list[str]]:
+def _solve(u: Universe, request: Request, jobs: list[solv.Job],
+           installs: list[solv.Job]) -> solv.Solver:
+    """A solved solver: for Debian first exactly what apt would mark (see
+    :mod:`layering.aptpolicy`), else libsolv's own choice steered towards it."""
+    marked = _apt_marks(u, request) if u.kind is PackageType.DEB else None
+    solver = u.pool.Solver()
+    if marked is not None:
+        solver.set_flag(solv.Solver.SOLVER_FLAG_IGNORE_RECOMMENDED, 1)
+        exact = [u.pool.Job(solv.Job.SOLVER_INSTALL | solv.Job.SOLVER_SOLVABLE, s.id)
+                 for s in marked]
+        if not solver.solve(jobs + exact):
+            return solver
+        solver = u.pool.Solver()
+    favor = [u.pool.Job(solv.Job.SOLVER_FAVOR | solv.Job.SOLVER_SOLVABLE, s.id)
+             for s in marked or ()]
+    solver.set_flag(solv.Solver.SOLVER_FLAG_IGNORE_RECOMMENDED, int(request.no_recommends))
+    problems = solver.solve(jobs + installs + favor)
+    if problems:
+        raise DepsolveError(explain(u, request, problems))
+    return solver
+
+
+def _apt_marks(u: Universe, request: Request) -> list[solv.XSolvable] | None:
+    """What apt would add for the request, or None when its greedy walk fails."""
+    gone = set(request.remove) | {m.name for m in request.replace_local}
+    installed = {s.id for s in u.installed.solvables if s.name not in gone}
+    marker = AptMarker(u.pool, installed, u.arch, recommends=not request.no_recommends,
+                       fields=u.dep_fields)
+    local_ids = {id(m) for m in (*request.install_local, *request.replace_local)}
+    wanted = [u.pool.id2solvable(sid) for sid, meta in u.meta.items() if id(meta) in local_ids]
+    for name in request.install:
+        if _PLAIN_NAME.match(name):
+            s = marker.requested(name)
+            if s is not None:
+                wanted.append(s)
+        else:
+            return None
+    for s in wanted:
+        if not marker.mark(s):
+            return None
+    return marker.marked
+
+
+def _jobs(u: Universe, request: Request) -> tuple[list[solv.Job], list[solv.Job], list[str]]:
+    """(locks and removals, the requested installs, requests the base already satisfies)."""
     pool = u.pool
     jobs: list[solv.Job] = []
+    installs: list[solv.Job] = []
     unlocked = set(request.remove) | {m.name for m in request.replace_local}
     satisfied = []
     for name in request.install:
@@ -199,21 +266,41 @@ def _jobs(u: Universe, request: Request) -> tuple[list[solv.Job], list[str]]:
         if any(s.repo == u.installed for s in sel.solvables()):
             satisfied.append(name)
             continue
-        jobs += sel.jobs(solv.Job.SOLVER_INSTALL)
+        installs += sel.jobs(solv.Job.SOLVER_INSTALL)
     local_ids = {id(m) for m in (*request.install_local, *request.replace_local)}
     for sid, meta in u.meta.items():
         if id(meta) in local_ids:
-            jobs.append(pool.Job(solv.Job.SOLVER_INSTALL | solv.Job.SOLVER_SOLVABLE, sid))
+            installs.append(pool.Job(solv.Job.SOLVER_INSTALL | solv.Job.SOLVER_SOLVABLE, sid))
     for name in request.remove:
         sel = pool.select(name, solv.Selection.SELECTION_NAME
                           | solv.Selection.SELECTION_INSTALLED_ONLY)
         if sel.isempty():
             raise DepsolveError(f"cannot remove {name}: it is not installed in the base image")
         jobs += sel.jobs(solv.Job.SOLVER_ERASE)
+    if request.remove:
+        _refuse_essential(u, request)
     for s in u.installed.solvables:
         if s.name not in unlocked:
             jobs.append(pool.Job(solv.Job.SOLVER_LOCK | solv.Job.SOLVER_SOLVABLE, s.id))
-    return jobs, satisfied
+    return jobs, installs, satisfied
+
+
+def _refuse_essential(u: Universe, request: Request) -> None:
+    """An Essential package, or one an Essential package depends on, is never removed (apt
+    asks for a confirmation phrase; strata refuses)."""
+    gone = set(request.remove)
+    essential = [s for s in u.installed.solvables
+                 if (meta := u.meta.get(s.id)) is not None and meta.essential]
+    for s in essential:
+        if s.name in gone:
+            raise DepsolveError(f"cannot remove {s.name}: it is an Essential package of the "
+                                "base image (the system needs it to work)")
+    for s in essential:
+        for dep in s.lookup_deparray(solv.SOLVABLE_REQUIRES, 0):
+            providers = [p for p in u.pool.whatprovides(dep.id) if p.repo == u.installed]
+            if providers and all(p.name in gone for p in providers):
+                raise DepsolveError(f"cannot remove {providers[0].name}: the Essential package "
+                                    f"{s.name} depends on it ({dep})")
 
 
 def _describe(u: Universe, dep: solv.Dep) -> str:
@@ -263,4 +350,5 @@ def explain(u: Universe, request: Request, problems: list[solv.Problem]) -> str:
     return "\n".join([first, *seen])
 
 
-__all__ = ["CNF", "LOCAL_REPO", "Request", "Resolution", "Universe", "explain", "resolve"]
+__all__ = ["CNF", "LOCAL_REPO", "Request", "Resolution", "Universe", "explain", "resolve",
+           "solve"]

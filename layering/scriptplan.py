@@ -3,14 +3,16 @@
 Debian: every added package's ``preinst install``, then every ``postinst
 configure`` (dependencies first), with dpkg's ``DPKG_*`` variables.  RPM:
 ``%pre``/``%post`` with ``$1 = 1`` (one instance installed), then
-``%posttrans``.  Removed base packages run no scripts, as with rpm-ostree's
-overrides.  Triggers: ``ldconfig`` runs once at the end when an added package
-ships a shared library.
+``%posttrans``.  Removed Debian base packages run ``prerm remove`` (while their
+files are still there) and ``postrm remove`` (after), as dpkg does; removed RPM
+base packages run none, as with rpm-ostree's overrides.  Triggers: ``ldconfig``
+runs once at the end when an added package ships a shared library.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
 from importers.model import PackageMeta, PackageType
 from layering.dpkgdb import info_name
@@ -42,6 +44,24 @@ def _deb_runs(added: list[PackageMeta], db: str) -> list[ScriptRun]:
                                           _deb_env(pkg, phase),
                                           path=f"/{db}/info/{info_name(pkg)}.{phase}"))
     return runs
+
+
+def plan_removal(kind: PackageType, removed: list[PackageMeta], db: str,
+                 read: Callable[[str], bytes | None]) -> tuple[list[ScriptRun], list[ScriptRun]]:
+    """(``prerm remove`` runs, ``postrm remove`` runs) of removed Debian packages, their
+    bodies read now from the image's dpkg database (``read`` gives a tree file's bytes)."""
+    if kind is not PackageType.DEB:
+        return [], []
+    out: tuple[list[ScriptRun], list[ScriptRun]] = ([], [])
+    for runs, phase in zip(out, ("prerm", "postrm"), strict=True):
+        for pkg in removed:
+            path = f"{db}/info/{info_name(pkg)}.{phase}"
+            body = read(path)
+            if body is not None:
+                here = f"/{path}" if phase == "prerm" else ""  # postrm's file is gone by then
+                runs.append(ScriptRun(pkg.name, phase, body.decode("utf-8", "replace"), "",
+                                      ("remove",), _deb_env(pkg, phase), path=here))
+    return out
 
 
 def _rpm_runs(added: list[PackageMeta]) -> list[ScriptRun]:

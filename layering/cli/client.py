@@ -74,27 +74,33 @@ def _run(c: Context, *, dry_run: bool = False, **kw: object) -> None:
     _report(c, result, dry_run=dry_run)
 
 
+_NO_RECOMMENDS = click.option("--no-recommends", is_flag=True,
+                              help="Do not install Recommends (apt installs them by default).")
+
+
 @cli.command()
 @click.option("--dry-run", is_flag=True)
 @click.option("--no-scripts", is_flag=True)
 @click.option("--offline", is_flag=True)
+@_NO_RECOMMENDS
 @click.argument("packages", nargs=-1, required=True)
 @pass_ctx
-def install(c: Context, dry_run: bool, no_scripts: bool, offline: bool,
+def install(c: Context, dry_run: bool, no_scripts: bool, offline: bool, no_recommends: bool,
             packages: tuple[str, ...]) -> None:
     """New deployment = default's base + its requested packages + PACKAGES (names or files)."""
     names, files = _split(packages)
     _run(c, dry_run=dry_run, install=names, install_local=files, no_scripts=no_scripts,
-         offline=offline)
+         offline=offline, no_recommends=no_recommends)
 
 
 @cli.command()
 @click.option("--dry-run", is_flag=True)
+@_NO_RECOMMENDS
 @click.argument("packages", nargs=-1, required=True)
 @pass_ctx
-def uninstall(c: Context, dry_run: bool, packages: tuple[str, ...]) -> None:
+def uninstall(c: Context, dry_run: bool, no_recommends: bool, packages: tuple[str, ...]) -> None:
     """New deployment without these requested packages."""
-    _run(c, dry_run=dry_run, uninstall=packages)
+    _run(c, dry_run=dry_run, uninstall=packages, no_recommends=no_recommends)
 
 
 @cli.group()
@@ -135,8 +141,10 @@ def override_reset(c: Context, dry_run: bool, packages: tuple[str, ...]) -> None
 @click.option("--offline", is_flag=True)
 @click.option("--allow-downgrade", is_flag=True,
               help="Permit a base older than the booted (else default) deployment's.")
+@_NO_RECOMMENDS
 @pass_ctx
-def upgrade(c: Context, check: bool, dry_run: bool, offline: bool, allow_downgrade: bool) -> None:
+def upgrade(c: Context, check: bool, dry_run: bool, offline: bool, allow_downgrade: bool,
+            no_recommends: bool) -> None:
     """Pull the origin's newest base and re-apply every requested package."""
     if check:
         from layering.client import check_upgrade
@@ -144,7 +152,8 @@ def upgrade(c: Context, check: bool, dry_run: bool, offline: bool, allow_downgra
         current, newest = check_upgrade(_sysroot(c), allow_downgrade=allow_downgrade)
         click.echo(f"Update available: {current[:12]} -> {newest}")
         return
-    _run(c, dry_run=dry_run, upgrade=True, offline=offline, allow_downgrade=allow_downgrade)
+    _run(c, dry_run=dry_run, upgrade=True, offline=offline, allow_downgrade=allow_downgrade,
+         no_recommends=no_recommends)
 
 
 @cli.command()

@@ -413,3 +413,15 @@ def test_install_on_a_derived_image_composed_elsewhere_layers_on_that_image(host
     assert st[0]["base-checksum"] == derived and st[0]["requested-packages"] == ["hello-doc"]
     assert st[0]["layered-packages"] == ["hello-doc-2.10-3.all"]
     assert (host.deploy_dir() / "usr/bin/less").exists()
+
+
+def test_install_no_recommends_leaves_out_recommends_as_apt(host: Host) -> None:
+    with_recs = host.strata("install", "--dry-run", "hello").stdout
+    assert "  install hello-doc " in with_recs
+    without = host.strata("install", "--dry-run", "--no-recommends", "hello").stdout
+    assert "  install hello " in without and "hello-doc" not in without
+    out = host.strata("install", "--no-recommends", "hello").stdout
+    assert out.startswith("3 packages layered")
+    assert sorted(host.status()[0]["layered-packages"]) == [
+        "hello-2.10-3.amd64", "less-590-2.amd64", "libgreet-1.0-1.amd64"]
+    assert "hello-doc" not in host.strata("upgrade", "--dry-run", "--no-recommends").stdout
