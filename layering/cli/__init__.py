@@ -6,7 +6,8 @@ Each family of sub-commands lives in its own module (``repo``, ``remote``,
 Failures become one ``error: ...`` line (the traceback only with ``-v``):
 library errors (:class:`store.errors.ToolError`) their exit code, an
 ``OSError`` its reason and path with exit 1, Ctrl-C exit 130, usage errors
-exit 2, a reader that left the pipe (``| head``) exit 1 quietly.  Anything else is a bug and keeps its traceback.
+exit 2, a reader that left the pipe (``| head``) exit 1 quietly.  Anything else is a
+bug and keeps its traceback.
 """
 
 from __future__ import annotations
