@@ -137,7 +137,7 @@ def test_pull_refuses_hostile_tree(case: Case, tmp_path: Path, outside: Path,
     dst = work / "dst"
     strata("--repo", dst, "init", "--mode", "archive")
     with hostile_server(work / "src") as srv:
-        strata("--repo", dst, "remote", "add", "origin", srv.url)
+        strata("--repo", dst, "remote", "add", "--no-sign-verify", "origin", srv.url)
         p = strata("--repo", dst, "pull", "origin", "main", check=False)
     one_error(p, rf"{case.kind} object {bad} is invalid")
     assert not (dst / "refs/remotes/origin/main").exists()
@@ -197,7 +197,7 @@ def test_pull_of_tree_nested_too_deep_is_refused(tmp_path: Path, outside: Path,
     dst = tmp_path / "dst"
     strata("--repo", dst, "init", "--mode", "archive")
     with hostile_server(tmp_path / "src") as srv:
-        strata("--repo", dst, "remote", "add", "origin", srv.url)
+        strata("--repo", dst, "remote", "add", "--no-sign-verify", "origin", srv.url)
         p = strata("--repo", dst, "pull", "origin", "main", check=False)
     one_error(p, rf"dirtree object {root} is nested deeper than {MAX_DEPTH}")
     assert not (dst / "refs/remotes/origin/main").exists()
@@ -243,7 +243,7 @@ def test_static_delta_with_hostile_tree_is_refused(case: Case, tmp_path: Path, o
                        capture_output=True)
     strata("--repo", dst, "init", "--mode", "bare")
     with hostile_server(src) as srv:
-        strata("--repo", dst, "remote", "add", "origin", srv.url)
+        strata("--repo", dst, "remote", "add", "--no-sign-verify", "origin", srv.url)
         p = strata("--repo", dst, "pull", "origin", "main", check=False)
         assert any("/deltas/" in r for r in srv.requests)
     one_error(p, rf"{case.kind} object {bad} is invalid")
