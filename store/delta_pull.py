@@ -95,7 +95,7 @@ def _fetch_part(st: PullState, base: str, index: int, part: PartMeta) -> PartPay
     if hashlib.sha256(data).hexdigest() != part.checksum:
         raise CorruptObject(f"static delta part {st.fetcher.url_for(url)} "
                             f"does not match its checksum")
-    return PartPayload.from_bytes(data)
+    return PartPayload.from_bytes(data, max_size=part.max_payload)
 
 
 @dataclass
