@@ -165,7 +165,12 @@ class DirMeta:
 
     @classmethod
     def from_bytes(cls, data: bytes) -> DirMeta:
-        return cls(*decode_dirmeta_variant(data))
+        """Parse a dirmeta object; CorruptObject unless it is ``(uuua(ayay))`` in normal form
+        whose mode is a directory's with no bits besides the permissions (as ostree checks)."""
+        meta = cls(*decode_dirmeta_variant(data))
+        if not stat.S_ISDIR(meta.mode) or meta.mode & ~(stat.S_IFMT(meta.mode) | 0o7777):
+            raise CorruptObject(f"dirmeta with mode {meta.mode:o}, not a directory's")
+        return meta
 
 
 def _strcmp_key(name: str) -> bytes:

@@ -35,6 +35,7 @@ from store.http import Fetcher, NotFoundError
 from store.objects import (
     METADATA_SIG,
     Commit,
+    DirMeta,
     DirTree,
     FileMeta,
     ObjectType,
@@ -198,7 +199,10 @@ def _fetch_summary(st: PullState) -> Summary | None:
 
         sign.verify_data(_pubkeys(st.remote), data, meta,
                          f"summary of remote {st.remote.name} ({st.index.url_for('summary')})")
-    return Summary.from_bytes(data)
+    try:
+        return Summary.from_bytes(data)
+    except CorruptObject as e:
+        raise CorruptObject(f"{e} in {st.index.url_for('summary')}") from None
 
 
 def _pubkeys(remote: Remote) -> list[Ed25519PublicKey]:
@@ -309,7 +313,7 @@ def _commit_chain(st: PullState, ref: str, csum: str, depth: int,
         out.append((current, data, meta))
         if depth >= 0 and level >= depth:
             break
-        current = Commit.from_bytes(data).parent
+        current = _parse_commit(data, current).parent
         level += 1
     return out
 
@@ -403,7 +407,7 @@ def _fetch_trees_and_write(st: PullState, txn: Transaction,
     repo = st.repo
     for c, data, _meta in chain:
         if not is_complete(repo, c):
-            commit = Commit.from_bytes(data)
+            commit = _parse_commit(data, c)
             _fetch_tree(st, txn, commit.root_tree, commit.root_meta, known)
     for c, data, meta in reversed(chain):
         if not repo.has(c, ObjectType.COMMIT):
@@ -434,6 +438,8 @@ def _fetch_tree(st: PullState, txn: Transaction, root_tree: str, root_meta: str,
         need += [(t, ObjectType.DIR_TREE) for t in {t for t, _o in trees}
                  if not repo.has(t, ObjectType.DIR_TREE)]
         fetched = _fetch_metas(st, txn, need)
+        for m in metas & fetched.keys():
+            _parse_dirmeta(fetched[m], m)
         level = set()
         for t, old in trees:
             tree = _parse_tree(fetched[t], t) if t in fetched else repo.load_dirtree(t)
@@ -443,6 +449,20 @@ def _fetch_tree(st: PullState, txn: Transaction, root_tree: str, root_meta: str,
             files.update(c for n, c in tree.files if old_files.get(n) != c)
             level.update((sub, meta, old_dirs.get(n)) for n, sub, meta in tree.dirs)
     _fetch_files(st, txn, files)
+
+
+def _parse_commit(data: bytes, csum: str) -> Commit:
+    try:
+        return Commit.from_bytes(data)
+    except CorruptObject as e:
+        raise CorruptObject(f"commit object {csum} is corrupt: {e}") from None
+
+
+def _parse_dirmeta(data: bytes, csum: str) -> DirMeta:
+    try:
+        return DirMeta.from_bytes(data)
+    except CorruptObject as e:
+        raise CorruptObject(f"dirmeta object {csum} is corrupt: {e}") from None
 
 
 def _parse_tree(data: bytes, csum: str) -> DirTree:
