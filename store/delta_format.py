@@ -138,13 +138,13 @@ class Superblock:
             bytes.fromhex(self.to_csum), commit, b"", parts, fallbacks))
 
     @classmethod
-    def from_bytes(cls, data: bytes) -> Superblock:
-        """Parse a superblock; CorruptObject unless it is one in normal form with 32-byte
-        checksums, known object types, version-0 parts and part sizes within
-        :data:`MAX_PART_SIZE`."""
+    def from_bytes(cls, data: bytes, *, where: str = "") -> Superblock:
+        """Parse the superblock found at ``where``; CorruptObject unless it is one in normal
+        form with 32-byte checksums, known object types, version-0 parts and part sizes
+        within :data:`MAX_PART_SIZE`."""
         try:
             meta, ts, frm, to, commit, _rec, parts, fallbacks = decode(SUPERBLOCK_SIG, data)
-            check_meta_types(meta, {"ostree.endianness": "y"}, "static delta superblock")
+            check_meta_types(meta, {"ostree.endianness": "y"}, "metadata")
             endian = meta.get("ostree.endianness")
             sw = bswap64 if endian is not None and endian.value == ord("B") else (lambda n: n)
             if len(frm) not in (0, 32) or len(to) != 32:
@@ -158,7 +158,8 @@ class Superblock:
                 fallbacks=tuple(_fallback(t, c, sw(s), sw(u)) for t, c, s, u in fallbacks),
                 metadata=meta)
         except CorruptObject as e:
-            raise CorruptObject(f"static delta superblock is corrupt: {e}") from None
+            at = f" {where}" if where else ""
+            raise CorruptObject(f"static delta superblock{at} is corrupt: {e}") from None
 
 
 MAX_PART_SIZE = 256 << 20

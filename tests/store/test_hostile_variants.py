@@ -24,7 +24,8 @@ import pytest
 from store.delta_format import PartMeta, Superblock, delta_dir, delta_name
 from store.errors import CorruptObject
 from store.gvariant import Variant, decode, encode
-from store.objects import Commit, DirMeta, DirTree, ObjectType
+from store.gvariant import _frame
+from store.objects import Commit, DirMeta, DirTree, ObjectType, _entry, _frame_array
 from store.summary import DELTAS_KEY, RefEntry, Summary
 from tests.store.servers import http_server, ostree
 from tests.util import ROOT, require_tool
@@ -168,68 +169,88 @@ def summary_deep(site: Site) -> str:
     with deep_recursion():
         data = encode("(a(s(taya{sv}))a{sv})", ([], deep_meta()))
     (site.path / "summary").write_bytes(data)
-    return r"summary is not a valid GVariant: .*nested deeper than 128"
+    return r"summary is not a valid GVariant: .*nested deeper than 128 levels in http://127"
 
 
 def summary_claim(site: Site) -> str:
     (site.path / "summary").write_bytes(huge_claim_summary())
-    return r"summary: static delta .* has no 32-byte checksum"
+    return r"summary: static delta .* has no 32-byte checksum in http://127"
 
 
 def summary_offset(site: Site) -> str:
     refs = {f"r{i:05}": RefEntry(f"r{i:05}", C, 1) for i in range(2000)}
     (site.path / "summary").write_bytes(claimed_offset(Summary(refs).to_bytes()))
-    return r"summary is not a valid GVariant"
+    return r"summary is not a valid GVariant: .*member 0 ends at 3000000000.* in http://127"
 
 
 def summary_types(site: Site) -> str:
     summary = Summary({"main": RefEntry("main", site.c1, 1)}, {}, {
         "ostree.summary.last-modified": Variant("s", "yesterday")})
     (site.path / "summary").write_bytes(summary.to_bytes())
-    return r"summary metadata: ostree.summary.last-modified has type s, expected t"
+    return r"summary metadata: ostree.summary.last-modified has type s, expected t in http://"
 
 
 def commit_deep(site: Site) -> str:
     with deep_recursion():
         site.serve_commit(metadata=deep_meta())
-    return r"commit .*nested deeper than 128"
+    return r"commit object \w+ is corrupt: .*nested deeper than 128"
 
 
 def commit_offset(site: Site) -> str:
     csum = site.put(ObjectType.COMMIT, claimed_offset(
         Commit(C, C, 1, "s" * 70_000, parent=site.c1).to_bytes()))
     site.serve_main(csum)
-    return r"commit .*malformed GVariant"
+    return r"commit object \w+ is corrupt: malformed GVariant"
 
 
 def commit_types(site: Site) -> str:
     site.serve_commit(metadata={"ostree.ref-binding": Variant("s", "main")})
-    return r"ostree.ref-binding has type s, expected as"
+    return r"commit object \w+ is corrupt: .*ostree.ref-binding has type s, expected as"
 
 
 def dirtree_types(site: Site) -> str:
     site.serve_commit(root_tree=site.put(ObjectType.DIR_TREE, site.read(site.c1,
                                                                         ObjectType.COMMIT)))
-    return r"dirtree"
+    return r"dirtree object \w+ is corrupt: malformed dirtree"
 
 
 def dirtree_offset(site: Site) -> str:
     files = tuple((f"f{i:04}", C) for i in range(2000))
     site.serve_commit(root_tree=site.put(ObjectType.DIR_TREE,
                                          claimed_offset(DirTree(files).to_bytes())))
-    return r"dirtree"
+    return r"dirtree object \w+ is corrupt: malformed dirtree"
+
+
+def dirtree_split(site: Site) -> str:
+    """Subdirectory entries whose middle framing offset splits tree and meta checksums at 16
+    bytes instead of 32: GLib reads other checksums than a parser that ignores it."""
+    tree = DirTree.from_bytes(site.dirtree)
+    files = _frame_array([_entry(n, bytes.fromhex(c)) for n, c in tree.files])
+    dirs = _frame_array([_entry(n, bytes.fromhex(t + m), 16) for n, t, m in tree.dirs])
+    site.serve_commit(root_tree=site.put(ObjectType.DIR_TREE,
+                                         _frame(bytearray(files + dirs), [len(files)])))
+    return r"dirtree object \w+ is corrupt: malformed dirtree: bad checksum offset"
+
+
+def dirtree_nul(site: Site) -> str:
+    tree = DirTree.from_bytes(site.dirtree)
+    some_file = next((site.path / "objects").rglob("*.filez"))
+    csum = some_file.parent.name + some_file.name.split(".")[0]
+    bad = DirTree(tree.files + (("a\0b", csum),), tree.dirs)
+    site.serve_commit(root_tree=site.put(ObjectType.DIR_TREE, bad.to_bytes()))
+    return r"dirtree object \w+ is corrupt: malformed dirtree: entry name with an embedded NUL"
 
 
 def dirmeta_types(site: Site) -> str:
     site.serve_commit(root_meta=site.put(ObjectType.DIR_META, site.dirtree))
-    return r"dirmeta"
+    return r"dirmeta object \w+ is corrupt: malformed GVariant"
 
 
 def dirmeta_claim(site: Site) -> str:
     xattrs = ((b"user.big", b"x" * 70_000),)
     site.serve_commit(root_meta=site.put(ObjectType.DIR_META, claimed_offset(
         DirMeta(0, 0, 0o40755, xattrs).to_bytes())))
-    return r"dirmeta"
+    return r"dirmeta object \w+ is corrupt: malformed GVariant"
 
 
 def _serve_superblock(site: Site, sb: bytes) -> None:
@@ -250,26 +271,26 @@ def _superblock(site: Site, **changes: object) -> Superblock:
 def superblock_deep(site: Site) -> str:
     with deep_recursion():
         _serve_superblock(site, _superblock(site, metadata=deep_meta()).to_bytes())
-    return r"static delta superblock is corrupt: .*nested deeper than 128"
+    return r"static delta superblock http://127\S+ is corrupt: .*nested deeper than 128"
 
 
 def superblock_claim(site: Site) -> str:
     part = PartMeta(0, "12" * 32, CLAIM, CLAIM, ((ObjectType.FILE, C),))
     _serve_superblock(site, _superblock(site, parts=(part,)).to_bytes())
-    return r"a part claims 3000000000 uncompressed bytes"
+    return r"static delta superblock http://127\S+ is corrupt: a part claims 3000000000"
 
 
 def superblock_types(site: Site) -> str:
     sb = _superblock(site, metadata={"ostree.endianness": Variant("s", "B")})
     _serve_superblock(site, sb.to_bytes())
-    return r"ostree.endianness has type s, expected y"
+    return r"static delta superblock http://127\S+ is corrupt: .*ostree.endianness has type s"
 
 
 Attack = Callable[[Site], str]
 ATTACKS: list[Attack] = [summary_deep, summary_claim, summary_offset, summary_types,
                          commit_deep, commit_offset, commit_types, dirtree_types,
-                         dirtree_offset, dirmeta_types, dirmeta_claim, superblock_deep,
-                         superblock_claim, superblock_types]
+                         dirtree_offset, dirtree_split, dirtree_nul, dirmeta_types,
+                         dirmeta_claim, superblock_deep, superblock_claim, superblock_types]
 
 
 @pytest.fixture(scope="module")
