@@ -18,6 +18,7 @@ import base64
 import contextlib
 import hashlib
 import os
+import sys
 import time
 import zlib
 from collections.abc import Callable, Iterable
@@ -388,7 +389,9 @@ def verify_filez(data: bytes, csum: str, where: str) -> tuple[FileMeta, bytes]:
     try:
         meta, size, hlen = parse_header(data, archive=True)
         z = zlib.decompressobj(-15)
-        content = z.decompress(data[hlen:]) + z.flush() if len(data) > hlen else b""
+        # never inflate past the declared size (a deflate bomb is ~1000 times its size)
+        content = z.decompress(data[hlen:], min(size, sys.maxsize - 1) + 1) \
+            if len(data) > hlen else b""
     except (CorruptObject, ValueError, IndexError, zlib.error) as e:
         raise CorruptObject(f"file object {csum} from {where} is corrupt: {e}") from e
     if len(content) != size:

@@ -7,6 +7,7 @@ and the real ``ostree fsck`` finds the local repository clean."""
 from __future__ import annotations
 
 import hashlib
+import lzma
 import os
 import re
 import resource
@@ -15,13 +16,14 @@ import subprocess
 import sys
 import textwrap
 import time
+import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
-from store.delta_format import PartMeta, Superblock, delta_dir, delta_name
+from store.delta_format import PartMeta, PartPayload, Superblock, delta_dir, delta_name
 from store.errors import CorruptObject
 from store.gvariant import Variant, decode, encode
 from store.gvariant import _frame
@@ -93,6 +95,57 @@ def test_huge_claim_summary_fails_in_bounded_memory() -> None:
         """)
     assert proc.returncode == 0, proc.stderr
     assert "refused: summary: static delta" in proc.stdout
+
+
+def big_dictionary_xz(data: bytes) -> bytes:
+    """``data`` as xz whose header asks for a 1.5 GiB dictionary (props byte 37)."""
+    xz = bytearray(lzma.compress(data, format=lzma.FORMAT_XZ))
+    size = (xz[12] + 1) * 4
+    assert xz[14] == 0x21 and xz[15] == 1  # one LZMA2 filter with one props byte
+    xz[16] = 37
+    xz[12 + size - 4:12 + size] = zlib.crc32(xz[12:12 + size - 4]).to_bytes(4, "little")
+    return bytes(xz)
+
+
+def test_xz_parts_decompress_within_bounds() -> None:
+    """An xz bomb stops at the part's declared size; a 1.5 GiB dictionary is refused
+    instead of allocated (checked under a 1 GiB address-space limit)."""
+    bomb = PartPayload([], [], bytes(200 << 20), b"").to_bytes()
+    assert len(bomb) < 100_000
+    greedy = b"x" + big_dictionary_xz(PartPayload([], [], b"abc", b"").to_bytes()[1:])
+    assert lzma.decompress(greedy[1:])  # a valid stream, only greedy
+    proc = run_limited(f"""
+        from store.delta_format import PartPayload
+        from store.errors import CorruptObject
+        for data in (bytes.fromhex({bomb.hex()!r}), bytes.fromhex({greedy.hex()!r})):
+            try:
+                PartPayload.from_bytes(data, max_size=1 << 20)
+            except CorruptObject as e:
+                print("refused:", e)
+        """)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == [
+        "refused: static delta part decompresses past the 1048576 bytes declared",
+        "refused: static delta part is corrupt: Memory usage limit exceeded"], proc.stdout
+
+
+def test_deflate_bomb_stops_at_the_declared_size() -> None:
+    """A .filez declaring 10 bytes whose deflate stream holds 1.2 GiB of zeros."""
+    proc = run_limited("""
+        import zlib
+        from store.errors import CorruptObject
+        from store.objects import FileMeta, archive_header
+        from store.pull import verify_filez
+        z = zlib.compressobj(9, zlib.DEFLATED, -15)
+        zeros = bytes(1 << 20)
+        bomb = b"".join(z.compress(zeros) for _ in range(1200)) + z.flush()
+        try:
+            verify_filez(archive_header(FileMeta(0, 0, 0o100644), 10) + bomb, "ab" * 32, "x")
+        except CorruptObject as e:
+            print("refused:", e)
+        """)
+    assert proc.returncode == 0, proc.stderr
+    assert "refused: file object abab" in proc.stdout, proc.stdout
 
 
 def test_nesting_1000_deep_is_refused() -> None:
