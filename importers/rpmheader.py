@@ -149,9 +149,13 @@ def parse_blob(blob: bytes, label: str, *, tags_max: int = TAGS_MAX,
         raise PackageFormatError(f"truncated rpm header in {label}")
     store = blob[8 + 16 * il: 8 + 16 * il + dl]
     tags: dict[int, Value] = {}
+    budget = 2 * len(store) + 16 * il  # entries share no data in rpm's headers; work stays O(size)
     for i in range(il):
         tag, typ, off, count = struct.unpack_from(">IIiI", blob, 8 + 16 * i)
         tags[tag] = _value(typ, off, count, store, tag, label)
+        budget -= _span(typ, count, tags[tag])
+        if budget < 0:
+            raise PackageFormatError(f"rpm header entries overlap in {label}")
     return Header(tags=tags, blob=bytes(blob[: 8 + 16 * il + dl]))
 
 
@@ -178,6 +182,17 @@ def _value(typ: int, off: int, count: int, store: bytes, tag: int, label: str) -
         items = _strings(store, off, n, tag, label)
         return items[0] if typ == _STRING else tuple(items)
     return ()
+
+
+def _span(typ: int, count: int, value: Value) -> int:
+    """About how many bytes of the data store an entry's value was read from."""
+    if typ in _INT_TYPES:
+        return _INT_TYPES[typ][1] * count
+    if isinstance(value, str):
+        return len(value) + 1
+    if isinstance(value, tuple):
+        return sum(len(x) + 1 for x in value if isinstance(x, str))
+    return len(value) if isinstance(value, bytes) else 0
 
 
 def _strings(store: bytes, off: int, n: int, tag: int, label: str) -> list[str]:
