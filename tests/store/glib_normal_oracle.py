@@ -2,7 +2,7 @@
 
 stdin: JSON list of [sig, hex].  stdout: JSON list, one per input: null when GLib
 says the bytes are not in normal form, else the hex of GLib's own serialization of
-the value it reads from them (equal to the input for normal-form data).
+the value it reads from them (printed with types and parsed back, so built afresh).
 """
 
 import json
@@ -17,5 +17,6 @@ for sig, data in json.load(sys.stdin):
     if not v.is_normal_form():
         out.append(None)
         continue
-    out.append(bytes(v.get_data_as_bytes().get_data()).hex())
+    fresh = GLib.Variant.parse(GLib.VariantType.new(sig), v.print_(True), None, None)
+    out.append(bytes(fresh.get_data_as_bytes().get_data()).hex())
 json.dump(out, sys.stdout)
