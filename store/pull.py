@@ -349,8 +349,8 @@ def _decode_commitmeta(meta: bytes | None, csum: str) -> dict:  # type: ignore[t
         return {}
     try:
         return decode(METADATA_SIG, meta)
-    except (ValueError, IndexError, CorruptObject) as e:
-        raise CorruptObject(f"commitmeta object {csum} is corrupt: {e}") from e
+    except CorruptObject as e:
+        raise CorruptObject(f"commitmeta object {csum} is corrupt: {e}") from None
 
 
 def _obj_url(csum: str, objtype: ObjectType) -> str:
@@ -416,6 +416,7 @@ def _fetch_trees_and_write(st: PullState, txn: Transaction,
         if not repo.has(c, ObjectType.COMMIT):
             txn.write_metadata(ObjectType.COMMIT, data)
         if meta is not None and not repo.has(c, ObjectType.COMMIT_META):
+            _decode_commitmeta(meta, c)  # names the object when it is not an a{sv}
             txn.write_raw_object(c, ObjectType.COMMIT_META, meta)
 
 

@@ -261,6 +261,13 @@ def commit_types(site: Site) -> str:
     return r"commit object \w+ is corrupt: .*ostree.ref-binding has type s, expected as"
 
 
+def commitmeta_deep(site: Site) -> str:
+    csum = site.serve_commit()
+    with deep_recursion():
+        site.obj(csum, ObjectType.COMMIT_META).write_bytes(encode("a{sv}", deep_meta()))
+    return r"commitmeta object \w+ is corrupt: .*nested deeper than 128"
+
+
 def dirtree_types(site: Site) -> str:
     site.serve_commit(root_tree=site.put(ObjectType.DIR_TREE, site.read(site.c1,
                                                                         ObjectType.COMMIT)))
@@ -341,9 +348,10 @@ def superblock_types(site: Site) -> str:
 
 Attack = Callable[[Site], str]
 ATTACKS: list[Attack] = [summary_deep, summary_claim, summary_offset, summary_types,
-                         commit_deep, commit_offset, commit_types, dirtree_types,
-                         dirtree_offset, dirtree_split, dirtree_nul, dirmeta_types,
-                         dirmeta_claim, superblock_deep, superblock_claim, superblock_types]
+                         commit_deep, commit_offset, commit_types, commitmeta_deep,
+                         dirtree_types, dirtree_offset, dirtree_split, dirtree_nul,
+                         dirmeta_types, dirmeta_claim, superblock_deep, superblock_claim,
+                         superblock_types]
 
 
 @pytest.fixture(scope="module")
