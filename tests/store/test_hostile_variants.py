@@ -371,23 +371,30 @@ def origin(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     return base / "repo", c1
 
 
+PEAK_RSS_WRAPPER = """
+import atexit, runpy, sys
+out = sys.argv.pop(1)
+def report():
+    hwm = [l for l in open("/proc/self/status") if l.startswith("VmHWM:")][0]
+    open(out, "w").write(hwm.split()[1])
+atexit.register(report)
+runpy.run_module("layering", run_name="__main__", alter_sys=True)
+"""
+
+
 def strata_limited(tmp: Path, *args: str | Path
                    ) -> tuple[subprocess.CompletedProcess[str], int, float]:
-    """Run strata under LIMIT_AS; return the result, its peak RSS (KiB) and seconds taken."""
+    """Run strata under LIMIT_AS; return the result, its peak RSS in KiB (VmHWM, which
+    the pages shared with this process before exec do not count in) and seconds taken."""
     def limit() -> None:
         resource.setrlimit(resource.RLIMIT_AS, (LIMIT_AS, LIMIT_AS))
     env = {**os.environ, "PYTHONPATH": str(ROOT), "STRATA_HTTP_RETRIES": "1"}
-    argv = [sys.executable, "-m", "layering", *map(str, args)]
+    argv = [sys.executable, "-c", PEAK_RSS_WRAPPER, str(tmp / "hwm"), *map(str, args)]
     start = time.monotonic()
-    with open(tmp / "out", "w+") as out, open(tmp / "err", "w+") as err:
-        p = subprocess.Popen(argv, cwd=ROOT, env=env, preexec_fn=limit, stdout=out, stderr=err)
-        _pid, status, usage = os.wait4(p.pid, 0)
-        seconds = time.monotonic() - start
-        p.returncode = os.waitstatus_to_exitcode(status)
-        out.seek(0)
-        err.seek(0)
-        return (subprocess.CompletedProcess(argv, p.returncode, out.read(), err.read()),
-                usage.ru_maxrss, seconds)
+    proc = subprocess.run(argv, cwd=ROOT, env=env, preexec_fn=limit, capture_output=True,
+                          text=True)
+    seconds = time.monotonic() - start
+    return proc, int((tmp / "hwm").read_text()), seconds
 
 
 @pytest.mark.parametrize("attack", ATTACKS, ids=lambda a: a.__name__)
@@ -419,6 +426,7 @@ def test_pull_from_hostile_server(attack: Attack, origin: tuple[Path, str],
     assert proc.returncode == 1, proc.stderr
     assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
     assert re.search(pattern, lines[0]), lines[0]
+    assert rss_kib < 256 << 10  # a healthy pull of this repository peaks at about 28 MiB
     assert (dst / "refs/remotes/origin/main").read_text().strip() == c1
     assert sorted(p.name for p in (dst / "tmp").iterdir()) == ["cache"]
     assert canary.read_text() == "untouched"
