@@ -5,7 +5,6 @@ stays proportional to its input."""
 
 from __future__ import annotations
 
-import functools
 import re
 import struct
 import subprocess
@@ -91,16 +90,13 @@ HEADER = rpm_header([(1000, 6, b"hello\0", 1), (1001, 6, b"2.10\0", 1),
                      (5092, 7, b"\x01\x02\x03", 3), (1048, 3, struct.pack(">2H", 1, 2), 2)])
 
 
-@functools.cache
-def _primary_path() -> Path:
-    return Path(tempfile.mkdtemp(prefix="strata-fuzz-primary-")) / "primary.xml"
-
-
 def _primary(data: bytes) -> list[Any]:
-    path = _primary_path()
-    path.write_bytes(data)
     tag = "{http://linux.duke.edu/metadata/common}package"
-    return [_package(e, "http://h") for e in _iter_elements(path, "primary.xml", tag, 1 << 20)]
+    with tempfile.NamedTemporaryFile(prefix="strata-fuzz-", suffix=".xml") as f:
+        f.write(data)
+        f.flush()
+        return [_package(e, "http://h")
+                for e in _iter_elements(Path(f.name), "primary.xml", tag, 1 << 20)]
 
 
 TEXT_PARSERS: dict[str, tuple[Callable[[str], Any], str]] = {
