@@ -109,8 +109,11 @@ def parse_release(text: str, label: str) -> dict[str, tuple[str, int]]:
     out = {}
     for line in para["SHA256"].strip().splitlines():
         parts = line.split()
-        if len(parts) == 3:
-            out[parts[2]] = (parts[0], int(parts[1]))
+        if len(parts) != 3:
+            continue
+        if not (parts[1].isascii() and parts[1].isdigit() and len(parts[1]) <= 20):
+            raise RepoMetadataError(f"{label}: bad size in SHA256 line {line[:120]!r}")
+        out[parts[2]] = (parts[0], int(parts[1]))
     return out
 
 

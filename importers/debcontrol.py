@@ -26,8 +26,12 @@ def meta_from_control(text: str, *, origin: Origin) -> PackageMeta:
         if key not in para:
             raise PackageFormatError(f"control data lacks {key}: {text[:60]!r}")
     epoch, version, revision = split_version(para["Version"])
-    deps = {kind: parse_deb_relations(para[field]) for field, kind in RELATION_FIELDS.items()
-            if para.get(field)}
+    try:
+        deps = {kind: parse_deb_relations(para[field]) for field, kind in RELATION_FIELDS.items()
+                if para.get(field)}
+    except KeyError as e:  # an operator dpkg does not know, e.g. "=<"
+        raise PackageFormatError(f"control data of {para['Package']} has a relation with the "
+                                 f"unknown operator {e}") from None
     return PackageMeta(
         type=PackageType.DEB, name=para["Package"], version=version, release=revision,
         epoch=epoch, arch=para.get("Architecture", "all"), origin=origin, deps=deps,

@@ -149,10 +149,13 @@ def parse_blob(blob: bytes, label: str, *, tags_max: int = TAGS_MAX,
         raise PackageFormatError(f"truncated rpm header in {label}")
     store = blob[8 + 16 * il: 8 + 16 * il + dl]
     tags: dict[int, Value] = {}
-    budget = [dl + il]  # strings left to read: each real one owns at least its NUL byte
+    budget = 2 * len(store) + 16 * il  # entries share no data in rpm's headers; work stays O(size)
     for i in range(il):
         tag, typ, off, count = struct.unpack_from(">IIiI", blob, 8 + 16 * i)
-        tags[tag] = _value(typ, off, count, store, tag, label, budget)
+        tags[tag] = _value(typ, off, count, store, tag, label)
+        budget -= _span(typ, count, tags[tag])
+        if budget < 0:
+            raise PackageFormatError(f"rpm header entries overlap in {label}")
     return Header(tags=tags, blob=bytes(blob[: 8 + 16 * il + dl]))
 
 
@@ -162,8 +165,7 @@ def _check_sizes(il: int, dl: int, label: str, tags_max: int, data_max: int) -> 
             f"rpm header claims absurd sizes ({il} entries, {dl} bytes) in {label}")
 
 
-def _value(typ: int, off: int, count: int, store: bytes, tag: int, label: str,
-           budget: list[int]) -> Value:
+def _value(typ: int, off: int, count: int, store: bytes, tag: int, label: str) -> Value:
     if off < 0 or off > len(store) or count > len(store) + 1:
         raise PackageFormatError(f"rpm header tag {tag} points outside the header in {label}")
     if typ in _INT_TYPES:
@@ -177,13 +179,20 @@ def _value(typ: int, off: int, count: int, store: bytes, tag: int, label: str,
         return store[off: off + count]
     if typ in (_STRING, _STRING_ARRAY, _I18N):
         n = 1 if typ == _STRING else count
-        if n > budget[0]:
-            raise PackageFormatError(
-                f"rpm header tag {tag} claims more strings than the header holds in {label}")
-        budget[0] -= n
         items = _strings(store, off, n, tag, label)
         return items[0] if typ == _STRING else tuple(items)
     return ()
+
+
+def _span(typ: int, count: int, value: Value) -> int:
+    """About how many bytes of the data store an entry's value was read from."""
+    if typ in _INT_TYPES:
+        return _INT_TYPES[typ][1] * count
+    if isinstance(value, str):
+        return len(value) + 1
+    if isinstance(value, tuple):
+        return sum(len(x) + 1 for x in value if isinstance(x, str))
+    return len(value) if isinstance(value, bytes) else 0
 
 
 def _strings(store: bytes, off: int, n: int, tag: int, label: str) -> list[str]:

@@ -116,7 +116,7 @@ def parse_repomd(data: bytes, label: str) -> dict[str, RepoFile]:
     """repomd.xml: data type -> location and checksum."""
     try:
         root = ET.fromstring(data)
-    except ET.ParseError as e:
+    except (ET.ParseError, LookupError) as e:  # LookupError: an unknown encoding
         raise RepoMetadataError(f"{label}: {e}") from e
     out = {}
     for d in root.findall("repo:data", NS):
@@ -128,9 +128,17 @@ def parse_repomd(data: bytes, label: str) -> dict[str, RepoFile]:
         algo = {"sha": "sha1"}.get(csum.get("type", "sha256"), csum.get("type", "sha256"))
         out[d.get("type", "")] = RepoFile(
             d.get("type", ""), loc.get("href", ""),
-            Expected(algo, csum.text.strip(), int(size.text) if size is not None and
-                     size.text else None), int(open_size) if open_size.isdigit() else None)
+            Expected(algo, csum.text.strip(), _int(size.text, label) if size is not None and
+                     size.text else None), _int(open_size, label) if open_size else None)
     return out
+
+
+def _int(text: str | None, where: str) -> int:
+    """A decimal number of repository metadata; RepoMetadataError for anything else."""
+    t = (text or "").strip()
+    if not (t.isascii() and t.isdigit() and len(t) <= 20):
+        raise RepoMetadataError(f"{where}: {t[:40]!r} is not a number")
+    return int(t)
 
 
 def open_compressed(path: Path, url: str) -> IO[bytes]:
@@ -172,7 +180,8 @@ def _iter_elements(path: Path, url: str, tag: str, limit: int) -> Iterator[ET.El
                 if elem.tag == tag:
                     yield elem
                     elem.clear()
-    except (ET.ParseError, OSError, EOFError, lzma.LZMAError, zstandard.ZstdError) as e:
+    except (ET.ParseError, LookupError, OSError, EOFError, lzma.LZMAError,
+            zstandard.ZstdError) as e:
         raise ChecksumMismatch(f"{url}: corrupt metadata: {e}") from e
 
 
@@ -203,19 +212,20 @@ def _package(p: ET.Element, base: str) -> PackageMeta:
     loc = p.find("common:location", NS)
     size = p.find("common:size", NS)
     fmt = p.find("common:format", NS)
+    where = f"primary entry {p.findtext('common:name', '', NS)[:80]}"
     if v is None or csum is None or loc is None:
-        raise RepoMetadataError(f"primary entry {p.findtext('common:name', '', NS)} incomplete")
+        raise RepoMetadataError(f"{where} incomplete")
     files = tuple(FileEntry(path=(f.text or "").lstrip("/"),
                             kind=FileKind.DIR if f.get("type") == "dir" else FileKind.FILE)
                   for f in (fmt.findall("common:file", NS) if fmt is not None else ()))
     return PackageMeta(
         type=PackageType.RPM, name=p.findtext("common:name", "", NS), version=v.get("ver", ""),
-        release=v.get("rel", ""), epoch=int(v.get("epoch", "0") or 0),
+        release=v.get("rel", ""), epoch=_int(v.get("epoch") or "0", where),
         arch=p.findtext("common:arch", "", NS), origin=Origin.CATALOGUE, deps=_relations(fmt),
         files=files, checksum=(csum.text or "").strip(),
         checksum_type={"sha": "sha1"}.get(csum.get("type", "sha256"), csum.get("type", "sha256")),
-        size=int(size.get("package", "0")) if size is not None else 0,
-        installed_size=int(size.get("installed", "0")) if size is not None else 0,
+        size=_int(size.get("package", "0"), where) if size is not None else 0,
+        installed_size=_int(size.get("installed", "0"), where) if size is not None else 0,
         location=f"{base}/{loc.get('href', '')}", summary=p.findtext("common:summary", "", NS),
         source=fmt.findtext("rpm:sourcerpm", "", NS) if fmt is not None else "")
 

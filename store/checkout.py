@@ -27,7 +27,6 @@ from store.objects import DirMeta, FileMeta, ObjectType, decode_dirmeta_variant
 from store.repo import OSTREEMETA_XATTR, Repo, RepoMode
 from store.treecheck import MAX_DEPTH, check_file_meta
 
-
 _DIR = os.O_RDONLY | os.O_DIRECTORY
 _NOFOLLOW_DIR = beneath.DIR_FLAGS
 

@@ -21,7 +21,15 @@ from dataclasses import dataclass, field
 
 from store.errors import CorruptObject
 from store.gvariant import Variant, decode, encode
-from store.objects import COMMIT_SIG, ObjectType, bswap32, bswap64, is_checksum
+from store.objects import (
+    COMMIT_SIG,
+    Commit,
+    ObjectType,
+    bswap32,
+    bswap64,
+    check_meta_types,
+    is_checksum,
+)
 
 SUPERBLOCK_SIG = "(a{sv}tayay" + COMMIT_SIG + "aya(uayttay)a(yaytt))"
 PART_SIG = "(a(uuu)aa(ayay)ayay)"
@@ -88,6 +96,12 @@ class PartMeta:
     usize: int
     objects: tuple[tuple[ObjectType, str], ...]
 
+    @property
+    def max_payload(self) -> int:
+        """The most bytes this part's payload may decompress to: its objects' declared size
+        plus room for the opcodes, modes and xattrs of each object."""
+        return self.usize + PART_OVERHEAD_PER_OBJECT * len(self.objects) + (1 << 20)
+
 
 @dataclass(frozen=True)
 class Fallback:
@@ -124,21 +138,52 @@ class Superblock:
             bytes.fromhex(self.to_csum), commit, b"", parts, fallbacks))
 
     @classmethod
-    def from_bytes(cls, data: bytes) -> Superblock:
+    def from_bytes(cls, data: bytes, *, where: str = "") -> Superblock:
+        """Parse the superblock found at ``where``; CorruptObject unless it is one in normal
+        form with 32-byte checksums, known object types, version-0 parts and part sizes
+        within :data:`MAX_PART_SIZE`."""
         try:
             meta, ts, frm, to, commit, _rec, parts, fallbacks = decode(SUPERBLOCK_SIG, data)
+            check_meta_types(meta, {"ostree.endianness": "y"}, "metadata")
             endian = meta.get("ostree.endianness")
             sw = bswap64 if endian is not None and endian.value == ord("B") else (lambda n: n)
+            if len(frm) not in (0, 32) or len(to) != 32:
+                raise CorruptObject("its from/to checksums are not 32 bytes")
+            commit_bytes = encode(COMMIT_SIG, commit)
+            Commit.from_bytes(commit_bytes)
             return cls(
-                from_csum=bytes(frm).hex() if frm else None, to_csum=bytes(to).hex(),
-                timestamp=bswap64(ts), commit_bytes=encode(COMMIT_SIG, commit),
-                parts=tuple(PartMeta(v, bytes(c).hex(), sw(s), sw(u), unpack_objects(objs))
-                            for v, c, s, u, objs in parts),
-                fallbacks=tuple(Fallback(ObjectType.from_number(t), bytes(c).hex(), sw(s), sw(u))
-                                for t, c, s, u in fallbacks),
+                from_csum=frm.hex() if frm else None, to_csum=to.hex(),
+                timestamp=bswap64(ts), commit_bytes=commit_bytes,
+                parts=tuple(_part_meta(v, c, sw(s), sw(u), objs) for v, c, s, u, objs in parts),
+                fallbacks=tuple(_fallback(t, c, sw(s), sw(u)) for t, c, s, u in fallbacks),
                 metadata=meta)
-        except (ValueError, IndexError, TypeError) as e:
-            raise CorruptObject(f"static delta superblock is corrupt: {e}") from e
+        except CorruptObject as e:
+            at = f" {where}" if where else ""
+            raise CorruptObject(f"static delta superblock{at} is corrupt: {e}") from None
+
+
+MAX_PART_SIZE = 256 << 20
+"""The largest uncompressed part a superblock may declare.  ostree's compiler
+cuts parts at 32 MB (max-chunk-size) and sends files over 4 MB as fallbacks
+unless bsdiff'ed (max-bsdiff-size 128 MB), so real parts stay far below it."""
+PART_OVERHEAD_PER_OBJECT = 1024
+XZ_MEMLIMIT = 128 << 20  # xz -9 needs 65 MiB to decompress; a bigger dictionary is hostile
+
+
+def _part_meta(version: int, csum: bytes, size: int, usize: int, objs: bytes) -> PartMeta:
+    if version != 0:
+        raise CorruptObject(f"part version {version} is not 0")
+    if len(csum) != 32:
+        raise CorruptObject("a part checksum is not 32 bytes")
+    if usize > MAX_PART_SIZE:
+        raise CorruptObject(f"a part claims {usize} uncompressed bytes (at most {MAX_PART_SIZE})")
+    return PartMeta(version, csum.hex(), size, usize, unpack_objects(objs))
+
+
+def _fallback(objtype: int, csum: bytes, size: int, usize: int) -> Fallback:
+    if len(csum) != 32:
+        raise CorruptObject("a fallback checksum is not 32 bytes")
+    return Fallback(ObjectType.from_number(objtype), csum.hex(), size, usize)
 
 
 def pack_objects(objects: tuple[tuple[ObjectType, str], ...]) -> bytes:
@@ -147,6 +192,7 @@ def pack_objects(objects: tuple[tuple[ObjectType, str], ...]) -> bytes:
 
 
 def unpack_objects(data: bytes) -> tuple[tuple[ObjectType, str], ...]:
+    """Inverse of :func:`pack_objects`; CorruptObject on a bad length or object type."""
     if len(data) % 33:
         raise CorruptObject("static delta part object list has a bad length")
     return tuple((ObjectType.from_number(data[i]), data[i + 1:i + 33].hex())
@@ -171,20 +217,38 @@ class PartPayload:
         return b"\0" + payload
 
     @classmethod
-    def from_bytes(cls, data: bytes) -> PartPayload:
+    def from_bytes(cls, data: bytes, *, max_size: int = MAX_PART_SIZE) -> PartPayload:
+        """Parse a part file; CorruptObject unless it is one, uncompressed or xz, whose
+        payload (at most ``max_size`` bytes, never decompressed further) is normal form."""
         if not data:
             raise CorruptObject("static delta part is empty")
         kind, body = data[0], data[1:]
+        if kind == COMPRESSION_XZ:
+            body = _unxz(body, max_size)
+        elif kind != COMPRESSION_NONE:
+            raise CorruptObject(f"static delta part has unknown compression {kind!r}")
+        elif len(body) > max_size:
+            raise CorruptObject(f"static delta part is larger than the {max_size} bytes declared")
         try:
-            if kind == COMPRESSION_XZ:
-                body = lzma.decompress(body)
-            elif kind != COMPRESSION_NONE:
-                raise CorruptObject(f"static delta part has unknown compression {kind!r}")
             modes, xattrs, blob, ops = decode(PART_SIG, body)
-        except (lzma.LZMAError, ValueError, IndexError) as e:
-            raise CorruptObject(f"static delta part is corrupt: {e}") from e
+        except CorruptObject as e:
+            raise CorruptObject(f"static delta part is corrupt: {e}") from None
         return cls([(bswap32(u), bswap32(g), bswap32(m)) for u, g, m in modes],
                    [list(x) for x in xattrs], bytes(blob), bytes(ops))
+
+
+def _unxz(body: bytes, max_size: int) -> bytes:
+    """One xz stream decompressed to at most ``max_size`` bytes, with bounded memory."""
+    z = lzma.LZMADecompressor(format=lzma.FORMAT_XZ, memlimit=XZ_MEMLIMIT)
+    try:
+        out = z.decompress(body, max_length=max_size + 1)
+    except lzma.LZMAError as e:
+        raise CorruptObject(f"static delta part is corrupt: {e}") from None
+    if len(out) > max_size:
+        raise CorruptObject(f"static delta part decompresses past the {max_size} bytes declared")
+    if not z.eof or z.unused_data:
+        raise CorruptObject("static delta part is truncated or has data after its xz stream")
+    return out
 
 
 def read_varuint(buf: bytes, pos: int) -> tuple[int, int]:

@@ -65,7 +65,7 @@ def try_delta(st: PullState, txn: Transaction, summary: Summary, local: str,
     if hashlib.sha256(sb_bytes).hexdigest() != summary.deltas[name]:
         raise CorruptObject(f"static delta superblock {st.fetcher.url_for(base + '/superblock')} "
                             f"does not match the summary")
-    sb = Superblock.from_bytes(sb_bytes)
+    sb = Superblock.from_bytes(sb_bytes, where=st.fetcher.url_for(f"{base}/superblock"))
     if sb.to_csum != csum or sb.from_csum != from_csum or checksum_bytes(sb.commit_bytes) != csum:
         raise CorruptObject(f"static delta {name} does not lead to commit {csum}")
     return sb.commit_bytes, _apply(st, txn, sb, base)
@@ -96,7 +96,10 @@ def _fetch_part(st: PullState, base: str, index: int, part: PartMeta) -> PartPay
     if hashlib.sha256(data).hexdigest() != part.checksum:
         raise CorruptObject(f"static delta part {st.fetcher.url_for(url)} "
                             f"does not match its checksum")
-    return PartPayload.from_bytes(data)
+    try:
+        return PartPayload.from_bytes(data, max_size=part.max_payload)
+    except CorruptObject as e:
+        raise CorruptObject(f"{e} in {st.fetcher.url_for(url)}") from None
 
 
 @dataclass

@@ -165,7 +165,12 @@ class DirMeta:
 
     @classmethod
     def from_bytes(cls, data: bytes) -> DirMeta:
-        return cls(*decode_dirmeta_variant(data))
+        """Parse a dirmeta object; CorruptObject unless it is ``(uuua(ayay))`` in normal form
+        whose mode is a directory's with no bits besides the permissions (as ostree checks)."""
+        meta = cls(*decode_dirmeta_variant(data))
+        if not stat.S_ISDIR(meta.mode) or meta.mode & ~(stat.S_IFMT(meta.mode) | 0o7777):
+            raise CorruptObject(f"dirmeta with mode {meta.mode:o}, not a directory's")
+        return meta
 
 
 def _strcmp_key(name: str) -> bytes:
@@ -197,10 +202,12 @@ def _off(buf: bytes, pos: int, size: int) -> int:
 
 
 def _split_pair(data: bytes) -> tuple[bytes, bytes]:
+    """The two arrays of a dirtree ``(a(say)a(sayay))``; ValueError unless normal form
+    (GLib calls the empty string the normal form of two empty arrays too)."""
     osz = _osize(len(data))
     mid = _off(data, len(data) - osz, osz)
-    if not 0 <= mid <= len(data) - osz:
-        raise ValueError("bad tuple offset")
+    if mid > len(data) - osz:
+        raise ValueError(f"tuple offset {mid} past the end")
     return data[:mid], data[mid : len(data) - osz]
 
 
@@ -208,30 +215,41 @@ _OFFSET_FORMATS = {1: "B", 2: "H", 4: "I", 8: "Q"}
 
 
 def _read_entries(arr: bytes, n_offsets: int) -> list[tuple[str, bytes]]:
-    """Elements of ``a(say)`` (one offset) or ``a(sayay)`` (two offsets)."""
+    """Elements of ``a(say)`` (one offset) or ``a(sayay)`` (two offsets), in normal form
+    (ValueError otherwise); the count comes from the data's length."""
     if not arr:
         return []
     size = len(arr)
     osz = _osize(size)
     table = _off(arr, size - osz, osz)
-    count, rem = divmod(size - table, osz)
-    if rem or table > size:
+    if table > size - osz or (size - table) % osz:
         raise ValueError("bad array framing")
     out = []
     start = 0
-    for end in struct.unpack_from(f"<{count}{_OFFSET_FORMATS[osz]}", arr, table):
+    for end in struct.unpack_from(f"<{(size - table) // osz}{_OFFSET_FORMATS[osz]}", arr, table):
         if not start < end <= table:
             raise ValueError("bad element offset")
-        eo = _osize(end - start)
-        name_end = start + int.from_bytes(arr[end - eo : end], "little")
-        if name_end <= start or arr[name_end - 1] != 0:
-            raise ValueError("bad entry name")
-        sums = arr[name_end : end - n_offsets * eo]
-        if len(sums) != 32 * n_offsets:
-            raise ValueError("bad checksum length")
-        out.append((arr[start : name_end - 1].decode(), sums))
+        out.append(_read_entry(arr, start, end, n_offsets))
         start = end
+    if start != table:
+        raise ValueError("bytes between the last element and the framing offsets")
     return out
+
+
+def _read_entry(arr: bytes, start: int, end: int, n_offsets: int) -> tuple[str, bytes]:
+    """One ``(say)``/``(sayay)`` element at ``arr[start:end]``: its name and 32 or 64 bytes."""
+    eo = _osize(end - start)
+    name_end = start + _off(arr, end - eo, eo)
+    sums_end = end - n_offsets * eo
+    if n_offsets == 2 and start + _off(arr, end - 2 * eo, eo) != name_end + 32:
+        raise ValueError("bad checksum offset")
+    if not start < name_end <= sums_end or arr[name_end - 1] != 0:
+        raise ValueError("bad entry name")
+    if sums_end - name_end != 32 * n_offsets:
+        raise ValueError("bad checksum length")
+    if arr.find(b"\0", start, name_end - 1) != -1:
+        raise ValueError("entry name with an embedded NUL")
+    return arr[start : name_end - 1].decode(), arr[name_end:sums_end]
 
 
 @dataclass(frozen=True)
@@ -257,6 +275,19 @@ class DirTree:
                        tuple((n, c[:32].hex(), c[32:].hex()) for n, c in _read_entries(dirs, 2)))
         except (ValueError, IndexError, UnicodeDecodeError) as e:
             raise CorruptObject(f"malformed dirtree: {e}") from None
+
+
+COMMIT_META_TYPES = {"ostree.ref-binding": "as", "ostree.collection-binding": "s",
+                     "version": "s", "ostree.endoflife": "s", "ostree.endoflife-rebase": "s",
+                     "ostree.sizes": "aay"}
+
+
+def check_meta_types(meta: dict[str, Variant], types: dict[str, str], what: str) -> None:
+    """Raise CorruptObject when a key of ``types`` is in ``meta`` with another type."""
+    for key, sig in types.items():
+        v = meta.get(key)
+        if v is not None and v.sig != sig:
+            raise CorruptObject(f"{what}: {key} has type {v.sig[:40]}, expected {sig}")
 
 
 @dataclass(frozen=True)
@@ -286,9 +317,13 @@ class Commit:
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Commit:
+        """Parse a commit object; CorruptObject for anything but a commit in normal form whose
+        checksums are 32 bytes and whose well-known metadata keys have ostree's types."""
         meta, parent, related, subject, body, ts, tree, dmeta = decode(COMMIT_SIG, data)
-        if len(tree) != 32 or len(dmeta) != 32 or len(parent) not in (0, 32):
+        if len(tree) != 32 or len(dmeta) != 32 or len(parent) not in (0, 32) or \
+                any(len(c) != 32 for _n, c in related):
             raise CorruptObject("commit with a bad checksum length")
+        check_meta_types(meta, COMMIT_META_TYPES, "commit metadata")
         return cls(root_tree=tree.hex(), root_meta=dmeta.hex(), timestamp=bswap64(ts),
                    subject=subject, body=body, parent=parent.hex() if parent else None,
                    metadata=meta, related=tuple((n, c.hex()) for n, c in related))

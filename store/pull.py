@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import sys
 import time
 import zlib
 from collections.abc import Callable, Iterable
@@ -27,7 +28,7 @@ from store.errors import CorruptObject, NetworkError, ObjectNotFound, ToolError
 from store.fsutil import atomic_write
 from store.http import Fetcher, NotFoundError
 from store.objects import (
-    Commit,
+    DirMeta,
     DirTree,
     FileMeta,
     ObjectType,
@@ -36,7 +37,14 @@ from store.objects import (
     loose_path,
     parse_header,
 )
-from store.pullcheck import Floor, check_commit, fetch_summary, floors_for, parse_commit
+from store.pullcheck import (
+    Floor,
+    check_commit,
+    decode_commitmeta,
+    fetch_summary,
+    floors_for,
+    parse_commit,
+)
 from store.pulltarget import Target, parse_request, resolve_targets
 from store.remote import Remote, get_remote
 from store.repo import Repo
@@ -337,7 +345,9 @@ def verify_filez(data: bytes, csum: str, where: str) -> tuple[FileMeta, bytes]:
     try:
         meta, size, hlen = parse_header(data, archive=True)
         z = zlib.decompressobj(-15)
-        content = z.decompress(data[hlen:]) + z.flush() if len(data) > hlen else b""
+        # never inflate past the declared size (a deflate bomb is ~1000 times its size)
+        content = z.decompress(data[hlen:], min(size, sys.maxsize - 1) + 1) \
+            if len(data) > hlen else b""
     except (CorruptObject, ValueError, IndexError, zlib.error) as e:
         raise CorruptObject(f"file object {csum} from {where} is corrupt: {e}") from e
     if len(content) != size:
@@ -356,12 +366,13 @@ def _fetch_trees_and_write(st: PullState, txn: Transaction,
     repo = st.repo
     for c, data, _meta in chain:
         if not is_complete(repo, c):
-            commit = Commit.from_bytes(data)
+            commit = parse_commit(data, c)
             _fetch_tree(st, txn, commit.root_tree, commit.root_meta, known)
     for c, data, meta in reversed(chain):
         if not repo.has(c, ObjectType.COMMIT):
             txn.write_metadata(ObjectType.COMMIT, data)
         if meta is not None and not repo.has(c, ObjectType.COMMIT_META):
+            decode_commitmeta(meta, c)  # names the object when it is not an a{sv}
             txn.write_raw_object(c, ObjectType.COMMIT_META, meta)
 
 
@@ -391,6 +402,8 @@ def _fetch_tree(st: PullState, txn: Transaction, root_tree: str, root_meta: str,
         need += [(t, ObjectType.DIR_TREE) for t in {t for t, _o in trees}
                  if not repo.has(t, ObjectType.DIR_TREE)]
         fetched = _fetch_metas(st, txn, need)
+        for m in metas & fetched.keys():
+            _parse_dirmeta(fetched[m], m)
         level = set()
         for t, old in trees:
             tree = _parse_tree(fetched[t], t) if t in fetched else repo.load_dirtree(t)
@@ -400,6 +413,13 @@ def _fetch_tree(st: PullState, txn: Transaction, root_tree: str, root_meta: str,
             files.update(c for n, c in tree.files if old_files.get(n) != c)
             level.update((sub, meta, old_dirs.get(n)) for n, sub, meta in tree.dirs)
     _fetch_files(st, txn, files)
+
+
+def _parse_dirmeta(data: bytes, csum: str) -> DirMeta:
+    try:
+        return DirMeta.from_bytes(data)
+    except CorruptObject as e:
+        raise CorruptObject(f"dirmeta object {csum} is corrupt: {e}") from None
 
 
 def _parse_tree(data: bytes, csum: str) -> DirTree:

@@ -141,7 +141,7 @@ def fetch_summary(st: PullState) -> Summary | None:
     then a missing summary or ``summary.sig`` is refused, as ostree refuses it."""
     data = st.index.get_optional("summary")
     if not st.remote.sign_verify_summary:
-        return Summary.from_bytes(data) if data is not None else None
+        return _parse_summary(st, data) if data is not None else None
     where = f"remote {st.remote.name} ({st.index.url_for('summary')})"
     if data is None:
         raise SignatureError(f"signature verification is on, but {where} has no summary "
@@ -153,10 +153,19 @@ def fetch_summary(st: PullState) -> Summary | None:
     from store import sign
 
     sign.verify_data(remote_keys(st.remote), data, parse_summary_sig(sig), f"summary of {where}")
-    return Summary.from_bytes(data)
+    return _parse_summary(st, data)
 
 
-def _decode_commitmeta(meta: bytes | None, csum: str) -> dict[str, Variant]:
+def _parse_summary(st: PullState, data: bytes) -> Summary:
+    try:
+        return Summary.from_bytes(data)
+    except CorruptObject as e:
+        raise CorruptObject(f"{e} in {st.index.url_for('summary')}") from None
+
+
+def decode_commitmeta(meta: bytes | None, csum: str) -> dict[str, Variant]:
+    """The detached metadata ``meta`` of commit ``csum`` as a dict; CorruptObject naming
+    the object when it is not an ``a{sv}`` in normal form."""
     if meta is None:
         return {}
     try:
@@ -178,7 +187,7 @@ def check_commit(st: PullState, csum: str, data: bytes, meta: bytes | None, ref:
         what = f"ref {ref} (commit {csum})" if ref else f"commit {csum}"
         from store import sign
 
-        sign.verify_data(remote_keys(st.remote), data, _decode_commitmeta(meta, csum),
+        sign.verify_data(remote_keys(st.remote), data, decode_commitmeta(meta, csum),
                          f"{what} of remote {st.remote.name}")
     commit = parse_commit(data, csum)
     target = st.target if st.target is not None and st.target.csum == csum else None

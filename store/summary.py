@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 from store.errors import CorruptObject
 from store.fsutil import atomic_write
 from store.gvariant import Variant, decode, encode
-from store.objects import Commit, ObjectType, bswap64, is_checksum
+from store.objects import Commit, ObjectType, bswap64, check_meta_types, is_checksum
 
 if TYPE_CHECKING:
     from store.repo import Repo
@@ -64,25 +64,51 @@ class Summary:
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Summary:
-        """Parse summary bytes; raises CorruptObject when they are not a summary."""
+        """Parse summary bytes; CorruptObject (naming the entry) unless they are a summary in
+        normal form with refs sorted and unique, 32-byte checksums, valid delta names and
+        the types ostree gives its well-known keys."""
         try:
             entries, metadata = decode(SUMMARY_SIG, data)
-        except (ValueError, IndexError, CorruptObject) as e:
-            raise CorruptObject(f"summary is not a valid GVariant: {e}") from e
-        refs = {}
+        except CorruptObject as e:
+            raise CorruptObject(f"summary is not a valid GVariant: {e}") from None
+        refs: dict[str, RefEntry] = {}
         for name, (size, csum, meta) in entries:
-            if len(csum) != 32:
-                raise CorruptObject(f"summary entry {name} has a bad checksum")
-            ts = meta.get("ostree.commit.timestamp")
-            ver = meta.get("ostree.commit.version")
-            refs[name] = RefEntry(name, csum.hex(), size,
-                                  bswap64(ts.value) if ts is not None else None,
-                                  ver.value if ver is not None else None)
-        deltas = {}
+            if refs and name.encode() <= next(reversed(refs)).encode():
+                raise CorruptObject(f"summary refs are not sorted or not unique at {name[:80]!r}")
+            refs[name] = _ref_entry(name, size, csum, meta)
+        check_meta_types(metadata, SUMMARY_META_TYPES, "summary metadata")
         dv = metadata.get(DELTAS_KEY)
-        if dv is not None:
-            deltas = {k: bytes(v.value).hex() for k, v in dv.value.items()}
-        return cls(refs, deltas, metadata)
+        return cls(refs, _deltas(dv.value) if dv is not None else {}, metadata)
+
+
+SUMMARY_META_TYPES = {DELTAS_KEY: "a{sv}", "ostree.summary.last-modified": "t",
+                      "ostree.summary.expires": "t", "ostree.summary.mode": "s",
+                      "ostree.summary.tombstone-commits": "b",
+                      "ostree.summary.collection-id": "s"}
+REF_META_TYPES = {"ostree.commit.timestamp": "t", "ostree.commit.version": "s"}
+
+
+def _ref_entry(name: str, size: int, csum: bytes, meta: dict[str, Variant]) -> RefEntry:
+    where = f"summary entry {name[:80]!r}"
+    if len(csum) != 32:
+        raise CorruptObject(f"{where} has a checksum of {len(csum)} bytes")
+    check_meta_types(meta, REF_META_TYPES, where)
+    ts = meta.get("ostree.commit.timestamp")
+    ver = meta.get("ostree.commit.version")
+    return RefEntry(name, csum.hex(), size, bswap64(ts.value) if ts is not None else None,
+                    ver.value if ver is not None else None)
+
+
+def _deltas(value: dict[str, Variant]) -> dict[str, str]:
+    """``ostree.static-deltas``: delta name -> hex checksum of its superblock."""
+    out = {}
+    for name, v in value.items():
+        if not is_delta_name(name):
+            raise CorruptObject(f"summary lists an invalid static delta name {name[:140]!r}")
+        if v.sig != "ay" or len(v.value) != 32:
+            raise CorruptObject(f"summary: static delta {name} has no 32-byte checksum")
+        out[name] = v.value.hex()
+    return out
 
 
 def list_delta_names(repo_path: Path) -> list[str]:
@@ -152,11 +178,11 @@ def update_summary(repo: Repo, *, sign_key: Path | None = None) -> Summary:
 
 
 def parse_summary_sig(data: bytes) -> dict[str, Variant]:
-    """The ``a{sv}`` of a ``summary.sig``."""
+    """The ``a{sv}`` of a ``summary.sig``; CorruptObject unless it is one in normal form."""
     try:
         return decode("a{sv}", data)
-    except (ValueError, IndexError, CorruptObject) as e:
-        raise CorruptObject(f"summary.sig is not a valid GVariant: {e}") from e
+    except CorruptObject as e:
+        raise CorruptObject(f"summary.sig is not a valid GVariant: {e}") from None
 
 
 def is_delta_name(name: str) -> bool:
