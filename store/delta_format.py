@@ -171,13 +171,17 @@ class PartPayload:
         return b"\0" + payload
 
     @classmethod
-    def from_bytes(cls, data: bytes) -> PartPayload:
+    def from_bytes(cls, data: bytes, *, max_payload: int | None = None) -> PartPayload:
+        """Parse a part file; with ``max_payload``, a payload larger than that is refused
+        (xz decompression stops one byte past it)."""
         if not data:
             raise CorruptObject("static delta part is empty")
         kind, body = data[0], data[1:]
         try:
             if kind == COMPRESSION_XZ:
-                body = lzma.decompress(body)
+                body = _unxz(body, max_payload)
+            elif max_payload is not None and len(body) > max_payload:
+                raise CorruptObject(f"static delta part is larger than {max_payload} bytes")
             elif kind != COMPRESSION_NONE:
                 raise CorruptObject(f"static delta part has unknown compression {kind!r}")
             modes, xattrs, blob, ops = decode(PART_SIG, body)
@@ -185,6 +189,19 @@ class PartPayload:
             raise CorruptObject(f"static delta part is corrupt: {e}") from e
         return cls([(bswap32(u), bswap32(g), bswap32(m)) for u, g, m in modes],
                    [list(x) for x in xattrs], bytes(blob), bytes(ops))
+
+
+def _unxz(data: bytes, limit: int | None) -> bytes:
+    """One xz stream, decompressed to at most ``limit`` bytes."""
+    if limit is None:
+        return lzma.decompress(data)
+    d = lzma.LZMADecompressor(format=lzma.FORMAT_XZ)
+    out = d.decompress(data, limit + 1)
+    if len(out) > limit:
+        raise CorruptObject(f"static delta part inflates beyond {limit} bytes")
+    if not d.eof or d.unused_data:
+        raise CorruptObject("static delta part is not one complete xz stream")
+    return out
 
 
 def read_varuint(buf: bytes, pos: int) -> tuple[int, int]:

@@ -16,10 +16,8 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import hashlib
 import os
 import time
-import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,18 +29,16 @@ if TYPE_CHECKING:
 from store.errors import CorruptObject, NetworkError, ObjectNotFound, RefError, ToolError
 from store.fsutil import atomic_write
 from store.gvariant import decode
-from store.http import Fetcher, NotFoundError
+from store.filez import filez_cap, store_filez
+from store.http import METADATA_CAP, SUMMARY_CAP, Fetcher, NotFoundError
 from store.objects import (
     METADATA_SIG,
     Commit,
     DirTree,
-    FileMeta,
     ObjectType,
     checksum_bytes,
-    file_header,
     is_checksum,
     loose_path,
-    parse_header,
 )
 from store.remote import Remote, get_remote
 from store.repo import Repo
@@ -50,6 +46,7 @@ from store.summary import Summary, parse_summary_sig
 from store.txn import Transaction
 
 CHECKPOINT_SECONDS = 5.0
+CONTENT_CAP = 1 << 40  # content objects are capped by the size their header declares
 
 
 @dataclass(frozen=True)
@@ -188,7 +185,7 @@ def _pull_all(st: PullState, summary: Summary | None, targets: dict[str, str], r
 
 
 def _fetch_summary(st: PullState) -> Summary | None:
-    data = st.index.get_optional("summary")
+    data = st.index.get_optional("summary", limit=SUMMARY_CAP)
     if data is None:
         return None
     if st.remote.sign_verify_summary:
@@ -353,13 +350,15 @@ def _obj_url(csum: str, objtype: ObjectType) -> str:
 
 
 def _fetch_meta(st: PullState, csum: str, objtype: ObjectType) -> bytes:
-    """Fetch a metadata object and check its bytes hash to its name."""
+    """Fetch a metadata object (at most METADATA_CAP bytes) and check its bytes hash to
+    its name."""
     url = _obj_url(csum, objtype)
-    return _check_meta(st, csum, objtype, url, st.fetcher.get(url))
+    return _check_meta(st, csum, objtype, url, st.fetcher.get(url, limit=METADATA_CAP))
 
 
-def _check_meta(st: PullState, csum: str, objtype: ObjectType, url: str, data: bytes) -> bytes:
-    if checksum_bytes(data) != csum:
+def _check_meta(st: PullState, csum: str, objtype: ObjectType, url: str,
+                data: bytes | Path) -> bytes:
+    if not isinstance(data, bytes) or checksum_bytes(data) != csum:
         raise CorruptObject(f"{objtype.value} object {csum} from {st.fetcher.url_for(url)} "
                             f"does not match its checksum")
     return data
@@ -367,34 +366,18 @@ def _check_meta(st: PullState, csum: str, objtype: ObjectType, url: str, data: b
 
 def _fetch_metas(st: PullState, txn: Transaction,
                  need: list[tuple[str, ObjectType]]) -> dict[str, bytes]:
-    """Fetch, verify and write metadata objects; return the bytes of each by checksum."""
+    """Fetch (each at most METADATA_CAP bytes), verify and write metadata objects; return
+    the bytes of each by checksum."""
     by_url = {_obj_url(c, t): (c, t) for c, t in need}
     st.wanted += len(by_url)
     out = {}
     for (c, ot), data in st.fetcher.fetch_many(
-            by_url, lambda u, d: (by_url[u], _check_meta(st, *by_url[u], u, d))):
+            by_url, lambda u, d: (by_url[u], _check_meta(st, *by_url[u], u, d)),
+            limit=METADATA_CAP):
         txn.write_metadata(ot, data)
         out[c] = data
         st.tick()
     return out
-
-
-def verify_filez(data: bytes, csum: str, where: str) -> tuple[FileMeta, bytes]:
-    """Decompress a ``.filez`` object and check it hashes to ``csum``; return meta and content."""
-    try:
-        meta, size, hlen = parse_header(data, archive=True)
-        z = zlib.decompressobj(-15)
-        content = z.decompress(data[hlen:]) + z.flush() if len(data) > hlen else b""
-    except (CorruptObject, ValueError, IndexError, zlib.error) as e:
-        raise CorruptObject(f"file object {csum} from {where} is corrupt: {e}") from e
-    if len(content) != size:
-        raise CorruptObject(f"file object {csum} from {where} is truncated "
-                            f"({len(content)} of {size} bytes)")
-    h = hashlib.sha256(file_header(meta))
-    h.update(content)
-    if h.hexdigest() != csum:
-        raise CorruptObject(f"file object {csum} from {where} does not match its checksum")
-    return meta, content
 
 
 def _fetch_trees_and_write(st: PullState, txn: Transaction,
@@ -474,7 +457,11 @@ def _stored_files(repo: Repo) -> set[str]:
 
 
 def _fetch_files(st: PullState, txn: Transaction, files: set[str]) -> None:
-    """Fetch, verify and write content objects; workers write into the transaction."""
+    """Fetch, verify and write content objects; workers write into the transaction.
+
+    A body may be no longer than its header's declared size allows (filez_cap); one
+    over SPILL_SIZE is streamed into the transaction's directory, and none is
+    inflated beyond its declared size (store.filez)."""
     repo = st.repo
     present = _stored_files(repo) if len(files) > SCAN_THRESHOLD else set()
     by_url = {_obj_url(c, ObjectType.FILE): c for c in sorted(files)
@@ -482,18 +469,10 @@ def _fetch_files(st: PullState, txn: Transaction, files: set[str]) -> None:
     st.wanted += len(by_url)
     st.phase = "content"
 
-    def store(url: str, data: bytes) -> None:
-        csum = by_url[url]
-        meta, content = verify_filez(data, csum, st.fetcher.url_for(url))
-        if repo.is_archive:
-            txn.write_raw_object(csum, ObjectType.FILE, data)
-            return
-        body = None if meta.is_symlink else content
-        got = txn.write_file(meta, body)
-        if got != csum:
-            raise CorruptObject(f"file object {csum} from {st.fetcher.url_for(url)} was stored "
-                                f"under another checksum")
+    def store(url: str, body: bytes | Path) -> None:
+        store_filez(txn, by_url[url], body, st.fetcher.url_for(url))
 
-    for _ in st.fetcher.fetch_many(by_url, store):
+    for _ in st.fetcher.fetch_many(by_url, store, limit=CONTENT_CAP, spill_dir=txn.dir,
+                                   head_limit=filez_cap):
         st.tick()
         st.checkpoint(txn)
