@@ -86,18 +86,27 @@ def _declared_size(body: bytes) -> int:
 
 
 def _store_stream(txn: Transaction, f: BinaryIO, csum: str, where: str) -> str:
-    """Stage the object inflated piece by piece; return the checksum of what was staged."""
+    """Check the object inflated piece by piece, then stage it the same way; return the
+    checksum of what was staged.  Nothing is written for a body that does not verify."""
+    what = f"file object {csum} from {where}"
     try:
         start = f.read(8)
         n = struct.unpack(">I", start[:4])[0] if len(start) == 8 else 0
         if n > MAX_HEADER:
             raise CorruptObject(f"header of {n} bytes")
-        meta, size, _hlen = parse_header(start + f.read(n), archive=True)
+        meta, size, hlen = parse_header(start + f.read(n), archive=True)
     except (CorruptObject, ValueError, IndexError, struct.error) as e:
-        raise CorruptObject(f"file object {csum} from {where} is corrupt: {e}") from e
+        raise CorruptObject(f"{what} is corrupt: {e}") from e
     if meta.is_symlink:
         return txn.write_file(meta, None)
-    return txn.write_file(meta, _Inflater(f, size, f"file object {csum} from {where}"))
+    h = hashlib.sha256(file_header(meta))
+    inflater = _Inflater(f, size, what)
+    while piece := inflater.read(PIECE):
+        h.update(piece)
+    if h.hexdigest() != csum:
+        raise CorruptObject(f"{what} does not match its checksum")
+    f.seek(hlen)
+    return txn.write_file(meta, _Inflater(f, size, what))
 
 
 class _Inflater:

@@ -24,10 +24,8 @@ with the URL and the reason in plain words.
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import os
-import tempfile
 import threading
 import time
 import urllib.parse
@@ -35,7 +33,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol, TypeVar
+from typing import TypeVar
 
 import urllib3
 from urllib3.exceptions import (
@@ -46,6 +44,20 @@ from urllib3.exceptions import (
 )
 
 from store.errors import NetworkError
+from store.http_io import (
+    SPILL_SIZE,
+    BodyReader,
+    FileSink,
+    HeadLimit,
+    MemorySink,
+    RetryableError,
+    Sink,
+    SpillSink,
+    TooLargeError,
+    content_length,
+    describe,
+    fits,
+)
 from store.http_pipe import PipeConn, PipeError
 from store.http_watch import WATCHED_POOLS, Limits, Watch, watching
 
@@ -54,8 +66,9 @@ R = TypeVar("R")
 
 METADATA_CAP = 10 << 20  # ostree's historic OSTREE_MAX_METADATA_SIZE
 SUMMARY_CAP = 32 << 20
-SPILL_SIZE = 4 << 20  # fetch_many keeps bodies up to this in memory, bigger ones go to a file
 CHUNK = 1 << 16
+__all__ = ["METADATA_CAP", "SUMMARY_CAP", "SPILL_SIZE", "Fetcher", "FetchStats", "FileSink",
+           "NetworkError", "NotFoundError", "Reply", "Sink", "TooLargeError"]
 RETRY_STATUS = frozenset({500, 502, 503, 504})
 REDIRECTS = frozenset({301, 302, 303, 307, 308})
 PIPELINE_DEPTH = 32
@@ -63,10 +76,6 @@ PIPELINE_DEPTH = 32
 
 class NotFoundError(NetworkError):
     """The server answered 404 (or the ``file://`` path does not exist)."""
-
-
-class TooLargeError(NetworkError):
-    """A body is larger than the caller's cap."""
 
 
 @dataclass(frozen=True)
@@ -83,47 +92,6 @@ class Reply:
 
     status: int
     headers: Mapping[str, str]
-
-
-class Sink(Protocol):
-    """Where :meth:`Fetcher.get_into` writes a body; ``reset`` forgets a failed attempt."""
-
-    def write(self, data: bytes, /) -> object: ...
-
-    def reset(self) -> None: ...
-
-
-class FileSink:
-    """A sink writing into an open binary file (truncated again on a retry)."""
-
-    def __init__(self, f: object) -> None:
-        self.f = f
-
-    def write(self, data: bytes, /) -> object:
-        return self.f.write(data)  # type: ignore[attr-defined]
-
-    def reset(self) -> None:
-        self.f.seek(0)  # type: ignore[attr-defined]
-        self.f.truncate()  # type: ignore[attr-defined]
-
-
-class _MemorySink:
-    def __init__(self) -> None:
-        self.buf = bytearray()
-
-    def write(self, data: bytes, /) -> object:
-        self.buf += data
-        return None
-
-    def reset(self) -> None:
-        self.buf = bytearray()
-
-
-class _Retry(Exception):
-    """An attempt failed in a way worth trying again; the text says why."""
-
-
-HeadLimit = Callable[[bytes], int]
 
 
 class Fetcher:
@@ -172,7 +140,7 @@ class Fetcher:
     def get(self, path: str, *, limit: int = METADATA_CAP) -> bytes:
         """The whole body of ``path``, at most ``limit`` bytes (else TooLargeError); raises
         NotFoundError on 404, NetworkError otherwise."""
-        sink = _MemorySink()
+        sink = MemorySink()
         self.get_into(path, sink, limit=limit)
         return bytes(sink.buf)
 
@@ -204,16 +172,16 @@ class Fetcher:
                 sink.reset()
             try:
                 return self._attempt(url, sink, limit, headers, head_limit)
-            except _Retry as e:
+            except RetryableError as e:
                 last = str(e)
-        raise NetworkError(f"{last} (after {self.retries + 1} attempts)")
+        raise NetworkError(f"{last} (after {self.retries + 1} attempts)" if self.retries else last)
 
     def _get_file(self, url: str, sink: Sink, limit: int, head_limit: HeadLimit | None) -> Reply:
         self._count(1, 0)
         path = _file_path(url)
         try:
             with open(path, "rb") as f:
-                reader = _BodyReader(url, sink, limit, head_limit, None)
+                reader = BodyReader(url, sink, limit, head_limit, None)
                 while block := f.read(1 << 20):
                     reader.feed(block)
                 reader.finish()
@@ -228,7 +196,7 @@ class Fetcher:
 
     def _attempt(self, url: str, sink: Sink, limit: int, headers: Mapping[str, str] | None,
                  head_limit: HeadLimit | None) -> Reply:
-        """One request (following redirects): the reply, or _Retry / a typed error."""
+        """One request (following redirects): the reply, or RetryableError / a typed error."""
         with watching(self.limits) as watch:
             resp, where = self._open(url, headers, watch)
             done = False
@@ -273,15 +241,15 @@ class Fetcher:
             if watch.expired:
                 raise NetworkError(f"{watch.expired} fetching {url}") from e
             if isinstance(e, NewConnectionError | ConnectTimeoutError):
-                raise _Retry(f"cannot reach {url}: {_describe(e)}") from e
-            raise _Retry(f"{_describe(e)} fetching {url}") from e
+                raise RetryableError(f"cannot reach {url}: {describe(e)}") from e
+            raise RetryableError(f"{describe(e)} fetching {url}") from e
 
     def _check_status(self, resp: urllib3.BaseHTTPResponse, url: str) -> Reply:
         status = resp.status
         if status in (404, 410):
             raise NotFoundError(f"not found (HTTP {status}): {url}")
         if status in RETRY_STATUS:
-            raise _Retry(f"HTTP {status} fetching {url}")
+            raise RetryableError(f"HTTP {status} fetching {url}")
         if status in REDIRECTS:
             raise NetworkError(f"redirect without a Location fetching {url}")
         if status not in (200, 304):
@@ -290,8 +258,8 @@ class Fetcher:
 
     def _read_body(self, resp: urllib3.BaseHTTPResponse, url: str, sink: Sink, limit: int,
                    head_limit: HeadLimit | None, watch: Watch) -> None:
-        declared = _content_length(resp.headers.get("Content-Length"))
-        reader = _BodyReader(url, sink, limit, head_limit, declared)
+        declared = content_length(resp.headers.get("Content-Length"))
+        reader = BodyReader(url, sink, limit, head_limit, declared)
         try:
             while chunk := resp.read1(CHUNK):  # type: ignore[attr-defined]
                 watch.progress(len(chunk))
@@ -299,7 +267,7 @@ class Fetcher:
         except (HTTPError, OSError) as e:
             if watch.expired:
                 raise NetworkError(f"{watch.expired} fetching {url}") from e
-            raise _Retry(f"{_describe(e)} fetching {url}") from e
+            raise RetryableError(f"{describe(e)} fetching {url}") from e
         finally:
             self._count(0, reader.total)
         if watch.expired:  # a socket shut down by the watchdog reads as the end of a body
@@ -374,7 +342,7 @@ class Fetcher:
         """Fetch one body of fetch_many (in memory, or spilled to a file) and run ``fn``."""
         if opts.spill_dir is None:
             return fn(path, self._get_capped(path, opts))
-        sink = _SpillSink(opts.spill_dir)
+        sink = SpillSink(opts.spill_dir)
         try:
             self.get_into(path, sink, limit=opts.limit, head_limit=opts.head_limit)
             return fn(path, sink.result())
@@ -382,7 +350,7 @@ class Fetcher:
             sink.discard()
 
     def _get_capped(self, path: str, opts: _ManyOpts) -> bytes:
-        sink = _MemorySink()
+        sink = MemorySink()
         self.get_into(path, sink, limit=opts.limit, head_limit=opts.head_limit)
         return bytes(sink.buf)
 
@@ -414,7 +382,7 @@ class Fetcher:
                     watch.restart()
                     status, body, close = conn.read_response(watch, limit)
                     self._count(1, len(body))
-                    if status == 200 and _fits(body, head_limit):
+                    if status == 200 and fits(body, head_limit):
                         got[path] = body
                     if close:
                         if i == 0 and conn.answered == 1:
@@ -451,96 +419,6 @@ class _ManyOpts:
     head_limit: HeadLimit | None
 
 
-class _BodyReader:
-    """Feeds a body into a sink, enforcing the cap (and the cap its first bytes declare)."""
-
-    def __init__(self, url: str, sink: Sink, limit: int, head_limit: HeadLimit | None,
-                 declared: int | None) -> None:
-        if declared is not None and declared > limit:
-            raise TooLargeError(f"{url} is larger than {limit} bytes ({declared} announced)")
-        self.url, self.sink, self.limit, self.declared = url, sink, limit, declared
-        self.head_limit = head_limit
-        self.head = b""
-        self.total = 0
-
-    def feed(self, chunk: bytes) -> None:
-        self.total += len(chunk)
-        if self.total > self.limit:
-            raise TooLargeError(f"{self.url} is larger than {self.limit} bytes")
-        if self.head_limit is not None:
-            self.head += chunk
-            if len(self.head) >= CHUNK:
-                self._apply_head()
-        self.sink.write(chunk)
-
-    def _apply_head(self) -> None:
-        assert self.head_limit is not None
-        self.limit = min(self.limit, self.head_limit(self.head))
-        self.head_limit, self.head = None, b""
-        if self.total > self.limit:
-            raise TooLargeError(f"{self.url} is larger than its header allows ({self.limit} "
-                                f"bytes)")
-
-    def finish(self) -> None:
-        if self.head_limit is not None:
-            self._apply_head()
-        if self.declared is not None and self.total != self.declared:
-            raise _Retry(f"truncated response fetching {self.url}")
-
-
-class _SpillSink:
-    """Holds a body in memory up to SPILL_SIZE, then in a temporary file in ``directory``."""
-
-    def __init__(self, directory: Path) -> None:
-        self.directory = directory
-        self.buf = bytearray()
-        self.file: tempfile._TemporaryFileWrapper[bytes] | None = None
-
-    def write(self, data: bytes, /) -> object:
-        if self.file is None and len(self.buf) + len(data) <= SPILL_SIZE:
-            self.buf += data
-            return None
-        if self.file is None:
-            self.file = tempfile.NamedTemporaryFile(dir=self.directory, prefix="fetch-",
-                                                    delete=False)
-            self.file.write(self.buf)
-            self.buf = bytearray()
-        return self.file.write(data)
-
-    def reset(self) -> None:
-        self.discard()
-        self.buf = bytearray()
-
-    def result(self) -> bytes | Path:
-        if self.file is None:
-            return bytes(self.buf)
-        self.file.flush()
-        return Path(self.file.name)
-
-    def discard(self) -> None:
-        if self.file is not None:
-            self.file.close()
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(self.file.name)
-            self.file = None
-
-
-def _fits(body: bytes, head_limit: HeadLimit | None) -> bool:
-    """Whether a pipelined body passes its header's cap (if not, the ordinary path
-    fetches it again and raises the proper error)."""
-    return head_limit is None or len(body) <= head_limit(body[:CHUNK])
-
-
-def _content_length(value: str | None) -> int | None:
-    if value is None:
-        return None
-    try:
-        n = int(value)
-    except ValueError:
-        return None
-    return n if n >= 0 else None
-
-
 def _split(url: str) -> urllib.parse.SplitResult:
     try:
         parts = urllib.parse.urlsplit(url)
@@ -554,40 +432,6 @@ def _file_path(url: str) -> str:
     import urllib.request
 
     return urllib.request.url2pathname(_split(url).path)
-
-
-_REASONS = (
-    ("refused", "connection refused"),
-    ("name or service not known", "host not found"),
-    ("nodename nor servname", "host not found"),
-    ("failed to resolve", "host not found"),
-    ("temporary failure in name resolution", "host not found"),
-    ("no route to host", "no route to host"),
-    ("network is unreachable", "network unreachable"),
-    ("timed out", "timed out"),
-    ("incompleteread", "truncated response"),
-    ("incomplete", "truncated response"),
-    ("reset by peer", "connection reset"),
-    ("remotedisconnected", "connection closed by the server"),
-    ("remote end closed", "connection closed by the server"),
-    ("certificate", "TLS certificate not trusted"),
-    ("ssl", "TLS error"),
-)
-
-
-def _describe(exc: BaseException | None) -> str:
-    """The reason of a urllib3/socket error in a few plain words."""
-    seen: list[str] = []
-    while isinstance(exc, BaseException) and len(seen) < 5:
-        seen.append(f"{type(exc).__name__} {exc}".lower())
-        exc = getattr(exc, "reason", None) or exc.__cause__ or exc.__context__
-    if isinstance(exc, str):
-        seen.append(exc.lower())
-    text = " ".join(seen)
-    for needle, words in _REASONS:
-        if needle in text:
-            return words
-    return "connection lost"
 
 
 def _proxy_for(url: str) -> str | None:
