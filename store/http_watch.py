@@ -144,6 +144,16 @@ _dog = _Watchdog()
 _current = threading.local()
 
 
+def _reset_after_fork() -> None:
+    """A forked child has none of the parent's threads: start from a fresh watchdog (its
+    lock may have been held by the parent's watchdog thread at the fork)."""
+    global _dog
+    _dog = _Watchdog()
+
+
+os.register_at_fork(after_in_child=_reset_after_fork)
+
+
 @contextlib.contextmanager
 def watching(limits: Limits) -> Iterator[Watch]:
     """A watch for the request made inside the block; connections opened or used in this

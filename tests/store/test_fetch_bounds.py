@@ -25,7 +25,7 @@ from tests.store.bounds import (
     trickle_body,
     xz_bomb,
 )
-from tests.store.servers import OstreeSource, hostile_server, ostree, send
+from tests.store.servers import OstreeSource, free_port, hostile_server, ostree, send
 from tests.store.test_pull_hostile import client_at_c1, obj_path, seed, source  # noqa: F401
 from tests.util import StrataRunner
 
@@ -170,3 +170,19 @@ def test_bounded_against_hostile_remote(case: Callable, source: OstreeSource,  #
     assert (dst / "refs/remotes/origin/main").read_text().strip() == source.c1
     assert sorted(p.name for p in (dst / "tmp").iterdir()) == ["cache"]
     ostree("fsck", f"--repo={dst}")
+
+
+def test_pull_network_failures_in_plain_words(tmp_path: Path, strata: StrataRunner) -> None:
+    dst = tmp_path / "dst"
+    strata("--repo", dst, "init", "--mode", "archive")
+    url = f"http://127.0.0.1:{free_port()}"
+    strata("--repo", dst, "remote", "add", "--no-sign-verify", "dead", url)
+    p = strata("--repo", dst, "pull", "dead", "main", check=False,
+               env={"STRATA_HTTP_RETRIES": "1"})
+    assert p.returncode == 1
+    assert p.stderr == f"error: cannot reach {url}/summary: connection refused (after 2 attempts)\n"
+    strata("--repo", dst, "remote", "add", "--no-sign-verify", "bad", "http://[::1")
+    p = strata("--repo", dst, "pull", "bad", "main", check=False)
+    assert p.returncode == 1
+    assert p.stderr == "error: invalid URL http://[::1/: Invalid IPv6 URL\n"
+    assert sorted(p.name for p in (dst / "tmp").iterdir()) == ["cache"]
