@@ -131,7 +131,8 @@ def parse_repomd(data: bytes, label: str) -> dict[str, RepoFile]:
         out[d.get("type", "")] = RepoFile(
             d.get("type", ""), loc.get("href", ""),
             Expected(algo, csum.text.strip(), int(size.text) if size is not None and
-                     size.text else None), int(open_size) if open_size.isdigit() else None)
+                     (size.text or "").strip().isdigit() else None),
+            int(open_size) if open_size.isdigit() else None)
     return out
 
 
