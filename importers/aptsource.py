@@ -36,6 +36,7 @@ from importers.model import Origin, PackageMeta
 from store.fsutil import scratch_dir
 
 INDEX_CAP = 1 << 30
+RELEASE_CAP = 16 << 20  # InRelease/Release/Release.gpg (Debian's main InRelease is under 1 MB)
 STANZA_CAP = 1 << 20
 SYSTEM_KEYRINGS = (Path("/etc/apt/trusted.gpg"), Path("/etc/apt/trusted.gpg.d"))
 _INDEX_VARIANTS = ("Packages.xz", "Packages.gz", "Packages.bz2", "Packages")
@@ -156,17 +157,20 @@ def _dist_url(source: AptSource) -> str:
 
 
 def fetch_release(source: AptSource, fetcher: Fetcher, scratch: Path) -> str:
-    """InRelease (or Release + Release.gpg), verified."""
+    """InRelease (or Release + Release.gpg), verified; each at most RELEASE_CAP bytes."""
     base = _dist_url(source)
     try:
-        signed = fetcher.fetch_bytes(f"{base}/InRelease", label=f"{base}/InRelease")
+        signed = fetcher.fetch_bytes(f"{base}/InRelease", label=f"{base}/InRelease",
+                                     limit=RELEASE_CAP)
         return verify_release(source, signed, None, f"{base}/InRelease", scratch)
     except FetchError:
         pass
-    release = fetcher.fetch_bytes(f"{base}/Release", label=f"{base}/Release")
+    release = fetcher.fetch_bytes(f"{base}/Release", label=f"{base}/Release",
+                                  limit=RELEASE_CAP)
     if source.trusted:
         return release.decode("utf-8", "replace")
-    sig = fetcher.fetch_bytes(f"{base}/Release.gpg", label=f"{base}/Release.gpg")
+    sig = fetcher.fetch_bytes(f"{base}/Release.gpg", label=f"{base}/Release.gpg",
+                              limit=RELEASE_CAP)
     return verify_release(source, release, sig, f"{base}/Release", scratch)
 
 

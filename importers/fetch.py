@@ -10,6 +10,10 @@ asking the server (packages, by-hash indexes); otherwise the server is asked
 with ``If-None-Match``/``If-Modified-Since`` and a 304 keeps the cached copy.
 Offline, only cached bodies (and ``file://`` URLs) are used.  Bodies are
 streamed to a temporary file next to their final name, checked, then renamed.
+
+All transport is :class:`store.http.Fetcher` (one proxy handling, one retry
+policy, the low-speed limit and deadline); every download is capped: by the
+size the index declares when there is one, else by the caller's ``limit``.
 """
 
 from __future__ import annotations
@@ -22,14 +26,17 @@ import tempfile
 import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
-
-import urllib3
-from urllib3.exceptions import HTTPError
+from typing import IO
 
 from importers.errors import ChecksumMismatch, FetchError
+from store.errors import NetworkError
 from store.fsutil import atomic_write
+from store.http import Fetcher as HttpFetcher
+from store.http import FileSink, NotFoundError, TooLargeError
 
 CHUNK = 1 << 20
+DOWNLOAD_CAP = 4 << 30  # a download whose size no index declares
+SMALL_CAP = 16 << 20  # fetch_bytes: Release, repomd.xml, signatures
 
 
 def repo_cache_dir(repo_tmp_dir: Path) -> Path:
@@ -47,7 +54,7 @@ class Expected:
 
 
 class Fetcher:
-    """One connection pool and one cache directory; ``offline`` forbids network access."""
+    """One HTTP client and one cache directory; ``offline`` forbids network access."""
 
     def __init__(self, cache_dir: Path, *, offline: bool = False, timeout: float = 30.0,
                  retries: int = 3) -> None:
@@ -56,18 +63,26 @@ class Fetcher:
         self.cache_dir = self.root / "http"
         self.offline = offline
         self.went_offline = False
-        self.pool = urllib3.PoolManager(
-            num_pools=8, maxsize=4, timeout=urllib3.Timeout(total=None, connect=timeout,
-                                                             read=timeout),
-            retries=urllib3.Retry(total=retries, backoff_factor=0.2,
-                                  status_forcelist=(500, 502, 503, 504)))
+        self.http = HttpFetcher(max_in_flight=4, timeout=timeout, retries=retries)
 
-    def fetch(self, url: str, *, expected: Expected | None = None, label: str = "") -> Path:
+    def close(self) -> None:
+        """Close the pooled connections."""
+        self.http.close()
+
+    def __enter__(self) -> Fetcher:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def fetch(self, url: str, *, expected: Expected | None = None, label: str = "",
+              limit: int = DOWNLOAD_CAP) -> Path:
         """A local path holding the body of ``url``, matching ``expected`` when given.
 
         Guarantees: the returned file is complete (never a partial download) and,
         with ``expected``, has that checksum; a mismatch raises ChecksumMismatch
-        and leaves no cached copy.
+        and leaves no cached copy.  The download stops, with FetchError, beyond
+        ``expected.size`` (when known) or ``limit`` bytes.
         """
         if url.startswith("file://"):
             return self._local(url, expected, label)
@@ -78,15 +93,20 @@ class Fetcher:
             if body.exists() and expected is None:
                 return body
             raise FetchError(f"{label or url} is not in the cache and the network is off")
-        return self._download(url, body, info, expected, label)
+        if expected is not None and expected.algo not in hashlib.algorithms_available:
+            raise ChecksumMismatch(f"{label or url}: unsupported checksum type {expected.algo}")
+        cap = expected.size if expected is not None and expected.size is not None else limit
+        return self._download(url, body, info, expected, label, cap)
 
     def fetch_bytes(self, url: str, *, expected: Expected | None = None, label: str = "",
-                    limit: int = 256 << 20) -> bytes:
-        """The body of a (small) metadata file."""
-        path = self.fetch(url, expected=expected, label=label)
-        if path.stat().st_size > limit:
+                    limit: int = SMALL_CAP) -> bytes:
+        """The body of a small metadata file, at most ``limit`` bytes (else FetchError)."""
+        path = self.fetch(url, expected=expected, label=label, limit=limit)
+        with open(path, "rb") as f:
+            data = f.read(limit + 1)
+        if len(data) > limit:
             raise FetchError(f"{label or url} is larger than {limit} bytes")
-        return path.read_bytes()
+        return data
 
     def _paths(self, url: str) -> tuple[Path, Path]:
         key = hashlib.sha256(url.encode()).hexdigest()
@@ -102,26 +122,40 @@ class Fetcher:
         return path
 
     def _download(self, url: str, body: Path, info: Path, expected: Expected | None,
-                  label: str) -> Path:
-        headers = _conditional_headers(body, info)
+                  label: str, cap: int) -> Path:
+        what = label or url
+        body.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".part-", dir=body.parent)
         try:
-            resp = self.pool.request("GET", url, headers=headers, preload_content=False,
-                                     redirect=True)
-        except HTTPError as e:
-            if body.exists():  # unreachable, but cached: go on offline, as --offline would
-                self.offline = self.went_offline = True
-                return self._checked(body, expected, label or url)
-            raise FetchError(f"cannot fetch {label or url}: {e}") from e
-        try:
-            if resp.status == 304 and body.exists():
-                return self._checked(body, expected, label or url)
-            if resp.status != 200:
-                raise FetchError(f"cannot fetch {label or url}: HTTP {resp.status}")
-            self._store(resp, body, expected, label or url)
+            with os.fdopen(fd, "wb") as f:
+                sink = _HashingSink(f, expected.algo if expected else None)
+                try:
+                    reply = self.http.get_into(url, sink, limit=cap,
+                                               headers=_conditional_headers(body, info))
+                except TooLargeError as e:
+                    if expected is not None and expected.size == cap:
+                        raise ChecksumMismatch(f"{what}: {expected.algo} does not match the index "
+                                               f"(larger than the {cap} bytes it declares)") from e
+                    raise FetchError(_name(what, url, e)) from e
+                except NotFoundError as e:
+                    raise FetchError(_name(what, url, e)) from e
+                except NetworkError as e:
+                    if body.exists():  # unreachable, but cached: go on offline, as --offline would
+                        self.offline = self.went_offline = True
+                        return self._checked(body, expected, what)
+                    raise FetchError(_name(what, url, e)) from e
+            if reply.status == 304 and body.exists():
+                return self._checked(body, expected, what)
+            if reply.status != 200:
+                raise FetchError(f"cannot fetch {what}: HTTP {reply.status}")
+            if expected is not None and sink.hexdigest() != expected.digest:
+                raise ChecksumMismatch(f"{what}: {expected.algo} does not match the index")
+            os.replace(tmp, body)
         finally:
-            resp.release_conn()
-        meta = {"url": url, "etag": resp.headers.get("ETag", ""),
-                "last-modified": resp.headers.get("Last-Modified", "")}
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+        meta = {"url": url, "etag": _header(reply.headers, "ETag"),
+                "last-modified": _header(reply.headers, "Last-Modified")}
         atomic_write(info, json.dumps(meta).encode(), sync=False)
         return body
 
@@ -131,24 +165,39 @@ class Fetcher:
             raise ChecksumMismatch(f"{what}: {expected.algo} does not match the index")
         return body
 
-    def _store(self, resp: urllib3.BaseHTTPResponse, body: Path, expected: Expected | None,
-               what: str) -> None:
-        body.parent.mkdir(parents=True, exist_ok=True)
-        h = hashlib.new(expected.algo) if expected else None
-        fd, tmp = tempfile.mkstemp(prefix=".part-", dir=body.parent)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                for chunk in resp.stream(CHUNK):
-                    f.write(chunk)
-                    if h is not None:
-                        h.update(chunk)
-            if expected is not None and h is not None and h.hexdigest() != expected.digest:
-                raise ChecksumMismatch(f"{what}: {expected.algo} does not match the index")
-            os.replace(tmp, body)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
+
+class _HashingSink(FileSink):
+    """Writes a body into a file, hashing it as it goes (when an algorithm is given)."""
+
+    def __init__(self, f: IO[bytes], algo: str | None) -> None:
+        super().__init__(f)
+        self.algo = algo
+        self.h = hashlib.new(algo) if algo else None
+
+    def write(self, data: bytes, /) -> object:
+        if self.h is not None:
+            self.h.update(data)
+        return super().write(data)
+
+    def reset(self) -> None:
+        super().reset()
+        self.h = hashlib.new(self.algo) if self.algo else None
+
+    def hexdigest(self) -> str:
+        return self.h.hexdigest() if self.h is not None else ""
+
+
+def _name(what: str, url: str, e: Exception) -> str:
+    """The fetcher's message, with the caller's label in front when the URL is not in it."""
+    text = str(e)
+    return text if what == url or what in text else f"{what}: {text}"
+
+
+def _header(headers: object, name: str) -> str:
+    for k, v in dict(headers).items():  # type: ignore[call-overload]
+        if k.lower() == name.lower():
+            return str(v)
+    return ""
 
 
 def _conditional_headers(body: Path, info: Path) -> dict[str, str]:

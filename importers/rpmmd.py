@@ -48,6 +48,8 @@ NS = {"repo": "http://linux.duke.edu/metadata/repo",
       "rpm": "http://linux.duke.edu/metadata/rpm",
       "fl": "http://linux.duke.edu/metadata/filelists"}
 METADATA_CAP = 4 << 30
+REPOMD_CAP = 16 << 20  # repomd.xml and its signature
+PART_CAP = 1 << 30  # a metadata file repomd.xml gives no size for
 _FLAGS = {"EQ": Op.EQ, "LT": Op.LT, "LE": Op.LE, "GT": Op.GT, "GE": Op.GE}
 _DEPS = {"requires": DepKind.DEPENDS, "provides": DepKind.PROVIDES,
          "conflicts": DepKind.CONFLICTS, "obsoletes": DepKind.OBSOLETES,
@@ -237,7 +239,8 @@ def _fetch_part(repo: RpmRepo, fetcher: Fetcher, files: dict[str, RepoFile], kin
     entry = files[kind]
     url = f"{base}/{entry.href}"
     limit = entry.open_size if entry.open_size else METADATA_CAP
-    return fetcher.fetch(url, expected=entry.checksum, label=url), url, limit
+    path = fetcher.fetch(url, expected=entry.checksum, label=url, limit=PART_CAP)
+    return path, url, limit
 
 
 def load_catalogue(repo: RpmRepo, fetcher: Fetcher, *, filelists: bool = False
@@ -247,7 +250,7 @@ def load_catalogue(repo: RpmRepo, fetcher: Fetcher, *, filelists: bool = False
         return []
     base = repo.baseurls[0]
     repomd = fetcher.fetch_bytes(f"{base}/repodata/repomd.xml",
-                                 label=f"{base}/repodata/repomd.xml")
+                                 label=f"{base}/repodata/repomd.xml", limit=REPOMD_CAP)
     if repo.repo_gpgcheck:
         _verify_repomd(repo, fetcher, repomd, base)
     files = parse_repomd(repomd, f"{base}/repodata/repomd.xml")
@@ -290,7 +293,7 @@ def download_rpm(meta: PackageMeta, fetcher: Fetcher, *, repo: RpmRepo | None = 
 
 def _verify_repomd(repo: RpmRepo, fetcher: Fetcher, repomd: bytes, base: str) -> None:
     url = f"{base}/repodata/repomd.xml"
-    sig = fetcher.fetch_bytes(f"{url}.asc", label=f"{url}.asc")
+    sig = fetcher.fetch_bytes(f"{url}.asc", label=f"{url}.asc", limit=REPOMD_CAP)
     keys = _fetch_keys(repo, fetcher)
     with scratch_dir(fetcher.root, "gpgv-") as scratch:
         scratch.chmod(0o700)

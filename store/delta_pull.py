@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import hashlib
 import stat
+import tempfile
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import IO, TYPE_CHECKING
 
 import bsdiff4
 
@@ -28,8 +30,11 @@ from store.delta_format import (
     read_varuint,
 )
 from store.errors import CorruptObject
+from store.http import METADATA_CAP, FileSink
 from store.objects import FileMeta, ObjectType, checksum_bytes
 from store.treecheck import check_file_meta, check_metadata_bytes
+
+PART_MAX = 128 << 20  # a part (compressed, or its payload) larger than this is refused
 
 if TYPE_CHECKING:
     from store.pull import PullState
@@ -61,7 +66,7 @@ def try_delta(st: PullState, txn: Transaction, summary: Summary, local: str,
         return None
     base = delta_dir(name)
     st.phase = "delta"
-    sb_bytes = st.fetcher.get(f"{base}/superblock")
+    sb_bytes = st.fetcher.get(f"{base}/superblock", limit=METADATA_CAP)
     if hashlib.sha256(sb_bytes).hexdigest() != summary.deltas[name]:
         raise CorruptObject(f"static delta superblock {st.fetcher.url_for(base + '/superblock')} "
                             f"does not match the summary")
@@ -82,24 +87,71 @@ def _apply(st: PullState, txn: Transaction, sb: Superblock, base: str) -> bytes 
     todo = [(i, p) for i, p in enumerate(sb.parts)
             if not all(repo.has(c, t) for t, c in p.objects)]
     st.wanted += sum(len(p.objects) for _i, p in todo) + len(sb.fallbacks)
-    for i, part, payload in st.fetcher.map_unordered(
-            lambda item: (*item, _fetch_part(st, base, *item)), todo):
-        st.tick(PartExecutor(repo, txn, part, payload, st.fetcher.url_for(f"{base}/{i}")).run())
+    paths: list[Path] = []
+    try:
+        for i, part, path in st.fetcher.map_unordered(
+                lambda item: (*item, _fetch_part(st, txn, base, *item)), todo):
+            paths.append(path)
+            payload = _load_part(st, base, i, part, path)  # one part in memory at a time
+            st.tick(PartExecutor(repo, txn, part, payload, st.fetcher.url_for(f"{base}/{i}"))
+                    .run())
+    finally:
+        for path in paths:
+            path.unlink(missing_ok=True)
     fallbacks = [(f.csum, f.objtype) for f in sb.fallbacks if not repo.has(f.csum, f.objtype)]
     fetch_loose(st, txn, fallbacks)
     return meta
 
 
-def _fetch_part(st: PullState, base: str, index: int, part: PartMeta) -> PartPayload:
+def _fetch_part(st: PullState, txn: Transaction, base: str, index: int,
+                part: PartMeta) -> Path:
+    """Fetch a part (at most the size the superblock declares) into a file in the
+    transaction's directory and check its checksum; return the file."""
     url = f"{base}/{index}"
-    data = st.fetcher.get(url)
-    if hashlib.sha256(data).hexdigest() != part.checksum:
-        raise CorruptObject(f"static delta part {st.fetcher.url_for(url)} "
-                            f"does not match its checksum")
+    if part.size > PART_MAX:
+        raise CorruptObject(f"static delta part {st.fetcher.url_for(url)} declares "
+                            f"{part.size} bytes, more than {PART_MAX}")
+    f = tempfile.NamedTemporaryFile(dir=txn.dir, prefix="part-", delete=False)
+    sink = _HashingFile(f)
     try:
-        return PartPayload.from_bytes(data, max_size=part.max_payload)
+        with f:
+            st.fetcher.get_into(url, sink, limit=part.size)
+        if sink.h.hexdigest() != part.checksum:
+            raise CorruptObject(f"static delta part {st.fetcher.url_for(url)} "
+                                f"does not match its checksum")
+    except BaseException:
+        Path(f.name).unlink(missing_ok=True)
+        raise
+    return Path(f.name)
+
+
+def _load_part(st: PullState, base: str, index: int, part: PartMeta, path: Path) -> PartPayload:
+    """Decompress and parse a fetched part, never beyond what the superblock declares."""
+    try:
+        data = path.read_bytes()
+    finally:
+        path.unlink(missing_ok=True)
+    try:
+        return PartPayload.from_bytes(data, max_size=min(part.max_payload, PART_MAX))
     except CorruptObject as e:
-        raise CorruptObject(f"{e} in {st.fetcher.url_for(url)}") from None
+        where = f"static delta part {st.fetcher.url_for(f'{base}/{index}')}"
+        raise CorruptObject(str(e).replace("static delta part", where, 1)) from e
+
+
+class _HashingFile(FileSink):
+    """A file sink that also hashes what it writes (sha256)."""
+
+    def __init__(self, f: IO[bytes]) -> None:
+        super().__init__(f)
+        self.h = hashlib.sha256()
+
+    def write(self, data: bytes, /) -> object:
+        self.h.update(data)
+        return super().write(data)
+
+    def reset(self) -> None:
+        super().reset()
+        self.h = hashlib.sha256()
 
 
 @dataclass

@@ -1,36 +1,76 @@
-"""Fetching files of a remote repository over ``http(s)://`` or ``file://``.
+"""The one HTTP(S) client of strata: fetching files over ``http(s)://`` or ``file://``.
 
-One :class:`Fetcher` per remote: a urllib3 pool of reused keep-alive
-connections, ``max_in_flight`` requests at once (OSTree uses 8), retries with
-exponential backoff on connection errors, truncated bodies and 5xx answers,
-a redirect limit, and the ``http_proxy``/``https_proxy``/``no_proxy``
-variables honoured.  ``file://`` URLs are read from the local filesystem so
-that a repository directory is a remote too.
+A :class:`Fetcher` serves paths relative to a base URL (a remote repository)
+or absolute URLs (package sources).  Every read is bounded:
+
+* size: each call names a cap (``limit``); a body is never read beyond
+  ``limit + 1`` bytes, and a ``Content-Length`` over the cap fails before
+  the body is read.  Small bodies come back as bytes; big ones stream into a
+  caller's file (:meth:`Fetcher.get_into`) or a temporary file
+  (:meth:`Fetcher.fetch_many` with ``spill_dir``);
+* time: a low-speed limit and a deadline for every response
+  (:mod:`store.http_watch`, ``STRATA_HTTP_*`` variables), connect timeout 10 s;
+* retries: at most ``STRATA_HTTP_RETRIES`` (3) more attempts, with backoff,
+  after a connection error, a truncated body or a 5xx answer; never after a
+  too-slow or too-large answer.
+
+Requests use a urllib3 pool of kept-alive connections (``max_in_flight`` at
+once, ostree uses 8) and, on plain ``http://`` without a proxy, pipelining
+(:mod:`store.http_pipe`).  Proxies come from ``http_proxy``/``https_proxy``/
+``no_proxy``, decided per URL.  Redirects are followed by hand (at most 5,
+only to ``http(s)``).  Failures raise :class:`~store.errors.NetworkError`
+with the URL and the reason in plain words.
 """
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import os
-import socket
 import threading
 import time
 import urllib.parse
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TypeVar
 
 import urllib3
-from urllib3.exceptions import HTTPError, MaxRetryError, ProtocolError, ResponseError
+from urllib3.exceptions import (
+    ConnectTimeoutError,
+    HTTPError,
+    LocationValueError,
+    NewConnectionError,
+)
 
 from store.errors import NetworkError
+from store.http_io import (
+    SPILL_SIZE,
+    BodyReader,
+    FileSink,
+    HeadLimit,
+    MemorySink,
+    RetryableError,
+    Sink,
+    SpillSink,
+    TooLargeError,
+    content_length,
+    describe,
+    fits,
+)
+from store.http_pipe import PipeConn, PipeError
+from store.http_watch import WATCHED_POOLS, Limits, Watch, watching
 
 T = TypeVar("T")
 R = TypeVar("R")
 
+METADATA_CAP = 10 << 20  # ostree's historic OSTREE_MAX_METADATA_SIZE
+SUMMARY_CAP = 32 << 20
+CHUNK = 1 << 16
+__all__ = ["METADATA_CAP", "SUMMARY_CAP", "SPILL_SIZE", "Fetcher", "FetchStats", "FileSink",
+           "NetworkError", "NotFoundError", "Reply", "Sink", "TooLargeError"]
 RETRY_STATUS = frozenset({500, 502, 503, 504})
+REDIRECTS = frozenset({301, 302, 303, 307, 308})
 PIPELINE_DEPTH = 32
 
 
@@ -46,49 +86,44 @@ class FetchStats:
     bytes: int
 
 
-class Fetcher:
-    """Fetches paths relative to a base URL; safe to call from many threads."""
+@dataclass(frozen=True)
+class Reply:
+    """The status (200, or 304 for a conditional request) and headers of an answer."""
 
-    def __init__(
-        self,
-        base_url: str,
-        *,
-        max_in_flight: int = 8,
-        retries: int = 3,
-        backoff: float = 0.2,
-        max_redirects: int = 5,
-        timeout: float = 30.0,
-        ca_certs: str | None = None,
-    ) -> None:
-        self.base_url = base_url.rstrip("/") + "/"
+    status: int
+    headers: Mapping[str, str]
+
+
+class Fetcher:
+    """Fetches paths relative to a base URL (or absolute URLs); safe to call from many threads."""
+
+    def __init__(self, base_url: str = "", *, max_in_flight: int = 8, retries: int = 3,
+                 backoff: float = 0.2, max_redirects: int = 5, timeout: float = 30.0,
+                 ca_certs: str | None = None) -> None:
+        self.base_url = base_url.rstrip("/") + "/" if base_url else ""
         self.max_in_flight = max_in_flight
-        self.retries = int(os.environ.get("STRATA_HTTP_RETRIES", retries))
+        self.limits = Limits.from_env(retries=retries)
+        self.retries = self.limits.retries
         self.backoff = backoff
         self.max_redirects = max_redirects
-        try:
-            parts = urllib.parse.urlsplit(self.base_url)
-            parts.port  # noqa: B018  (raises ValueError on a bad port)
-        except ValueError as e:
-            raise NetworkError(f"invalid URL {base_url!r}: {e}") from None
-        self._scheme = parts.scheme
-        if self._scheme not in ("http", "https", "file"):
+        self._split = _split(self.base_url) if base_url else None
+        if self._split is not None and self._split.scheme not in ("http", "https", "file"):
             raise NetworkError(f"unsupported URL scheme in {base_url}")
-        self._pool = (None if self._scheme == "file"
-                      else _make_pool(self.base_url, max_in_flight, timeout, ca_certs))
-        self._retry = urllib3.Retry(total=None, connect=0, read=0, status=0, other=0,
-                                    redirect=max_redirects, raise_on_redirect=True,
-                                    raise_on_status=False)
+        self._timeout = timeout
+        self._ca_certs = ca_certs
+        self._pools: dict[str, urllib3.PoolManager] = {}
         self._lock = threading.Lock()
         self._local = threading.local()
         self._executor: ThreadPoolExecutor | None = None
-        self._split = urllib.parse.urlsplit(self.base_url)
-        self._timeout = timeout
-        self._pipelining = self._scheme == "http" and not _proxy_for(self.base_url)
+        self._pipelining = (self._split is not None and self._split.scheme == "http"
+                            and not _proxy_for(self.base_url))
         self._requests = 0
         self._bytes = 0
 
     def url_for(self, path: str) -> str:
-        """The absolute URL of ``path`` (relative to the base URL)."""
+        """The absolute URL of ``path`` (relative to the base URL unless it is absolute)."""
+        if "://" in path:
+            return path
         return self.base_url + path.lstrip("/")
 
     @property
@@ -97,22 +132,156 @@ class Fetcher:
         with self._lock:
             return FetchStats(self._requests, self._bytes)
 
-    def get(self, path: str) -> bytes:
-        """The whole body of ``path``; raises NotFoundError on 404, NetworkError otherwise."""
-        url = self.url_for(path)
+    def _count(self, requests: int, nbytes: int) -> None:
         with self._lock:
-            self._requests += 1
-        data = _read_file_url(url) if self._pool is None else self._get_http(url)
-        with self._lock:
-            self._bytes += len(data)
-        return data
+            self._requests += requests
+            self._bytes += nbytes
 
-    def get_optional(self, path: str) -> bytes | None:
+    def get(self, path: str, *, limit: int = METADATA_CAP) -> bytes:
+        """The whole body of ``path``, at most ``limit`` bytes (else TooLargeError); raises
+        NotFoundError on 404, NetworkError otherwise."""
+        sink = MemorySink()
+        self.get_into(path, sink, limit=limit)
+        return bytes(sink.buf)
+
+    def get_optional(self, path: str, *, limit: int = METADATA_CAP) -> bytes | None:
         """Like :meth:`get`, but None when the server says the file does not exist."""
         try:
-            return self.get(path)
+            return self.get(path, limit=limit)
         except NotFoundError:
             return None
+
+    def get_into(self, path: str, sink: Sink, *, limit: int,
+                 headers: Mapping[str, str] | None = None,
+                 head_limit: HeadLimit | None = None) -> Reply:
+        """Write the body of ``path`` into ``sink``, never more than ``limit`` bytes.
+
+        ``head_limit`` is called with the body's first 64 KiB (or all of a smaller
+        body) and may lower the cap (a ``.filez`` header declares its size).
+        Returns the reply; with conditional ``headers`` it may be 304 (nothing
+        written).  Raises NotFoundError, TooLargeError or NetworkError; after a
+        failed attempt the sink is reset before the next.
+        """
+        url = self.url_for(path)
+        if url.startswith("file:"):
+            return self._get_file(url, sink, limit, head_limit)
+        last = ""
+        for attempt in range(self.retries + 1):
+            if attempt:
+                time.sleep(self.backoff * (2 ** (attempt - 1)))
+                sink.reset()
+            try:
+                return self._attempt(url, sink, limit, headers, head_limit)
+            except RetryableError as e:
+                last = str(e)
+        raise NetworkError(f"{last} (after {self.retries + 1} attempts)" if self.retries else last)
+
+    def _get_file(self, url: str, sink: Sink, limit: int, head_limit: HeadLimit | None) -> Reply:
+        self._count(1, 0)
+        path = _file_path(url)
+        try:
+            with open(path, "rb") as f:
+                reader = BodyReader(url, sink, limit, head_limit, None)
+                while block := f.read(1 << 20):
+                    reader.feed(block)
+                reader.finish()
+        except (FileNotFoundError, NotADirectoryError) as e:
+            raise NotFoundError(f"not found: {url}") from e
+        except IsADirectoryError as e:
+            raise NotFoundError(f"not found (a directory): {url}") from e
+        except OSError as e:
+            raise NetworkError(f"cannot read {url}: {e.strerror}") from e
+        self._count(0, reader.total)
+        return Reply(200, {})
+
+    def _attempt(self, url: str, sink: Sink, limit: int, headers: Mapping[str, str] | None,
+                 head_limit: HeadLimit | None) -> Reply:
+        """One request (following redirects): the reply, or RetryableError / a typed error."""
+        with watching(self.limits) as watch:
+            resp, where = self._open(url, headers, watch)
+            done = False
+            try:
+                reply = self._check_status(resp, where)
+                if reply.status == 200:
+                    self._read_body(resp, where, sink, limit, head_limit, watch)
+                done = True
+                return reply
+            finally:
+                if not done:
+                    resp.close()  # never hand a half-read connection back to the pool
+                resp.release_conn()
+
+    def _open(self, url: str, headers: Mapping[str, str] | None,
+              watch: Watch) -> tuple[urllib3.BaseHTTPResponse, str]:
+        """Send the request, following redirects by hand; the final response (headers
+        read) and its URL."""
+        target = url
+        for _hop in range(self.max_redirects + 1):
+            resp = self._send(target, headers, watch)
+            loc = resp.headers.get("Location")
+            if resp.status not in REDIRECTS or not loc:
+                return resp, target
+            resp.close()
+            resp.release_conn()
+            target = urllib.parse.urljoin(target, loc)
+            if _split(target).scheme not in ("http", "https"):
+                raise NetworkError(f"redirect to a non-HTTP URL fetching {url}")
+        raise NetworkError(f"too many redirects fetching {url}")
+
+    def _send(self, url: str, headers: Mapping[str, str] | None,
+              watch: Watch) -> urllib3.BaseHTTPResponse:
+        self._count(1, 0)
+        try:
+            return self._pool_for(url).urlopen(
+                "GET", url, headers={"User-Agent": "strata", **(headers or {})},
+                retries=False, redirect=False, preload_content=False, decode_content=False)
+        except (LocationValueError, ValueError) as e:
+            raise NetworkError(f"invalid URL {url}: {e}") from e
+        except (HTTPError, OSError) as e:
+            if watch.expired:
+                raise NetworkError(f"{watch.expired} fetching {url}") from e
+            if isinstance(e, NewConnectionError | ConnectTimeoutError):
+                raise RetryableError(f"cannot reach {url}: {describe(e)}") from e
+            raise RetryableError(f"{describe(e)} fetching {url}") from e
+
+    def _check_status(self, resp: urllib3.BaseHTTPResponse, url: str) -> Reply:
+        status = resp.status
+        if status in (404, 410):
+            raise NotFoundError(f"not found (HTTP {status}): {url}")
+        if status in RETRY_STATUS:
+            raise RetryableError(f"HTTP {status} fetching {url}")
+        if status in REDIRECTS:
+            raise NetworkError(f"redirect without a Location fetching {url}")
+        if status not in (200, 304):
+            raise NetworkError(f"HTTP {status} fetching {url}")
+        return Reply(status, dict(resp.headers))
+
+    def _read_body(self, resp: urllib3.BaseHTTPResponse, url: str, sink: Sink, limit: int,
+                   head_limit: HeadLimit | None, watch: Watch) -> None:
+        declared = content_length(resp.headers.get("Content-Length"))
+        reader = BodyReader(url, sink, limit, head_limit, declared)
+        try:
+            while chunk := resp.read1(CHUNK):  # type: ignore[attr-defined]
+                watch.progress(len(chunk))
+                reader.feed(chunk)
+        except (HTTPError, OSError) as e:
+            if watch.expired:
+                raise NetworkError(f"{watch.expired} fetching {url}") from e
+            raise RetryableError(f"{describe(e)} fetching {url}") from e
+        finally:
+            self._count(0, reader.total)
+        if watch.expired:  # a socket shut down by the watchdog reads as the end of a body
+            raise NetworkError(f"{watch.expired} fetching {url}")
+        reader.finish()
+
+    def _pool_for(self, url: str) -> urllib3.PoolManager:
+        proxy = _proxy_for(url) or ""
+        with self._lock:
+            pool = self._pools.get(proxy)
+            if pool is None:
+                pool = self._pools[proxy] = _make_pool(proxy, self.max_in_flight, self._timeout,
+                                                       self._ca_certs)
+            return pool
 
     def map_unordered(self, fn: Callable[[T], R], items: Iterable[T]) -> Iterator[R]:
         """Run ``fn`` on every item with ``max_in_flight`` workers; yield results as they finish.
@@ -145,57 +314,87 @@ class Fetcher:
                                                     thread_name_prefix="fetch")
             return self._executor
 
-    def fetch_many(self, paths: Iterable[str], fn: Callable[[str, bytes], R]) -> Iterator[R]:
+    def fetch_many(self, paths: Iterable[str], fn: Callable[[str, bytes | Path], R], *,
+                   limit: int = METADATA_CAP, spill_dir: Path | None = None,
+                   head_limit: HeadLimit | None = None) -> Iterator[R]:
         """Fetch every path and run ``fn(path, body)`` in a worker; yield results as they finish.
 
-        On plain ``http://`` without a proxy, requests are pipelined
-        (``PIPELINE_DEPTH`` ahead on each of ``max_in_flight`` kept-alive
-        connections); any answer other than a complete 200 goes through
-        :meth:`get` (retries, redirects, typed errors) instead.
+        Each body is capped at ``limit`` (and by ``head_limit``, see :meth:`get_into`).
+        With ``spill_dir``, a body over SPILL_SIZE is streamed into a temporary
+        file there and ``fn`` gets its Path (removed once ``fn`` returns);
+        otherwise ``fn`` gets bytes.  On plain ``http://`` without a proxy,
+        requests are pipelined (``PIPELINE_DEPTH`` ahead on each of
+        ``max_in_flight`` kept-alive connections); any answer other than a
+        complete 200 that fits in memory goes through the ordinary path
+        (retries, redirects, typed errors) instead.
         """
+        opts = _ManyOpts(limit, spill_dir, head_limit)
         if not self._pipelining:
-            yield from self.map_unordered(lambda p: fn(p, self.get(p)), paths)
+            yield from self.map_unordered(lambda p: self._one(p, fn, opts), paths)
             return
         items = list(paths)
         depth = max(1, min(PIPELINE_DEPTH, -(-len(items) // self.max_in_flight)))
         batches = [items[i:i + depth] for i in range(0, len(items), depth)]
-        for results in self.map_unordered(lambda b: self._batch(b, fn), batches):
+        for results in self.map_unordered(lambda b: self._batch(b, fn, opts), batches):
             yield from results
 
-    def _batch(self, batch: list[str], fn: Callable[[str, bytes], R]) -> list[R]:
-        bodies = self._pipeline(batch) if self._pipelining else {}
+    def _one(self, path: str, fn: Callable[[str, bytes | Path], R], opts: _ManyOpts) -> R:
+        """Fetch one body of fetch_many (in memory, or spilled to a file) and run ``fn``."""
+        if opts.spill_dir is None:
+            return fn(path, self._get_capped(path, opts))
+        sink = SpillSink(opts.spill_dir)
+        try:
+            self.get_into(path, sink, limit=opts.limit, head_limit=opts.head_limit)
+            return fn(path, sink.result())
+        finally:
+            sink.discard()
+
+    def _get_capped(self, path: str, opts: _ManyOpts) -> bytes:
+        sink = MemorySink()
+        self.get_into(path, sink, limit=opts.limit, head_limit=opts.head_limit)
+        return bytes(sink.buf)
+
+    def _batch(self, batch: list[str], fn: Callable[[str, bytes | Path], R],
+               opts: _ManyOpts) -> list[R]:
+        in_memory = opts.limit if opts.spill_dir is None else min(opts.limit, SPILL_SIZE)
+        bodies = self._pipeline(batch, in_memory, opts.head_limit) if self._pipelining else {}
         out = []
         for path in batch:
-            data = bodies.get(path)
-            if data is None:
-                data = self.get(path)
-            else:
-                with self._lock:
-                    self._requests += 1
-                    self._bytes += len(data)
-            out.append(fn(path, data))
+            data = bodies.pop(path, None)
+            out.append(self._one(path, fn, opts) if data is None else fn(path, data))
         return out
 
-    def _pipeline(self, batch: list[str]) -> dict[str, bytes]:
+    def _pipeline(self, batch: list[str], limit: int,
+                  head_limit: HeadLimit | None) -> dict[str, bytes]:
         """Bodies of the paths the server answered 200 in full on a pipelined connection."""
-        conn: _PipeConn | None = getattr(self._local, "conn", None)
+        assert self._split is not None
+        conn: PipeConn | None = getattr(self._local, "conn", None)
         got: dict[str, bytes] = {}
-        try:
-            if conn is None:
-                conn = self._local.conn = _PipeConn(self._split, self._timeout)
-            conn.send([self._split.path.rstrip("/") + "/" + p.lstrip("/") for p in batch])
-            for i, path in enumerate(batch):
-                status, body, close = conn.read_response()
-                if status == 200:
-                    got[path] = body
-                if close:
-                    if i == 0 and conn.answered == 1:
-                        self._pipelining = False  # an HTTP/1.0 or no-keep-alive server
-                    raise _PipeError("server closed the connection")
-        except (OSError, _PipeError, ValueError):
-            if conn is not None:
-                conn.close()
-            self._local.conn = None
+        current = batch[0]
+        with watching(self.limits) as watch:
+            try:
+                if conn is None:
+                    conn = self._local.conn = PipeConn(self._split, self._timeout)
+                watch.attach(conn.sock)
+                conn.send([self._split.path.rstrip("/") + "/" + p.lstrip("/") for p in batch])
+                for i, path in enumerate(batch):
+                    current = path
+                    watch.restart()
+                    status, body, close = conn.read_response(watch, limit)
+                    self._count(1, len(body))
+                    if status == 200 and fits(body, head_limit):
+                        got[path] = body
+                    if close:
+                        if i == 0 and conn.answered == 1:
+                            self._pipelining = False  # an HTTP/1.0 or no-keep-alive server
+                        raise PipeError("server closed the connection")
+            except (OSError, PipeError, ValueError):
+                if conn is not None:
+                    conn.close()
+                self._local.conn = None
+                if watch.expired:
+                    raise NetworkError(f"{watch.expired} fetching "
+                                       f"{self.url_for(current)}") from None
         return got
 
     def close(self) -> None:
@@ -203,8 +402,8 @@ class Fetcher:
         if self._executor is not None:
             self._executor.shutdown(wait=True, cancel_futures=True)
             self._executor = None
-        if self._pool is not None:
-            self._pool.clear()
+        for pool in self._pools.values():
+            pool.clear()
 
     def __enter__(self) -> Fetcher:
         return self
@@ -212,56 +411,27 @@ class Fetcher:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _get_http(self, url: str) -> bytes:
-        assert self._pool is not None
-        last = ""
-        for attempt in range(self.retries + 1):
-            if attempt:
-                time.sleep(self.backoff * (2 ** (attempt - 1)))
-            try:
-                resp = self._pool.urlopen("GET", url, retries=self._retry, redirect=True,
-                                          preload_content=True, decode_content=False)
-            except MaxRetryError as e:
-                if isinstance(e.reason, ResponseError):
-                    raise NetworkError(f"too many redirects fetching {url}") from e
-                last = _describe(e.reason)
-                continue
-            except (ProtocolError, HTTPError) as e:
-                last = _describe(e)
-                continue
-            if resp.status == 404 or resp.status == 410:
-                raise NotFoundError(f"not found (HTTP {resp.status}): {url}")
-            if resp.status in RETRY_STATUS:
-                last = f"HTTP {resp.status}"
-                continue
-            if 300 <= resp.status < 400:
-                raise NetworkError(f"too many redirects fetching {url}")
-            if resp.status != 200:
-                raise NetworkError(f"HTTP {resp.status} fetching {url}")
-            return resp.data
-        raise NetworkError(f"{last} fetching {url} (after {self.retries + 1} attempts)")
+
+@dataclass(frozen=True)
+class _ManyOpts:
+    limit: int
+    spill_dir: Path | None
+    head_limit: HeadLimit | None
 
 
-def _describe(exc: BaseException | None) -> str:
-    text = str(exc) if exc is not None else "connection error"
-    if "IncompleteRead" in text or "incomplete" in text.lower():
-        return "truncated response"
-    if "refused" in text.lower():
-        return "connection refused"
-    return text.split(": ", 1)[-1][:200] or type(exc).__name__
+def _split(url: str) -> urllib.parse.SplitResult:
+    try:
+        parts = urllib.parse.urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError as e:
+        raise NetworkError(f"invalid URL {url}: {e}") from e
+    return parts
 
 
-def _read_file_url(url: str) -> bytes:
+def _file_path(url: str) -> str:
     import urllib.request
 
-    path = urllib.request.url2pathname(urllib.parse.urlsplit(url).path)
-    try:
-        with open(path, "rb") as f:
-            return f.read()
-    except (FileNotFoundError, NotADirectoryError) as e:
-        raise NotFoundError(f"not found: {url}") from e
-    except OSError as e:
-        raise NetworkError(f"cannot read {url}: {e.strerror}") from e
+    return urllib.request.url2pathname(_split(url).path)
 
 
 def _proxy_for(url: str) -> str | None:
@@ -270,77 +440,22 @@ def _proxy_for(url: str) -> str | None:
         return None  # what getproxies() would find, without importing urllib.request
     import urllib.request
 
-    parts = urllib.parse.urlsplit(url)
+    parts = _split(url)
     proxy = urllib.request.getproxies().get(parts.scheme)
     if proxy and not urllib.request.proxy_bypass(parts.hostname or ""):
         return proxy
     return None
 
 
-def _make_pool(base_url: str, maxsize: int, timeout: float,
+def _make_pool(proxy: str, maxsize: int, timeout: float,
                ca_certs: str | None) -> urllib3.PoolManager:
-    """A pool manager, through a proxy when the environment names one for this host."""
-    kw = dict(num_pools=4, maxsize=maxsize, block=True,
+    """A pool manager (through ``proxy`` unless empty) whose connections report to the
+    request's watch (store.http_watch)."""
+    kw = dict(num_pools=8, maxsize=maxsize, block=True,
               timeout=urllib3.Timeout(connect=min(timeout, 10.0), read=timeout))
     if ca_certs:
         kw["ca_certs"] = ca_certs
-    proxy = _proxy_for(base_url)
-    if proxy:
-        return urllib3.ProxyManager(proxy, **kw)  # type: ignore[arg-type]
-    return urllib3.PoolManager(**kw)  # type: ignore[arg-type]
-
-
-class _PipeError(Exception):
-    """The pipelined connection can no longer be trusted; use the pooled path."""
-
-
-class _PipeConn:
-    """One kept-alive HTTP/1.1 connection carrying pipelined GETs (static files only)."""
-
-    def __init__(self, url: urllib.parse.SplitResult, timeout: float) -> None:
-        self.host = url.netloc
-        self.sock = socket.create_connection((url.hostname or "", url.port or 80),
-                                             timeout=min(timeout, 10.0))
-        self.sock.settimeout(timeout)
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.reader = self.sock.makefile("rb", buffering=1 << 16)
-        self.answered = 0
-
-    def send(self, paths: list[str]) -> None:
-        self.sock.sendall(b"".join(
-            f"GET {urllib.parse.quote(p, safe='/+')} HTTP/1.1\r\nHost: {self.host}\r\n"
-            f"User-Agent: strata\r\n\r\n".encode() for p in paths))
-
-    def read_response(self) -> tuple[int, bytes, bool]:
-        """(status, body, server will close) of the next response."""
-        line = self.reader.readline(65537)
-        parts = line.split(None, 2)
-        if len(parts) < 2 or not parts[0].startswith(b"HTTP/1."):
-            raise _PipeError("bad status line")
-        status, length, close = int(parts[1]), -1, parts[0] == b"HTTP/1.0"
-        while True:
-            h = self.reader.readline(65537)
-            if h in (b"\r\n", b"\n"):
-                break
-            if not h:
-                raise _PipeError("connection closed in headers")
-            name, _, value = h.partition(b":")
-            name = name.strip().lower()
-            if name == b"content-length":
-                length = int(value)
-            elif name == b"connection":
-                close = b"close" in value.lower()
-            elif name == b"transfer-encoding":
-                raise _PipeError("chunked response")
-        if length < 0:
-            raise _PipeError("no content-length")
-        body = self.reader.read(length)
-        if len(body) != length:
-            raise _PipeError("truncated body")
-        self.answered += 1
-        return status, body, close
-
-    def close(self) -> None:
-        with contextlib.suppress(OSError):
-            self.reader.close()
-            self.sock.close()
+    pool = (urllib3.ProxyManager(proxy, **kw) if proxy  # type: ignore[arg-type]
+            else urllib3.PoolManager(**kw))  # type: ignore[arg-type]
+    pool.pool_classes_by_scheme = WATCHED_POOLS  # type: ignore[assignment]
+    return pool

@@ -15,27 +15,22 @@ while content arrives, so a later pull resumes even after a kill or Ctrl-C.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
-import sys
 import time
-import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from store.errors import CorruptObject, NetworkError, ObjectNotFound, ToolError
+from store.filez import filez_cap, store_filez
 from store.fsutil import atomic_write
-from store.http import Fetcher, NotFoundError
+from store.http import METADATA_CAP, Fetcher, NotFoundError
 from store.objects import (
     DirMeta,
     DirTree,
-    FileMeta,
     ObjectType,
     checksum_bytes,
-    file_header,
     loose_path,
-    parse_header,
 )
 from store.pullcheck import (
     Floor,
@@ -49,10 +44,11 @@ from store.pulltarget import Target, parse_request, resolve_targets
 from store.remote import Remote, get_remote
 from store.repo import Repo
 from store.summary import Summary
-from store.treecheck import MAX_DEPTH, check_dirtree, check_file_meta, check_metadata_bytes
+from store.treecheck import MAX_DEPTH, check_dirtree, check_metadata_bytes
 from store.txn import Transaction
 
 CHECKPOINT_SECONDS = 5.0
+CONTENT_CAP = 1 << 40  # content objects are capped by the size their header declares
 
 
 @dataclass(frozen=True)
@@ -313,13 +309,15 @@ def _obj_url(csum: str, objtype: ObjectType) -> str:
 
 
 def _fetch_meta(st: PullState, csum: str, objtype: ObjectType) -> bytes:
-    """Fetch a metadata object and check its bytes hash to its name."""
+    """Fetch a metadata object (at most METADATA_CAP bytes) and check its bytes hash to
+    its name."""
     url = _obj_url(csum, objtype)
-    return _check_meta(st, csum, objtype, url, st.fetcher.get(url))
+    return _check_meta(st, csum, objtype, url, st.fetcher.get(url, limit=METADATA_CAP))
 
 
-def _check_meta(st: PullState, csum: str, objtype: ObjectType, url: str, data: bytes) -> bytes:
-    if checksum_bytes(data) != csum:
+def _check_meta(st: PullState, csum: str, objtype: ObjectType, url: str,
+                data: bytes | Path) -> bytes:
+    if not isinstance(data, bytes) or checksum_bytes(data) != csum:
         raise CorruptObject(f"{objtype.value} object {csum} from {st.fetcher.url_for(url)} "
                             f"does not match its checksum")
     check_metadata_bytes(objtype, data, csum)  # a bad dirtree or dirmeta is never stored
@@ -328,36 +326,18 @@ def _check_meta(st: PullState, csum: str, objtype: ObjectType, url: str, data: b
 
 def _fetch_metas(st: PullState, txn: Transaction,
                  need: list[tuple[str, ObjectType]]) -> dict[str, bytes]:
-    """Fetch, verify and write metadata objects; return the bytes of each by checksum."""
+    """Fetch (each at most METADATA_CAP bytes), verify and write metadata objects; return
+    the bytes of each by checksum."""
     by_url = {_obj_url(c, t): (c, t) for c, t in need}
     st.wanted += len(by_url)
     out = {}
     for (c, ot), data in st.fetcher.fetch_many(
-            by_url, lambda u, d: (by_url[u], _check_meta(st, *by_url[u], u, d))):
+            by_url, lambda u, d: (by_url[u], _check_meta(st, *by_url[u], u, d)),
+            limit=METADATA_CAP):
         txn.write_metadata(ot, data)
         out[c] = data
         st.tick()
     return out
-
-
-def verify_filez(data: bytes, csum: str, where: str) -> tuple[FileMeta, bytes]:
-    """Decompress a ``.filez`` object and check it hashes to ``csum``; return meta and content."""
-    try:
-        meta, size, hlen = parse_header(data, archive=True)
-        z = zlib.decompressobj(-15)
-        # never inflate past the declared size (a deflate bomb is ~1000 times its size)
-        content = z.decompress(data[hlen:], min(size, sys.maxsize - 1) + 1) \
-            if len(data) > hlen else b""
-    except (CorruptObject, ValueError, IndexError, zlib.error) as e:
-        raise CorruptObject(f"file object {csum} from {where} is corrupt: {e}") from e
-    if len(content) != size:
-        raise CorruptObject(f"file object {csum} from {where} is truncated "
-                            f"({len(content)} of {size} bytes)")
-    h = hashlib.sha256(file_header(meta))
-    h.update(content)
-    if h.hexdigest() != csum:
-        raise CorruptObject(f"file object {csum} from {where} does not match its checksum")
-    return check_file_meta(meta, csum), content
 
 
 def _fetch_trees_and_write(st: PullState, txn: Transaction,
@@ -452,7 +432,11 @@ def _stored_files(repo: Repo) -> set[str]:
 
 
 def _fetch_files(st: PullState, txn: Transaction, files: set[str]) -> None:
-    """Fetch, verify and write content objects; workers write into the transaction."""
+    """Fetch, verify and write content objects; workers write into the transaction.
+
+    A body may be no longer than its header's declared size allows (filez_cap); one
+    over SPILL_SIZE is streamed into the transaction's directory, and none is
+    inflated beyond its declared size (store.filez)."""
     repo = st.repo
     present = _stored_files(repo) if len(files) > SCAN_THRESHOLD else set()
     by_url = {_obj_url(c, ObjectType.FILE): c for c in sorted(files)
@@ -460,18 +444,10 @@ def _fetch_files(st: PullState, txn: Transaction, files: set[str]) -> None:
     st.wanted += len(by_url)
     st.phase = "content"
 
-    def store(url: str, data: bytes) -> None:
-        csum = by_url[url]
-        meta, content = verify_filez(data, csum, st.fetcher.url_for(url))
-        if repo.is_archive:
-            txn.write_raw_object(csum, ObjectType.FILE, data)
-            return
-        body = None if meta.is_symlink else content
-        got = txn.write_file(meta, body)
-        if got != csum:
-            raise CorruptObject(f"file object {csum} from {st.fetcher.url_for(url)} was stored "
-                                f"under another checksum")
+    def store(url: str, body: bytes | Path) -> None:
+        store_filez(txn, by_url[url], body, st.fetcher.url_for(url))
 
-    for _ in st.fetcher.fetch_many(by_url, store):
+    for _ in st.fetcher.fetch_many(by_url, store, limit=CONTENT_CAP, spill_dir=txn.dir,
+                                   head_limit=filez_cap):
         st.tick()
         st.checkpoint(txn)

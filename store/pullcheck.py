@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 
 from store.errors import CorruptObject, RefError, SignatureError
 from store.gvariant import Variant, decode
+from store.http import METADATA_CAP, SUMMARY_CAP
 from store.objects import METADATA_SIG, Commit, ObjectType
 from store.summary import Summary, parse_summary_sig
 
@@ -139,14 +140,14 @@ def remote_keys(remote: Remote) -> list[Ed25519PublicKey]:
 def fetch_summary(st: PullState) -> Summary | None:
     """The remote's summary (None when it has none), verified when the remote requires it:
     then a missing summary or ``summary.sig`` is refused, as ostree refuses it."""
-    data = st.index.get_optional("summary")
+    data = st.index.get_optional("summary", limit=SUMMARY_CAP)
     if not st.remote.sign_verify_summary:
         return _parse_summary(st, data) if data is not None else None
     where = f"remote {st.remote.name} ({st.index.url_for('summary')})"
     if data is None:
         raise SignatureError(f"signature verification is on, but {where} has no summary "
                              f"(sign-verify-summary=false in the remote's config disables this)")
-    sig = st.index.get_optional("summary.sig")
+    sig = st.index.get_optional("summary.sig", limit=METADATA_CAP)
     if sig is None:
         raise SignatureError(f"signature verification is on, but {where} has no summary.sig "
                              f"(sign-verify-summary=false in the remote's config disables this)")

@@ -135,7 +135,7 @@ def test_deflate_bomb_stops_at_the_declared_size() -> None:
         import zlib
         from store.errors import CorruptObject
         from store.objects import FileMeta, archive_header
-        from store.pull import verify_filez
+        from store.filez import verify_filez
         z = zlib.compressobj(9, zlib.DEFLATED, -15)
         zeros = bytes(1 << 20)
         bomb = b"".join(z.compress(zeros) for _ in range(1200)) + z.flush()

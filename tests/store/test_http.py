@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import re
 import threading
 import time
 from pathlib import Path
@@ -9,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from store.errors import NetworkError
-from store.http import Fetcher, NotFoundError
+from store.http import SPILL_SIZE, Fetcher, NotFoundError, TooLargeError
 from tests.store.servers import free_port, hostile_server, http_server, nginx_server, send
 
 
@@ -127,7 +129,7 @@ def test_connection_refused_after_retries() -> None:
     f = Fetcher(f"http://127.0.0.1:{port}/repo", backoff=0.01)
     t0 = time.monotonic()
     url = f"http://127.0.0.1:{port}/repo/x"
-    with pytest.raises(NetworkError, match=rf"connection refused fetching {url}"):
+    with pytest.raises(NetworkError, match=rf"cannot reach {re.escape(url)}: connection refused \(after 4 attempts\)"):
         f.get("x")
     assert time.monotonic() - t0 < 5
 
@@ -204,3 +206,80 @@ def test_fetch_many_stops_pipelining_on_http10_server(docroot: Path) -> None:
         got = list(f.fetch_many([f"sub/f{i}" for i in range(40)], lambda p, d: len(d)))
         assert sorted(got) == [1000 + i for i in range(40)]
         assert f._pipelining is False
+
+
+def test_caps_announced_streamed_and_file(docroot: Path) -> None:
+    """A body over the cap fails: announced (before reading), streamed without a length
+    (never more than cap+1 bytes read), and from file:// (even an endless /dev/zero)."""
+    def hook(h, path, file):  # type: ignore[no-untyped-def]
+        if path == "/endless":
+            h.send_response(200)
+            h.send_header("Connection", "close")
+            h.end_headers()
+            h.close_connection = True
+            with contextlib.suppress(OSError):
+                for _ in range(64):
+                    h.wfile.write(b"z" * 65536)
+            return True
+        return False
+
+    with hostile_server(docroot, hook) as srv, Fetcher(srv.url) as f:
+        assert f.get("sub/f1", limit=1001) == bytes([1]) * 1001
+        with pytest.raises(TooLargeError, match=r"/sub/f1 is larger than 1000 bytes \(1001"):
+            f.get("sub/f1", limit=1000)
+        with pytest.raises(TooLargeError, match=r"/endless is larger than 100000 bytes$"):
+            f.get("endless", limit=100_000)
+        assert f.stats.bytes <= 1001 + 100_001 + 65536
+    with pytest.raises(TooLargeError, match="larger than 1000 bytes"):
+        Fetcher("file:///dev").get("zero", limit=1000)
+
+
+def test_fetch_many_spills_big_bodies_to_files(docroot: Path, tmp_path: Path) -> None:
+    (docroot / "big").write_bytes(b"B" * (SPILL_SIZE + 1))
+    spill = tmp_path / "spill"
+    spill.mkdir()
+    seen: dict[str, object] = {}
+
+    def fn(path: str, body: bytes | Path) -> None:
+        seen[path] = body if isinstance(body, bytes) else (body.parent, body.stat().st_size)
+
+    with hostile_server(docroot) as srv, Fetcher(srv.url) as f:
+        list(f.fetch_many(["sub/f2", "big"], fn, limit=SPILL_SIZE * 2, spill_dir=spill))
+    assert seen == {"sub/f2": bytes([2]) * 1002, "big": (spill, SPILL_SIZE + 1)}
+    assert list(spill.iterdir()) == []
+
+
+def test_redirect_to_file_url_refused(docroot: Path) -> None:
+    def hook(h, path, file):  # type: ignore[no-untyped-def]
+        if path == "/evil":
+            send(h, 302, b"", {"Location": "file:///etc/passwd"})
+            return True
+        return False
+
+    with hostile_server(docroot, hook) as srv, Fetcher(srv.url) as f:
+        with pytest.raises(NetworkError, match=r"redirect to a non-HTTP URL fetching \S+/evil"):
+            f.get("evil")
+
+
+def test_trickling_headers_hit_the_low_speed_limit(docroot: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """A server that sends its status line one byte a second is given up after the
+    low-speed time, not after 30 s a byte."""
+    gave_up = threading.Event()
+
+    def hook(h, path, file):  # type: ignore[no-untyped-def]
+        with contextlib.suppress(OSError):
+            for c in b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nx":
+                h.wfile.write(bytes([c]))
+                h.wfile.flush()
+                time.sleep(1)
+            return True
+        gave_up.set()
+        return True
+
+    monkeypatch.setenv("STRATA_HTTP_LOW_SPEED_TIME", "1")
+    with hostile_server(docroot, hook) as srv, Fetcher(srv.url, retries=0) as f:
+        with pytest.raises(NetworkError, match=r"transfer too slow \(under 1000 bytes/s for "
+                                               r"1 s\) fetching \S+/slow$"):
+            f.get("slow")
+        assert gave_up.wait(60)

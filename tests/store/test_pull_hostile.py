@@ -114,8 +114,9 @@ def summary_missing_commit(src: OstreeSource):  # type: ignore[no-untyped-def]
 
 
 def server_dies(src: OstreeSource):  # type: ignore[no-untyped-def]
-    return None, {"die_after": 6}, (r"(connection refused|Connection aborted|closed|"
-                                    r"RemoteDisconnected)\S* .*fetching http://\S+")
+    return None, {"die_after": 6}, (r"(cannot reach http://\S+: connection refused|"
+                                    r"(connection closed by the server|connection reset|"
+                                    r"connection lost) fetching http://\S+)")
 
 
 def one_404(src: OstreeSource):  # type: ignore[no-untyped-def]
