@@ -8,13 +8,15 @@ every file and directory stamped with the commit's timestamp.  In addition the
 extended attributes go in PAX ``SCHILY.xattr.*`` records (GNU tar, libarchive
 and the container tools read them), and a regular-file object met again is
 written as a hardlink to its first path, as a hardlink checkout shares one
-inode.  Nothing is checked out: file contents are streamed from the objects in
-chunks, so memory stays bounded by the number of files (the first path of each
-object), not by their size.
+inode.  Each file object is hashed as it is copied and refused (the export
+fails) when it does not match its name.  Nothing is checked out: file contents
+are streamed from the objects in chunks, so memory stays bounded by the number
+of files (the first path of each object), not by their size.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import stat
 import tarfile
@@ -22,7 +24,7 @@ from collections.abc import Iterator
 from typing import BinaryIO
 
 from store.errors import CorruptObject
-from store.objects import DirMeta, FileMeta, Xattrs
+from store.objects import DirMeta, FileMeta, Xattrs, checksum_file_bytes, file_header
 from store.repo import Repo
 from store.treecheck import MAX_DEPTH, check_file_meta
 
@@ -94,6 +96,8 @@ class _TarWriter:
             check_file_meta(meta, csum)
             info = self._info(path, meta.uid, meta.gid, meta.mode, meta.xattrs)
             if stream is None:
+                if checksum_file_bytes(meta, b"") != csum:
+                    raise CorruptObject(f"file object {csum} does not match its checksum")
                 info.type, info.linkname = tarfile.SYMTYPE, meta.symlink
                 self._add(info)
             elif csum in self.first_path:
@@ -109,12 +113,29 @@ class _TarWriter:
     def _regular(self, info: tarfile.TarInfo, meta: FileMeta, stream: BinaryIO,
                  csum: str) -> None:
         info.type, info.size = tarfile.REGTYPE, _size(stream)
+        reader = _HashingReader(stream, meta)
         try:
-            self._add(info, stream)
+            self._add(info, reader)  # type: ignore[arg-type]
         except OSError as e:
             if "unexpected end of data" in str(e):
                 raise CorruptObject(f"file object {csum} is shorter than it was") from None
             raise
+        if reader.hash.hexdigest() != csum:
+            raise CorruptObject(f"file object {csum} does not match its checksum")
+
+
+class _HashingReader:
+    """Reads a content stream for tarfile, hashing the object (header and content) on the
+    way, so that a corrupt object is refused as ``fsck`` would refuse it."""
+
+    def __init__(self, stream: BinaryIO, meta: FileMeta) -> None:
+        self.stream = stream
+        self.hash = hashlib.sha256(file_header(meta))
+
+    def read(self, n: int = -1) -> bytes:
+        data = self.stream.read(min(n, CHUNK) if n >= 0 else CHUNK)
+        self.hash.update(data)
+        return data
 
 
 def _size(stream: BinaryIO) -> int:
