@@ -89,6 +89,9 @@ def test_exit_status_is_the_commands(world: World) -> None:
     ok = _strata(world, "run", "base", "--", "sh", "-c", "echo out; echo err >&2")
     assert (ok.returncode, ok.stdout, ok.stderr) == (0, "out\n", "err\n")
     assert _strata(world, "run", "base", "false").returncode == 1
+    assert _strata(world, "run", "base", "sh", "-c", "kill -9 $$").returncode == 128 + 9
+    piped = _strata(world, "run", "base", "sh", input="echo from stdin; exit 5")
+    assert (piped.returncode, piped.stdout) == (5, "from stdin\n")
     assert _leftovers(world) == []
 
 
