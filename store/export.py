@@ -23,10 +23,15 @@ import tarfile
 from collections.abc import Iterator
 from typing import BinaryIO
 
-from store.errors import CorruptObject
+from store.errors import CorruptObject, ToolError
 from store.objects import DirMeta, FileMeta, Xattrs, checksum_file_bytes, file_header
 from store.repo import Repo
 from store.treecheck import MAX_DEPTH, check_file_meta
+
+
+class ExportError(ToolError):
+    """The tree holds something a tar cannot carry."""
+
 
 CHUNK = 1024 * 1024  # bytes copied at a time from an object into the tar
 
@@ -76,7 +81,7 @@ class _TarWriter:
         info = tarfile.TarInfo(name)
         info.uid, info.gid, info.mode = uid, gid, stat.S_IMODE(mode)
         info.mtime, info.uname, info.gname = self.mtime, "", ""
-        info.pax_headers = {f"SCHILY.xattr.{k.decode('utf-8', 'surrogateescape')}":
+        info.pax_headers = {f"SCHILY.xattr.{_xattr_name(k, name)}":
                             v.decode("utf-8", "surrogateescape") for k, v in xattrs}
         return info
 
@@ -136,6 +141,14 @@ class _HashingReader:
         data = self.stream.read(min(n, CHUNK) if n >= 0 else CHUNK)
         self.hash.update(data)
         return data
+
+
+def _xattr_name(name: bytes, path: str) -> str:
+    """An xattr name as a PAX keyword can carry it: printable ASCII without ``=`` (which
+    ends a keyword); any other name would be misread, so the export stops instead."""
+    if not all(0x20 < c < 0x7F and c != ord("=") for c in name):
+        raise ExportError(f"xattr name {name!r} of {path} cannot be written in a tar")
+    return name.decode()
 
 
 def _size(stream: BinaryIO) -> int:

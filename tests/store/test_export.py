@@ -206,3 +206,18 @@ def _object_of(repo: Path, path: str) -> Path:
     line = run(["ostree", "ls", f"--repo={repo}", "-C", "img", f"/{path}"]).stdout.split()
     csum = line[4]
     return repo / "objects" / csum[:2] / f"{csum[2:]}.file"
+
+
+def test_an_xattr_name_a_tar_cannot_carry_is_refused(tmp_path: Path,
+                                                      strata: StrataRunner) -> None:
+    require_tool("ostree")
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src/f").write_text("x\n")
+    os.setxattr(tmp_path / "src/f", "user.a=b", b"value")  # '=' would end the PAX keyword
+    run(["ostree", "init", f"--repo={tmp_path / 'repo'}", "--mode=bare"])
+    run(["ostree", "commit", f"--repo={tmp_path / 'repo'}", "-b", "x", str(tmp_path / "src")])
+    bad = strata("--repo", tmp_path / "repo", "export", "x", "-o", tmp_path / "x.tar",
+                 check=False)
+    assert (bad.returncode, bad.stderr) == (
+        1, "error: xattr name b'user.a=b' of f cannot be written in a tar\n")
+    assert sorted(os.listdir(tmp_path)) == ["repo", "src"]
