@@ -93,7 +93,7 @@ def _from_dir(root: Path) -> tuple[dict[str, Entry], list[set[str]]]:
     return out, sorted((g for g in inodes.values() if len(g) > 1), key=sorted)
 
 
-def _from_tar(path: Path) -> tuple[dict[str, Entry], list[set[str]], dict[str, int]]:
+def _from_tar(path: Path) -> tuple[dict[str, Entry], list[set[str]], dict[str, float]]:
     """The same from a tar (hardlink groups from its LNKTYPE entries) and the mtimes."""
     out: dict[str, Entry] = {}
     links: dict[str, set[str]] = {}
