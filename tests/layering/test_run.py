@@ -96,7 +96,9 @@ def test_exit_status_is_the_commands(world: World) -> None:
 
 
 def test_tree_is_read_only_and_objects_stay_intact(world: World) -> None:
-    objects = _digest(world.repo / "objects")
+    _strata(world, "run", "base", "true")  # the kept checkout now holds base
+    objects, kept = _digest(world.repo / "objects"), _digest(world.repo / "tmp/checkout")
+    assert (world.repo / "tmp/checkout/usr/lib/os-release").is_file()
     script = ("echo pwned >> /usr/lib/os-release; echo rc1=$?; touch /usr/new; echo rc2=$?; "
               "touch /new; echo rc3=$?; mount -o remount,rw /usr; echo rc4=$?; "
               "echo changed > /etc/motd; echo rc5=$?; cat /etc/motd; "
@@ -108,6 +110,7 @@ def test_tree_is_read_only_and_objects_stay_intact(world: World) -> None:
     assert out["rc5"] == "0" and "changed" in ran.stdout and out["rc7"] == "0"
     assert out["rc6"] != "0"  # no hard link from the writable /etc to a stored object
     assert _digest(world.repo / "objects") == objects
+    assert _digest(world.repo / "tmp/checkout") == kept
     assert _strata(world, "run", "base", "cat", "/etc/motd").stdout == "base motd 1\n"
     assert _strata(world, "run", "base", "cat", "/etc/hostname").stdout == "strata-test\n"
     run(["ostree", "fsck", f"--repo={world.repo}"])
