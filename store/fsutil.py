@@ -13,6 +13,7 @@ import os
 import stat
 from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 
 def read_xattrs(path: str | os.PathLike[str]) -> tuple[tuple[bytes, bytes], ...]:
@@ -45,13 +46,24 @@ def atomic_write(
 
     With ``sync`` the data and the directory entry are on disk when this returns.
     """
+    with atomic_file(path, sync=sync, mode=mode) as f:
+        f.write(data)
+
+
+@contextlib.contextmanager
+def atomic_file(
+    path: str | os.PathLike[str], *, sync: bool = True, mode: int = 0o644
+) -> Iterator[BinaryIO]:
+    """A file to write (streaming) that replaces ``path`` when the block ends without an
+    exception; on any exception (Ctrl-C too) ``path`` is unchanged and no temporary file is
+    left.  With ``sync`` the data and the directory entry are on disk afterwards."""
     import tempfile
 
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            yield f
             if sync:
                 f.flush()
                 os.fsync(f.fileno())

@@ -81,3 +81,22 @@ def die_with_parent(parent: int) -> None:
     ctypes.CDLL(None).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
     if os.getppid() != parent:
         os._exit(1)
+
+
+def run_attached(argv: Sequence[str | os.PathLike[str]]) -> int:
+    """Run ``argv`` on this process's stdin, stdout and stderr (a terminal stays usable)
+    and return its exit status, ``128 + N`` when signal N ended it.  On Ctrl-C the child
+    is waited for before KeyboardInterrupt goes on, so nothing of it outlives the caller's
+    clean-up."""
+    args = [os.fspath(a) for a in argv]
+    try:
+        proc = subprocess.Popen(args)
+    except FileNotFoundError as e:
+        raise CommandError(shlex.join(args), 127, f"{args[0]}: not found") from e
+    try:
+        rc = proc.wait()
+    except BaseException:
+        proc.terminate()
+        proc.wait()
+        raise
+    return 128 - rc if rc < 0 else rc
