@@ -11,7 +11,9 @@ collection ID) is the oracle for bindings, checksum pulls and ``--timestamp-chec
 from __future__ import annotations
 
 import base64
+import os
 import subprocess
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -230,6 +232,8 @@ def test_replayed_old_signed_summary_is_refused_unless_allow_downgrade(
         ostree("pull", f"--repo={theirs}", "origin", "main")
         for name, data in old.items():  # the attacker replays the old, validly signed summary
             (srv / name).write_bytes(data)
+            later = time.time() + 5  # not "304 Not Modified" to ostree's If-Modified-Since
+            os.utime(srv / name, (later, later))
         line = ours.refused("pull", "origin", "main")
         assert line.startswith(f"error: commit of ref main {c1} (2023-11-14 22:13:20 UTC) is "
                                f"older than the current commit of origin:main {c2} "
