@@ -12,11 +12,15 @@ from pathlib import Path
 
 import pytest
 
+from boot.deploy import image_kargs
+from boot.errors import DeploymentError
+from boot.kargs import Kargs, KargsError
 from fixtures.images import apt_repo, build_deb, deb_base_rootfs, ostree_layout
 from layering.composefile import ComposeFileError, load
 from store.checkout import checkout
-from store.commit import commit_directory
+from store.commit import commit_directory, write_commit
 from store.fsck import fsck
+from store.gvariant import Variant
 from store.repo import Repo, RepoMode
 from tests.layering.conftest import fixture_debs
 from tests.store.servers import http_server, nginx_server
@@ -278,3 +282,24 @@ def test_derived_image_walkthrough(world: World, tmp_path: Path) -> None:
     assert not (deployed / "etc/ssh/ssh_host_ed25519_key").exists()
     assert (deployed / "usr/lib/systemd/system/strata-ssh-keygen.service").exists()
     run(["ostree", "fsck", f"--repo={sysroot / 'ostree/repo'}"])
+
+
+def _with_kargs(repo: Repo, base: str, value: Variant) -> str:
+    """A commit of ``base``'s tree whose ``strata.kargs`` is ``value`` (as an image could)."""
+    c = repo.load_commit(base)
+    with repo.transaction() as txn:
+        return write_commit(txn, root_tree=c.root_tree, root_meta=c.root_meta,
+                            timestamp=c.timestamp, parent=base,
+                            metadata={"strata.kargs": value})
+
+
+def test_image_kargs_cannot_set_ostree_or_be_unbounded(world: World, tmp_path: Path) -> None:
+    repo, base = machine(world, tmp_path / "repo")
+    ok = _with_kargs(repo, base, Variant("as", ["ostree=/evil", "quiet"]))
+    assert image_kargs(repo, Kargs(("ostree=/good",)), None, ok).args == ("ostree=/good", "quiet")
+    huge = _with_kargs(repo, base, Variant("as", ["a=1"] * 1000))
+    with pytest.raises(DeploymentError, match="strata.kargs is not a list of at most 256"):
+        image_kargs(repo, Kargs(), None, huge)
+    bad = _with_kargs(repo, base, Variant("as", ["a\nb"]))
+    with pytest.raises(KargsError, match="control or line-breaking"):
+        image_kargs(repo, Kargs(), None, bad)
