@@ -24,7 +24,7 @@ from boot.bootloader import cleanup_boot_versions, syncfs, write_deployments
 from boot.deployment import Deployment, parse_dirname
 from boot.errors import DeploymentError, SysrootError
 from boot.etcmerge import EtcDiff, EtcMergePlan, copy_at, merge_etc, preview_merge
-from boot.kargs import Kargs
+from boot.kargs import Kargs, key_of
 from boot.kernel import boot_dirname, find_kernel, install_kernel
 from boot.origin import Origin
 from boot.sysroot import Sysroot, SysrootState
@@ -34,6 +34,7 @@ from store.checkoutcache import CheckoutCache
 from store.errors import ToolError
 from store.faults import fail_point
 from store.fsutil import atomic_write, fsync_dir, rmtree
+from store.objects import ObjectType
 from store.prune import PruneResult, prune
 from store.repo import Repo, RepoMode
 from store.run import start
@@ -348,6 +349,7 @@ def deploy(sysroot: Sysroot, *, refspec: str | None = None, checksum: str | None
         sr = _pick_stateroot(sysroot, state, stateroot)
         merge = state.merge_deployment(sr)
         base = kargs if kargs is not None else (merge.kargs if merge else Kargs())
+        base = image_kargs(repo, base, merge.checksum if merge else None, csum)
         for k in karg_replace:
             base = base.replace(k)
         serial = _next_serial(sysroot, state, sr, csum)
@@ -357,6 +359,36 @@ def deploy(sysroot: Sysroot, *, refspec: str | None = None, checksum: str | None
         gone = tuple(d for d in state.deployments if not any(d.same(r) for r in retained))
         finish(sysroot, new_state, prune_objects=prune and bool(gone))
         return DeployResult(new_state.deployments[0], plan, gone)
+
+
+IMAGE_KARGS_KEY = "strata.kargs"  # written by ``strata compose`` (kargs of a compose file)
+MAX_IMAGE_KARGS = 256
+
+
+def _commit_kargs(repo: Repo, csum: str | None) -> list[str]:
+    if csum is None or not repo.has(csum, ObjectType.COMMIT):
+        return []
+    value = repo.load_commit(csum).meta_value(IMAGE_KARGS_KEY, [])
+    if not isinstance(value, list) or len(value) > MAX_IMAGE_KARGS:
+        raise DeploymentError(f"commit {csum}: {IMAGE_KARGS_KEY} is not a list of at most "
+                              f"{MAX_IMAGE_KARGS} kernel arguments")
+    # the deployment's own ostree= argument is strata's to set, never an image's
+    return [a for a in value if isinstance(a, str) and key_of(a) != "ostree"]
+
+
+def image_kargs(repo: Repo, kargs: Kargs, old: str | None, new: str) -> Kargs:
+    """``kargs`` with the image's own kernel arguments (commit metadata ``strata.kargs``)
+    applied as bootc applies ``kargs.d``: those the old commit had and the new one has not
+    are deleted, the new commit's that the old lacked are set (``--karg`` semantics), and
+    unchanged ones are left as the host has them."""
+    before, after = _commit_kargs(repo, old), _commit_kargs(repo, new)
+    for arg in before:
+        if arg not in after and arg in kargs.args:
+            kargs = kargs.delete(arg)
+    for arg in after:
+        if arg not in before:
+            kargs = kargs.replace(arg)
+    return kargs
 
 
 def _switch(sysroot: Sysroot, state: SysrootState, deployments: list[Deployment]) -> SysrootState:

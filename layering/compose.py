@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import os
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -33,6 +34,7 @@ from layering import dpkgdb, rpmdbupdate
 from layering.assemble import Assembler
 from layering.convert import config_dir, to_ostree_layout
 from layering.errors import ComposeError
+from layering.imageclean import clean_image
 from layering.packages import (
     Layer,
     LocalPackage,
@@ -55,6 +57,8 @@ from store.repo import Repo
 from store.txn import Transaction
 
 INPUTHASH_KEY = "strata.inputhash"
+KARGS_KEY = "strata.kargs"  # kernel arguments for deployments of the image (boot/deploy.py)
+LEFT_OUT_KEY = "strata.left-out"  # the compose report's lines on removed run-dependent files
 
 
 @dataclass(frozen=True)
@@ -74,6 +78,8 @@ class ComposeRequest:
     no_recommends: bool = False
     dry_run: bool = False
     subject: str = ""
+    version: str = ""  # the commit's ``version`` metadata (default: the base's)
+    kargs: tuple[str, ...] = ()  # kernel arguments for deployments of the image
     client_layer: bool = False  # a host's own layer (rpm-ostree's clientlayer), not an image
 
 
@@ -92,6 +98,7 @@ class ComposeResult:
     growth: int = 0
     local_sha256: list[str] = field(default_factory=list)
     replace_sha256: list[str] = field(default_factory=list)
+    left_out: list[str] = field(default_factory=list)  # a line per class of removed files
 
     @property
     def downloaded(self) -> int:
@@ -118,8 +125,39 @@ def input_hash(base: str, request: ComposeRequest, resolution: Resolution,
            "request": {"install": sorted(request.install), "local": sorted(local),
                        "remove": sorted(request.remove), "no-scripts": request.no_scripts,
                        "no-recommends": request.no_recommends,
-                       **({"client-layer": True} if request.client_layer else {})}}
+                       **({"client-layer": True} if request.client_layer else {}),
+                       **_image_inputs(request)}}
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
+
+
+def _image_inputs(request: ComposeRequest) -> dict[str, object]:
+    """The request's image-only inputs that change the commit, when given."""
+    doc: dict[str, object] = {}
+    if request.version:
+        doc["version"] = request.version
+    if request.subject:
+        doc["subject"] = request.subject
+    if request.kargs:
+        doc["kargs"] = list(request.kargs)
+    epoch = os.environ.get("SOURCE_DATE_EPOCH")
+    if epoch and not request.client_layer:
+        doc["source-date-epoch"] = epoch
+    return doc
+
+
+def commit_timestamp(request: ComposeRequest, base_timestamp: int) -> int:
+    """An image's commit time: ``SOURCE_DATE_EPOCH`` when set, else the base commit's,
+    so that the same inputs give the same commit on any machine; a host's own layer
+    keeps the current time."""
+    if request.client_layer:
+        return int(time.time())
+    epoch = os.environ.get("SOURCE_DATE_EPOCH")
+    if not epoch:
+        return base_timestamp
+    if not epoch.isascii() or not epoch.isdigit() or int(epoch) >= 2**63:
+        raise ComposeError(f"SOURCE_DATE_EPOCH={epoch!r} is not a number of seconds "
+                           "in the environment")
+    return int(epoch)
 
 
 def _sources(repo: Repo, base: str, request: ComposeRequest) -> Sources:
@@ -180,6 +218,8 @@ def _compose(repo: Repo, request: ComposeRequest, base: str,
     existing = _existing(repo, request.branch, ihash)
     if existing is not None or request.dry_run:
         result.checksum, result.reused = existing, existing is not None
+        if existing is not None:
+            result.left_out = list(repo.load_commit(existing).meta_value(LEFT_OUT_KEY, []))
         return result
     result.layers = materialize(repo, resolution.install, {**local, **replace}, cached, fetcher,
                                 owners)
@@ -242,9 +282,12 @@ def _build(repo: Repo, request: ComposeRequest, result: ComposeResult,
             runs = postrm + plan_scripts(result.kind, added, tree, db)
             log = run_scripts(repo, txn, tree, runs, checkouts=checkouts)
             result.script_log.entries.extend(log.entries)
+        if not request.client_layer:  # a host's own layer keeps the host's identity
+            result.left_out = clean_image(tree, txn).lines()
         root_tree, root_meta = tree.write(txn)
         csum = write_commit(txn, root_tree=root_tree, root_meta=root_meta,
-                            timestamp=int(time.time()), parent=result.base,
+                            timestamp=commit_timestamp(request, base_commit.timestamp),
+                            parent=result.base,
                             subject=request.subject or _subject(res),
                             metadata=_metadata(request, result, base_commit.metadata, ihash))
         if request.branch:
@@ -317,8 +360,16 @@ def _metadata(request: ComposeRequest, result: ComposeResult, base_md: dict[str,
     res = result.resolution
     replaced = {layer.meta.name for layer in result.layers if layer.sha256 in result.replace_sha256}
     md: dict[str, Variant] = {}
-    if "version" in base_md:
+    if request.version:
+        md["version"] = Variant("s", request.version)
+    elif "version" in base_md:
         md["version"] = base_md["version"]
+    inherited = list(base_md[KARGS_KEY].value) if KARGS_KEY in base_md else []
+    kargs = list(dict.fromkeys([*inherited, *request.kargs]))
+    if kargs:  # a host's layer and an image built on an image keep the base's
+        md[KARGS_KEY] = Variant("as", kargs)
+    if result.left_out:
+        md[LEFT_OUT_KEY] = Variant("as", result.left_out)
     md.update({
         "strata.base-commit": Variant("s", result.base),
         "strata.package-type": Variant("s", str(result.kind)),

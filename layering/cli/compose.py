@@ -33,8 +33,8 @@ def print_transaction(result: object, *, dry_run: bool) -> None:
 
 
 @cli.command()
-@click.option("-b", "--branch", required=True)
-@click.option("--base", required=True, metavar="REF")
+@click.option("-b", "--branch")
+@click.option("--base", metavar="REF")
 @click.option("--install", multiple=True, metavar="NAME")
 @click.option("--install-local", multiple=True, type=click.Path(path_type=Path), metavar="FILE")
 @click.option("--remove", multiple=True, metavar="NAME")
@@ -43,19 +43,32 @@ def print_transaction(result: object, *, dry_run: bool) -> None:
 @click.option("--offline", is_flag=True)
 @click.option("--no-recommends", is_flag=True)
 @click.option("--dry-run", is_flag=True)
+@click.option("--file", "file", type=click.Path(path_type=Path), metavar="IMAGE.toml",
+              help="Build the derived image IMAGE.toml describes (docs/derived-images.md).")
 @pass_ctx
-def compose(c: Context, branch: str, base: str, install: tuple[str, ...],
+def compose(c: Context, branch: str | None, base: str | None, install: tuple[str, ...],
             install_local: tuple[Path, ...], remove: tuple[str, ...], source: tuple[str, ...],
-            no_scripts: bool, offline: bool, no_recommends: bool, dry_run: bool) -> None:
+            no_scripts: bool, offline: bool, no_recommends: bool, dry_run: bool,
+            file: Path | None) -> None:
     """Build BRANCH = BASE + packages, resolved client-side; print the commit."""
     from layering.compose import ComposeRequest
     from layering.compose import compose as do_compose
     from store.repo import Repo
 
-    result = do_compose(Repo.open(c.repo), ComposeRequest(
-        base=base, branch=branch, install=install, install_local=install_local, remove=remove,
-        sources=source, no_scripts=no_scripts, offline=offline, no_recommends=no_recommends,
-        dry_run=dry_run))
+    if file is not None:
+        _file_only(branch=branch, base=base, install=install, install_local=install_local,
+                   remove=remove, source=source, no_scripts=no_scripts,
+                   no_recommends=no_recommends)
+        from layering.composefile import load
+        request = load(file).request(offline=offline, dry_run=dry_run)
+    elif not branch or not base:
+        raise click.UsageError("compose needs -b BRANCH and --base REF, or --file IMAGE.toml")
+    else:
+        request = ComposeRequest(
+            base=base, branch=branch, install=install, install_local=install_local,
+            remove=remove, sources=source, no_scripts=no_scripts, offline=offline,
+            no_recommends=no_recommends, dry_run=dry_run)
+    result = do_compose(Repo.open(c.repo), request)
     if dry_run:
         print_transaction(result, dry_run=True)
         return
@@ -67,7 +80,17 @@ def compose(c: Context, branch: str, base: str, install: tuple[str, ...],
                    f"{len(result.resolution.remove)} removed; {result.downloaded} downloaded, "
                    f"{result.unpacked} unpacked" + (" (existing commit)" if result.reused else ""),
                    err=True)
+        for line in result.left_out:
+            click.echo(line, err=True)
     click.echo(result.checksum)
+
+
+def _file_only(**given: object) -> None:
+    """--file describes the whole request: no request option may come with it."""
+    extra = [k.replace("_", "-") for k, v in given.items() if v]
+    if extra:
+        raise click.UsageError(f"--file describes the whole image; put {', '.join(extra)} "
+                               "in the file instead of on the command line")
 
 
 @cli.group()
