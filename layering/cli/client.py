@@ -4,11 +4,15 @@ upgrade, rebase."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from layering.cli.compose import print_transaction, transaction_dict
 from layering.cli.context import Context, cli, json_option, pass_ctx
+
+if TYPE_CHECKING:
+    from layering.client import ClientResult
 
 
 def _sysroot(c: Context):  # type: ignore[no-untyped-def]
@@ -48,40 +52,40 @@ def _report(c: Context, result: object, *, dry_run: bool) -> None:
                    err=True)
 
 
-def _report_json(c: Context, result: object, *, dry_run: bool) -> None:
+def _report_json(c: Context, result: ClientResult, *, dry_run: bool) -> None:
     """The transaction (and, unless a dry run, the new deployment) as one JSON object."""
     import json
 
     from boot.admin import preview_deploy
 
-    o = result.origin  # type: ignore[attr-defined]
-    comp = result.compose  # type: ignore[attr-defined]
+    o, comp = result.origin, result.compose
     data: dict[str, object] = {
-        "base": result.base, "origin": o.refspec,  # type: ignore[attr-defined]
+        "base": result.base, "origin": o.refspec,
         "requested-packages": list(o.requested_packages),
         "requested-local-packages": list(o.requested_local_packages),
         **(transaction_dict(comp) if comp is not None else _NO_TRANSACTION)}
     if dry_run:
-        data["etc"] = preview_deploy(_sysroot(c), result.base)[1].to_dict()  # type: ignore[attr-defined]
+        data["etc"] = preview_deploy(_sysroot(c), result.base)[1].to_dict()
     else:
-        res = result.deployed  # type: ignore[attr-defined]
+        res = result.deployed
         data["deployment"] = None if res is None else {
             "stateroot": res.deployment.stateroot, "checksum": res.deployment.checksum,
             "serial": res.deployment.deployserial}
     click.echo(json.dumps(data, indent=2))
 
 
-_NO_TRANSACTION = {"kind": None, "install": [], "remove": [], "inactive-requests": [],
-                   "download-size": 0, "growth": 0}
+_NO_TRANSACTION: dict[str, object] = {
+    "kind": None, "install": [], "remove": [], "inactive-requests": [], "download-size": 0,
+    "growth": 0}
 
 
-def _etc_preview(c: Context, result: object) -> None:
+def _etc_preview(c: Context, result: ClientResult) -> None:
     """The /etc merge a deploy of the new base would do (user changes carried, conflicts)."""
     from boot.admin import preview_deploy
 
     _csum, plan = preview_deploy(_sysroot(c), result.base)
     for kind, paths in plan.carried.to_dict().items():
-        for path in paths:  # type: ignore[attr-defined]
+        for path in paths:
             click.echo(f"  /etc merge: keep your {kind} /etc/{path}")
     for path in plan.conflicts:
         click.echo(f"  /etc merge: /etc/{path} changed in the new image too; yours wins")
