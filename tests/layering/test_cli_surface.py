@@ -187,3 +187,12 @@ def test_db_diff_without_arguments_needs_a_second_deployment(host: Host) -> None
     assert p.stderr.startswith("error: no pending or rollback deployment to compare with")
     p = host.strata("db", "diff", "os/stable", check=False)
     assert p.returncode == 2 and "two commits" in p.stderr
+
+
+def test_shell_completion_offers_the_per_command_json() -> None:
+    env = {"_STRATA_COMPLETE": "bash_complete", "COMP_WORDS": "strata db diff --",
+           "COMP_CWORD": "3"}
+    assert "plain,--json" in run_strata(env=env).stdout.splitlines()
+    assert "complete -o nosort -F _strata_completion strata" in run_strata(
+        env={"_STRATA_COMPLETE": "bash_source"}).stdout
+    assert run_strata(env={"_STRATA_COMPLETE": "zsh_source"}).stdout.startswith("#compdef strata")
