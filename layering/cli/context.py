@@ -7,8 +7,6 @@ import math
 import os
 import sys
 from dataclasses import dataclass, replace
-from importlib.metadata import PackageNotFoundError
-from importlib.metadata import version as _dist_version
 from pathlib import Path
 
 import click
@@ -59,17 +57,24 @@ class LazyGroup(click.Group):
         return super().list_commands(ctx)
 
 
-def _version() -> str:
-    """strata's version from its package metadata (``unknown`` when not installed)."""
+def _print_version(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    """``--version``: strata's version from its package metadata, read only when asked
+    (the lookup costs ~50 ms of start-up)."""
+    if not value or ctx.resilient_parsing:
+        return
+    from importlib.metadata import PackageNotFoundError, version
+
     try:
-        return _dist_version("strata")
+        found = version("strata")
     except PackageNotFoundError:
-        return "unknown"
+        found = "unknown (not installed)"
+    click.echo(f"strata {found}")
+    ctx.exit(0)
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(_version(), "--version", prog_name="strata",
-                      message="%(prog)s %(version)s", help="Print the version and exit.")
+@click.option("--version", is_flag=True, expose_value=False, is_eager=True,
+              callback=_print_version, help="Print the version and exit.")
 @click.option("--repo", "repo_path", type=click.Path(path_type=Path), default=None,
               help="Object repository (default $STRATA_REPO, else SYSROOT/ostree/repo).")
 @click.option("--sysroot", type=click.Path(path_type=Path), default=None,
