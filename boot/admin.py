@@ -129,6 +129,22 @@ def pending_and_rollback(state: SysrootState) -> tuple[Deployment | None, Deploy
     return pending, rollback
 
 
+def db_diff_pair(sysroot: Sysroot) -> tuple[tuple[str, Deployment], tuple[str, Deployment]]:
+    """What ``db diff`` compares without arguments, as rpm-ostree does: the booted (else
+    default) deployment and the pending one; without a pending one, the rollback and the
+    booted (else default) one.  Each comes with its role; DeploymentError when neither exists."""
+    state = sysroot.load()
+    ref = _reference(state)
+    pending, rollback = pending_and_rollback(state)
+    role = "booted" if state.booted is not None else "default"
+    if ref is not None and pending is not None:
+        return (role, ref), ("pending", pending)
+    if ref is not None and rollback is not None:
+        return ("rollback", rollback), (role, ref)
+    raise DeploymentError(f"no pending or rollback deployment to compare with in sysroot "
+                          f"{sysroot.path}")
+
+
 def rollback(sysroot: Sysroot) -> Deployment:
     """Make the rollback deployment (or, with a pending one, the booted one) the default."""
     with sysroot.lock(wait=LOCK_WAIT):

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from layering.cli.context import Context, cli, pass_ctx
+from layering.cli.context import Context, cli, json_option, pass_ctx
 
 if TYPE_CHECKING:
     from types import ModuleType
@@ -55,6 +55,7 @@ def os_init_cmd(ctx: Context, stateroot: str) -> None:
 @click.option("--dry-run", is_flag=True, help="Show the /etc merge without deploying.")
 @click.option("--allow-downgrade", is_flag=True,
               help="Deploy a commit older than the booted (else default) deployment's base.")
+@json_option
 @click.argument("refspec")
 @pass_ctx
 def deploy_cmd(ctx: Context, stateroot: str | None, kargs: tuple[str, ...], dry_run: bool,
@@ -122,6 +123,7 @@ def _format_status(rows: list[DeploymentStatus]) -> list[str]:
         if r.base_checksum != d.checksum:
             lines.append(f"    BaseCommit: {r.base_checksum}")
         for label, items in (("RequestedPackages", d.origin.requested_packages),
+                             ("RequestedLocalPackages", d.origin.requested_local_packages),
                              ("LayeredPackages", r.layered_packages),
                              ("RemovedBasePackages", r.removed_base_packages),
                              ("ReplacedBasePackages", r.replaced_base_packages),
@@ -132,12 +134,12 @@ def _format_status(rows: list[DeploymentStatus]) -> list[str]:
 
 
 @cli.command("status")
-@click.option("--json", "json_", is_flag=True, help="Machine-readable output.")
+@json_option
 @pass_ctx
-def status_cmd(ctx: Context, json_: bool) -> None:
+def status_cmd(ctx: Context) -> None:
     """Deployments, default first."""
     rows = _admin().status(_sysroot(ctx))
-    if json_ or ctx.json:
+    if ctx.json:
         _dump({"deployments": [r.to_dict() for r in rows]})
         return
     for line in _format_status(rows):
@@ -178,10 +180,16 @@ def pin_cmd(ctx: Context, unpin: bool, index: int) -> None:
 @cli.command("kargs")
 @click.option("--append", multiple=True, metavar="K=V", help="Add a kernel argument.")
 @click.option("--delete", multiple=True, metavar="K=V", help="Remove a kernel argument.")
+@json_option
 @pass_ctx
 def kargs_cmd(ctx: Context, append: tuple[str, ...], delete: tuple[str, ...]) -> None:
     """Show the default deployment's kernel arguments, or deploy it again with edited ones."""
     kargs, res = _admin().edit_kargs(_sysroot(ctx), append=append, delete=delete)
+    if ctx.json:
+        d = None if res is None else res.deployment
+        _dump({"kargs": list(kargs.args), "deployment": None if d is None else {
+            "stateroot": d.stateroot, "checksum": d.checksum, "serial": d.deployserial}})
+        return
     if res is not None and not ctx.quiet:
         d = res.deployment
         click.echo(f"new deployment {d.checksum}.{d.deployserial}", err=True)

@@ -4,11 +4,15 @@ upgrade, rebase."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
-from layering.cli.compose import print_transaction
-from layering.cli.context import Context, cli, pass_ctx
+from layering.cli.compose import print_transaction, transaction_dict
+from layering.cli.context import Context, cli, json_option, pass_ctx
+
+if TYPE_CHECKING:
+    from layering.client import ClientResult
 
 
 def _sysroot(c: Context):  # type: ignore[no-untyped-def]
@@ -21,6 +25,9 @@ def _report(c: Context, result: object, *, dry_run: bool) -> None:
     from layering.client import ClientResult
 
     assert isinstance(result, ClientResult)
+    if c.json:
+        _report_json(c, result, dry_run=dry_run)
+        return
     if result.compose is not None and (dry_run or c.verbose):
         print_transaction(result.compose, dry_run=dry_run)
     if c.verbose and result.compose is not None:
@@ -45,13 +52,40 @@ def _report(c: Context, result: object, *, dry_run: bool) -> None:
                    err=True)
 
 
-def _etc_preview(c: Context, result: object) -> None:
+def _report_json(c: Context, result: ClientResult, *, dry_run: bool) -> None:
+    """The transaction (and, unless a dry run, the new deployment) as one JSON object."""
+    import json
+
+    from boot.admin import preview_deploy
+
+    o, comp = result.origin, result.compose
+    data: dict[str, object] = {
+        "base": result.base, "origin": o.refspec,
+        "requested-packages": list(o.requested_packages),
+        "requested-local-packages": list(o.requested_local_packages),
+        **(transaction_dict(comp) if comp is not None else _NO_TRANSACTION)}
+    if dry_run:
+        data["etc"] = preview_deploy(_sysroot(c), result.base)[1].to_dict()
+    else:
+        res = result.deployed
+        data["deployment"] = None if res is None else {
+            "stateroot": res.deployment.stateroot, "checksum": res.deployment.checksum,
+            "serial": res.deployment.deployserial}
+    click.echo(json.dumps(data, indent=2))
+
+
+_NO_TRANSACTION: dict[str, object] = {
+    "kind": None, "install": [], "remove": [], "inactive-requests": [], "download-size": 0,
+    "growth": 0}
+
+
+def _etc_preview(c: Context, result: ClientResult) -> None:
     """The /etc merge a deploy of the new base would do (user changes carried, conflicts)."""
     from boot.admin import preview_deploy
 
     _csum, plan = preview_deploy(_sysroot(c), result.base)
     for kind, paths in plan.carried.to_dict().items():
-        for path in paths:  # type: ignore[attr-defined]
+        for path in paths:
             click.echo(f"  /etc merge: keep your {kind} /etc/{path}")
     for path in plan.conflicts:
         click.echo(f"  /etc merge: /etc/{path} changed in the new image too; yours wins")
@@ -76,13 +110,18 @@ def _run(c: Context, *, dry_run: bool = False, **kw: object) -> None:
 
 _NO_RECOMMENDS = click.option("--no-recommends", is_flag=True,
                               help="Do not install Recommends (apt installs them by default).")
+_DRY_RUN = click.option("--dry-run", is_flag=True,
+                        help="Resolve and print the transaction; change nothing.")
+_OFFLINE = click.option("--offline", is_flag=True,
+                        help="Use only the package cache and file:// sources; no network.")
 
 
 @cli.command()
-@click.option("--dry-run", is_flag=True)
-@click.option("--no-scripts", is_flag=True)
-@click.option("--offline", is_flag=True)
+@_DRY_RUN
+@click.option("--no-scripts", is_flag=True, help="Do not run maintainer scripts.")
+@_OFFLINE
 @_NO_RECOMMENDS
+@json_option
 @click.argument("packages", nargs=-1, required=True)
 @pass_ctx
 def install(c: Context, dry_run: bool, no_scripts: bool, offline: bool, no_recommends: bool,
@@ -94,8 +133,9 @@ def install(c: Context, dry_run: bool, no_scripts: bool, offline: bool, no_recom
 
 
 @cli.command()
-@click.option("--dry-run", is_flag=True)
+@_DRY_RUN
 @_NO_RECOMMENDS
+@json_option
 @click.argument("packages", nargs=-1, required=True)
 @pass_ctx
 def uninstall(c: Context, dry_run: bool, no_recommends: bool, packages: tuple[str, ...]) -> None:
@@ -109,7 +149,8 @@ def override() -> None:
 
 
 @override.command("remove")
-@click.option("--dry-run", is_flag=True)
+@_DRY_RUN
+@json_option
 @click.argument("packages", nargs=-1, required=True)
 @pass_ctx
 def override_remove(c: Context, dry_run: bool, packages: tuple[str, ...]) -> None:
@@ -118,7 +159,8 @@ def override_remove(c: Context, dry_run: bool, packages: tuple[str, ...]) -> Non
 
 
 @override.command("replace")
-@click.option("--dry-run", is_flag=True)
+@_DRY_RUN
+@json_option
 @click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
 @pass_ctx
 def override_replace(c: Context, dry_run: bool, files: tuple[Path, ...]) -> None:
@@ -127,7 +169,8 @@ def override_replace(c: Context, dry_run: bool, files: tuple[Path, ...]) -> None
 
 
 @override.command("reset")
-@click.option("--dry-run", is_flag=True)
+@_DRY_RUN
+@json_option
 @click.argument("packages", nargs=-1, required=True)
 @pass_ctx
 def override_reset(c: Context, dry_run: bool, packages: tuple[str, ...]) -> None:
@@ -137,11 +180,12 @@ def override_reset(c: Context, dry_run: bool, packages: tuple[str, ...]) -> None
 
 @cli.command()
 @click.option("--check", is_flag=True, help="Only say whether an update exists (exit 77: none).")
-@click.option("--dry-run", is_flag=True)
-@click.option("--offline", is_flag=True)
+@_DRY_RUN
+@_OFFLINE
 @click.option("--allow-downgrade", is_flag=True,
               help="Permit a base older than the booted (else default) deployment's.")
 @_NO_RECOMMENDS
+@json_option
 @pass_ctx
 def upgrade(c: Context, check: bool, dry_run: bool, offline: bool, allow_downgrade: bool,
             no_recommends: bool) -> None:
@@ -150,6 +194,11 @@ def upgrade(c: Context, check: bool, dry_run: bool, offline: bool, allow_downgra
         from layering.client import check_upgrade
 
         current, newest = check_upgrade(_sysroot(c), allow_downgrade=allow_downgrade)
+        if c.json:
+            import json
+
+            click.echo(json.dumps({"current": current, "newest": newest}))
+            return
         click.echo(f"Update available: {current[:12]} -> {newest}")
         return
     _run(c, dry_run=dry_run, upgrade=True, offline=offline, allow_downgrade=allow_downgrade,
@@ -157,9 +206,10 @@ def upgrade(c: Context, check: bool, dry_run: bool, offline: bool, allow_downgra
 
 
 @cli.command()
-@click.option("--dry-run", is_flag=True)
+@_DRY_RUN
 @click.option("--allow-downgrade", is_flag=True,
               help="Let the pulled ref move to a commit older than the one it has.")
+@json_option
 @click.argument("refspec")
 @pass_ctx
 def rebase(c: Context, dry_run: bool, allow_downgrade: bool, refspec: str) -> None:

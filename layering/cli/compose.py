@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from layering.cli.context import Context, cli, pass_ctx
+from layering.cli.context import Context, cli, json_option, pass_ctx
 
 
 def _size(n: int) -> str:
@@ -32,19 +32,45 @@ def print_transaction(result: object, *, dry_run: bool) -> None:
                f"image grows by {_size(result.growth * 1024)}")  # type: ignore[attr-defined]
 
 
+def transaction_dict(result: object) -> dict[str, object]:
+    """The transaction of a compose as data (the ``--dry-run --json`` record)."""
+    res = result.resolution  # type: ignore[attr-defined]
+
+    def pkg(p: object, *, source: bool) -> dict[str, str]:
+        d = {"name": p.name, "evr": p.evr, "arch": p.arch}  # type: ignore[attr-defined]
+        if source:
+            d["source"] = res.source_of.get(p.nevra, "")  # type: ignore[attr-defined]
+        return d
+
+    return {"kind": str(res.kind), "install": [pkg(p, source=True) for p in res.install],
+            "remove": [pkg(p, source=False) for p in res.remove],
+            "inactive-requests": list(res.satisfied_by_base),
+            "download-size": result.download_size,  # type: ignore[attr-defined]
+            "growth": result.growth * 1024}  # type: ignore[attr-defined]
+
+
 @cli.command()
-@click.option("-b", "--branch")
-@click.option("--base", metavar="REF")
-@click.option("--install", multiple=True, metavar="NAME")
-@click.option("--install-local", multiple=True, type=click.Path(path_type=Path), metavar="FILE")
-@click.option("--remove", multiple=True, metavar="NAME")
-@click.option("--source", multiple=True, metavar="SPEC")
-@click.option("--no-scripts", is_flag=True)
-@click.option("--offline", is_flag=True)
-@click.option("--no-recommends", is_flag=True)
-@click.option("--dry-run", is_flag=True)
+@click.option("-b", "--branch", help="Branch the new commit is written to.")
+@click.option("--base", metavar="REF", help="Commit the image is built on.")
+@click.option("--install", multiple=True, metavar="NAME",
+              help="Install this package and its dependencies (repeatable).")
+@click.option("--install-local", multiple=True, type=click.Path(path_type=Path), metavar="FILE",
+              help="Install this .deb/.rpm file (repeatable).")
+@click.option("--remove", multiple=True, metavar="NAME",
+              help="Remove this package of the base (repeatable).")
+@click.option("--source", multiple=True, metavar="SPEC",
+              help="Package source: a 'deb URL SUITE COMPONENT...' line, a deb822 entry or "
+                   "'rpm-md URL' (repeatable; default: the sources configured in the base).")
+@click.option("--no-scripts", is_flag=True, help="Do not run maintainer scripts.")
+@click.option("--offline", is_flag=True,
+              help="Use only the package cache and file:// sources; no network.")
+@click.option("--no-recommends", is_flag=True,
+              help="Do not install Recommends (apt installs them by default).")
+@click.option("--dry-run", is_flag=True,
+              help="Resolve and print the transaction; write nothing.")
 @click.option("--file", "file", type=click.Path(path_type=Path), metavar="IMAGE.toml",
               help="Build the derived image IMAGE.toml describes (docs/derived-images.md).")
+@json_option
 @pass_ctx
 def compose(c: Context, branch: str | None, base: str | None, install: tuple[str, ...],
             install_local: tuple[Path, ...], remove: tuple[str, ...], source: tuple[str, ...],
@@ -69,12 +95,19 @@ def compose(c: Context, branch: str | None, base: str | None, install: tuple[str
             remove=remove, sources=source, no_scripts=no_scripts, offline=offline,
             no_recommends=no_recommends, dry_run=dry_run)
     result = do_compose(Repo.open(c.repo), request)
+    if dry_run and c.json:
+        click.echo(json.dumps({"base": result.base, **transaction_dict(result)}, indent=2))
+        return
     if dry_run:
         print_transaction(result, dry_run=True)
         return
     if c.verbose:
         for what, output in result.script_log.entries:
             click.echo(f"--- {what}\n{output}", err=True, nl=False)
+    if c.json:
+        click.echo(json.dumps({"checksum": result.checksum, "base": result.base,
+                               "reused": result.reused, **transaction_dict(result)}, indent=2))
+        return
     if not c.quiet:
         click.echo(f"{len(result.resolution.install)} packages layered, "
                    f"{len(result.resolution.remove)} removed; {result.downloaded} downloaded, "
@@ -99,6 +132,7 @@ def db() -> None:
 
 
 @db.command("list")
+@json_option
 @click.argument("ref")
 @pass_ctx
 def db_list(c: Context, ref: str) -> None:
@@ -116,17 +150,27 @@ def db_list(c: Context, ref: str) -> None:
 
 
 @db.command("diff")
-@click.argument("a")
-@click.argument("b")
+@json_option
+@click.argument("a", required=False)
+@click.argument("b", required=False)
 @pass_ctx
-def db_diff(c: Context, a: str, b: str) -> None:
-    """Packages added, removed, upgraded and downgraded between two commits."""
+def db_diff(c: Context, a: str | None, b: str | None) -> None:
+    """Packages added, removed, upgraded and downgraded from commit A to commit B.
+
+    Without A and B: the booted (else default) deployment against the pending one, or
+    without a pending one the rollback deployment against the booted (else default) one."""
     from layering.dbinfo import diff
     from store.repo import Repo
 
-    d = diff(Repo.open(c.repo), a, b)
+    if (a is None) != (b is None):
+        raise click.UsageError("db diff takes two commits, or none to compare deployments")
+    if a is None or b is None:
+        a, b = _deployment_pair(c)
+    repo = Repo.open(c.repo)
+    d = diff(repo, a, b)
     if c.json:
-        click.echo(json.dumps(d.to_dict(), indent=2))
+        click.echo(json.dumps({"from": repo.resolve(a), "to": repo.resolve(b), **d.to_dict()},
+                              indent=2))
         return
     for title, pairs in (("Upgraded", d.upgraded), ("Downgraded", d.downgraded)):
         if pairs:
@@ -138,3 +182,15 @@ def db_diff(c: Context, a: str, b: str) -> None:
             click.echo(f"{title}:")
             for p in pkgs:
                 click.echo(f"  {p.name} {p.evr} {p.arch}")
+
+
+def _deployment_pair(c: Context) -> tuple[str, str]:
+    """The commits of the two deployments ``db diff`` compares by default (said on stderr)."""
+    from boot.admin import db_diff_pair
+    from boot.sysroot import Sysroot
+
+    pair = db_diff_pair(Sysroot(c.sysroot))
+    if not c.quiet:
+        for end, (role, d) in zip(("from", "to"), pair, strict=True):
+            click.echo(f"ostree diff commit {end}: {role} deployment ({d.checksum})", err=True)
+    return pair[0][1].checksum, pair[1][1].checksum

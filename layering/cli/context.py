@@ -6,7 +6,7 @@ import importlib
 import math
 import os
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import click
@@ -58,12 +58,31 @@ class LazyGroup(click.Group):
         return super().list_commands(ctx)
 
 
+def _print_version(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    """``--version``: strata's version from its package metadata, read only when asked
+    (the lookup costs ~50 ms of start-up)."""
+    if not value or ctx.resilient_parsing:
+        return
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        found = version("strata")
+    except PackageNotFoundError:
+        found = "unknown (not installed)"
+    click.echo(f"strata {found}")
+    ctx.exit(0)
+
+
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--version", is_flag=True, expose_value=False, is_eager=True,
+              callback=_print_version, help="Print the version and exit.")
 @click.option("--repo", "repo_path", type=click.Path(path_type=Path), default=None,
               help="Object repository (default $STRATA_REPO, else SYSROOT/ostree/repo).")
 @click.option("--sysroot", type=click.Path(path_type=Path), default=None,
               help="Physical root holding ostree/ and boot/ (default $STRATA_SYSROOT, else /).")
-@click.option("--json", "json_", is_flag=True, help="Machine-readable output where supported.")
+@click.option("--json", "json_", is_flag=True,
+              help="JSON on stdout for read commands and --dry-run "
+                   "(also accepted after the command).")
 @click.option("-q", "--quiet", is_flag=True, help="Less on stderr.")
 @click.option("-v", "--verbose", is_flag=True, help="More on stderr; tracebacks on errors.")
 @click.option("--lock-timeout", type=click.FloatRange(min=0), default=None, metavar="SECONDS",
@@ -107,3 +126,16 @@ def _set_lock_policy(timeout: float | None, *, quiet: bool) -> None:
 
 
 pass_ctx = click.make_pass_decorator(Context)
+
+
+def _set_json(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    """``--json`` after a command: the same as the global ``strata --json``."""
+    if value and isinstance(ctx.obj, Context):
+        ctx.obj = replace(ctx.obj, json=True)
+        _current[:] = [ctx.obj]
+
+
+json_option = click.option(
+    "--json", "json_", is_flag=True, expose_value=False, callback=_set_json,
+    help="Print JSON on stdout (the same as strata --json before the command).")
+"""The per-command ``--json``: sets the command's :class:`Context` ``json``."""

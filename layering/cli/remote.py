@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from layering.cli.context import Context, cli, pass_ctx
+from layering.cli.context import Context, cli, json_option, pass_ctx
 
 
 @cli.command("summary")
@@ -52,12 +52,22 @@ def remote_add(ctx: Context, sign_pubkey: Path | None, no_sign_verify: bool, col
 
 @remote_group.command("list")
 @click.option("-u", "--show-urls", is_flag=True, help="Also print each remote's URL.")
+@json_option
 @pass_ctx
 def remote_list(ctx: Context, show_urls: bool) -> None:
     """List remotes, one a line."""
     from store.remote import list_remotes
 
-    for r in list_remotes(ctx.repo):
+    remotes = list_remotes(ctx.repo)
+    if ctx.json:
+        import json
+
+        click.echo(json.dumps([{"name": r.name, "url": r.url, "contenturl": r.contenturl,
+                                "sign-verify": r.sign_verify,
+                                "sign-verify-summary": r.sign_verify_summary,
+                                "collection-id": r.collection_id} for r in remotes], indent=2))
+        return
+    for r in remotes:
         click.echo(f"{r.name}\t{r.url}" if show_urls or ctx.verbose else r.name)
 
 

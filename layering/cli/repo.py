@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from layering.cli.context import Context, cli, pass_ctx
+from layering.cli.context import Context, cli, json_option, pass_ctx
 from store.errors import ToolError
 
 if TYPE_CHECKING:
@@ -51,7 +51,10 @@ def _warn(c: Context, text: str) -> None:
 
 
 @cli.command()
-@click.option("--mode", type=click.Choice(["bare", "bare-user", "archive"]), default="bare")
+@click.option("--mode", type=click.Choice(["bare", "bare-user", "archive"]), default="bare",
+              show_default=True,
+              help="Object layout: bare (root, real owners), bare-user (owners in xattrs), "
+                   "archive (compressed, for serving over HTTP).")
 @pass_ctx
 def init(c: Context, mode: str) -> None:
     """Create a repository."""
@@ -71,15 +74,21 @@ def _kv(values: tuple[str, ...]) -> list[tuple[str, str]]:
 
 
 @cli.command()
-@click.option("-b", "--branch", required=True)
-@click.option("-s", "--subject", default="")
-@click.option("--body", default="")
-@click.option("--add-metadata", "metadata", multiple=True, metavar="KEY=VALUE")
-@click.option("--parent", default=None, metavar="CSUM|none")
-@click.option("--timestamp", type=int, default=None)
-@click.option("--sign-key", type=click.Path(path_type=Path), default=None)
-@click.option("--owner-uid", type=int, default=None)
-@click.option("--owner-gid", type=int, default=None)
+@click.option("-b", "--branch", required=True, help="Branch (ref) the commit is written to.")
+@click.option("-s", "--subject", default="", help="One-line subject of the commit.")
+@click.option("--body", default="", help="Longer description of the commit.")
+@click.option("--add-metadata", "metadata", multiple=True, metavar="KEY=VALUE",
+              help="Add a string metadata entry (repeatable).")
+@click.option("--parent", default=None, metavar="CSUM|none",
+              help="Parent commit (default: the branch's head; 'none': no parent).")
+@click.option("--timestamp", type=int, default=None, metavar="SECONDS",
+              help="Commit time in seconds since the epoch (default: now).")
+@click.option("--sign-key", type=click.Path(path_type=Path), default=None, metavar="FILE",
+              help="ed25519 secret key file (base64) to sign the commit with.")
+@click.option("--owner-uid", type=int, default=None, metavar="N",
+              help="Record every file as owned by this uid.")
+@click.option("--owner-gid", type=int, default=None, metavar="N",
+              help="Record every file as owned by this gid.")
 @click.argument("directory", type=click.Path(path_type=Path))
 @pass_ctx
 def commit(c: Context, branch: str, subject: str, body: str, metadata: tuple[str, ...],
@@ -99,9 +108,11 @@ def commit(c: Context, branch: str, subject: str, body: str, metadata: tuple[str
 
 
 @cli.command()
-@click.option("--subpath", default=None)
-@click.option("--user-mode", "-U", is_flag=True)
-@click.option("--copy", is_flag=True)
+@click.option("--subpath", default=None, metavar="PATH",
+              help="Check out only this directory of the commit.")
+@click.option("--user-mode", "-U", is_flag=True,
+              help="Do not set owners or special permissions (for non-root checkouts).")
+@click.option("--copy", is_flag=True, help="Copy files instead of hardlinking them.")
 @click.argument("ref")
 @click.argument("dest", type=click.Path(path_type=Path))
 @pass_ctx
@@ -114,6 +125,7 @@ def checkout(c: Context, subpath: str | None, user_mode: bool, copy: bool, ref: 
 
 
 @cli.command()
+@json_option
 @pass_ctx
 def refs(c: Context) -> None:
     """List refs (remote ones as remote:ref)."""
@@ -126,6 +138,7 @@ def refs(c: Context) -> None:
 
 
 @cli.command()
+@json_option
 @click.argument("ref")
 @pass_ctx
 def log(c: Context, ref: str) -> None:
@@ -147,6 +160,7 @@ def log(c: Context, ref: str) -> None:
 
 
 @cli.command()
+@json_option
 @click.argument("ref")
 @pass_ctx
 def show(c: Context, ref: str) -> None:
@@ -169,7 +183,8 @@ def show(c: Context, ref: str) -> None:
 
 
 @cli.command()
-@click.option("-R", "--recursive", is_flag=True)
+@click.option("-R", "--recursive", is_flag=True, help="Descend into subdirectories.")
+@json_option
 @click.argument("ref")
 @click.argument("path", default="/")
 @pass_ctx
@@ -196,37 +211,50 @@ def cat(c: Context, ref: str, path: str) -> None:
 
 
 @cli.command()
+@json_option
 @click.argument("a")
 @click.argument("b")
 @pass_ctx
 def diff(c: Context, a: str, b: str) -> None:
     """Tree difference between two commits: A/D/M path, sorted."""
-    for kind, path in _inspect().diff(_repo(c), a, b):
+    changes = _inspect().diff(_repo(c), a, b)
+    if c.json:
+        _json([{"kind": kind, "path": path} for kind, path in changes])
+        return
+    for kind, path in changes:
         click.echo(f"{kind} {path}")
 
 
 @cli.command()
+@json_option
 @pass_ctx
 def fsck(c: Context) -> None:
     """Re-hash every object and check every reference; exit 1 on any problem."""
     from store.fsck import fsck as do_fsck
 
     report = do_fsck(_repo(c))
-    for p in report.problems:
-        click.echo(p)
+    if c.json:
+        _json({"ok": report.ok, "commits": report.commits, "objects": report.objects,
+               "problems": list(report.problems)})
+    else:
+        for p in report.problems:
+            click.echo(p)
     if not report.ok:
         first = report.problems[0]
         more = f" (and {len(report.problems) - 1} more)" if len(report.problems) > 1 else ""
         raise FsckFailed(f"fsck: {first}{more}")
-    if not c.quiet:
+    if not c.quiet and not c.json:
         click.echo(f"checked {report.commits} commits, {report.objects} objects: no problems",
                    err=True)
 
 
 @cli.command()
-@click.option("--refs-only", is_flag=True)
-@click.option("--depth", type=int, default=-1)
-@click.option("--keep-younger-than", default=None, metavar="DATE")
+@click.option("--refs-only", is_flag=True,
+              help="Roots are only the commits refs point at (default: every commit).")
+@click.option("--depth", type=int, default=-1, show_default=True,
+              help="Keep N parents of each ref's commit (-1: the whole history).")
+@click.option("--keep-younger-than", default=None, metavar="DATE",
+              help="Delete commits older than DATE that no ref points at directly.")
 @pass_ctx
 def prune(c: Context, refs_only: bool, depth: int, keep_younger_than: str | None) -> None:
     """Delete unreachable objects; print counts and bytes freed."""
