@@ -1,0 +1,168 @@
+"""Comparing the system strata layered with the one apt-get installed: files, packages, users.
+
+A side is read as a mapping ``path -> Entry`` (type, mode, owner, size, symlink
+target, file capabilities); contents are compared when the metadata agree, by
+inode first (both sides hardlink unchanged files to the same repository
+objects) and by SHA-256 otherwise.  Paths that are not installed state are left
+out, each for the reason in :data:`EXCLUDED`; files whose content is random by
+design are compared by metadata only (:data:`RANDOM_CONTENT`).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import os
+import stat
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from debian.deb822 import Deb822
+
+# path pattern (fnmatch on the relative path; a directory pattern drops what is below) -> why
+EXCLUDED: dict[str, str] = {
+    "proc": "kernel mount point", "sys": "kernel mount point", "dev": "device mount point",
+    "run": "tmpfs at boot", "tmp": "tmpfs / cleaned at boot",
+    "usr/etc": "OSTree layout: the image's default /etc (the deployment's /etc is compared)",
+    "var/lib/apt/lists": "apt's downloaded indexes (apt-get update), not installed state",
+    "var/cache/apt": "apt's archive and binary caches",
+    "var/log/apt": "log of the installing tool", "var/log/dpkg.log": "log of the installing tool",
+    "var/log/alternatives.log": "log of the installing tool",
+    "var/cache/debconf/*-old": "debconf's backup of its previous database",
+    "usr/lib/sysimage/dpkg/*-old": "dpkg's backup of its previous database",
+    "usr/lib/sysimage/dpkg/lock*": "dpkg's lock files", "usr/lib/sysimage/dpkg/triggers/Lock":
+    "dpkg's lock files", "usr/lib/sysimage/dpkg/status": "compared parsed (see status_diff)",
+    "usr/lib/tmpfiles.d/strata-pkg-*.conf": "strata's transport of /var content to a stateroot",
+    "usr/share/factory/var": "strata's transport of /var content to a stateroot",
+    "sysroot": "OSTree deployment mount point", "ostree": "OSTree deployment symlink",
+}
+RANDOM_CONTENT: dict[str, str] = {
+    "etc/ssh/ssh_host_*": "host keys are generated at random",
+    "etc/machine-id": "random by design", "var/lib/dbus/machine-id": "random by design",
+    "var/lib/systemd/random-seed": "random by design",
+}
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One path of a side: what is compared, and where its bytes are read from."""
+
+    kind: str  # "f", "d", "l", "?" (anything else)
+    mode: int
+    uid: int
+    gid: int
+    size: int
+    target: str
+    caps: bytes
+    real: str
+
+    def meta(self) -> tuple[str, int, int, int, str, bytes]:
+        return (self.kind, self.mode, self.uid, self.gid, self.target, self.caps)
+
+
+def excluded(rel: str) -> bool:
+    """Whether ``rel`` (or a directory above it) is left out of the comparison."""
+    parts = rel.split("/")
+    return any(fnmatch.fnmatchcase("/".join(parts[:i]), pat)
+               for i in range(1, len(parts) + 1) for pat in EXCLUDED)
+
+
+def _caps(path: str) -> bytes:
+    try:
+        return os.getxattr(path, "security.capability", follow_symlinks=False)
+    except OSError:
+        return b""
+
+
+def entry(path: str, real: str) -> Entry:
+    st = os.lstat(path)
+    kind = ("f" if stat.S_ISREG(st.st_mode) else "d" if stat.S_ISDIR(st.st_mode)
+            else "l" if stat.S_ISLNK(st.st_mode) else "?")
+    target = os.readlink(path) if kind == "l" else ""
+    return Entry(kind, stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid,
+                 st.st_size if kind == "f" else 0, target, _caps(path) if kind == "f" else b"",
+                 real)
+
+
+def snapshot(root: Path, prefix: str = "", real_of: Callable[[str], str] | None = None,
+             skip: tuple[str, ...] = ()) -> dict[str, Entry]:
+    """Every path under ``root`` (named ``prefix/...``) that is not excluded or in ``skip``."""
+    out: dict[str, Entry] = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        rel_dir = os.path.relpath(dirpath, root)
+        rel_dir = prefix if rel_dir == "." else f"{prefix}/{rel_dir}" if prefix else rel_dir
+        keep = []
+        for name in dirnames + filenames:
+            rel = f"{rel_dir}/{name}" if rel_dir else name
+            if excluded(rel) or rel in skip:
+                continue
+            path = os.path.join(dirpath, name)
+            out[rel] = entry(path, real_of(rel) if real_of else path)
+            if name in dirnames and not os.path.islink(path):
+                keep.append(name)
+        dirnames[:] = keep
+    return out
+
+
+def _digest(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _same_content(a: Entry, b: Entry) -> bool:
+    if a.size != b.size:
+        return False
+    sa, sb = os.stat(a.real), os.stat(b.real)
+    return (sa.st_dev, sa.st_ino) == (sb.st_dev, sb.st_ino) or _digest(a.real) == _digest(b.real)
+
+
+def _describe(e: Entry) -> str:
+    extra = f" -> {e.target}" if e.kind == "l" else f" {e.size}B" if e.kind == "f" else ""
+    caps = " caps" if e.caps else ""
+    return f"{e.kind} {e.mode:04o} {e.uid}:{e.gid}{extra}{caps}"
+
+
+def tree_diff(strata: dict[str, Entry], apt: dict[str, Entry]) -> list[str]:
+    """One line per differing path: ``+ path`` only strata has it, ``- path`` only apt,
+    ``M path: strata ... | apt ...`` metadata, ``C path`` content."""
+    lines = []
+    for rel in sorted(strata.keys() | apt.keys()):
+        s, a = strata.get(rel), apt.get(rel)
+        if a is None and s is not None:
+            lines.append(f"+ /{rel} ({_describe(s)})")
+        elif s is None and a is not None:
+            lines.append(f"- /{rel} ({_describe(a)})")
+        elif s is not None and a is not None:
+            if s.meta() != a.meta():
+                lines.append(f"M /{rel}: strata {_describe(s)} | apt {_describe(a)}")
+            elif s.kind == "f" and not any(fnmatch.fnmatchcase(rel, p) for p in RANDOM_CONTENT) \
+                    and not _same_content(s, a):
+                lines.append(f"C /{rel}: content differs ({s.size}B | {a.size}B)")
+    return lines
+
+
+def parse_status(path: Path) -> dict[str, dict[str, str]]:
+    """dpkg's status file: package -> its fields."""
+    with open(path) as f:
+        return {p["Package"]: dict(p) for p in Deb822.iter_paragraphs(f)}
+
+
+def status_diff(strata: Path, apt: Path) -> list[str]:
+    """Packages whose status stanza differs, field by field (order of stanzas ignored)."""
+    s, a = parse_status(strata), parse_status(apt)
+    lines = []
+    for name in sorted(s.keys() | a.keys()):
+        if name not in a:
+            lines.append(f"+ status {name} {s[name].get('Version')}")
+        elif name not in s:
+            lines.append(f"- status {name} {a[name].get('Version')}")
+        else:
+            for k in sorted(s[name].keys() | a[name].keys()):
+                if s[name].get(k) != a[name].get(k):
+                    lines.append(f"S status {name} {k}: strata {s[name].get(k)!r} | "
+                                 f"apt {a[name].get(k)!r}")
+    return lines
