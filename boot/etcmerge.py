@@ -7,7 +7,9 @@ Inputs: the merge (previous) deployment's ``usr/etc`` (image defaults) and
   modified, removed and added paths.
 * The new ``etc`` starts as a copy of the new ``usr/etc``; removed paths are
   deleted, modified and added ones copied over from the old ``etc``.  The
-  user's version always wins; there is no in-file merge.
+  user's version always wins; there is no in-file merge, except for the user
+  database, merged by entry, and host identity files, always carried
+  (:mod:`boot.hostfiles`).
 * :func:`preview_merge` reports the same plan without writing, plus the
   conflicts: user-changed paths that the new image changed too.
 """
@@ -21,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from boot.errors import EtcMergeError
+from boot.hostfiles import USER_DB, identity_files, is_host_file, merge_user_db
 from store.fsutil import rmtree
 
 
@@ -224,7 +227,12 @@ def merge_etc(old_usr_etc: Path, old_etc: Path, new_etc: Path, *,
     for rel in changes.removed:
         rmtree(new_etc / rel)
     for rel in sorted((*changes.modified, *changes.added), key=lambda p: p.count("/")):
-        _carry(old_etc, new_etc, rel, added=rel in changes.added)
+        if rel not in USER_DB:
+            _carry(old_etc, new_etc, rel, added=rel in changes.added)
+    merge_user_db(old_usr_etc, old_etc, new_etc)  # host state, see boot.hostfiles
+    for rel in identity_files(old_etc):
+        if not same_entry(old_etc / rel, new_etc / rel):
+            _carry(old_etc, new_etc, rel, added=False)
     return changes
 
 
@@ -243,7 +251,8 @@ def preview_merge(old_usr_etc: Path, old_etc: Path, new_usr_etc: Path) -> EtcMer
     """
     changes = diff_dirs(old_usr_etc, old_etc)
     paths = sorted({*changes.modified, *changes.removed, *changes.added})
-    conflicts = tuple(p for p in paths if not same_entry(old_usr_etc / p, new_usr_etc / p))
+    conflicts = tuple(p for p in paths if not is_host_file(p)
+                      and not same_entry(old_usr_etc / p, new_usr_etc / p))
     blocked = tuple(p for p in (*changes.modified, *changes.added)
                     if _blocked(old_etc, new_usr_etc, p))
     return EtcMergePlan(changes, conflicts, tuple(sorted(blocked)))

@@ -33,6 +33,7 @@ from layering import dpkgdb, rpmdbupdate
 from layering.assemble import Assembler
 from layering.convert import config_dir, to_ostree_layout
 from layering.errors import ComposeError
+from layering.hoststate import read_host, restore_image, show_host
 from layering.packages import (
     Layer,
     LocalPackage,
@@ -46,6 +47,7 @@ from layering.packages import (
 from layering.resolve import Request, Resolution, resolve
 from layering.scriptplan import plan_scripts
 from layering.scripts import ScriptLog, run_scripts
+from layering.vartmpfiles import write_var_tmpfiles
 from store.checkoutcache import CheckoutCache
 from store.commit import write_commit
 from store.faults import fail_point
@@ -74,6 +76,7 @@ class ComposeRequest:
     no_recommends: bool = False
     dry_run: bool = False
     subject: str = ""
+    host_etc: Path | None = None  # the host's /etc: its users and identity, for the scripts
 
 
 @dataclass
@@ -117,6 +120,8 @@ def input_hash(base: str, request: ComposeRequest, resolution: Resolution,
            "request": {"install": sorted(request.install), "local": sorted(local),
                        "remove": sorted(request.remove), "no-scripts": request.no_scripts,
                        "no-recommends": request.no_recommends}}
+    if request.host_etc is not None and not request.no_scripts:
+        doc["host-users"] = read_host(request.host_etc).digest()
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
 
 
@@ -230,14 +235,13 @@ def _build(repo: Repo, request: ComposeRequest, result: ComposeResult,
             asm.remove_package(full.get(pkg.name, pkg), kept)
         for layer in result.layers:
             asm.add_package(layer.meta, layer.commit, txn, removed)
-        asm.write_tmpfiles(txn)
         added = [layer.meta for layer in result.layers]
         _update_db(repo, txn, tree, result, added, asm, fetcher)
         fail_point("compose-before-scripts")
         if not request.no_scripts:
-            db = _find_dir(tree, DPKG_DB_DIRS, "status") or "var/lib/dpkg"
-            runs = plan_scripts(result.kind, added, tree, db)
-            result.script_log = run_scripts(repo, txn, tree, runs, checkouts=checkouts)
+            _scripts(repo, txn, tree, request, result, added, checkouts)
+        write_var_tmpfiles(MutableTree.from_commit(repo, result.base), tree, txn, added,
+                           asm.file_meta)
         root_tree, root_meta = tree.write(txn)
         csum = write_commit(txn, root_tree=root_tree, root_meta=root_meta,
                             timestamp=int(time.time()), parent=result.base,
@@ -246,6 +250,19 @@ def _build(repo: Repo, request: ComposeRequest, result: ComposeResult,
         if request.branch:
             txn.set_ref(request.branch, csum)
     return csum
+
+
+def _scripts(repo: Repo, txn: Transaction, tree: MutableTree, request: ComposeRequest,
+             result: ComposeResult, added: list[PackageMeta], checkouts: CheckoutCache) -> None:
+    """Run the maintainer scripts, showing them the host's users and identity when known."""
+    db = _find_dir(tree, DPKG_DB_DIRS, "status") or "var/lib/dpkg"
+    runs = plan_scripts(result.kind, added, tree, db)
+    view = None
+    if runs and request.host_etc is not None:
+        view = show_host(tree, txn, read_host(request.host_etc), config_dir(tree))
+    result.script_log = run_scripts(repo, txn, tree, runs, checkouts=checkouts)
+    if view is not None:
+        restore_image(repo, tree, txn, view)
 
 
 def _with_files(repo: Repo, result: ComposeResult,
