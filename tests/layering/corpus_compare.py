@@ -13,6 +13,7 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import os
+import re
 import stat
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -37,6 +38,9 @@ EXCLUDED: dict[str, str] = {
     "usr/share/factory/var": "strata's transport of /var content to a stateroot",
     "sysroot": "OSTree deployment mount point", "ostree": "OSTree deployment symlink",
 }
+EXCLUDED["var/lib/apt/extended_states"] = (
+    "apt's own auto-installed marks (for apt autoremove); strata keeps what was requested in "
+    "the deployment's origin and layers every dependency with it")
 RANDOM_CONTENT: dict[str, str] = {
     "etc/ssh/ssh_host_*": "host keys are generated at random",
     "etc/machine-id": "random by design", "var/lib/dbus/machine-id": "random by design",
@@ -166,3 +170,34 @@ def status_diff(strata: Path, apt: Path) -> list[str]:
                     lines.append(f"S status {name} {k}: strata {s[name].get(k)!r} | "
                                  f"apt {a[name].get(k)!r}")
     return lines
+
+
+# A difference line (or failure message) -> its cause, first match wins.
+CAUSES: tuple[tuple[str, str], ...] = (
+    (r"failure while writing changes to /etc/gshadow|Invalid argument|cannot change owner",
+     "sandbox: bwrap --unshare-all maps only uid 0, chown/groupadd fail (branch sandbox)"),
+    (r"dpkg-statoverride: error: (group|user) '[^']*' does not exist",
+     "sandbox: the user or group was never created (addgroup failed in the user namespace; "
+     "branch sandbox)"),
+    (r"cannot access '/var/|No such file or directory",
+     "empty directories of a package are not created (branch pkgfix)"),
+    (r"^- /usr/lib/sysimage/dpkg/info/.*[.](shlibs|symbols) ",
+     "dpkg info: the shlibs/symbols control files were not installed"),
+    (r"^C /usr/lib/sysimage/dpkg/info/.*[.]md5sums",
+     "dpkg info: md5sums rewritten in sorted order instead of the package's file"),
+    (r"^[-+C] /usr/lib/sysimage/dpkg/triggers/",
+     "dpkg triggers database: trigger interests not registered / triggers left pending"),
+    (r"^C /var/cache/debconf/",
+     "debconf database: /var files that exist change in the image, not on an existing stateroot"),
+    (r"^[-+CM] /var/",
+     "/var: what scripts made or changed is not on an existing stateroot"),
+)
+
+
+def causes(lines: list[str]) -> dict[str, int]:
+    """Each cause of ``lines`` with how many lines it explains ("unclassified" for the rest)."""
+    out: dict[str, int] = {}
+    for line in lines:
+        cause = next((c for pat, c in CAUSES if re.search(pat, line)), "unclassified")
+        out[cause] = out.get(cause, 0) + 1
+    return out

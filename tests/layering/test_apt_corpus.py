@@ -10,7 +10,8 @@ enablement links; ``dpkg --audit`` and ``dpkg --verify`` are clean in the new
 deployment and the package's program runs.  The repository and the minbase
 are cached (:data:`tests.layering.corpus.CACHE`); the last test writes the table
 package -> identical / differences and the install times of both sides to
-``CACHE/report.txt`` and prints it.
+``CACHE/report.txt`` after each package (the causes of differences classified by
+:data:`tests.layering.corpus_compare.CAUSES`).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from pathlib import Path
 import pytest
 
 from tests.layering.corpus import CACHE, CORPUS, CorpusPackage, local_repo, minbase_tar
-from tests.layering.corpus_compare import entry, snapshot, status_diff, tree_diff
+from tests.layering.corpus_compare import causes, entry, snapshot, status_diff, tree_diff
 from tests.layering.corpus_sides import (
     AptSide,
     StrataSide,
@@ -133,8 +134,10 @@ def _differences(w: World, pkg: CorpusPackage, deployed: Path, svar: Path, root:
 
 
 def _params() -> list[object]:
+    """The corpus, or the packages named in ``$STRATA_CORPUS`` (comma-separated)."""
+    only = [n for n in os.environ.get("STRATA_CORPUS", "").split(",") if n]
     return [pytest.param(p, id=p.name, marks=[pytest.mark.xfail(strict=True, reason=XFAIL[p.name])]
-                         if p.name in XFAIL else []) for p in CORPUS]
+                         if p.name in XFAIL else []) for p in CORPUS if not only or p.name in only]
 
 
 @pytest.mark.parametrize("pkg", _params())
@@ -154,13 +157,18 @@ def test_package_as_apt_installs_it(world: World, pkg: CorpusPackage) -> None:
 def _write_report(w: World) -> None:
     lines = [f"{'package':20} {'strata s':>9} {'apt s':>7}  result"]
     for o in w.outcomes.values():
-        result = "identical" if o.identical else (o.failure[:150] or f"{len(o.diffs)} differences")
+        result = "identical" if o.identical else (
+            f"{len(o.diffs) or 'install failed'}: "
+            + "; ".join(causes([o.failure] if o.failure else o.diffs)))
         lines.append(f"{o.name:20} {o.strata_s:9.1f} {o.apt_s:7.1f}  {result}")
     ts, ta = sum(o.strata_s for o in w.outcomes.values()), sum(o.apt_s for o in w.outcomes.values())
     lines.append(f"{'total':20} {ts:9.1f} {ta:7.1f}  "
                  f"{sum(o.identical for o in w.outcomes.values())}/{len(w.outcomes)} identical")
     for o in w.outcomes.values():
         if not o.identical:
-            lines += ["", f"== {o.name}", o.failure, *o.diffs]
+            found = causes([o.failure] if o.failure else o.diffs)
+            lines += ["", f"== {o.name}", *(f"cause ({n}): {c}" for c, n in found.items()),
+                      o.failure, *o.diffs]
     CACHE.mkdir(parents=True, exist_ok=True)
-    (CACHE / "report.txt").write_text("\n".join(lines) + "\n")
+    report = CACHE / os.environ.get("STRATA_CORPUS_REPORT", "report.txt")
+    report.write_text("\n".join(lines) + "\n")
