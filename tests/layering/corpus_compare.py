@@ -4,8 +4,9 @@ A side is read as a mapping ``path -> Entry`` (type, mode, owner, size, symlink
 target, file capabilities); contents are compared when the metadata agree, by
 inode first (both sides hardlink unchanged files to the same repository
 objects) and by SHA-256 otherwise.  Paths that are not installed state are left
-out, each for the reason in :data:`EXCLUDED`; files whose content is random by
-design are compared by metadata only (:data:`RANDOM_CONTENT`).
+out, each for the reason in :data:`EXCLUDED` (:data:`ENTRY_ONLY`: the entry,
+not what is below it); files whose content is random by design are compared
+by metadata only (:data:`RANDOM_CONTENT`).
 """
 
 from __future__ import annotations
@@ -34,14 +35,19 @@ EXCLUDED: dict[str, str] = {
     "usr/lib/sysimage/dpkg/*-old": "dpkg's backup of its previous database",
     "usr/lib/sysimage/dpkg/lock*": "dpkg's lock files", "usr/lib/sysimage/dpkg/triggers/Lock":
     "dpkg's lock files", "usr/lib/sysimage/dpkg/status": "compared parsed (see status_diff)",
-    "usr/lib/tmpfiles.d/strata-pkg-*.conf": "strata's transport of /var content to a stateroot",
+    "usr/lib/tmpfiles.d/strata-*.conf": "strata's transport of /var content to a stateroot",
     "usr/share/factory/var": "strata's transport of /var content to a stateroot",
     "sysroot": "OSTree deployment mount point", "ostree": "OSTree deployment symlink",
 }
 EXCLUDED["var/lib/apt/extended_states"] = (
     "apt's own auto-installed marks (for apt autoremove); strata keeps what was requested in "
     "the deployment's origin and layers every dependency with it")
+# the entry itself is left out (its content is compared)
+ENTRY_ONLY: dict[str, str] = {
+    "usr/share/factory": "holds strata's /var transport (systemd ships files below it too)",
+}
 RANDOM_CONTENT: dict[str, str] = {
+    "var/cache/ldconfig/aux-cache": "ldconfig's cache of library inode numbers and times",
     "etc/ssh/ssh_host_*": "host keys are generated at random",
     "etc/machine-id": "random by design", "var/lib/dbus/machine-id": "random by design",
     "var/lib/systemd/random-seed": "random by design",
@@ -102,7 +108,8 @@ def snapshot(root: Path, prefix: str = "", real_of: Callable[[str], str] | None 
             if excluded(rel) or rel in skip:
                 continue
             path = os.path.join(dirpath, name)
-            out[rel] = entry(path, real_of(rel) if real_of else path)
+            if rel not in ENTRY_ONLY:
+                out[rel] = entry(path, real_of(rel) if real_of else path)
             if name in dirnames and not os.path.islink(path):
                 keep.append(name)
         dirnames[:] = keep
@@ -117,11 +124,22 @@ def _digest(path: str) -> str:
     return h.hexdigest()
 
 
+def _pyc_without_mtime(path: str) -> bytes:
+    """A timestamp-based .pyc (PEP 552 flags 0) without its source-mtime field: OSTree stores
+    every mtime as 0, so bytecode compiled in a layered tree records 0 where apt's records
+    the .deb's mtime (each valid for its own tree)."""
+    with open(path, "rb") as f:
+        data = f.read()
+    return data[:8] + data[12:] if data[4:8] == b"\0\0\0\0" else data
+
+
 def _same_content(a: Entry, b: Entry) -> bool:
     if a.size != b.size:
         return False
     sa, sb = os.stat(a.real), os.stat(b.real)
-    return (sa.st_dev, sa.st_ino) == (sb.st_dev, sb.st_ino) or _digest(a.real) == _digest(b.real)
+    if (sa.st_dev, sa.st_ino) == (sb.st_dev, sb.st_ino) or _digest(a.real) == _digest(b.real):
+        return True
+    return a.real.endswith(".pyc") and _pyc_without_mtime(a.real) == _pyc_without_mtime(b.real)
 
 
 def _describe(e: Entry) -> str:
@@ -181,14 +199,21 @@ CAUSES: tuple[tuple[str, str], ...] = (
      "branch sandbox)"),
     (r"cannot access '/var/|No such file or directory",
      "empty directories of a package are not created (branch pkgfix)"),
+    (r"^- /\S+ \(d ",
+     "a directory apt has is missing: empty directories of a package are not created "
+     "(branch pkgfix)"),
     (r"^- /usr/lib/sysimage/dpkg/info/.*[.](shlibs|symbols) ",
      "dpkg info: the shlibs/symbols control files were not installed"),
     (r"^C /usr/lib/sysimage/dpkg/info/.*[.]md5sums",
      "dpkg info: md5sums rewritten in sorted order instead of the package's file"),
     (r"^[-+C] /usr/lib/sysimage/dpkg/triggers/",
      "dpkg triggers database: trigger interests not registered / triggers left pending"),
-    (r"^C /var/cache/debconf/",
-     "debconf database: /var files that exist change in the image, not on an existing stateroot"),
+    (r"^C /var/(cache/debconf|lib/pam|lib/ucf)/",
+     "/var files that already exist (debconf database, pam-auth-update, ucf state) change in "
+     "the image, not on an existing stateroot"),
+    (r"^[-+] /usr/(lib/molly-guard|sbin)/pm-|missing +/sbin/pm-",
+     "preinst runs after the package's files are in place (dpkg runs it before unpacking): "
+     "dpkg-divert --rename moves the package's own files"),
     (r"^[-+CM] /var/",
      "/var: what scripts made or changed is not on an existing stateroot"),
 )
