@@ -10,6 +10,8 @@ Everything fetched is kept under :data:`CACHE` (``$STRATA_TEST_CACHE``, else
       debs/                every corpus package and the dependencies apt would add to minbase
       repo/                dists/stable/main/binary-amd64/{Packages,Release} over debs/ (pool)
       stamp                the corpus names the repository was built for
+      apt-KEY/PKG.{tar,json}  apt's side per package (upper layer, seconds), the oracle's
+                           result for this repository, minbase and harness (KEY)
 
 The mirror is whatever this machine's apt is configured with, read at run time.
 """
@@ -167,3 +169,18 @@ def local_repo() -> Path:
     (repo / "dists/stable/Release").write_text(release)
     stamp.write_text(_stamp())
     return repo
+
+
+HARNESS = "1"  # bump when the apt side changes (policy-rc.d, tmpfiles pass, ...)
+
+
+def apt_results() -> Path:
+    """Where apt's results for the current repository and minbase are kept
+    (``$STRATA_CORPUS_APT=fresh`` re-runs apt-get and replaces them)."""
+    tar = minbase_tar()
+    key = hashlib.sha256(f"{HARNESS} {_stamp()} {tar.stat().st_size} {tar.stat().st_mtime_ns}"
+                         .encode()).hexdigest()[:16]
+    path = CACHE / f"apt-{key}"
+    if os.environ.get("STRATA_CORPUS_APT") == "fresh":
+        shutil.rmtree(path, ignore_errors=True)
+    return path

@@ -24,7 +24,7 @@ import tarfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from fixtures.images import ostree_layout
@@ -125,7 +125,7 @@ class AptSide:
     """A pristine checkout of the base commit with an /etc, the lower layer of each chroot."""
 
     pristine: Path
-    mounts: list[Path] = field(default_factory=list)
+    results: Path
 
     @property
     def lists(self) -> Path:
@@ -141,13 +141,16 @@ class AptSide:
             assert proc.returncode == 0, proc.stdout + proc.stderr
 
     @contextmanager
-    def chroot(self, work: Path, *, lists: bool = True,
-               keep: Path | None = None) -> Iterator[tuple[Path, Path]]:
+    def chroot(self, work: Path, *, lists: bool = True, keep: Path | None = None,
+               upper_from: Path | None = None) -> Iterator[tuple[Path, Path]]:
         """A writable overlay over the pristine checkout (and apt's lists): (root, upper);
-        the upper layer is moved to ``keep`` afterwards if given."""
+        the upper layer starts as the tar ``upper_from`` and is moved to ``keep`` afterwards
+        if given."""
         upper, wdir, merged = work / "upper", work / "work", work / "merged"
         for d in (upper, wdir, merged):
             d.mkdir(parents=True)
+        if upper_from is not None:
+            run(["tar", "--xattrs", "--xattrs-include=*", "-C", upper, "-xf", upper_from])
         lower = f"{self.lists}:{self.pristine}" if lists else str(self.pristine)
         run(["mount", "-t", "overlay", "overlay", "-o",
              f"lowerdir={lower},upperdir={upper},workdir={wdir}", merged])
@@ -166,6 +169,29 @@ class AptSide:
             if os.path.lexists(layer / rel):
                 return str(layer / rel)
         return str(self.pristine / rel)
+
+    @contextmanager
+    def installed(self, work: Path, name: str) -> Iterator[tuple[Path, Path, float, str]]:
+        """The chroot after ``apt-get install NAME`` and the first-boot tmpfiles pass:
+        (root, upper layer, seconds apt-get took, error).  The upper layer and the time are
+        kept under ``results`` (the oracle only changes with the repository and minbase)."""
+        tar, info = self.results / f"{name}.tar", self.results / f"{name}.json"
+        cached = info.exists() and tar.exists()
+        with self.chroot(work, upper_from=tar if cached else None) as (root, upper):
+            if cached:
+                yield root, upper, json.loads(info.read_text())["seconds"], ""
+                return
+            proc, seconds = self.install(root, name)
+            if proc.returncode != 0:
+                yield root, upper, seconds, (f"apt-get install failed: {proc.stdout[-400:]}"
+                                             f"{proc.stderr[-400:]}")
+                return
+            boot_tmpfiles(root, root / "var", work.parent / "mnt-a")
+            self.results.mkdir(parents=True, exist_ok=True)
+            run(["tar", "--xattrs", "--xattrs-include=*", "-C", upper, "-cf", f"{tar}.tmp", "."])
+            os.replace(f"{tar}.tmp", tar)
+            info.write_text(json.dumps({"seconds": seconds}))
+            yield root, upper, seconds, ""
 
     def install(self, root: Path, name: str) -> tuple[subprocess.CompletedProcess[str], float]:
         t0 = time.monotonic()

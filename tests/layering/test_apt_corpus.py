@@ -25,7 +25,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.layering.corpus import CACHE, CORPUS, CorpusPackage, local_repo, minbase_tar
+from tests.layering.corpus import (
+    CACHE,
+    CORPUS,
+    CorpusPackage,
+    apt_results,
+    local_repo,
+    minbase_tar,
+)
 from tests.layering.corpus_compare import causes, entry, snapshot, status_diff, tree_diff
 from tests.layering.corpus_sides import (
     AptSide,
@@ -81,7 +88,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         strata = StrataSide(tmp / "sysroot")
         strata.setup(rootfs)
         shutil.rmtree(rootfs)
-        apt = AptSide(tmp / "pristine")
+        apt = AptSide(tmp / "pristine", apt_results())
         apt.setup(strata)
         w = World(strata, apt, tmp)
         try:
@@ -99,13 +106,9 @@ def _compare(w: World, pkg: CorpusPackage, out: Outcome, work: Path) -> None:
     if deployed is not None:
         run(["cp", "-a", w.strata.var, svar])
         boot_tmpfiles(deployed, svar, work / "mnt-s")
-    with w.apt.chroot(work / "apt") as (root, upper):
-        aproc, out.apt_s = w.apt.install(root, pkg.name)
-        if aproc.returncode != 0:
-            out.failure += f" apt-get install failed: {aproc.stdout[-400:]}{aproc.stderr[-400:]}"
-            return
-        boot_tmpfiles(root, root / "var", work / "mnt-a")
-        if deployed is None:
+    with w.apt.installed(work / "apt", pkg.name) as (root, upper, out.apt_s, error):
+        if error or deployed is None:
+            out.failure += error
             return
         out.diffs += _differences(w, pkg, deployed, svar, root, upper)
 
