@@ -48,6 +48,8 @@ ENTRY_ONLY: dict[str, str] = {
 }
 RANDOM_CONTENT: dict[str, str] = {
     "var/cache/ldconfig/aux-cache": "ldconfig's cache of library inode numbers and times",
+    "var/cache/fontconfig/*": "fontconfig's caches record the font directories' mtimes (0 in "
+    "an OSTree tree, where every mtime is 0; each cache is valid for its own tree)",
     "etc/ssh/ssh_host_*": "host keys are generated at random",
     "etc/machine-id": "random by design", "var/lib/dbus/machine-id": "random by design",
     "var/lib/systemd/random-seed": "random by design",
@@ -197,7 +199,7 @@ CAUSES: tuple[tuple[str, str], ...] = (
     (r"dpkg-statoverride: error: (group|user) '[^']*' does not exist",
      "sandbox: the user or group was never created (addgroup failed in the user namespace; "
      "branch sandbox)"),
-    (r"cannot access '/var/|No such file or directory",
+    (r"cannot access '/var/|No such file or directory|missing /var/",
      "empty directories of a package are not created (branch pkgfix)"),
     (r"^- /\S+ \(d ",
      "a directory apt has is missing: empty directories of a package are not created "
@@ -214,6 +216,9 @@ CAUSES: tuple[tuple[str, str], ...] = (
     (r"^[-+] /usr/(lib/molly-guard|sbin)/pm-|missing +/sbin/pm-",
      "preinst runs after the package's files are in place (dpkg runs it before unpacking): "
      "dpkg-divert --rename moves the package's own files"),
+    (r"^M /var/lib/dbus/machine-id",
+     "first boot: the package's own tmpfiles.d line (dbus.conf: L to /etc/machine-id) comes "
+     "before strata's snippet (C of the file dbus-uuidgen made)"),
     (r"^[-+CM] /var/",
      "/var: what scripts made or changed is not on an existing stateroot"),
 )
