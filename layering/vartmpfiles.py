@@ -53,7 +53,7 @@ def _changed(base: MutableTree | None, final: MutableTree, rel: str,
             yield path, final.files[name]
 
 
-def var_lines(base: MutableTree | None, tree: MutableTree, txn: Transaction,
+def var_lines(base: MutableTree | None, tree: MutableTree,
               file_meta: Callable[[str], FileMeta]) -> dict[str, str]:
     """``/var`` path -> its tmpfiles line, writing the factory copies into ``tree``."""
     var = tree.lookup("var")
@@ -81,7 +81,7 @@ def write_var_tmpfiles(base: MutableTree | None, tree: MutableTree, txn: Transac
     return the paths written."""
     owner = {runtime_path(f.path): p.name for p in added for f in p.files}
     groups: dict[str, list[str]] = {}
-    for rel, line in sorted(var_lines(base, tree, txn, file_meta).items()):
+    for rel, line in sorted(var_lines(base, tree, file_meta).items()):
         name = owner.get(rel)
         conf = PKG_CONF.format(name) if name else SCRIPTS_CONF
         groups.setdefault(conf, []).append(line)

@@ -193,6 +193,16 @@ class AptSide:
             info.write_text(json.dumps({"seconds": seconds}))
             yield root, upper, seconds, ""
 
+    def facts(self, root: Path, name: str) -> tuple[list[str], str]:
+        """``dpkg-query -W`` and ``dpkg --audit``/``--verify`` of apt's side (kept with it)."""
+        path = self.results / f"{name}.facts.json"
+        if path.exists():
+            kept = json.loads(path.read_text())
+            return kept["packages"], kept["audit"]
+        found = packages(root, root / "var"), audit_and_verify(root, root / "var")
+        path.write_text(json.dumps({"packages": found[0], "audit": found[1]}))
+        return found
+
     def install(self, root: Path, name: str) -> tuple[subprocess.CompletedProcess[str], float]:
         t0 = time.monotonic()
         proc = bwrap_view(root, root / "var", ["apt-get", "install", "-y", "-q",

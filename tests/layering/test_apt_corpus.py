@@ -168,11 +168,11 @@ def _differences(w: World, pkg: CorpusPackage, deployed: Path, svar: Path, root:
     diffs = tree_diff(s, a)
     diffs += status_diff(deployed / "usr/lib/sysimage/dpkg/status",
                          root / "usr/lib/sysimage/dpkg/status")
-    sp, ap = packages(deployed, svar), packages(root, root / "var")
+    sp, (ap, apt_audit) = packages(deployed, svar), w.apt.facts(root, pkg.name)
     diffs += [f"P strata: {p}" for p in sorted(set(sp) - set(ap))]
     diffs += [f"P apt: {p}" for p in sorted(set(ap) - set(sp))]
     audit = audit_and_verify(deployed, svar)
-    if audit != audit_and_verify(root, root / "var"):
+    if audit != apt_audit:
         diffs.append(f"A {audit or 'apt side not clean'}")
     elif audit:
         diffs.append(f"A (apt too) {audit}")
