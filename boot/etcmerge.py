@@ -7,7 +7,9 @@ Inputs: the merge (previous) deployment's ``usr/etc`` (image defaults) and
   modified, removed and added paths.
 * The new ``etc`` starts as a copy of the new ``usr/etc``; removed paths are
   deleted, modified and added ones copied over from the old ``etc``.  The
-  user's version always wins; there is no in-file merge.
+  user's version always wins; there is no in-file merge, except for the user
+  database, merged by entry, and host identity files, always carried
+  (:mod:`boot.hostfiles`).
 * :func:`preview_merge` reports the same plan without writing, plus the
   conflicts: user-changed paths that the new image changed too.
 
@@ -28,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from boot.errors import EtcMergeError
+from boot.hostfiles import USER_DB, identity_files, is_host_file, merge_user_db
 from store import beneath
 
 
@@ -319,7 +322,12 @@ def merge_etc(old_usr_etc: Path, old_etc: Path, new_etc: Path, *,
         for rel in changes.removed:
             _remove(new, rel)
         for rel in sorted((*changes.modified, *changes.added), key=lambda p: p.count("/")):
-            _carry(old, new, rel, added=rel in changes.added)
+            if rel not in USER_DB:
+                _carry(old, new, rel, added=rel in changes.added)
+        for rel in identity_files(old_etc):
+            if not _same_at(old, new, rel):
+                _carry(old, new, rel, added=False)
+    merge_user_db(old_usr_etc, old_etc, new_etc)  # host state, see boot.hostfiles
     return changes
 
 
@@ -339,6 +347,6 @@ def preview_merge(old_usr_etc: Path, old_etc: Path, new_usr_etc: Path) -> EtcMer
     with _root(old_usr_etc) as ou, _root(old_etc) as oe, _root(new_usr_etc) as nu:
         changes = _diff(ou, oe)
         paths = sorted({*changes.modified, *changes.removed, *changes.added})
-        conflicts = tuple(p for p in paths if not _same_at(ou, nu, p))
+        conflicts = tuple(p for p in paths if not is_host_file(p) and not _same_at(ou, nu, p))
         blocked = tuple(p for p in (*changes.modified, *changes.added) if _blocked(oe, nu, p))
     return EtcMergePlan(changes, conflicts, tuple(sorted(blocked)))

@@ -41,8 +41,9 @@ from importers.payload import (
 
 AR_MAGIC = b"!<arch>\n"
 CONTROL_CAP = 64 << 20
-# Control members dpkg keeps in its info directory (templates feed debconf).
-SCRIPT_NAMES = ("preinst", "postinst", "prerm", "postrm", "config", "triggers", "templates")
+# Control members dpkg keeps in its info directory, byte for byte (templates feed debconf).
+SCRIPT_NAMES = ("preinst", "postinst", "prerm", "postrm", "config", "triggers", "templates",
+                "shlibs", "symbols", "md5sums")
 _COMPRESSIONS = ("", ".gz", ".xz", ".zst", ".bz2", ".lzma")
 
 

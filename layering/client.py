@@ -274,7 +274,8 @@ def _apply(sysroot: Sysroot, req: ClientRequest) -> ClientResult:
             remove=lay.removes,
             replace_local=tuple(_package_file(repo, e, fresh) for e in lay.replaces),
             source_set=sources_from_dir(etc), no_scripts=req.no_scripts, offline=req.offline,
-            no_recommends=req.no_recommends, dry_run=req.dry_run, client_layer=True))
+            no_recommends=req.no_recommends, dry_run=req.dry_run, client_layer=True,
+            host_etc=etc))
         target = result.compose.checksum or base
     if req.dry_run:
         return result

@@ -34,6 +34,7 @@ from layering import dpkgdb, rpmdbupdate
 from layering.assemble import Assembler
 from layering.convert import config_dir, to_ostree_layout
 from layering.errors import ComposeError
+from layering.hoststate import read_host, restore_image, show_host
 from layering.imageclean import clean_image
 from layering.packages import (
     Layer,
@@ -48,6 +49,7 @@ from layering.packages import (
 from layering.resolve import Request, Resolution, resolve
 from layering.scriptplan import plan_removal, plan_scripts
 from layering.scripts import ScriptLog, ScriptRun, run_scripts
+from layering.vartmpfiles import write_var_tmpfiles
 from store.checkoutcache import CheckoutCache
 from store.commit import write_commit
 from store.faults import fail_point
@@ -81,6 +83,7 @@ class ComposeRequest:
     version: str = ""  # the commit's ``version`` metadata (default: the base's)
     kargs: tuple[str, ...] = ()  # kernel arguments for deployments of the image
     client_layer: bool = False  # a host's own layer (rpm-ostree's clientlayer), not an image
+    host_etc: Path | None = None  # the host's /etc: its users and identity, for the scripts
 
 
 @dataclass
@@ -127,6 +130,8 @@ def input_hash(base: str, request: ComposeRequest, resolution: Resolution,
                        "no-recommends": request.no_recommends,
                        **({"client-layer": True} if request.client_layer else {}),
                        **_image_inputs(request)}}
+    if request.host_etc is not None and not request.no_scripts:
+        doc["host-users"] = read_host(request.host_etc).digest()
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
 
 
@@ -273,17 +278,15 @@ def _build(repo: Repo, request: ComposeRequest, result: ComposeResult,
             asm.remove_package(full.get(pkg.name, pkg), kept)
         for layer in result.layers:
             asm.add_package(layer.meta, layer.commit, txn, removed)
-        asm.write_tmpfiles(txn)
         added = [layer.meta for layer in result.layers]
         _update_db(repo, txn, tree, result, added, asm, fetcher)
         fail_point("compose-before-scripts")
         if not request.no_scripts:
-            db = _find_dir(tree, DPKG_DB_DIRS, "status") or "var/lib/dpkg"
-            runs = postrm + plan_scripts(result.kind, added, tree, db)
-            log = run_scripts(repo, txn, tree, runs, checkouts=checkouts)
-            result.script_log.entries.extend(log.entries)
+            _scripts(repo, txn, tree, request, result, added, checkouts, postrm)
         if not request.client_layer:  # a host's own layer keeps the host's identity
             result.left_out = clean_image(tree, txn).lines()
+        write_var_tmpfiles(MutableTree.from_commit(repo, result.base), tree, txn, added,
+                           asm.file_meta)
         root_tree, root_meta = tree.write(txn)
         csum = write_commit(txn, root_tree=root_tree, root_meta=root_meta,
                             timestamp=commit_timestamp(request, base_commit.timestamp),
@@ -314,6 +317,22 @@ def _run_prerm(repo: Repo, txn: Transaction, tree: MutableTree, request: Compose
     log = run_scripts(repo, txn, tree, prerm, checkouts=checkouts)
     result.script_log.entries.extend(log.entries)
     return postrm
+
+
+def _scripts(repo: Repo, txn: Transaction, tree: MutableTree, request: ComposeRequest,
+             result: ComposeResult, added: list[PackageMeta], checkouts: CheckoutCache,
+             postrm: list[ScriptRun]) -> None:
+    """Run the removed packages' postrm and the added ones' scripts, showing them the host's
+    users and identity when known."""
+    db = _find_dir(tree, DPKG_DB_DIRS, "status") or "var/lib/dpkg"
+    runs = postrm + plan_scripts(result.kind, added, tree, db)
+    view = None
+    if runs and request.host_etc is not None:
+        view = show_host(tree, txn, read_host(request.host_etc), config_dir(tree))
+    log = run_scripts(repo, txn, tree, runs, checkouts=checkouts)
+    result.script_log.entries.extend(log.entries)
+    if view is not None:
+        restore_image(repo, tree, txn, view)
 
 
 def _with_files(repo: Repo, result: ComposeResult,

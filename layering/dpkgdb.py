@@ -21,7 +21,9 @@ from store.repo import Repo
 from store.txn import Transaction
 
 STATUS_ORDER = ("Package", "Status")
-SCRIPTS = ("preinst", "postinst", "prerm", "postrm", "config", "triggers", "templates")
+SCRIPTS = ("preinst", "postinst", "prerm", "postrm", "config", "triggers", "templates",
+           "shlibs", "symbols", "md5sums")
+DATA = ("triggers", "templates", "shlibs", "symbols", "md5sums")  # not executable
 
 
 def info_name(pkg: PackageMeta) -> str:
@@ -115,10 +117,10 @@ def _write_info(txn: Transaction, tree: MutableTree, db: str, pkg: PackageMeta,
     base = f"{db}/info/{info_name(pkg)}"
     _write(txn, tree, f"{base}.list", list_file(pkg, drop))
     sums = md5sums_file(pkg)
-    if sums:
+    if sums and not any(s.name == "md5sums" for s in pkg.scripts):  # else the package's own
         _write(txn, tree, f"{base}.md5sums", sums)
     if pkg.conffiles:
         _write(txn, tree, f"{base}.conffiles", "".join(f"/{c}\n" for c in pkg.conffiles).encode())
     for script in pkg.scripts:
-        mode = 0o644 if script.name in ("triggers", "templates") else 0o755
+        mode = 0o644 if script.name in DATA else 0o755
         _write(txn, tree, f"{base}.{script.name}", script.body.encode(), mode)

@@ -1,7 +1,9 @@
 """Which maintainer scripts run, in what order, with which arguments and environment.
 
 Debian: every added package's ``preinst install``, then every ``postinst
-configure`` (dependencies first), with dpkg's ``DPKG_*`` variables.  RPM:
+configure``, dependencies first (:func:`dependency_order`: ``cron`` after
+``cron-daemon-common``, which creates the group its postinst needs), with
+dpkg's ``DPKG_*`` variables.  RPM:
 ``%pre``/``%post`` with ``$1 = 1`` (one instance installed), then
 ``%posttrans``.  Removed Debian base packages run ``prerm remove`` (while their
 files are still there) and ``postrm remove`` (after), as dpkg does; removed RPM
@@ -14,7 +16,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
-from importers.model import PackageMeta, PackageType
+from importers.model import DepKind, PackageMeta, PackageType
 from layering.dpkgdb import info_name
 from layering.errors import ScriptError
 from layering.scripts import ScriptRun
@@ -30,6 +32,37 @@ def _deb_env(pkg: PackageMeta, script: str) -> tuple[tuple[str, str], ...]:
             ("DPKG_MAINTSCRIPT_ARCH", pkg.arch), ("DPKG_MAINTSCRIPT_PACKAGE_REFCOUNT", "1"),
             ("DPKG_ROOT", ""), ("DPKG_ADMINDIR", "/var/lib/dpkg"),
             ("DPKG_RUNNING_VERSION", DPKG_VERSION), ("DEBIAN_FRONTEND", "noninteractive"))
+
+
+def dependency_order(added: list[PackageMeta]) -> list[PackageMeta]:
+    """``added`` with each package after the added packages it (pre-)depends on, directly or
+    through a virtual package, as dpkg configures them; ties and cycles by name."""
+    names = {p.name: p for p in added}
+    providers: dict[str, set[str]] = {}
+    for p in added:
+        for group in p.relations(DepKind.PROVIDES):
+            for rel in group:
+                providers.setdefault(rel.name, set()).add(p.name)
+    deps: dict[str, set[str]] = {}
+    for p in added:
+        wanted = {r.name for kind in (DepKind.PRE_DEPENDS, DepKind.DEPENDS)
+                  for group in p.relations(kind) for r in group}
+        deps[p.name] = {t for w in wanted for t in ({w} & names.keys()) | providers.get(w, set())
+                        if t != p.name}
+    out: list[PackageMeta] = []
+    seen: set[str] = set()
+
+    def visit(name: str) -> None:
+        if name in seen:
+            return
+        seen.add(name)
+        for dep in sorted(deps[name]):
+            visit(dep)
+        out.append(names[name])
+
+    for name in sorted(names):
+        visit(name)
+    return out
 
 
 def _deb_runs(added: list[PackageMeta], db: str) -> list[ScriptRun]:
@@ -94,5 +127,6 @@ def plan_scripts(kind: PackageType, added: list[PackageMeta], tree: MutableTree,
 
     ``db`` is the image's dpkg database directory, where Debian scripts are run from.
     """
-    runs = _deb_runs(added, db) if kind is PackageType.DEB else _rpm_runs(added)
+    ordered = dependency_order(added)
+    runs = _deb_runs(ordered, db) if kind is PackageType.DEB else _rpm_runs(ordered)
     return runs + _ldconfig(added, tree) if runs or added else runs

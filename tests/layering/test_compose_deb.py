@@ -203,3 +203,32 @@ def test_offline_uses_cache_only(deb_world: DebWorld, tmp_path: Path) -> None:
         compose(deb_world.repo, ComposeRequest(base=deb_world.base, branch="t/offline2",
                                                install=("needs-busybox",), sources=(deb_world.source,),
                                                offline=True))
+
+
+def test_dpkg_info_keeps_control_members_byte_for_byte(deb_world: DebWorld,
+                                                        tmp_path: Path) -> None:
+    """dpkg installs shlibs, symbols and md5sums into its info directory as the package has
+    them (md5sums in the package's order, not sorted)."""
+    root = tmp_path / "libzz"
+    (root / "DEBIAN").mkdir(parents=True)
+    (root / "usr/lib").mkdir(parents=True)
+    (root / "usr/lib/libzz.so.1").write_bytes(b"zz\n")
+    (root / "usr/lib/libaa.so.1").write_bytes(b"aa\n")
+    (root / "DEBIAN/control").write_text(
+        "Package: libzz1\nVersion: 1.0\nArchitecture: all\nMaintainer: t <t@example.org>\n"
+        "Description: zz\n")
+    members = {"shlibs": b"libzz 1 libzz1 (>= 1.0)\n",
+               "symbols": b"libzz.so.1 libzz1 #MINVER#\n zz@Base 1.0\n",
+               "md5sums": b"5cb2c1c1c6dfa4eec9d6b6a4a9c6b0e1  usr/lib/libzz.so.1\n"
+                          b"0e4e1fc1e3f1e9b8c2d5a7a5bd1a2c3d  usr/lib/libaa.so.1\n"}
+    for name, data in members.items():
+        (root / "DEBIAN" / name).write_bytes(data)
+    deb = tmp_path / "libzz1_1.0_all.deb"
+    run(["dpkg-deb", "--root-owner-group", "--build", root, deb])
+    r = _compose(deb_world, "t/ctrl", install_local=(deb,), no_scripts=True)
+    co = tmp_path / "co"
+    checkout(deb_world.repo, r.checksum, co)  # type: ignore[attr-defined]
+    info = co / "usr/lib/sysimage/dpkg/info"
+    for name, data in members.items():
+        assert (info / f"libzz1.{name}").read_bytes() == data, name
+        assert (info / f"libzz1.{name}").stat().st_mode & 0o777 == 0o644
