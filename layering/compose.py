@@ -75,6 +75,9 @@ class ComposeRequest:
     dry_run: bool = False
     subject: str = ""
     client_layer: bool = False  # a host's own layer (rpm-ostree's clientlayer), not an image
+    reuse: str | None = None  # a commit returned as is when its input hash is this request's
+    refuse_inactive: tuple[str, ...] = ()  # names refused when the base already provides them
+    download_only: bool = False  # fill the package cache, commit nothing
 
 
 @dataclass
@@ -167,6 +170,7 @@ def _compose(repo: Repo, request: ComposeRequest, base: str,
         install=request.install, install_local=tuple(r.meta for r in local.values()),
         remove=request.remove, replace_local=tuple(r.meta for r in replace.values()),
         no_recommends=request.no_recommends), indexes, repo.tmp_dir)
+    _check_inactive(request, resolution)
     cached = lookup_many(repo, (p.checksum for p in resolution.install if p.checksum),
                          owners=owners)
     result = ComposeResult(None, base, kind, resolution,
@@ -177,12 +181,15 @@ def _compose(repo: Repo, request: ComposeRequest, base: str,
                            - sum(p.installed_size for p in resolution.remove),
                            local_sha256=sorted(local), replace_sha256=sorted(replace))
     ihash = input_hash(base, request, resolution, {**local, **replace})
-    existing = _existing(repo, request.branch, ihash)
+    existing = _existing(repo, request.branch, ihash) or _existing_commit(repo, request.reuse,
+                                                                          ihash)
     if existing is not None or request.dry_run:
         result.checksum, result.reused = existing, existing is not None
         return result
     result.layers = materialize(repo, resolution.install, {**local, **replace}, cached, fetcher,
                                 owners)
+    if request.download_only:
+        return result
     result.checksum = _build(repo, request, result, installed, ihash, fetcher, checkouts)
     return result
 
@@ -201,10 +208,23 @@ def _check_kind(kind: PackageType, results: list) -> None:  # type: ignore[type-
 
 
 def _existing(repo: Repo, branch: str | None, ihash: str) -> str | None:
-    head = repo.read_ref(branch) if branch else None
-    if head is None:
+    return _existing_commit(repo, repo.read_ref(branch) if branch else None, ihash)
+
+
+def _existing_commit(repo: Repo, csum: str | None, ihash: str) -> str | None:
+    """``csum`` when it was composed from the same input hash."""
+    if csum is None:
         return None
-    return head if repo.load_commit(head).meta_value(INPUTHASH_KEY) == ihash else None
+    return csum if repo.load_commit(csum).meta_value(INPUTHASH_KEY) == ihash else None
+
+
+def _check_inactive(request: ComposeRequest, resolution: Resolution) -> None:
+    """Refuse a newly requested package the base already provides (rpm-ostree's
+    --allow-inactive guard), before anything is downloaded or written."""
+    inactive = [n for n in request.refuse_inactive if n in resolution.satisfied_by_base]
+    if inactive:
+        raise ComposeError(f"package {', '.join(inactive)} is already provided by the base "
+                           f"{request.base[:12]}; use --allow-inactive to request it anyway")
 
 
 def _find_dir(tree: MutableTree, candidates: tuple[str, ...], marker: str) -> str | None:

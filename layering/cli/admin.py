@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from types import ModuleType
 
     from boot.admin import DeploymentStatus
+    from boot.origin import Origin
     from boot.sysroot import Sysroot
 
 
@@ -55,10 +56,12 @@ def os_init_cmd(ctx: Context, stateroot: str) -> None:
 @click.option("--dry-run", is_flag=True, help="Show the /etc merge without deploying.")
 @click.option("--allow-downgrade", is_flag=True,
               help="Deploy a commit older than the booted (else default) deployment's base.")
+@click.option("--version", "version", default=None, metavar="V",
+              help="Deploy the commit of REFSPEC's history whose version is V.")
 @click.argument("refspec")
 @pass_ctx
 def deploy_cmd(ctx: Context, stateroot: str | None, kargs: tuple[str, ...], dry_run: bool,
-               allow_downgrade: bool, refspec: str) -> None:
+               allow_downgrade: bool, version: str | None, refspec: str) -> None:
     """New deployment of REFSPEC, made the default."""
     if dry_run:
         csum, plan = _admin().preview_deploy(_sysroot(ctx), refspec, stateroot=stateroot)
@@ -76,9 +79,12 @@ def deploy_cmd(ctx: Context, stateroot: str | None, kargs: tuple[str, ...], dry_
         return
     from boot.deploy import deploy
 
+    csum, origin = _versioned(_sysroot(ctx), refspec, version)
     if not allow_downgrade:
-        _check_not_downgrade(_sysroot(ctx), refspec)
-    res = deploy(_sysroot(ctx), refspec=refspec, stateroot=stateroot, karg_replace=kargs)
+        _check_not_downgrade(_sysroot(ctx), refspec, csum)
+    _warn_layered(_sysroot(ctx), refspec)
+    res = deploy(_sysroot(ctx), refspec=refspec, checksum=csum, origin=origin,
+                 stateroot=stateroot, karg_replace=kargs)
     d = res.deployment
     if ctx.json:
         _dump({"stateroot": d.stateroot, "checksum": d.checksum, "serial": d.deployserial,
@@ -95,13 +101,41 @@ def deploy_cmd(ctx: Context, stateroot: str | None, kargs: tuple[str, ...], dry_
                    f"{len(c.added)} added", err=True)
 
 
-def _check_not_downgrade(sysroot: Sysroot, refspec: str) -> None:
+def _check_not_downgrade(sysroot: Sysroot, refspec: str, csum: str | None) -> None:
     """Refuse (DowngradeError) a REFSPEC older than the booted, else default, deployment."""
     from layering.client import check_not_downgrade
     from store.repo import Repo
 
     repo = Repo.open(sysroot.repo_path)
-    check_not_downgrade(sysroot, repo, repo.resolve(refspec), f"commit of {refspec}")
+    check_not_downgrade(sysroot, repo, csum or repo.resolve(refspec), f"commit of {refspec}")
+
+
+def _versioned(sysroot: Sysroot, refspec: str,
+               version: str | None) -> tuple[str | None, Origin | None]:
+    """With --version: the commit of that version in REFSPEC's history and an origin that
+    keeps it (``override-commit``); else (None, None): the ref's head."""
+    if version is None:
+        return None, None
+    from boot.origin import Origin
+    from layering.client import commit_of_version
+    from store.repo import Repo
+
+    csum = commit_of_version(Repo.open(sysroot.repo_path), refspec, version)
+    return csum, Origin.for_refspec(refspec).with_value("origin", "override-commit", csum)
+
+
+def _warn_layered(sysroot: Sysroot, refspec: str) -> None:
+    """deploy takes the image as it is: say so when the default has layered packages."""
+    d = sysroot.load().default
+    o = d.origin if d is not None else None
+    if o is None:
+        return
+    what = [*o.requested_packages, *o.requested_local_packages, *o.removed_base_packages,
+            *o.replaced_local_packages]
+    if what:
+        click.echo(f"warning: the default deployment's layered packages and overrides "
+                   f"({' '.join(what)}) are not in the new deployment; use 'strata rebase "
+                   f"{refspec}' to keep them", err=True)
 
 
 def _format_status(rows: list[DeploymentStatus]) -> list[str]:
