@@ -19,7 +19,7 @@ from boot.deploy import LOCK_WAIT, DeployResult, deploy
 from boot.deployment import Deployment
 from boot.etcmerge import EtcMergePlan
 from boot.origin import Origin
-from boot.sysroot import Sysroot
+from boot.sysroot import Sysroot, SysrootState
 from importers.sources import sources_from_dir
 from layering.compose import ComposeRequest, ComposeResult, compose
 from layering.errors import ComposeError
@@ -284,6 +284,50 @@ def commit_of_version(repo: Repo, refspec: str, version: str) -> str:
             return csum
         csum = commit.parent
     raise ComposeError(f"version {version} not found in the history of {refspec}")
+
+
+def drop_unused_packages(repo: Repo, state: SysrootState) -> list[str]:
+    """For cleanup: delete the package-cache refs (and kept local package files) that no
+    deployment of ``state`` uses; nothing when a deployment's commit cannot be read."""
+    from importers.pkgcache import drop_unused
+    from layering.packages import local_dir
+    from store.errors import ToolError
+
+    used: set[str] = set()
+    shas: set[str] = set()
+    for d in state.deployments:
+        try:
+            packages = repo.load_commit(d.checksum).meta_value("rpmostree.packages")
+        except ToolError:
+            return []
+        used.update(p for p in packages or () if isinstance(p, str))
+        o = d.origin
+        shas.update(e.split(":", 1)[0] for e in [*o.requested_local_packages,
+                                                 *o.replaced_local_packages])
+    dropped = drop_unused(repo, used)
+    if local_dir(repo).is_dir():
+        for f in sorted(local_dir(repo).iterdir()):
+            if f.name.split(".", 1)[0] not in shas and f.is_file():
+                f.unlink()
+                dropped.append(f"{f}")
+    return dropped
+
+
+def drop_cached_indexes(repo: Repo) -> list[str]:
+    """For ``cleanup -m``: delete the cached package indexes and downloads (``tmp/cache/http``)
+    and their parsed form (``tmp/cache/solv``); the next command fetches them again.
+    Returns the directories removed with their size, as ``PATH (N bytes)``."""
+    from importers.fetch import repo_cache_dir
+    from store.fsutil import rmtree
+
+    out = []
+    for name in ("http", "solv"):
+        path = repo_cache_dir(repo.tmp_dir) / name
+        if path.is_dir() and not path.is_symlink():
+            size = sum(f.lstat().st_size for f in path.rglob("*") if f.is_file())
+            rmtree(path)
+            out.append(f"{path} ({size} bytes)")
+    return out
 
 
 def apply(sysroot: Sysroot, req: ClientRequest) -> ClientResult:

@@ -19,7 +19,8 @@ if TYPE_CHECKING:
 
     from boot.admin import DeploymentStatus
     from boot.origin import Origin
-    from boot.sysroot import Sysroot
+    from boot.sysroot import Sysroot, SysrootState
+    from store.repo import Repo
 
 
 def _sysroot(ctx: Context) -> Sysroot:
@@ -189,14 +190,30 @@ def rollback_cmd(ctx: Context) -> None:
 @cli.command("cleanup")
 @click.option("-p", "--pending", is_flag=True, help="Remove the pending deployment.")
 @click.option("-r", "--rollback", is_flag=True, help="Remove the rollback deployment.")
+@click.option("-m", "--repomd", is_flag=True,
+              help="Also delete cached package indexes and downloaded package files.")
 @pass_ctx
-def cleanup_cmd(ctx: Context, pending: bool, rollback: bool) -> None:
-    """Remove surplus deployments and prune the repository."""
-    res = _admin().cleanup(_sysroot(ctx), pending=pending, rollback=rollback)
+def cleanup_cmd(ctx: Context, pending: bool, rollback: bool, repomd: bool) -> None:
+    """Remove surplus deployments, unused cached packages, and prune the repository."""
+    from layering.client import drop_cached_indexes, drop_unused_packages
+
+    def drop(repo: Repo, state: SysrootState) -> list[str]:
+        return [*drop_unused_packages(repo, state), *(drop_cached_indexes(repo) if repomd
+                                                      else [])]
+
+    res = _admin().cleanup(_sysroot(ctx), pending=pending, rollback=rollback, drop_refs=drop)
     for d in res.removed:
         click.echo(f"removed {d.checksum}.{d.deployserial}")
     for p in res.leftovers:
         click.echo(f"removed leftover {p}")
+    packages = [r for r in res.dropped_refs if r.startswith("strata/pkg/")]
+    if packages:
+        click.echo(f"removed {len(packages)} unused cached packages")
+    for p in res.dropped_refs:
+        if p.endswith(" bytes)"):
+            click.echo(f"removed cached indexes {p}")
+    if res.pruned is not None:
+        click.echo(f"pruned {res.pruned.deleted} objects, {res.pruned.freed} bytes freed")
 
 
 @cli.command("pin")

@@ -184,7 +184,7 @@ def test_a_pin_stays_with_its_deployment(host: Served_Host) -> None:
 
 def test_cleanup_removes_package_cache_commits_no_deployment_uses(host: Served_Host) -> None:
     host.strata("install", "hello")
-    first = host.status()[1]["checksum"]
+    first = host.status()[0]["checksum"]
     host.strata("uninstall", "hello")
     host.strata("install", "less")
     pkg_refs = {r for r in host.repo.list_refs() if r.startswith("strata/pkg/")}
@@ -192,8 +192,17 @@ def test_cleanup_removes_package_cache_commits_no_deployment_uses(host: Served_H
     out = host.strata("cleanup").stdout
     left = {r for r in host.repo.list_refs() if r.startswith("strata/pkg/")}
     assert [r for r in left if "/less/" in r] and not [r for r in left if "/hello/" in r]
-    assert "removed 3 unused cached packages" in out and " bytes freed" in out
+    assert "removed 3 unused cached packages\n" in out and " bytes freed" in out
+    freed = int(out.split(" bytes freed")[0].rsplit(" ", 1)[1])
+    assert freed > 0
     assert first not in [d["checksum"] for d in host.status()]
+    fsck(host)
+    cache = host.repo.path / "tmp/cache/http"
+    assert cache.is_dir()
+    out = host.strata("cleanup", "-m").stdout
+    assert f"removed cached indexes {cache} (" in out and not cache.exists()
+    assert "unused cached packages" not in out
+    host.strata("install", "hello-doc")  # indexes fetched again
     fsck(host)
 
 
