@@ -13,9 +13,11 @@ checkout of the base, :meth:`CheckoutCache.prepare`) when none is kept.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import json
+import re
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -27,6 +29,7 @@ from importers.fetch import Fetcher, repo_cache_dir
 from importers.model import PackageMeta, PackageType
 from importers.owners import OwnerMap
 from importers.pkgcache import ImportResult, lookup_many
+from importers.pkgindex import file_sha256
 from importers.rpmdb import DB_DIRS as RPM_DB_DIRS
 from importers.sources import Sources, parse_spec, sources_from_commit
 from layering import dpkgdb, rpmdbupdate
@@ -48,6 +51,7 @@ from layering.scriptplan import plan_removal, plan_scripts
 from layering.scripts import ScriptLog, ScriptRun, run_scripts
 from store.checkoutcache import CheckoutCache
 from store.commit import write_commit
+from store.errors import ToolError
 from store.faults import fail_point
 from store.gvariant import Variant
 from store.mtree import MutableTree
@@ -196,8 +200,29 @@ def _compose(repo: Repo, request: ComposeRequest, base: str,
 
 def _local(repo: Repo, paths: tuple[Path, ...], owners: OwnerMap,
            dry_run: bool) -> list[ImportResult] | list[LocalPackage]:
-    """Local package files: imported into the cache, or only read for a dry run."""
-    return peek_local(paths) if dry_run else import_local(repo, paths, owners)
+    """Local package files: imported into the cache, or only read for a dry run. An error
+    names the file the user gave, not the cache's copy (``SHA256.deb``)."""
+    if dry_run:
+        return peek_local(paths)
+    try:
+        return import_local(repo, paths, owners)
+    except ToolError as e:
+        raise _renamed(e, paths) from e
+
+
+def _renamed(e: ToolError, paths: tuple[Path, ...]) -> ToolError:
+    """``e`` with each cached copy's name (``[DIR/]SHA256.EXT``) replaced by the path given."""
+    text = str(e)
+    for path in paths:
+        with contextlib.suppress(OSError):
+            copy = re.escape(file_sha256(path)) + r"\.(?:deb|rpm|pkg)"
+            text = re.sub(r"\S*" + copy, lambda _m, p=str(path): p, text)
+    if text == str(e):
+        return e
+    try:
+        return type(e)(text)
+    except TypeError:
+        return ComposeError(text)
 
 
 def _check_kind(kind: PackageType, results: list) -> None:  # type: ignore[type-arg]

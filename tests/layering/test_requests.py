@@ -206,8 +206,34 @@ def test_cleanup_removes_package_cache_commits_no_deployment_uses(host: Served_H
     fsck(host)
 
 
+def _ar_members(data: bytes) -> list[tuple[str, bytes]]:
+    assert data.startswith(b"!<arch>\n")
+    out, pos = [], 8
+    while pos + 60 <= len(data):
+        name, size = data[pos:pos + 16].decode().strip().rstrip("/"), int(data[pos + 48:pos + 58])
+        out.append((name, data[pos + 60:pos + 60 + size]))
+        pos += 60 + size + (size & 1)
+    return out
+
+
+def _ar(members: list[tuple[str, bytes]]) -> bytes:
+    out = b"!<arch>\n"
+    for name, body in members:
+        out += f"{name:<16}{0:<12}{0:<6}{0:<6}{'100644':<8}{len(body):<10}`\n".encode() + body
+        out += b"\n" if len(body) & 1 else b""
+    return out
+
+
 def test_bad_deb_is_named_by_the_path_given(host: Served_Host) -> None:
-    bad = host.tmp / "mine.deb"
-    bad.write_bytes(b"!<arch>\nnot really a package")
+    """A package whose control is fine but whose payload is not fails while it is unpacked
+    from the cache's copy (named by its SHA256): the error names the file the user gave."""
+    deb = next(d for d in host.debs if d.name.startswith("clash-a"))
+    members = [(n, b) if not n.startswith("data.tar") else ("data.tar.gz", b"\x1f\x8bnot gzip")
+               for n, b in _ar_members(deb.read_bytes())]
+    bad = host.tmp / "mine" / "broken_1.0_all.deb"
+    bad.parent.mkdir()
+    bad.write_bytes(_ar(members))
+    before = host.status()
     line = refused(host, "install", str(bad))
-    assert str(bad) in line
+    assert str(bad) in line and "/cache/local/" not in line, line
+    assert host.status() == before
