@@ -25,6 +25,8 @@ from pathlib import Path
 
 from importers import package_db_kind, read_installed
 from importers.dpkgdb import DB_DIRS as DPKG_DB_DIRS
+from importers.aptsource import IndexFile
+from importers.errors import FetchError
 from importers.fetch import Fetcher, repo_cache_dir
 from importers.model import PackageMeta, PackageType
 from importers.owners import OwnerMap
@@ -45,6 +47,7 @@ from layering.packages import (
     load_available,
     materialize,
     peek_local,
+    source_label,
 )
 from layering.resolve import Request, Resolution, resolve
 from layering.scriptplan import plan_removal, plan_scripts
@@ -99,6 +102,7 @@ class ComposeResult:
     growth: int = 0
     local_sha256: list[str] = field(default_factory=list)
     replace_sha256: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # for the CLI to print
 
     @property
     def downloaded(self) -> int:
@@ -167,17 +171,22 @@ def _compose(repo: Repo, request: ComposeRequest, base: str,
     replace = {r.sha256: r for r in _local(repo, request.replace_local, owners, request.dry_run)}
     fetcher = Fetcher(repo_cache_dir(repo.tmp_dir), offline=request.offline)
     arch = image_arch(kind, installed)
-    available, indexes = load_available(_sources(repo, base, request), fetcher, kind=kind,
-                                        arch=arch)
+    available, indexes, uncached = _available(_sources(repo, base, request), fetcher, kind, arch)
     _check_kind(kind, [*local.values(), *replace.values()])
-    resolution = resolve(kind, arch, installed, available, Request(
-        install=request.install, install_local=tuple(r.meta for r in local.values()),
-        remove=request.remove, replace_local=tuple(r.meta for r in replace.values()),
-        no_recommends=request.no_recommends), indexes, repo.tmp_dir)
+    try:
+        resolution = resolve(kind, arch, installed, available, Request(
+            install=request.install, install_local=tuple(r.meta for r in local.values()),
+            remove=request.remove, replace_local=tuple(r.meta for r in replace.values()),
+            no_recommends=request.no_recommends), indexes, repo.tmp_dir)
+    except ToolError as e:
+        if not uncached:
+            raise
+        raise ComposeError(f"{e} (with --offline, not cached: source "
+                           f"{', '.join(uncached)})") from e
     _check_inactive(request, resolution)
     cached = lookup_many(repo, (p.checksum for p in resolution.install if p.checksum),
                          owners=owners)
-    result = ComposeResult(None, base, kind, resolution,
+    result = ComposeResult(None, base, kind, resolution, warnings=_stale(fetcher, indexes),
                            download_size=sum(p.size for p in resolution.install
                                              if p.checksum not in local
                                              and p.checksum not in cached),
@@ -196,6 +205,52 @@ def _compose(repo: Repo, request: ComposeRequest, base: str,
         return result
     result.checksum = _build(repo, request, result, installed, ihash, fetcher, checkouts)
     return result
+
+
+def _available(sources: Sources, fetcher: Fetcher, kind: PackageType, arch: str
+               ) -> tuple[dict[str, list[PackageMeta]], dict[str, list[IndexFile]], list[str]]:
+    """The catalogues of ``sources``. Offline, a source with nothing cached is left out
+    (and named in the third item) instead of failing: the request may not need it."""
+    if not fetcher.offline:
+        return (*load_available(sources, fetcher, kind=kind, arch=arch), [])
+    records: dict[str, list[PackageMeta]] = {}
+    indexes: dict[str, list[IndexFile]] = {}
+    uncached: list[str] = []
+    one: list[Sources] = [Sources(apt=(a,)) for a in sources.apt]
+    one += [Sources(rpmmd=(r,)) for r in sources.rpmmd]
+    for src in one:
+        try:
+            recs, idx = load_available(src, fetcher, kind=kind, arch=arch)
+        except FetchError:
+            uncached += [source_label(x) for x in (*src.apt, *src.rpmmd)]
+            continue
+        for label, items in recs.items():
+            records.setdefault(label, []).extend(items)
+        for label, files in idx.items():
+            indexes.setdefault(label, []).extend(files)
+    return records, indexes, uncached
+
+
+def _stale(fetcher: Fetcher, indexes: dict[str, list[IndexFile]]) -> list[str]:
+    """When the network was unreachable and cached indexes served: one warning per source
+    with the age of its index."""
+    if not fetcher.went_offline:
+        return []
+    out = []
+    now = time.time()
+    for label, files in sorted(indexes.items()):
+        stamps = [f.path.stat().st_mtime for f in files if f.path.exists()]
+        if stamps:
+            out.append(f"the network is unreachable; using the cached index of {label}, "
+                       f"{_age(now - max(stamps))} old")
+    return out or ["the network is unreachable; using cached indexes"]
+
+
+def _age(seconds: float) -> str:
+    for unit, size in (("days", 86400), ("hours", 3600), ("minutes", 60)):
+        if seconds >= size:
+            return f"{int(seconds // size)} {unit}"
+    return f"{int(max(seconds, 0))} seconds"
 
 
 def _local(repo: Repo, paths: tuple[Path, ...], owners: OwnerMap,

@@ -21,6 +21,8 @@ def _report(c: Context, result: object, *, dry_run: bool) -> None:
     from layering.client import ClientResult
 
     assert isinstance(result, ClientResult)
+    for warning in result.compose.warnings if result.compose is not None else ():
+        click.echo(f"warning: {warning}", err=True)
     if result.compose is not None and (dry_run or c.verbose):
         print_transaction(result.compose, dry_run=dry_run)
     if c.verbose and result.compose is not None:

@@ -237,3 +237,31 @@ def test_bad_deb_is_named_by_the_path_given(host: Served_Host) -> None:
     line = refused(host, "install", str(bad))
     assert str(bad) in line and "/cache/local/" not in line, line
     assert host.status() == before
+
+
+def test_offline_compose_needs_no_uncached_source_it_does_not_use(host: Served_Host) -> None:
+    """The image names a source nobody ever fetched: --offline composes local packages whose
+    dependencies the base has; a request that does need the source names the package."""
+    unused = "deb [trusted=yes] http://127.0.0.1:9/never stable main\n"
+    host.commit_base("2", extra={"etc/apt/sources.list.d/never.list": unused})
+    debs = [str(d) for d in host.debs if d.name.startswith(("clash-a", "hello-doc"))]
+    args = [a for d in debs for a in ("--install-local", d)]
+    out = host.strata("--repo", host.repo.path, "compose", "-b", "os/derived", "--base",
+                      "os/stable", "--offline", *args).stdout
+    csum = out.split()[-1]
+    assert host.repo.read_ref("os/derived") == csum
+    line = refused(host, "--repo", host.repo.path, "compose", "-b", "os/derived2", "--base",
+                   "os/stable", "--offline", "--install", "hello")
+    assert "hello" in line and "http://127.0.0.1:9/never" in line, line
+    assert host.repo.read_ref("os/derived2") is None
+    fsck(host)
+
+
+def test_network_down_uses_the_cached_index_with_a_warning_of_its_age(host: Served_Host) -> None:
+    host.strata("install", "--download-only", "less")
+    host.served.stop()
+    p = host.strata("install", "less")
+    assert p.stderr.startswith(f"warning: the network is unreachable; using the cached index "
+                               f"of {host.served.url} stable, "), p.stderr
+    assert p.stderr.endswith(" old\n")
+    assert host.status()[0]["requested-packages"] == ["less"]
