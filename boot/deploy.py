@@ -34,8 +34,8 @@ from store.checkoutcache import CheckoutCache
 from store.errors import ToolError
 from store.faults import fail_point
 from store.fsutil import atomic_write, fsync_dir, rmtree
-from store.prune import PruneResult, prune
 from store.objects import ObjectType
+from store.prune import PruneResult, prune
 from store.repo import Repo, RepoMode
 from store.run import start
 

@@ -24,8 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from importers import package_db_kind, read_installed
-from importers.dpkgdb import DB_DIRS as DPKG_DB_DIRS
 from importers.aptsource import IndexFile
+from importers.dpkgdb import DB_DIRS as DPKG_DB_DIRS
 from importers.errors import FetchError
 from importers.fetch import Fetcher, repo_cache_dir
 from importers.model import PackageMeta, PackageType
@@ -271,7 +271,8 @@ def _renamed(e: ToolError, paths: tuple[Path, ...]) -> ToolError:
     for path in paths:
         with contextlib.suppress(OSError):
             copy = re.escape(file_sha256(path)) + r"\.(?:deb|rpm|pkg)"
-            text = re.sub(r"\S*" + copy, lambda _m, p=str(path): p, text)
+            given = str(path)
+            text = re.sub(r"\S*" + copy, lambda _m: given, text)  # noqa: B023 - used at once
     if text == str(e):
         return e
     try:

@@ -169,7 +169,7 @@ def test_rebase_to_a_checksum_then_install_keeps_every_base(host: Served_Host) -
     host.repo.set_ref("os/other", None)
     host.strata("install", "hello-doc")
     host.strata("rollback")
-    host.strata("install", "--idempotent", "less", "hello-doc")
+    host.strata("install", "hello-doc")
     assert host.status()[0]["base-checksum"] == other
     fsck(host)
 
