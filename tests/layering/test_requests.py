@@ -20,12 +20,12 @@ from tests.store.servers import Served, http_server
 from tests.util import require_tool, run, run_strata
 
 
-class Served_Host(Host):  # noqa: N801 - a Host whose package server a test may stop
+class ServedHost(Host):  # a Host whose package server a test may stop
     served: Served
 
 
 @pytest.fixture
-def host(tmp_path: Path) -> Iterator[Served_Host]:
+def host(tmp_path: Path) -> Iterator[ServedHost]:
     require_tool("dpkg-deb", "apt-ftparchive", "bwrap", "ostree")
     debs = fixture_debs(tmp_path / "debs")
     apt_repo(tmp_path / "apt", debs)
@@ -33,7 +33,7 @@ def host(tmp_path: Path) -> Iterator[Served_Host]:
     run_strata("--sysroot", sysroot, "os-init", "test")
     repo = Repo.open(sysroot / "ostree/repo")
     with http_server(tmp_path / "apt") as served:
-        h = Served_Host(sysroot, repo, f"deb [trusted=yes] {served.url} stable main", debs,
+        h = ServedHost(sysroot, repo, f"deb [trusted=yes] {served.url} stable main", debs,
                         tmp_path)
         h.served = served
         h.commit_base("1")
@@ -56,7 +56,7 @@ def fsck(h: Host) -> None:
     run(["ostree", "fsck", f"--repo={h.repo.path}"])
 
 
-def test_install_twice_is_refused_unless_idempotent(host: Served_Host) -> None:
+def test_install_twice_is_refused_unless_idempotent(host: ServedHost) -> None:
     host.strata("install", "less")
     before = host.status()
     assert refused(host, "install", "less") == (
@@ -67,7 +67,7 @@ def test_install_twice_is_refused_unless_idempotent(host: Served_Host) -> None:
     assert host.status() == before
 
 
-def test_local_file_twice_is_refused_naming_the_path(host: Served_Host) -> None:
+def test_local_file_twice_is_refused_naming_the_path(host: ServedHost) -> None:
     deb = next(d for d in host.debs if d.name.startswith("clash-a"))
     host.strata("install", str(deb))
     before = host.status()
@@ -75,7 +75,7 @@ def test_local_file_twice_is_refused_naming_the_path(host: Served_Host) -> None:
     assert host.status() == before
 
 
-def test_package_the_base_provides_is_refused_unless_allow_inactive(host: Served_Host) -> None:
+def test_package_the_base_provides_is_refused_unless_allow_inactive(host: ServedHost) -> None:
     before = host.status()
     line = refused(host, "install", "busybox")
     assert line.startswith("error: package busybox is already provided by the base ")
@@ -86,7 +86,7 @@ def test_package_the_base_provides_is_refused_unless_allow_inactive(host: Served
     assert host.status()[0]["requested-packages"] == ["busybox"]
 
 
-def test_upgrade_with_nothing_new_makes_no_deployment(host: Served_Host) -> None:
+def test_upgrade_with_nothing_new_makes_no_deployment(host: ServedHost) -> None:
     host.strata("install", "less")
     before = host.status()
     assert len(before) == 2
@@ -98,7 +98,7 @@ def test_upgrade_with_nothing_new_makes_no_deployment(host: Served_Host) -> None
     assert st[0]["version"] == "2" and st[1]["checksum"] == before[0]["checksum"]
 
 
-def test_download_only_then_cache_only_with_the_server_down(host: Served_Host) -> None:
+def test_download_only_then_cache_only_with_the_server_down(host: ServedHost) -> None:
     before = host.status()
     out = host.strata("install", "--download-only", "hello").stdout
     assert out == "4 packages in the cache (4 downloaded, 4 unpacked); nothing deployed\n"
@@ -110,7 +110,7 @@ def test_download_only_then_cache_only_with_the_server_down(host: Served_Host) -
     fsck(host)
 
 
-def test_deploy_over_a_layered_default_warns_and_points_to_rebase(host: Served_Host) -> None:
+def test_deploy_over_a_layered_default_warns_and_points_to_rebase(host: ServedHost) -> None:
     host.strata("install", "less")
     p = host.strata("deploy", "os/stable")
     assert ("warning: the default deployment's layered packages and overrides (less) are not "
@@ -124,7 +124,7 @@ def _origin(h: Host) -> str:
     return (d.parent / f"{d.name}.origin").read_text()
 
 
-def test_deploy_and_rebase_version_kept_by_install_cleared_by_upgrade(host: Served_Host) -> None:
+def test_deploy_and_rebase_version_kept_by_install_cleared_by_upgrade(host: ServedHost) -> None:
     v2 = host.commit_base("2")
     host.commit_base("3")
     host.strata("deploy", "--version", "2", "os/stable")
@@ -149,7 +149,7 @@ def test_deploy_and_rebase_version_kept_by_install_cleared_by_upgrade(host: Serv
     assert line == "error: version 9 not found in the history of os/stable"
 
 
-def test_upgrade_rollback_install_finds_the_old_base(host: Served_Host) -> None:
+def test_upgrade_rollback_install_finds_the_old_base(host: ServedHost) -> None:
     host.strata("install", "less")
     host.commit_base("2")
     host.strata("upgrade")
@@ -160,7 +160,7 @@ def test_upgrade_rollback_install_finds_the_old_base(host: Served_Host) -> None:
     fsck(host)
 
 
-def test_rebase_to_a_checksum_then_install_keeps_every_base(host: Served_Host) -> None:
+def test_rebase_to_a_checksum_then_install_keeps_every_base(host: ServedHost) -> None:
     host.strata("install", "less")
     root = ostree_layout(deb_base_rootfs(host.tmp / "other", version="other"))
     other = commit_directory(host.repo, root, branch="os/other",
@@ -174,7 +174,7 @@ def test_rebase_to_a_checksum_then_install_keeps_every_base(host: Served_Host) -
     fsck(host)
 
 
-def test_a_pin_stays_with_its_deployment(host: Served_Host) -> None:
+def test_a_pin_stays_with_its_deployment(host: ServedHost) -> None:
     host.strata("pin", "0")
     host.strata("install", "less")
     st = host.status()
@@ -182,7 +182,7 @@ def test_a_pin_stays_with_its_deployment(host: Served_Host) -> None:
     assert "libostree-transient" not in _origin(host)
 
 
-def test_cleanup_removes_package_cache_commits_no_deployment_uses(host: Served_Host) -> None:
+def test_cleanup_removes_package_cache_commits_no_deployment_uses(host: ServedHost) -> None:
     host.strata("install", "hello")
     first = host.status()[0]["checksum"]
     host.strata("uninstall", "hello")
@@ -224,7 +224,7 @@ def _ar(members: list[tuple[str, bytes]]) -> bytes:
     return out
 
 
-def test_bad_deb_is_named_by_the_path_given(host: Served_Host) -> None:
+def test_bad_deb_is_named_by_the_path_given(host: ServedHost) -> None:
     """A package whose control is fine but whose payload is not fails while it is unpacked
     from the cache's copy (named by its SHA256): the error names the file the user gave."""
     deb = next(d for d in host.debs if d.name.startswith("clash-a"))
@@ -239,7 +239,7 @@ def test_bad_deb_is_named_by_the_path_given(host: Served_Host) -> None:
     assert host.status() == before
 
 
-def test_offline_compose_needs_no_uncached_source_it_does_not_use(host: Served_Host) -> None:
+def test_offline_compose_needs_no_uncached_source_it_does_not_use(host: ServedHost) -> None:
     """The image names a source nobody ever fetched: --offline composes local packages whose
     dependencies the base has; a request that does need the source names the package."""
     unused = "deb [trusted=yes] http://127.0.0.1:9/never stable main\n"
@@ -257,7 +257,7 @@ def test_offline_compose_needs_no_uncached_source_it_does_not_use(host: Served_H
     fsck(host)
 
 
-def test_network_down_uses_the_cached_index_with_a_warning_of_its_age(host: Served_Host) -> None:
+def test_network_down_uses_the_cached_index_with_a_warning_of_its_age(host: ServedHost) -> None:
     host.strata("install", "--download-only", "less")
     host.served.stop()
     p = host.strata("install", "less")
