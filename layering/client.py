@@ -307,7 +307,8 @@ def drop_unused_packages(repo: Repo, state: SysrootState) -> list[str]:
     dropped = drop_unused(repo, used)
     if local_dir(repo).is_dir():
         for f in sorted(local_dir(repo).iterdir()):
-            if f.name.split(".", 1)[0] not in shas and f.is_file():
+            name = f.name.split(".", 1)[0]  # SHA256.deb; a '.SHA256...' copy is in progress
+            if name and name not in shas and f.is_file() and not f.is_symlink():
                 f.unlink()
                 dropped.append(f"{f}")
     return dropped

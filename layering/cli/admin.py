@@ -65,7 +65,9 @@ def deploy_cmd(ctx: Context, stateroot: str | None, kargs: tuple[str, ...], dry_
                allow_downgrade: bool, version: str | None, refspec: str) -> None:
     """New deployment of REFSPEC, made the default."""
     if dry_run:
-        csum, plan = _admin().preview_deploy(_sysroot(ctx), refspec, stateroot=stateroot)
+        pinned_csum = _versioned(_sysroot(ctx), refspec, version)[0]
+        csum, plan = _admin().preview_deploy(_sysroot(ctx), pinned_csum or refspec,
+                                             stateroot=stateroot)
         if ctx.json:
             _dump({"checksum": csum, **plan.to_dict()})
             return
