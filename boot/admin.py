@@ -8,7 +8,7 @@ order, the rollback is the first one of its stateroot after it.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -166,10 +166,17 @@ class CleanupResult:
     removed: tuple[Deployment, ...]
     leftovers: tuple[str, ...]
     pruned: PruneResult | None = None
+    dropped_refs: tuple[str, ...] = ()
 
 
-def cleanup(sysroot: Sysroot, *, pending: bool = False, rollback: bool = False) -> CleanupResult:
-    """Drop the unpinned pending and/or rollback deployment, remove leftovers, prune."""
+RefDropper = Callable[[Repo, SysrootState], Sequence[str]]
+
+
+def cleanup(sysroot: Sysroot, *, pending: bool = False, rollback: bool = False,
+            drop_refs: RefDropper | None = None) -> CleanupResult:
+    """Drop the unpinned pending and/or rollback deployment, remove leftovers, let
+    ``drop_refs`` delete refs no remaining deployment needs (the package cache's), prune.
+    Everything runs under the sysroot lock."""
     with sysroot.lock(wait=LOCK_WAIT):
         state = sysroot.load()
         p, r = pending_and_rollback(state)
@@ -179,8 +186,10 @@ def cleanup(sysroot: Sysroot, *, pending: bool = False, rollback: bool = False) 
             keep = [d for d in state.deployments if not any(d.same(x) for x in drop)]
             state = write_deployments(sysroot, state, keep)
         leftovers = finish(sysroot, state, prune_objects=False)
-        pruned = prune_repo(Repo.open(sysroot.repo_path))
-        return CleanupResult(tuple(drop), tuple(leftovers), pruned)
+        repo = Repo.open(sysroot.repo_path)
+        dropped = tuple(drop_refs(repo, state)) if drop_refs is not None else ()
+        pruned = prune_repo(repo)
+        return CleanupResult(tuple(drop), tuple(leftovers), pruned, dropped)
 
 
 def pin(sysroot: Sysroot, index: int, *, pinned: bool = True) -> Deployment:

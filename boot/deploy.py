@@ -192,12 +192,32 @@ def _removing(trees: list[Path]) -> Iterator[None]:
             remove_deployment_dir(tree)  # what rm could not remove, with its error
 
 
+BASE_REF_PREFIX = "rpmostree/base/"
+
+
+def layer_base(repo: Repo, csum: str) -> str | None:
+    """The base commit under a host's own layer (``rpmostree.clientlayer`` with
+    ``strata.base-commit``), else None; None too when ``csum`` is not readable."""
+    try:
+        commit = repo.load_commit(csum)
+    except ToolError:
+        return None
+    base = commit.meta_value("strata.base-commit")
+    return base if isinstance(base, str) and commit.meta_value("rpmostree.clientlayer") else None
+
+
 def update_boot_refs(repo: Repo, state: SysrootState) -> None:
-    """Point ``ostree/BV/SBV/INDEX`` refs at the deployed commits (ostree keeps them from prune)."""
+    """Point ``ostree/BV/SBV/INDEX`` refs at the deployed commits (ostree keeps them from
+    prune) and, as rpm-ostree, ``rpmostree/base/INDEX`` at the base under each layered one,
+    so a later install or upgrade on any deployment finds its base."""
     want = {f"ostree/{state.bootversion}/{state.subbootversion}/{d.index}": d.checksum
             for d in state.deployments}
+    for d in state.deployments:
+        base = layer_base(repo, d.checksum)
+        if base is not None and repo.has(base, ObjectType.COMMIT):
+            want[f"{BASE_REF_PREFIX}{d.index}"] = base
     for name, csum in repo.list_refs().items():
-        if name.startswith("ostree/") and want.get(name) != csum:
+        if name.startswith(("ostree/", BASE_REF_PREFIX)) and want.get(name) != csum:
             repo.set_ref(name, None)
     for name, csum in want.items():
         if repo.read_ref(name) != csum:
@@ -345,7 +365,7 @@ def deploy(sysroot: Sysroot, *, refspec: str | None = None, checksum: str | None
             raise DeploymentError("deploy needs a refspec, or a checksum and an origin")
         repo = Repo.open(sysroot.repo_path)
         csum = checksum or repo.resolve(refspec or "")
-        origin = origin or Origin.for_refspec(refspec or "")
+        origin = (origin or Origin.for_refspec(refspec or "")).without_transient()
         sr = _pick_stateroot(sysroot, state, stateroot)
         merge = state.merge_deployment(sr)
         base = kargs if kargs is not None else (merge.kargs if merge else Kargs())

@@ -212,6 +212,12 @@ class Origin:
         return self.keyfile.get(ORIGIN, "refspec") or self.keyfile.get(ORIGIN, "baserefspec")
 
     @property
+    def override_commit(self) -> str | None:
+        """``[origin] override-commit``: the commit of the refspec this deployment keeps
+        (``deploy --version``) until an upgrade moves on, as rpm-ostree records it."""
+        return self.keyfile.get(ORIGIN, "override-commit")
+
+    @property
     def pinned(self) -> bool:
         return self.keyfile.get_bool(TRANSIENT, "pinned")
 
@@ -230,6 +236,12 @@ class Origin:
     @property
     def replaced_local_packages(self) -> list[str]:
         return self.keyfile.get_list(OVERRIDES, "replace-local")
+
+    def without_transient(self) -> Origin:
+        """A copy without ``[libostree-transient]`` (the pin), which belongs to one
+        deployment and is never carried into a new one, as in ostree."""
+        return Origin(replace(self.keyfile, groups=tuple(
+            g for g in self.keyfile.groups if g.name != TRANSIENT)))
 
     def with_pinned(self, pinned: bool) -> Origin:
         """Pinned is kept as ``[libostree-transient] pinned=true``; unpinning removes it."""

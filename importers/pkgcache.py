@@ -385,6 +385,22 @@ def list_cached(repo: Repo) -> dict[str, str]:
     return {r: c for r, c in repo.list_refs().items() if r.startswith(CACHE_PREFIX)}
 
 
+def drop_unused(repo: Repo, used: set[str]) -> list[str]:
+    """Delete the cache ref of every package whose NEVRA is not in ``used`` (an entry whose
+    commit is unreadable goes too); return the refs deleted. Their objects go at the next
+    prune; a later compose that needs one downloads and unpacks it again."""
+    dropped = []
+    for ref, csum in sorted(list_cached(repo).items()):
+        try:
+            nevra: str | None = meta_of_commit(repo, csum).nevra
+        except ToolError:
+            nevra = None
+        if nevra not in used:
+            repo.set_ref(ref, None)
+            dropped.append(ref)
+    return dropped
+
+
 def lookup_many(repo: Repo, sha256s: Iterable[str], *,
                 owners: OwnerMap | None = None) -> dict[str, ImportResult]:
     """The cache entries of the package files with these sha256s (the index is read once)."""

@@ -12,14 +12,14 @@ deployments are never written.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from boot.deploy import LOCK_WAIT, DeployResult, deploy
 from boot.deployment import Deployment
 from boot.etcmerge import EtcMergePlan
 from boot.origin import Origin
-from boot.sysroot import Sysroot
+from boot.sysroot import Sysroot, SysrootState
 from importers.sources import sources_from_dir
 from layering.compose import ComposeRequest, ComposeResult, compose
 from layering.errors import ComposeError
@@ -55,6 +55,11 @@ class ClientRequest:
     offline: bool = False
     allow_downgrade: bool = False
     no_recommends: bool = False  # this composition only; not kept in the origin
+    idempotent: bool = False  # a package already requested is no error
+    allow_inactive: bool = False  # a package the base already provides may be requested
+    download_only: bool = False  # fill the package cache; deploy nothing
+    cache_only: bool = False  # rpm-ostree's name for offline: no network, cached data only
+    version: str | None = None  # with rebase: the commit of the ref's history with this version
 
 
 @dataclass
@@ -68,6 +73,7 @@ class ClientResult:
     deployed: DeployResult | None = None
     etc_plan: EtcMergePlan | None = None
     pulled: list[str] = field(default_factory=list)
+    no_upgrade: bool = False  # an upgrade found the same base and the same packages
 
 
 @dataclass(frozen=True)
@@ -79,6 +85,7 @@ class Layering:
     local: tuple[str, ...] = ()
     removes: tuple[str, ...] = ()
     replaces: tuple[str, ...] = ()
+    override_commit: str | None = None  # a commit of the ref kept until an upgrade moves on
 
     @property
     def layered(self) -> bool:
@@ -90,11 +97,12 @@ class Layering:
             raise ComposeError("the default deployment's origin has no refspec")
         return cls(origin.refspec, tuple(origin.requested_packages),
                    tuple(origin.requested_local_packages), tuple(origin.removed_base_packages),
-                   tuple(origin.replaced_local_packages))
+                   tuple(origin.replaced_local_packages), origin.override_commit)
 
     def to_origin(self, old: Origin) -> Origin:
-        o = old.with_value(ORIGIN, "refspec", None).with_value(ORIGIN, "baserefspec", None)
-        o = o.with_value(ORIGIN, "baserefspec" if self.layered else "refspec", self.refspec)
+        key, other = ("baserefspec", "refspec") if self.layered else ("refspec", "baserefspec")
+        o = old.with_value(ORIGIN, key, self.refspec).with_value(ORIGIN, other, None)
+        o = o.with_value(ORIGIN, "override-commit", self.override_commit)
         o = o.with_list(PACKAGES, "requested", sorted(self.requested))
         o = o.with_list(PACKAGES, "requested-local", sorted(self.local))
         o = o.with_list(OVERRIDES, "remove", sorted(self.removes))
@@ -128,6 +136,12 @@ def _package_file(repo: Repo, entry: str, fresh: dict[str, Path]) -> Path:
     return fresh.get(sha) or cached_local(repo, sha)
 
 
+def _already(what: str, req: ClientRequest) -> None:
+    if not req.idempotent:
+        raise ComposeError(f"package {what} is already requested in the default deployment; "
+                           "use --idempotent to ignore this")
+
+
 def _edit(lay: Layering, req: ClientRequest, fresh: dict[str, Path]) -> Layering:
     requested = [n for n in lay.requested]
     local = list(lay.local)
@@ -139,9 +153,16 @@ def _edit(lay: Layering, req: ClientRequest, fresh: dict[str, Path]) -> Layering
         else:
             raise ComposeError(f"package {name} is not requested in the default deployment")
     for name in req.install:
-        if name not in requested:
+        if name in requested:
+            _already(name, req)
+        else:
             requested.append(name)
-    local += [e for e in _local_entries(req.install_local, fresh) if e not in local]
+    for path, entry in zip(req.install_local, _local_entries(req.install_local, fresh),
+                           strict=True):
+        if entry in local:
+            _already(str(path), req)
+        else:
+            local.append(entry)
     removes = [n for n in lay.removes if n not in req.override_reset]
     removes += [n for n in req.override_remove if n not in removes]
     replaces = [e for e in lay.replaces if _name_of_local(e) not in req.override_reset]
@@ -150,7 +171,7 @@ def _edit(lay: Layering, req: ClientRequest, fresh: dict[str, Path]) -> Layering
         if name not in lay.removes and not any(_name_of_local(e) == name for e in lay.replaces):
             raise ComposeError(f"no override of package {name} to reset")
     return Layering(req.rebase or lay.refspec, tuple(requested), tuple(local), tuple(removes),
-                    tuple(replaces))
+                    tuple(replaces), lay.override_commit)
 
 
 def base_of(repo: Repo, csum: str) -> str:
@@ -232,12 +253,82 @@ def _new_base(sysroot: Sysroot, repo: Repo, lay: Layering, req: ClientRequest) -
     may go to an older base, but its ref still never moves backwards unasked.
     """
     floor = None if req.allow_downgrade or not req.upgrade else deployment_floor(sysroot, repo)
-    pulled = not req.offline and _pull(sysroot, lay.refspec, floor=floor,
-                                       allow_downgrade=req.allow_downgrade)
+    pulled = not _offline(req) and _pull(sysroot, lay.refspec, floor=floor,
+                                         allow_downgrade=req.allow_downgrade)
+    if req.version is not None:
+        return commit_of_version(repo, lay.refspec, req.version), pulled
     base = repo.resolve(lay.refspec)
     if req.upgrade and not req.allow_downgrade:
         check_not_downgrade(sysroot, repo, base, f"commit of {lay.refspec}")
     return base, pulled
+
+
+def _offline(req: ClientRequest) -> bool:
+    return req.offline or req.cache_only
+
+
+MAX_HISTORY = 10_000  # commits walked back from a ref looking for a version
+
+
+def commit_of_version(repo: Repo, refspec: str, version: str) -> str:
+    """The newest commit in ``refspec``'s history (as far as the repository holds it) whose
+    ``version`` metadata is ``version``; ComposeError naming both when there is none."""
+    from store.objects import ObjectType
+
+    csum: str | None = repo.resolve(refspec)
+    for _ in range(MAX_HISTORY):
+        if csum is None or not repo.has(csum, ObjectType.COMMIT):
+            break
+        commit = repo.load_commit(csum)
+        if commit.meta_value("version") == version:
+            return csum
+        csum = commit.parent
+    raise ComposeError(f"version {version} not found in the history of {refspec}")
+
+
+def drop_unused_packages(repo: Repo, state: SysrootState) -> list[str]:
+    """For cleanup: delete the package-cache refs (and kept local package files) that no
+    deployment of ``state`` uses; nothing when a deployment's commit cannot be read."""
+    from importers.pkgcache import drop_unused
+    from layering.packages import local_dir
+    from store.errors import ToolError
+
+    used: set[str] = set()
+    shas: set[str] = set()
+    for d in state.deployments:
+        try:
+            packages = repo.load_commit(d.checksum).meta_value("rpmostree.packages")
+        except ToolError:
+            return []
+        used.update(p for p in packages or () if isinstance(p, str))
+        o = d.origin
+        shas.update(e.split(":", 1)[0] for e in [*o.requested_local_packages,
+                                                 *o.replaced_local_packages])
+    dropped = drop_unused(repo, used)
+    if local_dir(repo).is_dir():
+        for f in sorted(local_dir(repo).iterdir()):
+            name = f.name.split(".", 1)[0]  # SHA256.deb; a '.SHA256...' copy is in progress
+            if name and name not in shas and f.is_file() and not f.is_symlink():
+                f.unlink()
+                dropped.append(f"{f}")
+    return dropped
+
+
+def drop_cached_indexes(repo: Repo) -> list[str]:
+    """For ``cleanup -m``: delete the cached package indexes and downloads (``tmp/cache/http``)
+    and their parsed form (``tmp/cache/solv``); the next command fetches them again.
+    Returns the directories removed with their size, as ``PATH (N bytes)``."""
+    from importers.fetch import repo_cache_dir
+    from store.fsutil import rmtree
+
+    out = []
+    for name in ("http", "solv"):
+        path = repo_cache_dir(repo.tmp_dir) / name
+        if path.is_dir() and not path.is_symlink():
+            size = sum(f.lstat().st_size for f in path.rglob("*") if f.is_file())
+            rmtree(path)
+            out.append(f"{path} ({size} bytes)")
+    return out
 
 
 def apply(sysroot: Sysroot, req: ClientRequest) -> ClientResult:
@@ -257,31 +348,44 @@ def _apply(sysroot: Sysroot, req: ClientRequest) -> ClientResult:
     d = _default(sysroot)
     repo = Repo.open(sysroot.repo_path)
     fresh: dict[str, Path] = {}
-    lay = _edit(Layering.of(d.origin), req, fresh)
+    old = Layering.of(d.origin)
+    lay = _edit(old, req, fresh)
     pulled = []
     base = base_of(repo, d.checksum)
     if req.upgrade or req.rebase:
         base, was_pulled = _new_base(sysroot, repo, lay, req)
         pulled += [lay.refspec] if was_pulled else []
+        lay = replace(lay, override_commit=base if req.version is not None else None)
     origin = lay.to_origin(d.origin)
     result = ClientResult(base, None, origin, pulled=pulled)
     target = base
     if lay.layered:
-        etc = sysroot.deployment_dir(d) / "etc"
-        result.compose = compose(repo, ComposeRequest(
-            base=base, install=lay.requested,
-            install_local=tuple(_package_file(repo, e, fresh) for e in lay.local),
-            remove=lay.removes,
-            replace_local=tuple(_package_file(repo, e, fresh) for e in lay.replaces),
-            source_set=sources_from_dir(etc), no_scripts=req.no_scripts, offline=req.offline,
-            no_recommends=req.no_recommends, dry_run=req.dry_run, client_layer=True,
-            host_etc=etc))
+        result.compose = _compose(sysroot, repo, d, lay, old, req, base, fresh)
         target = result.compose.checksum or base
-    if req.dry_run:
+    if req.dry_run or req.download_only:
         return result
     if target == d.checksum and origin.to_text() == d.origin.to_text():
         result.target = target
+        result.no_upgrade = req.upgrade
         return result
     result.target = target
     result.deployed = deploy(sysroot, checksum=target, origin=origin, stateroot=d.stateroot)
     return result
+
+
+def _compose(sysroot: Sysroot, repo: Repo, d: Deployment, lay: Layering, old: Layering,
+             req: ClientRequest, base: str, fresh: dict[str, Path]) -> ComposeResult:
+    """Compose ``lay`` onto ``base``; the default's own commit is reused when its input hash
+    is this request's (same base, same resolved packages)."""
+    etc = sysroot.deployment_dir(d) / "etc"
+    new_names = () if req.allow_inactive else tuple(n for n in req.install
+                                                    if n not in old.requested)
+    return compose(repo, ComposeRequest(
+        base=base, install=lay.requested,
+        install_local=tuple(_package_file(repo, e, fresh) for e in lay.local),
+        remove=lay.removes,
+        replace_local=tuple(_package_file(repo, e, fresh) for e in lay.replaces),
+        source_set=sources_from_dir(etc), no_scripts=req.no_scripts, offline=_offline(req),
+        no_recommends=req.no_recommends, dry_run=req.dry_run, client_layer=True,
+        reuse=d.checksum, refuse_inactive=new_names, download_only=req.download_only,
+        host_etc=etc))

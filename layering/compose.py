@@ -13,21 +13,26 @@ checkout of the base, :meth:`CheckoutCache.prepare`) when none is kept.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import json
 import os
+import re
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from importers import package_db_kind, read_installed
+from importers.aptsource import IndexFile
 from importers.dpkgdb import DB_DIRS as DPKG_DB_DIRS
+from importers.errors import FetchError
 from importers.fetch import Fetcher, repo_cache_dir
 from importers.model import PackageMeta, PackageType
 from importers.owners import OwnerMap
 from importers.pkgcache import ImportResult, lookup_many
+from importers.pkgindex import file_sha256
 from importers.rpmdb import DB_DIRS as RPM_DB_DIRS
 from importers.sources import Sources, parse_spec, sources_from_commit
 from layering import dpkgdb, rpmdbupdate
@@ -45,6 +50,7 @@ from layering.packages import (
     load_available,
     materialize,
     peek_local,
+    source_label,
 )
 from layering.resolve import Request, Resolution, resolve
 from layering.scriptplan import plan_removal, plan_scripts
@@ -52,6 +58,7 @@ from layering.scripts import ScriptLog, ScriptRun, run_scripts
 from layering.vartmpfiles import write_var_tmpfiles
 from store.checkoutcache import CheckoutCache
 from store.commit import write_commit
+from store.errors import ToolError
 from store.faults import fail_point
 from store.gvariant import Variant
 from store.mtree import MutableTree
@@ -84,6 +91,9 @@ class ComposeRequest:
     kargs: tuple[str, ...] = ()  # kernel arguments for deployments of the image
     client_layer: bool = False  # a host's own layer (rpm-ostree's clientlayer), not an image
     host_etc: Path | None = None  # the host's /etc: its users and identity, for the scripts
+    reuse: str | None = None  # a commit returned as is when its input hash is this request's
+    refuse_inactive: tuple[str, ...] = ()  # names refused when the base already provides them
+    download_only: bool = False  # fill the package cache, commit nothing
 
 
 @dataclass
@@ -102,6 +112,7 @@ class ComposeResult:
     local_sha256: list[str] = field(default_factory=list)
     replace_sha256: list[str] = field(default_factory=list)
     left_out: list[str] = field(default_factory=list)  # a line per class of removed files
+    warnings: list[str] = field(default_factory=list)  # for the CLI to print
 
     @property
     def downloaded(self) -> int:
@@ -203,16 +214,22 @@ def _compose(repo: Repo, request: ComposeRequest, base: str,
     replace = {r.sha256: r for r in _local(repo, request.replace_local, owners, request.dry_run)}
     fetcher = Fetcher(repo_cache_dir(repo.tmp_dir), offline=request.offline)
     arch = image_arch(kind, installed)
-    available, indexes = load_available(_sources(repo, base, request), fetcher, kind=kind,
-                                        arch=arch)
+    available, indexes, uncached = _available(_sources(repo, base, request), fetcher, kind, arch)
     _check_kind(kind, [*local.values(), *replace.values()])
-    resolution = resolve(kind, arch, installed, available, Request(
-        install=request.install, install_local=tuple(r.meta for r in local.values()),
-        remove=request.remove, replace_local=tuple(r.meta for r in replace.values()),
-        no_recommends=request.no_recommends), indexes, repo.tmp_dir)
+    try:
+        resolution = resolve(kind, arch, installed, available, Request(
+            install=request.install, install_local=tuple(r.meta for r in local.values()),
+            remove=request.remove, replace_local=tuple(r.meta for r in replace.values()),
+            no_recommends=request.no_recommends), indexes, repo.tmp_dir)
+    except ToolError as e:
+        if not uncached:
+            raise
+        raise ComposeError(f"{e} (with --offline, not cached: source "
+                           f"{', '.join(uncached)})") from e
+    _check_inactive(request, resolution)
     cached = lookup_many(repo, (p.checksum for p in resolution.install if p.checksum),
                          owners=owners)
-    result = ComposeResult(None, base, kind, resolution,
+    result = ComposeResult(None, base, kind, resolution, warnings=_stale(fetcher, indexes),
                            download_size=sum(p.size for p in resolution.install
                                              if p.checksum not in local
                                              and p.checksum not in cached),
@@ -220,7 +237,8 @@ def _compose(repo: Repo, request: ComposeRequest, base: str,
                            - sum(p.installed_size for p in resolution.remove),
                            local_sha256=sorted(local), replace_sha256=sorted(replace))
     ihash = input_hash(base, request, resolution, {**local, **replace})
-    existing = _existing(repo, request.branch, ihash)
+    existing = _existing(repo, request.branch, ihash) or _existing_commit(repo, request.reuse,
+                                                                          ihash)
     if existing is not None or request.dry_run:
         result.checksum, result.reused = existing, existing is not None
         if existing is not None:
@@ -228,14 +246,84 @@ def _compose(repo: Repo, request: ComposeRequest, base: str,
         return result
     result.layers = materialize(repo, resolution.install, {**local, **replace}, cached, fetcher,
                                 owners)
+    if request.download_only:
+        return result
     result.checksum = _build(repo, request, result, installed, ihash, fetcher, checkouts)
     return result
 
 
+def _available(sources: Sources, fetcher: Fetcher, kind: PackageType, arch: str
+               ) -> tuple[dict[str, list[PackageMeta]], dict[str, list[IndexFile]], list[str]]:
+    """The catalogues of ``sources``. Offline, a source with nothing cached is left out
+    (and named in the third item) instead of failing: the request may not need it."""
+    if not fetcher.offline:
+        return (*load_available(sources, fetcher, kind=kind, arch=arch), [])
+    records: dict[str, list[PackageMeta]] = {}
+    indexes: dict[str, list[IndexFile]] = {}
+    uncached: list[str] = []
+    one: list[Sources] = [Sources(apt=(a,)) for a in sources.apt]
+    one += [Sources(rpmmd=(r,)) for r in sources.rpmmd]
+    for src in one:
+        try:
+            recs, idx = load_available(src, fetcher, kind=kind, arch=arch)
+        except FetchError:
+            uncached += [source_label(x) for x in (*src.apt, *src.rpmmd)]
+            continue
+        for label, items in recs.items():
+            records.setdefault(label, []).extend(items)
+        for label, files in idx.items():
+            indexes.setdefault(label, []).extend(files)
+    return records, indexes, uncached
+
+
+def _stale(fetcher: Fetcher, indexes: dict[str, list[IndexFile]]) -> list[str]:
+    """When the network was unreachable and cached indexes served: one warning per source
+    with the age of its index."""
+    if not fetcher.went_offline:
+        return []
+    out = []
+    now = time.time()
+    for label, files in sorted(indexes.items()):
+        stamps = [f.path.stat().st_mtime for f in files if f.path.exists()]
+        if stamps:
+            out.append(f"the network is unreachable; using the cached index of {label}, "
+                       f"{_age(now - max(stamps))} old")
+    return out or ["the network is unreachable; using cached indexes"]
+
+
+def _age(seconds: float) -> str:
+    for unit, size in (("days", 86400), ("hours", 3600), ("minutes", 60)):
+        if seconds >= size:
+            return f"{int(seconds // size)} {unit}"
+    return f"{int(max(seconds, 0))} seconds"
+
+
 def _local(repo: Repo, paths: tuple[Path, ...], owners: OwnerMap,
            dry_run: bool) -> list[ImportResult] | list[LocalPackage]:
-    """Local package files: imported into the cache, or only read for a dry run."""
-    return peek_local(paths) if dry_run else import_local(repo, paths, owners)
+    """Local package files: imported into the cache, or only read for a dry run. An error
+    names the file the user gave, not the cache's copy (``SHA256.deb``)."""
+    if dry_run:
+        return peek_local(paths)
+    try:
+        return import_local(repo, paths, owners)
+    except ToolError as e:
+        raise _renamed(e, paths) from e
+
+
+def _renamed(e: ToolError, paths: tuple[Path, ...]) -> ToolError:
+    """``e`` with each cached copy's name (``[DIR/]SHA256.EXT``) replaced by the path given."""
+    text = str(e)
+    for path in paths:
+        with contextlib.suppress(OSError):
+            copy = re.escape(file_sha256(path)) + r"\.(?:deb|rpm|pkg)"
+            given = str(path)
+            text = re.sub(r"\S*" + copy, lambda _m: given, text)  # noqa: B023 - used at once
+    if text == str(e):
+        return e
+    try:
+        return type(e)(text)
+    except TypeError:
+        return ComposeError(text)
 
 
 def _check_kind(kind: PackageType, results: list) -> None:  # type: ignore[type-arg]
@@ -246,10 +334,23 @@ def _check_kind(kind: PackageType, results: list) -> None:  # type: ignore[type-
 
 
 def _existing(repo: Repo, branch: str | None, ihash: str) -> str | None:
-    head = repo.read_ref(branch) if branch else None
-    if head is None:
+    return _existing_commit(repo, repo.read_ref(branch) if branch else None, ihash)
+
+
+def _existing_commit(repo: Repo, csum: str | None, ihash: str) -> str | None:
+    """``csum`` when it was composed from the same input hash."""
+    if csum is None:
         return None
-    return head if repo.load_commit(head).meta_value(INPUTHASH_KEY) == ihash else None
+    return csum if repo.load_commit(csum).meta_value(INPUTHASH_KEY) == ihash else None
+
+
+def _check_inactive(request: ComposeRequest, resolution: Resolution) -> None:
+    """Refuse a newly requested package the base already provides (rpm-ostree's
+    --allow-inactive guard), before anything is downloaded or written."""
+    inactive = [n for n in request.refuse_inactive if n in resolution.satisfied_by_base]
+    if inactive:
+        raise ComposeError(f"package {', '.join(inactive)} is already provided by the base "
+                           f"{request.base[:12]}; use --allow-inactive to request it anyway")
 
 
 def _find_dir(tree: MutableTree, candidates: tuple[str, ...], marker: str) -> str | None:

@@ -18,7 +18,9 @@ if TYPE_CHECKING:
     from types import ModuleType
 
     from boot.admin import DeploymentStatus
-    from boot.sysroot import Sysroot
+    from boot.origin import Origin
+    from boot.sysroot import Sysroot, SysrootState
+    from store.repo import Repo
 
 
 def _sysroot(ctx: Context) -> Sysroot:
@@ -56,13 +58,17 @@ def os_init_cmd(ctx: Context, stateroot: str) -> None:
 @click.option("--allow-downgrade", is_flag=True,
               help="Deploy a commit older than the booted (else default) deployment's base.")
 @json_option
+@click.option("--version", "version", default=None, metavar="V",
+              help="Deploy the commit of REFSPEC's history whose version is V.")
 @click.argument("refspec")
 @pass_ctx
 def deploy_cmd(ctx: Context, stateroot: str | None, kargs: tuple[str, ...], dry_run: bool,
-               allow_downgrade: bool, refspec: str) -> None:
+               allow_downgrade: bool, version: str | None, refspec: str) -> None:
     """New deployment of REFSPEC, made the default."""
     if dry_run:
-        csum, plan = _admin().preview_deploy(_sysroot(ctx), refspec, stateroot=stateroot)
+        pinned_csum = _versioned(_sysroot(ctx), refspec, version)[0]
+        csum, plan = _admin().preview_deploy(_sysroot(ctx), pinned_csum or refspec,
+                                             stateroot=stateroot)
         if ctx.json:
             _dump({"checksum": csum, **plan.to_dict()})
             return
@@ -77,9 +83,12 @@ def deploy_cmd(ctx: Context, stateroot: str | None, kargs: tuple[str, ...], dry_
         return
     from boot.deploy import deploy
 
+    csum, origin = _versioned(_sysroot(ctx), refspec, version)
     if not allow_downgrade:
-        _check_not_downgrade(_sysroot(ctx), refspec)
-    res = deploy(_sysroot(ctx), refspec=refspec, stateroot=stateroot, karg_replace=kargs)
+        _check_not_downgrade(_sysroot(ctx), refspec, csum)
+    _warn_layered(_sysroot(ctx), refspec)
+    res = deploy(_sysroot(ctx), refspec=refspec, checksum=csum, origin=origin,
+                 stateroot=stateroot, karg_replace=kargs)
     d = res.deployment
     if ctx.json:
         _dump({"stateroot": d.stateroot, "checksum": d.checksum, "serial": d.deployserial,
@@ -96,13 +105,41 @@ def deploy_cmd(ctx: Context, stateroot: str | None, kargs: tuple[str, ...], dry_
                    f"{len(c.added)} added", err=True)
 
 
-def _check_not_downgrade(sysroot: Sysroot, refspec: str) -> None:
+def _check_not_downgrade(sysroot: Sysroot, refspec: str, csum: str | None) -> None:
     """Refuse (DowngradeError) a REFSPEC older than the booted, else default, deployment."""
     from layering.client import check_not_downgrade
     from store.repo import Repo
 
     repo = Repo.open(sysroot.repo_path)
-    check_not_downgrade(sysroot, repo, repo.resolve(refspec), f"commit of {refspec}")
+    check_not_downgrade(sysroot, repo, csum or repo.resolve(refspec), f"commit of {refspec}")
+
+
+def _versioned(sysroot: Sysroot, refspec: str,
+               version: str | None) -> tuple[str | None, Origin | None]:
+    """With --version: the commit of that version in REFSPEC's history and an origin that
+    keeps it (``override-commit``); else (None, None): the ref's head."""
+    if version is None:
+        return None, None
+    from boot.origin import Origin
+    from layering.client import commit_of_version
+    from store.repo import Repo
+
+    csum = commit_of_version(Repo.open(sysroot.repo_path), refspec, version)
+    return csum, Origin.for_refspec(refspec).with_value("origin", "override-commit", csum)
+
+
+def _warn_layered(sysroot: Sysroot, refspec: str) -> None:
+    """deploy takes the image as it is: say so when the default has layered packages."""
+    d = sysroot.load().default
+    o = d.origin if d is not None else None
+    if o is None:
+        return
+    what = [*o.requested_packages, *o.requested_local_packages, *o.removed_base_packages,
+            *o.replaced_local_packages]
+    if what:
+        click.echo(f"warning: the default deployment's layered packages and overrides "
+                   f"({' '.join(what)}) are not in the new deployment; use 'strata rebase "
+                   f"{refspec}' to keep them", err=True)
 
 
 def _format_status(rows: list[DeploymentStatus]) -> list[str]:
@@ -157,14 +194,30 @@ def rollback_cmd(ctx: Context) -> None:
 @cli.command("cleanup")
 @click.option("-p", "--pending", is_flag=True, help="Remove the pending deployment.")
 @click.option("-r", "--rollback", is_flag=True, help="Remove the rollback deployment.")
+@click.option("-m", "--repomd", is_flag=True,
+              help="Also delete cached package indexes and downloaded package files.")
 @pass_ctx
-def cleanup_cmd(ctx: Context, pending: bool, rollback: bool) -> None:
-    """Remove surplus deployments and prune the repository."""
-    res = _admin().cleanup(_sysroot(ctx), pending=pending, rollback=rollback)
+def cleanup_cmd(ctx: Context, pending: bool, rollback: bool, repomd: bool) -> None:
+    """Remove surplus deployments, unused cached packages, and prune the repository."""
+    from layering.client import drop_cached_indexes, drop_unused_packages
+
+    def drop(repo: Repo, state: SysrootState) -> list[str]:
+        return [*drop_unused_packages(repo, state), *(drop_cached_indexes(repo) if repomd
+                                                      else [])]
+
+    res = _admin().cleanup(_sysroot(ctx), pending=pending, rollback=rollback, drop_refs=drop)
     for d in res.removed:
         click.echo(f"removed {d.checksum}.{d.deployserial}")
     for p in res.leftovers:
         click.echo(f"removed leftover {p}")
+    packages = [r for r in res.dropped_refs if r.startswith("strata/pkg/")]
+    if packages:
+        click.echo(f"removed {len(packages)} unused cached packages")
+    for p in res.dropped_refs:
+        if p.endswith(" bytes)"):
+            click.echo(f"removed cached indexes {p}")
+    if res.pruned is not None:
+        click.echo(f"pruned {res.pruned.deleted} objects, {res.pruned.freed} bytes freed")
 
 
 @cli.command("pin")

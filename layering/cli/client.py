@@ -25,6 +25,8 @@ def _report(c: Context, result: object, *, dry_run: bool) -> None:
     from layering.client import ClientResult
 
     assert isinstance(result, ClientResult)
+    for warning in result.compose.warnings if result.compose is not None else ():
+        click.echo(f"warning: {warning}", err=True)
     if c.json:
         _report_json(c, result, dry_run=dry_run)
         return
@@ -36,8 +38,14 @@ def _report(c: Context, result: object, *, dry_run: bool) -> None:
     if dry_run:
         _etc_preview(c, result)
         return
+    if result.compose is not None and result.deployed is None and result.target is None:
+        comp = result.compose  # --download-only
+        click.echo(f"{len(comp.layers)} packages in the cache ({comp.downloaded} downloaded, "
+                   f"{comp.unpacked} unpacked); nothing deployed")
+        return
     if result.deployed is None:
-        click.echo("No change: the default deployment already is this.")
+        click.echo("No upgrade available." if result.no_upgrade
+                   else "No change: the default deployment already is this.")
         return
     d = result.deployed.deployment
     if result.compose is not None:
@@ -114,6 +122,10 @@ _DRY_RUN = click.option("--dry-run", is_flag=True,
                         help="Resolve and print the transaction; change nothing.")
 _OFFLINE = click.option("--offline", is_flag=True,
                         help="Use only the package cache and file:// sources; no network.")
+_DOWNLOAD_ONLY = click.option("--download-only", is_flag=True,
+                              help="Download packages into the cache; deploy nothing.")
+_CACHE_ONLY = click.option("--cache-only", "-C", is_flag=True,
+                           help="Use only cached indexes and packages (no network).")
 
 
 @cli.command()
@@ -122,25 +134,37 @@ _OFFLINE = click.option("--offline", is_flag=True,
 @_OFFLINE
 @_NO_RECOMMENDS
 @json_option
+@_DOWNLOAD_ONLY
+@_CACHE_ONLY
+@click.option("--idempotent", is_flag=True, help="A package already requested is no error.")
+@click.option("--allow-inactive", is_flag=True,
+              help="Request a package even if the base already provides it.")
 @click.argument("packages", nargs=-1, required=True)
 @pass_ctx
 def install(c: Context, dry_run: bool, no_scripts: bool, offline: bool, no_recommends: bool,
+            download_only: bool, cache_only: bool, idempotent: bool, allow_inactive: bool,
             packages: tuple[str, ...]) -> None:
     """New deployment = default's base + its requested packages + PACKAGES (names or files)."""
     names, files = _split(packages)
     _run(c, dry_run=dry_run, install=names, install_local=files, no_scripts=no_scripts,
-         offline=offline, no_recommends=no_recommends)
+         offline=offline, no_recommends=no_recommends, download_only=download_only,
+         cache_only=cache_only, idempotent=idempotent, allow_inactive=allow_inactive)
 
 
 @cli.command()
 @_DRY_RUN
+@_OFFLINE
 @_NO_RECOMMENDS
+@_DOWNLOAD_ONLY
+@_CACHE_ONLY
 @json_option
 @click.argument("packages", nargs=-1, required=True)
 @pass_ctx
-def uninstall(c: Context, dry_run: bool, no_recommends: bool, packages: tuple[str, ...]) -> None:
+def uninstall(c: Context, dry_run: bool, offline: bool, no_recommends: bool, download_only: bool,
+              cache_only: bool, packages: tuple[str, ...]) -> None:
     """New deployment without these requested packages."""
-    _run(c, dry_run=dry_run, uninstall=packages, no_recommends=no_recommends)
+    _run(c, dry_run=dry_run, uninstall=packages, offline=offline, no_recommends=no_recommends,
+         download_only=download_only, cache_only=cache_only)
 
 
 @cli.group()
@@ -186,9 +210,11 @@ def override_reset(c: Context, dry_run: bool, packages: tuple[str, ...]) -> None
               help="Permit a base older than the booted (else default) deployment's.")
 @_NO_RECOMMENDS
 @json_option
+@_DOWNLOAD_ONLY
+@_CACHE_ONLY
 @pass_ctx
 def upgrade(c: Context, check: bool, dry_run: bool, offline: bool, allow_downgrade: bool,
-            no_recommends: bool) -> None:
+            no_recommends: bool, download_only: bool, cache_only: bool) -> None:
     """Pull the origin's newest base and re-apply every requested package."""
     if check:
         from layering.client import check_upgrade
@@ -202,7 +228,7 @@ def upgrade(c: Context, check: bool, dry_run: bool, offline: bool, allow_downgra
         click.echo(f"Update available: {current[:12]} -> {newest}")
         return
     _run(c, dry_run=dry_run, upgrade=True, offline=offline, allow_downgrade=allow_downgrade,
-         no_recommends=no_recommends)
+         no_recommends=no_recommends, download_only=download_only, cache_only=cache_only)
 
 
 @cli.command()
@@ -210,8 +236,11 @@ def upgrade(c: Context, check: bool, dry_run: bool, offline: bool, allow_downgra
 @click.option("--allow-downgrade", is_flag=True,
               help="Let the pulled ref move to a commit older than the one it has.")
 @json_option
+@click.option("--version", "version", default=None, metavar="V",
+              help="The commit of REFSPEC's history whose version is V (kept until upgrade).")
 @click.argument("refspec")
 @pass_ctx
-def rebase(c: Context, dry_run: bool, allow_downgrade: bool, refspec: str) -> None:
+def rebase(c: Context, dry_run: bool, allow_downgrade: bool, version: str | None,
+           refspec: str) -> None:
     """Move to another base, keeping requested packages."""
-    _run(c, dry_run=dry_run, rebase=refspec, allow_downgrade=allow_downgrade)
+    _run(c, dry_run=dry_run, rebase=refspec, allow_downgrade=allow_downgrade, version=version)

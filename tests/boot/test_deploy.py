@@ -285,3 +285,17 @@ def test_booted_deployment_from_kernel_cmdline(work: Path) -> None:
     booted = s.find_booted(state.deployments, f"root=/dev/vda1 {second} quiet")
     assert booted is not None and booted.same(state.deployments[1])
     assert s.find_booted(state.deployments, "root=/dev/vda1") is None
+
+
+def test_a_pin_is_not_carried_into_a_new_deployment(work: Path) -> None:
+    """ostree keeps the pin under [libostree-transient]: deploying with the pinned
+    deployment's origin (as layering does) makes an unpinned deployment."""
+    s = new_sysroot(work)
+    c1 = commit(s, work, 1)
+    deploy(s, refspec="os/x")
+    pin(s, 0)
+    pinned = s.load().default
+    assert pinned is not None and pinned.pinned
+    deploy(s, checksum=c1, origin=pinned.origin)
+    assert [d.pinned for d in s.load().deployments] == [False, True]
+    assert "libostree-transient" not in s.origin_path(s.load().deployments[0]).read_text()

@@ -53,3 +53,13 @@ def test_layered_origin_keeps_baserefspec_on_rebase() -> None:
 def test_removing_last_key_drops_group() -> None:
     kf = KeyFile.parse("[a]\nx=1\n\n[b]\ny=2\n").set("b", "y", None)
     assert kf.to_text() == "[a]\nx=1\n"
+
+
+def test_transient_group_is_not_carried_and_override_commit_is_read() -> None:
+    text = ("[origin]\nrefspec=os/stable\noverride-commit=abc\n\n"
+            "[libostree-transient]\npinned=true\n")
+    o = Origin.parse(text)
+    assert o.pinned and o.override_commit == "abc"
+    fresh = o.without_transient()
+    assert not fresh.pinned and fresh.to_text() == "[origin]\nrefspec=os/stable\noverride-commit=abc\n"
+    assert Origin.for_refspec("os/stable").override_commit is None
