@@ -160,9 +160,6 @@ def test_var_directories_get_the_scripts_mode_on_an_existing_stateroot(host: Hos
     assert (var / "lib/svc/saw-alice").read_text() == "yes\n"
 
 
-@pytest.mark.xfail(strict=True, reason="the script sandbox maps only uid 0 (bwrap --unshare-all "
-                   "makes a user namespace): chown to svc fails with EINVAL; fixed on branch "
-                   "sandbox")
 def test_var_directories_get_the_scripts_owner_on_an_existing_stateroot(
         host: Host, tmp_path: Path) -> None:
     require_tool("systemd-tmpfiles")
