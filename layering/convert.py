@@ -4,7 +4,10 @@
 - package databases move under ``/usr``, because deploy keeps a stateroot's
   ``/var`` and would hide a new image's database: ``var/lib/dpkg`` ->
   ``usr/lib/sysimage/dpkg`` and ``var/lib/rpm`` -> ``usr/lib/sysimage/rpm``,
-  each with a symlink left at the old place so the tools still find them.
+  each with a symlink left at the old place so the tools still find them in a
+  checkout, and a ``usr/lib/tmpfiles.d/strata-pkgdb.conf`` line (``L+``) that
+  makes the same symlink in a booted system's ``/var`` (the stateroot's, where
+  the commit's ``/var`` is never seen), replacing an older database there.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from store.mtree import MutableTree
 from store.objects import FileMeta
 from store.txn import Transaction
 
+PKGDB_TMPFILES = "usr/lib/tmpfiles.d/strata-pkgdb.conf"
 DB_MOVES = (("var/lib/dpkg", "usr/lib/sysimage/dpkg", "../../usr/lib/sysimage/dpkg"),
             ("var/lib/rpm", "usr/lib/sysimage/rpm", "../../usr/lib/sysimage/rpm"))
 
@@ -37,7 +41,26 @@ def to_ostree_layout(tree: MutableTree, txn: Transaction) -> list[str]:
             csum = txn.write_file(FileMeta(0, 0, stat.S_IFLNK | 0o777, link), None)
             tree.set_file(old, csum)
             changes.append(f"moved /{old} to /{new}")
+    if _write_pkgdb_tmpfiles(tree, txn):
+        changes.append(f"wrote /{PKGDB_TMPFILES}")
     return changes
+
+
+def _write_pkgdb_tmpfiles(tree: MutableTree, txn: Transaction) -> bool:
+    """Describe each moved database's ``/var`` symlink for systemd-tmpfiles; True if
+    the snippet was (re)written."""
+    lines = [f"L+ /{old} - - - - {link}\n" for old, new, link in DB_MOVES
+             if isinstance(tree.lookup(new), MutableTree)]
+    if not lines:
+        return False
+    body = ("# package databases travel under /usr; /var is the stateroot's (strata)\n"
+            + "".join(lines)).encode()
+    csum = txn.write_file(FileMeta(0, 0, stat.S_IFREG | 0o644), body)
+    if tree.lookup(PKGDB_TMPFILES) == csum:
+        return False
+    tree.ensure_dir(PKGDB_TMPFILES.rpartition("/")[0])
+    tree.set_file(PKGDB_TMPFILES, csum)
+    return True
 
 
 def config_dir(tree: MutableTree) -> str:

@@ -146,7 +146,7 @@ def _format_status(rows: list[DeploymentStatus]) -> list[str]:
     lines = []
     for r in rows:
         d = r.deployment
-        mark = "*" if r.booted else " "
+        mark = "●" if r.booted else " "
         tags = [t for t, on in (("default", r.default), ("booted", r.booted),
                                 ("pinned", d.pinned)) if on]
         lines.append(f"{mark} {d.index} {d.stateroot} {d.checksum}.{d.deployserial}"

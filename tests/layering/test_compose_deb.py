@@ -110,6 +110,9 @@ def test_scripts_ran_and_database_is_right(deb_world: DebWorld, tmp_path: Path) 
     tmpfiles = (co / "usr/lib/tmpfiles.d/strata-pkg-hello.conf").read_text()
     assert "C /var/lib/hello/state - - - - /usr/share/factory/var/lib/hello/state" in tmpfiles
     assert "d /var/lib/hello 0755 0 0 - -" in tmpfiles and "d /var " not in tmpfiles
+    # the database a booted system's dpkg reads: its /var is the stateroot's, made by tmpfiles
+    assert (co / "usr/lib/tmpfiles.d/strata-pkgdb.conf").read_text().splitlines()[1:] == [
+        "L+ /var/lib/dpkg - - - - ../../usr/lib/sysimage/dpkg"]
     admindir = co / "usr/lib/sysimage/dpkg"
     out = run(["dpkg-query", f"--admindir={admindir}", "-W", "-f", "${Package} ${Status}\\n"]).stdout
     assert sorted(out.splitlines()) == sorted(
