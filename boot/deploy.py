@@ -71,31 +71,9 @@ def os_init(sysroot: Sysroot, stateroot: str) -> None:
             p.mkdir(parents=True)
             os.chmod(p, mode)
     Repo.init(sysroot.repo_path, RepoMode.BARE)
-    (sysroot.stateroot_dir(stateroot) / "deploy").mkdir(parents=True, exist_ok=True)
-    _init_var(sysroot.stateroot_dir(stateroot) / "var")
+    for sub in ("deploy", "var"):
+        (sysroot.stateroot_dir(stateroot) / sub).mkdir(parents=True, exist_ok=True)
     fsync_dir(root / "ostree" / "deploy")
-
-
-# What ``ostree admin os-init`` (2022.7) puts in a new stateroot's /var; the rest of /var
-# is made at boot by systemd-tmpfiles (packages' /var content has tmpfiles.d lines).
-VAR_DIRS = (("lib", 0o755), ("log", 0o755), ("tmp", 0o1777))
-VAR_LINKS = (("lock", "../run/lock"), ("run", "../run"))
-
-
-def _init_var(var: Path) -> None:
-    """A new stateroot /var as ostree's os-init makes it; an existing one is left alone."""
-    if var.is_dir():
-        return
-    tmp = var.with_name(".var.tmp")
-    if tmp.exists():
-        remove_deployment_dir(tmp)
-    tmp.mkdir()
-    for name, mode in VAR_DIRS:
-        (tmp / name).mkdir()
-        os.chmod(tmp / name, mode)
-    for name, target in VAR_LINKS:
-        os.symlink(target, tmp / name)
-    os.rename(tmp, var)
 
 
 def set_immutable(path: Path, on: bool) -> None:
@@ -287,6 +265,34 @@ def _image_dir(root: int, name: str, tree: Path) -> int:
                               f"(a symlink is not followed): {e.strerror}") from None
 
 
+def _populate_var(sysroot: Sysroot, stateroot: str, tree: Path) -> None:
+    """Copy the image's /var into an empty stateroot /var.  An image /var that is not a real
+    directory (a symlink: content) gives nothing; nothing is followed."""
+    var = sysroot.stateroot_dir(stateroot) / "var"
+    var.mkdir(parents=True, exist_ok=True)
+    if any(var.iterdir()):
+        return
+    root = beneath.open_root(tree)
+    try:
+        try:
+            src = beneath.open_dir(root, "var")
+        except OSError as e:
+            if e.errno in beneath.ABSENT:
+                return
+            raise
+        try:
+            dst = os.open(var, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            try:
+                for name in sorted(os.listdir(src)):
+                    copy_at(src, name, dst, name)
+            finally:
+                os.close(dst)
+        finally:
+            os.close(src)
+    finally:
+        os.close(root)
+
+
 def _next_serial(sysroot: Sysroot, state: SysrootState, stateroot: str, csum: str) -> int:
     serials = [d.deployserial for d in state.deployments
                if d.stateroot == stateroot and d.checksum == csum]
@@ -319,7 +325,7 @@ def _write_tree(sysroot: Sysroot, repo: Repo, merge: Deployment | None, csum: st
         plan = preview_merge(old_usr, old_etc, tree / "usr/etc")
         merge_etc(old_usr, old_etc, tree / "etc", changes=plan.carried)
     fail_point("after-etc")
-    _init_var(sysroot.stateroot_dir(stateroot) / "var")  # the image's /var is never copied
+    _populate_var(sysroot, stateroot, tree)
     install_kernel(sysroot.boot, stateroot, kernel)
     fail_point("after-kernel")
     return tree, plan, kernel.bootcsum
