@@ -178,7 +178,7 @@ def test_rpm_header_with_overlapping_entries_stays_small() -> None:
     store = b"a\0" * (1 << 19)
     index = struct.pack(">IIiI", 1047, 8, 0, 1 << 19) * 0xFFFF
     blob = struct.pack(">II", 0xFFFF, len(store)) + index + store
-    code = f"""
+    code = """
         import resource, sys
         resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))
         from importers.errors import PackageFormatError

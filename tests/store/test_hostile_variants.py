@@ -25,8 +25,7 @@ import pytest
 
 from store.delta_format import PartMeta, PartPayload, Superblock, delta_dir, delta_name
 from store.errors import CorruptObject
-from store.gvariant import Variant, decode, encode
-from store.gvariant import _frame
+from store.gvariant import Variant, _frame, decode, encode
 from store.objects import Commit, DirMeta, DirTree, ObjectType, _entry, _frame_array
 from store.summary import DELTAS_KEY, RefEntry, Summary
 from tests.store.servers import http_server, ostree

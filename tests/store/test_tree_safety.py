@@ -6,7 +6,6 @@ an archive repository served on 127.0.0.1, or put straight into a repository.
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import stat
@@ -18,7 +17,16 @@ from pathlib import Path
 import pytest
 
 from store.checkout import checkout_tree, sync_checkout
-from store.objects import Commit, DirMeta, DirTree, FileMeta, ObjectType, _entry, _frame, _frame_array
+from store.objects import (
+    Commit,
+    DirMeta,
+    DirTree,
+    FileMeta,
+    ObjectType,
+    _entry,
+    _frame,
+    _frame_array,
+)
 from store.repo import Repo, RepoMode
 from store.treecheck import MAX_DEPTH
 from tests.store.servers import hostile_server
