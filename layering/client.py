@@ -24,6 +24,7 @@ from importers.sources import sources_from_dir
 from layering.compose import ComposeRequest, ComposeResult, compose
 from layering.errors import ComposeError
 from layering.packages import cached_local, peek_local
+from store.progress import ProgressFn
 from store.pullcheck import DowngradeError, Floor, check_not_older
 from store.refs import split_refspec
 from store.repo import Repo
@@ -55,6 +56,7 @@ class ClientRequest:
     offline: bool = False
     allow_downgrade: bool = False
     no_recommends: bool = False  # this composition only; not kept in the origin
+    progress: ProgressFn | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass
@@ -164,13 +166,14 @@ def base_of(repo: Repo, csum: str) -> str:
 
 
 def _pull(sysroot: Sysroot, refspec: str, *, allow_downgrade: bool = False,
-          floor: Floor | None = None) -> bool:
+          floor: Floor | None = None, progress: ProgressFn | None = None) -> bool:
     remote, ref = split_refspec(refspec)
     if remote is None:
         return False
     from store.pull import pull
 
-    pull(sysroot.repo_path, remote, [ref], allow_downgrade=allow_downgrade, not_older_than=floor)
+    pull(sysroot.repo_path, remote, [ref], allow_downgrade=allow_downgrade, not_older_than=floor,
+         progress=progress)
     return True
 
 
@@ -233,7 +236,8 @@ def _new_base(sysroot: Sysroot, repo: Repo, lay: Layering, req: ClientRequest) -
     """
     floor = None if req.allow_downgrade or not req.upgrade else deployment_floor(sysroot, repo)
     pulled = not req.offline and _pull(sysroot, lay.refspec, floor=floor,
-                                       allow_downgrade=req.allow_downgrade)
+                                       allow_downgrade=req.allow_downgrade,
+                                       progress=req.progress)
     base = repo.resolve(lay.refspec)
     if req.upgrade and not req.allow_downgrade:
         check_not_downgrade(sysroot, repo, base, f"commit of {lay.refspec}")
@@ -274,7 +278,8 @@ def _apply(sysroot: Sysroot, req: ClientRequest) -> ClientResult:
             remove=lay.removes,
             replace_local=tuple(_package_file(repo, e, fresh) for e in lay.replaces),
             source_set=sources_from_dir(etc), no_scripts=req.no_scripts, offline=req.offline,
-            no_recommends=req.no_recommends, dry_run=req.dry_run, client_layer=True))
+            no_recommends=req.no_recommends, dry_run=req.dry_run, client_layer=True),
+            progress=req.progress)
         target = result.compose.checksum or base
     if req.dry_run:
         return result
@@ -282,5 +287,6 @@ def _apply(sysroot: Sysroot, req: ClientRequest) -> ClientResult:
         result.target = target
         return result
     result.target = target
-    result.deployed = deploy(sysroot, checksum=target, origin=origin, stateroot=d.stateroot)
+    result.deployed = deploy(sysroot, checksum=target, origin=origin, stateroot=d.stateroot,
+                             progress=req.progress)
     return result

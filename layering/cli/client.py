@@ -9,6 +9,7 @@ import click
 
 from layering.cli.compose import print_transaction
 from layering.cli.context import Context, cli, pass_ctx
+from layering.cli.progress import cli_progress, progress_option
 
 
 def _sysroot(c: Context):  # type: ignore[no-untyped-def]
@@ -70,7 +71,8 @@ def _split(args: tuple[str, ...]) -> tuple[tuple[str, ...], tuple[Path, ...]]:
 def _run(c: Context, *, dry_run: bool = False, **kw: object) -> None:
     from layering.client import ClientRequest, apply
 
-    result = apply(_sysroot(c), ClientRequest(dry_run=dry_run, **kw))  # type: ignore[arg-type]
+    result = apply(_sysroot(c), ClientRequest(dry_run=dry_run, progress=cli_progress(),
+                                              **kw))  # type: ignore[arg-type]
     _report(c, result, dry_run=dry_run)
 
 
@@ -79,6 +81,7 @@ _NO_RECOMMENDS = click.option("--no-recommends", is_flag=True,
 
 
 @cli.command()
+@progress_option
 @click.option("--dry-run", is_flag=True)
 @click.option("--no-scripts", is_flag=True)
 @click.option("--offline", is_flag=True)
@@ -94,6 +97,7 @@ def install(c: Context, dry_run: bool, no_scripts: bool, offline: bool, no_recom
 
 
 @cli.command()
+@progress_option
 @click.option("--dry-run", is_flag=True)
 @_NO_RECOMMENDS
 @click.argument("packages", nargs=-1, required=True)
@@ -109,6 +113,7 @@ def override() -> None:
 
 
 @override.command("remove")
+@progress_option
 @click.option("--dry-run", is_flag=True)
 @click.argument("packages", nargs=-1, required=True)
 @pass_ctx
@@ -118,6 +123,7 @@ def override_remove(c: Context, dry_run: bool, packages: tuple[str, ...]) -> Non
 
 
 @override.command("replace")
+@progress_option
 @click.option("--dry-run", is_flag=True)
 @click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
 @pass_ctx
@@ -127,6 +133,7 @@ def override_replace(c: Context, dry_run: bool, files: tuple[Path, ...]) -> None
 
 
 @override.command("reset")
+@progress_option
 @click.option("--dry-run", is_flag=True)
 @click.argument("packages", nargs=-1, required=True)
 @pass_ctx
@@ -136,6 +143,7 @@ def override_reset(c: Context, dry_run: bool, packages: tuple[str, ...]) -> None
 
 
 @cli.command()
+@progress_option
 @click.option("--check", is_flag=True, help="Only say whether an update exists (exit 77: none).")
 @click.option("--dry-run", is_flag=True)
 @click.option("--offline", is_flag=True)
@@ -157,6 +165,7 @@ def upgrade(c: Context, check: bool, dry_run: bool, offline: bool, allow_downgra
 
 
 @cli.command()
+@progress_option
 @click.option("--dry-run", is_flag=True)
 @click.option("--allow-downgrade", is_flag=True,
               help="Let the pulled ref move to a commit older than the one it has.")

@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from layering.cli.context import Context, cli, pass_ctx
+from layering.cli.progress import cli_progress, progress_option
 
 
 def _size(n: int) -> str:
@@ -33,6 +34,7 @@ def print_transaction(result: object, *, dry_run: bool) -> None:
 
 
 @cli.command()
+@progress_option
 @click.option("-b", "--branch", required=True)
 @click.option("--base", required=True, metavar="REF")
 @click.option("--install", multiple=True, metavar="NAME")
@@ -55,7 +57,7 @@ def compose(c: Context, branch: str, base: str, install: tuple[str, ...],
     result = do_compose(Repo.open(c.repo), ComposeRequest(
         base=base, branch=branch, install=install, install_local=install_local, remove=remove,
         sources=source, no_scripts=no_scripts, offline=offline, no_recommends=no_recommends,
-        dry_run=dry_run))
+        dry_run=dry_run), progress=cli_progress())
     if dry_run:
         print_transaction(result, dry_run=True)
         return
