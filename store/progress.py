@@ -90,7 +90,3 @@ class Stage:
             self.bytes = bytes_now
         self.report()
 
-
-def stage(fn: ProgressFn | None, name: str, total: int | None = None) -> Stage:
-    """Start stage ``name`` (reported at once) with ``total`` items when known."""
-    return Stage(fn, name, total)

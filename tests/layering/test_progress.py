@@ -141,6 +141,24 @@ def test_pull_progress_display_on_a_terminal_only(source: OstreeSource, tmp_path
     assert b"/s" in err  # a rate
 
 
+def test_pull_through_a_static_delta_progress_fd(source: OstreeSource, tmp_path: Path) -> None:
+    import shutil
+
+    from tests.store.servers import ostree
+
+    served = tmp_path / "served"
+    shutil.copytree(source.path, served, symlinks=True)
+    ostree("static-delta", "generate", f"--repo={served}", "--empty", "--to", source.c2)
+    ostree("summary", "-u", f"--repo={served}")
+    dst = tmp_path / "dst"
+    Repo.init(dst, RepoMode.BARE)
+    subprocess.run([sys.executable, "-m", "layering", "--repo", str(dst), "remote", "add",
+                    "--no-sign-verify", "origin", served.as_uri()], check=True, cwd=ROOT)
+    proc, events = strata_fd("--repo", dst, "pull", "origin", "main")
+    assert "1 static delta(s)" in proc.stdout
+    assert check_events(events)[0] == "pull-delta"
+
+
 def test_static_delta_generate_progress_fd(source: OstreeSource, tmp_path: Path) -> None:
     import shutil
 
@@ -220,3 +238,20 @@ def test_install_and_deploy_progress_fd(host: Host) -> None:  # noqa: F811
     host.commit_base("2")
     proc, events = strata_fd("--sysroot", host.sysroot, "deploy", "os/stable")
     assert check_events(events) == ["deploy"] and events[-1]["total"] == 3
+
+
+def test_display_starts_no_thread_so_a_fork_copies_none() -> None:
+    """The two-process unpack forks while the display is live: it must own no thread."""
+    import threading
+
+    from layering.cli.progress import Display
+    from store.progress import ProgressEvent
+
+    before = threading.active_count()
+    display = Display()
+    try:
+        display(ProgressEvent("unpack", 0, 4, 0))
+        display(ProgressEvent("unpack", 2, 4, 100))
+        assert display.progress is not None and threading.active_count() == before
+    finally:
+        display.close()
