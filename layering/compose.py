@@ -253,7 +253,7 @@ def _build(repo: Repo, request: ComposeRequest, result: ComposeResult,
             db = _find_dir(tree, DPKG_DB_DIRS, "status") or "var/lib/dpkg"
             runs = postrm + plan_scripts(result.kind, added, tree, db)
             scripts = Stage(progress, "scripts", len(runs))
-            log = run_scripts(repo, txn, tree, runs, checkouts=checkouts)
+            log = run_scripts(repo, txn, tree, runs, checkouts=checkouts, counted=scripts)
             result.script_log.entries.extend(log.entries)
             scripts.finish()
         committing = Stage(progress, "commit", 1)

@@ -200,6 +200,8 @@ def test_compose_progress_fd_stages_in_order(deb_world: DebWorld) -> None:
                              "--base", "base/stable", "--install", "hello",
                              "--source", deb_world.source)
     assert check_events(events) == COMPOSE_STAGES
+    scripts = [e for e in events if e["stage"] == "scripts"]
+    assert scripts[0]["done"] == 0 and scripts[-1]["total"] >= 1  # type: ignore[operator]
     assert proc.stdout.strip() == deb_world.repo.read_ref("t/progress-fd")
     # not a terminal: stderr holds the result line only
     assert proc.stderr.count("\n") == 1 and "packages layered" in proc.stderr
