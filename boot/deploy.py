@@ -35,6 +35,7 @@ from store.errors import ToolError
 from store.faults import fail_point
 from store.fsutil import atomic_write, fsync_dir, rmtree
 from store.objects import ObjectType
+from store.progress import ProgressFn, Stage
 from store.prune import PruneResult, prune
 from store.repo import Repo, RepoMode
 from store.run import start
@@ -356,13 +357,14 @@ def _pick_stateroot(sysroot: Sysroot, state: SysrootState, stateroot: str | None
 def deploy(sysroot: Sysroot, *, refspec: str | None = None, checksum: str | None = None,
            origin: Origin | None = None, stateroot: str | None = None,
            karg_replace: Sequence[str] = (), kargs: Kargs | None = None,
-           prune: bool = True) -> DeployResult:
+           prune: bool = True, progress: ProgressFn | None = None) -> DeployResult:
     """Deploy a commit as the new default, retaining what ``ostree admin deploy`` retains.
 
     ``checksum`` defaults to ``refspec`` resolved in the sysroot repository; the
     origin to ``[origin] refspec=REFSPEC``.  Kernel arguments come from ``kargs``,
     else the merge deployment's, with ``karg_replace`` applied.  On any failure
     the boot configuration is unchanged and the partial deployment removed.
+    ``progress`` hears stage ``deploy``: 3 steps (tree written, boot switched, cleaned up).
     """
     with sysroot.lock(wait=LOCK_WAIT):
         state = sysroot.load()
@@ -379,11 +381,15 @@ def deploy(sysroot: Sysroot, *, refspec: str | None = None, checksum: str | None
         for k in karg_replace:
             base = base.replace(k)
         serial = _next_serial(sysroot, state, sr, csum)
+        steps = Stage(progress, "deploy", 3)
         dep, plan = _create(sysroot, repo, merge, csum, sr, serial, origin, base)
+        steps.advance()
         retained = _retained(state, sr, merge)
         new_state = _switch(sysroot, state, [dep, *retained])
+        steps.advance()
         gone = tuple(d for d in state.deployments if not any(d.same(r) for r in retained))
         finish(sysroot, new_state, prune_objects=prune and bool(gone))
+        steps.finish()
         return DeployResult(new_state.deployments[0], plan, gone)
 
 

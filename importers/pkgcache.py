@@ -43,6 +43,7 @@ from importers.pkgindex import CacheHit, PackageIndex
 from store.errors import ToolError
 from store.faults import fail_point
 from store.gvariant import Variant
+from store.progress import ProgressFn, Stage
 from store.repo import Repo
 
 if TYPE_CHECKING:
@@ -115,13 +116,16 @@ class ImportResult:
 
 
 def import_packages(repo: Repo, paths: Iterable[Path], *, owners: OwnerMap | None = None,
-                    cap: int = DEFAULT_CAP) -> list[ImportResult]:
+                    cap: int = DEFAULT_CAP,
+                    progress: ProgressFn | None = None) -> list[ImportResult]:
     """Import package files into the cache, all or nothing.
 
     Guarantees: a package whose file checksum, unpack version and owner map match
     its existing cache commit is not unpacked again; otherwise its files are
     streamed into the store (bounded memory) and its cache ref points at a new
     commit. On error no ref moves and nothing remains outside ``repo/tmp``.
+    ``progress`` hears stage ``unpack``: packages unpacked (cache hits are not
+    counted), their file bytes; only this process reports.
     """
     owners = owners or OwnerMap()
     digest = owners.digest()
@@ -144,12 +148,14 @@ def import_packages(repo: Repo, paths: Iterable[Path], *, owners: OwnerMap | Non
             pkgs.pop(sha, None)
             found[sha] = hit
     _check_distinct_refs(pkgs)
+    unpacking = Stage(progress, "unpack", len(pkgs))
     if pkgs:
         with repo.transaction() as txn:
-            for result in _unpack_all(repo, txn, list(pkgs.values()), owners, cap):
+            for result in _unpack_all(repo, txn, list(pkgs.values()), owners, cap, unpacking):
                 found[result.sha256] = result
                 txn.set_ref(result.ref, result.commit)
             fail_point("pkgcache-before-refs")
+    unpacking.finish()
     final = [found[sha] for sha in shas]
     for r in final:
         index.remember(r.sha256, CacheHit(r.ref, r.commit, UNPACK_VERSION, digest))
@@ -169,12 +175,14 @@ def _check_distinct_refs(pkgs: dict[str, Package]) -> None:
 
 
 def _unpack_all(repo: Repo, txn: Any, pkgs: list[Package], owners: OwnerMap,
-                cap: int) -> list[ImportResult]:
+                cap: int, counted: Stage) -> list[ImportResult]:
     """Unpack packages in this process and a forked one when there are two cores (threads
     would share one interpreter lock, and the per-file work is Python).  Both take the next
-    package, largest first, from one queue until it is empty."""
+    package, largest first, from one queue until it is empty.  ``counted`` hears this
+    process's packages as they end and the child's when it reports (the child never does)."""
     if min(len(pkgs), UNPACK_PROCESSES) <= 1 or len(pkgs) * _INDEX.size > _PIPE_CAPACITY:
-        return [_import_one(repo, txn, pkg, owners, cap) for pkg in pkgs]
+        return [_counted(counted, pkg, _import_one(repo, txn, pkg, owners, cap))
+                for pkg in pkgs]
     read, write = os.pipe()
     largest_first = sorted(range(len(pkgs)), key=lambda i: -pkgs[i].meta.size)
     os.write(write, b"".join(_INDEX.pack(i) for i in largest_first))
@@ -183,12 +191,19 @@ def _unpack_all(repo: Repo, txn: Any, pkgs: list[Package], owners: OwnerMap,
     try:
         with _Forked(repo, txn, pkgs, read, owners, cap) as child:
             for i in _queued(read):
-                done[i] = _import_one(repo, txn, pkgs[i], owners, cap)
+                done[i] = _counted(counted, pkgs[i], _import_one(repo, txn, pkgs[i], owners, cap))
             txn.flush_soon()
-            done.update(child.results())
+            theirs = child.results()
+            counted.advance(len(theirs), sum(pkgs[i].meta.size for i in theirs))
+            done.update(theirs)
     finally:
         os.close(read)
     return [done[i] for i in range(len(pkgs))]
+
+
+def _counted(counted: Stage, pkg: Package, result: ImportResult) -> ImportResult:
+    counted.advance(1, pkg.meta.size)
+    return result
 
 
 _INDEX = struct.Struct("=I")

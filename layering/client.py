@@ -24,6 +24,7 @@ from importers.sources import sources_from_dir
 from layering.compose import ComposeRequest, ComposeResult, compose
 from layering.errors import ComposeError
 from layering.packages import cached_local, peek_local
+from store.progress import ProgressFn
 from store.pullcheck import DowngradeError, Floor, check_not_older
 from store.refs import split_refspec
 from store.repo import Repo
@@ -60,6 +61,7 @@ class ClientRequest:
     download_only: bool = False  # fill the package cache; deploy nothing
     cache_only: bool = False  # rpm-ostree's name for offline: no network, cached data only
     version: str | None = None  # with rebase: the commit of the ref's history with this version
+    progress: ProgressFn | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass
@@ -185,13 +187,14 @@ def base_of(repo: Repo, csum: str) -> str:
 
 
 def _pull(sysroot: Sysroot, refspec: str, *, allow_downgrade: bool = False,
-          floor: Floor | None = None) -> bool:
+          floor: Floor | None = None, progress: ProgressFn | None = None) -> bool:
     remote, ref = split_refspec(refspec)
     if remote is None:
         return False
     from store.pull import pull
 
-    pull(sysroot.repo_path, remote, [ref], allow_downgrade=allow_downgrade, not_older_than=floor)
+    pull(sysroot.repo_path, remote, [ref], allow_downgrade=allow_downgrade, not_older_than=floor,
+         progress=progress)
     return True
 
 
@@ -254,7 +257,8 @@ def _new_base(sysroot: Sysroot, repo: Repo, lay: Layering, req: ClientRequest) -
     """
     floor = None if req.allow_downgrade or not req.upgrade else deployment_floor(sysroot, repo)
     pulled = not _offline(req) and _pull(sysroot, lay.refspec, floor=floor,
-                                         allow_downgrade=req.allow_downgrade)
+                                         allow_downgrade=req.allow_downgrade,
+                                         progress=req.progress)
     if req.version is not None:
         return commit_of_version(repo, lay.refspec, req.version), pulled
     base = repo.resolve(lay.refspec)
@@ -369,7 +373,8 @@ def _apply(sysroot: Sysroot, req: ClientRequest) -> ClientResult:
         result.no_upgrade = req.upgrade
         return result
     result.target = target
-    result.deployed = deploy(sysroot, checksum=target, origin=origin, stateroot=d.stateroot)
+    result.deployed = deploy(sysroot, checksum=target, origin=origin, stateroot=d.stateroot,
+                             progress=req.progress)
     return result
 
 
@@ -388,4 +393,4 @@ def _compose(sysroot: Sysroot, repo: Repo, d: Deployment, lay: Layering, old: La
         source_set=sources_from_dir(etc), no_scripts=req.no_scripts, offline=_offline(req),
         no_recommends=req.no_recommends, dry_run=req.dry_run, client_layer=True,
         reuse=d.checksum, refuse_inactive=new_names, download_only=req.download_only,
-        host_etc=etc))
+        host_etc=etc), progress=req.progress)

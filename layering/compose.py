@@ -62,6 +62,7 @@ from store.errors import ToolError
 from store.faults import fail_point
 from store.gvariant import Variant
 from store.mtree import MutableTree
+from store.progress import ProgressFn, Stage
 from store.repo import Repo
 from store.txn import Transaction
 
@@ -188,21 +189,26 @@ def _sources(repo: Repo, base: str, request: ComposeRequest) -> Sources:
     return sources_from_commit(repo, base)
 
 
-def compose(repo: Repo, request: ComposeRequest) -> ComposeResult:
-    """Build base + packages as a new commit on ``request.branch``; see the module docstring."""
+def compose(repo: Repo, request: ComposeRequest, *,
+            progress: ProgressFn | None = None) -> ComposeResult:
+    """Build base + packages as a new commit on ``request.branch``; see the module docstring.
+
+    ``progress`` hears the stages resolve, download, unpack, assemble, scripts, commit
+    (the last four only when a new commit is built)."""
     base = repo.resolve(request.base)
     checkouts = CheckoutCache(repo)
     if not request.dry_run and not request.no_scripts:
         base_commit = repo.load_commit(base)
         checkouts.prepare((base_commit.root_tree, base_commit.root_meta))
     try:
-        return _compose(repo, request, base, checkouts)
+        return _compose(repo, request, base, checkouts, progress)
     finally:
         checkouts.cancel()  # a checkout nobody leased (no scripts, reuse, error) is not waited for
 
 
 def _compose(repo: Repo, request: ComposeRequest, base: str,
-             checkouts: CheckoutCache) -> ComposeResult:
+             checkouts: CheckoutCache, progress: ProgressFn | None) -> ComposeResult:
+    resolving = Stage(progress, "resolve", 1)
     # rpm file dependencies need the file lists up front; dpkg's are read when needed
     kind, installed = read_installed(
         repo, base, with_files=package_db_kind(repo, base) is PackageType.RPM)
@@ -236,6 +242,7 @@ def _compose(repo: Repo, request: ComposeRequest, base: str,
                            growth=sum(p.installed_size for p in resolution.install)
                            - sum(p.installed_size for p in resolution.remove),
                            local_sha256=sorted(local), replace_sha256=sorted(replace))
+    resolving.finish()
     ihash = input_hash(base, request, resolution, {**local, **replace})
     existing = _existing(repo, request.branch, ihash) or _existing_commit(repo, request.reuse,
                                                                           ihash)
@@ -245,10 +252,11 @@ def _compose(repo: Repo, request: ComposeRequest, base: str,
             result.left_out = list(repo.load_commit(existing).meta_value(LEFT_OUT_KEY, []))
         return result
     result.layers = materialize(repo, resolution.install, {**local, **replace}, cached, fetcher,
-                                owners)
+                                owners, progress)
     if request.download_only:
         return result
-    result.checksum = _build(repo, request, result, installed, ihash, fetcher, checkouts)
+    result.checksum = _build(repo, request, result, installed, ihash, fetcher, checkouts,
+                             progress)
     return result
 
 
@@ -363,8 +371,9 @@ def _find_dir(tree: MutableTree, candidates: tuple[str, ...], marker: str) -> st
 
 def _build(repo: Repo, request: ComposeRequest, result: ComposeResult,
            installed: list[PackageMeta], ihash: str, fetcher: Fetcher,
-           checkouts: CheckoutCache) -> str:
+           checkouts: CheckoutCache, progress: ProgressFn | None) -> str:
     res = result.resolution
+    assembling = Stage(progress, "assemble", len(res.remove) + len(result.layers))
     base_commit = repo.load_commit(result.base)
     with repo.transaction() as txn:
         tree = MutableTree.from_commit(repo, result.base)
@@ -377,17 +386,21 @@ def _build(repo: Repo, request: ComposeRequest, result: ComposeResult,
         postrm = _run_prerm(repo, txn, tree, request, result, checkouts)
         for pkg in res.remove:
             asm.remove_package(full.get(pkg.name, pkg), kept)
+            assembling.advance()
         for layer in result.layers:
             asm.add_package(layer.meta, layer.commit, txn, removed)
+            assembling.advance()
         added = [layer.meta for layer in result.layers]
         _update_db(repo, txn, tree, result, added, asm, fetcher)
+        assembling.finish()
         fail_point("compose-before-scripts")
         if not request.no_scripts:
-            _scripts(repo, txn, tree, request, result, added, checkouts, postrm)
+            _scripts(repo, txn, tree, request, result, added, checkouts, postrm, progress)
         if not request.client_layer:  # a host's own layer keeps the host's identity
             result.left_out = clean_image(tree, txn).lines()
         write_var_tmpfiles(MutableTree.from_commit(repo, result.base), tree, txn, added,
                            asm.file_meta)
+        committing = Stage(progress, "commit", 1)
         root_tree, root_meta = tree.write(txn)
         csum = write_commit(txn, root_tree=root_tree, root_meta=root_meta,
                             timestamp=commit_timestamp(request, base_commit.timestamp),
@@ -396,6 +409,7 @@ def _build(repo: Repo, request: ComposeRequest, result: ComposeResult,
                             metadata=_metadata(request, result, base_commit.metadata, ihash))
         if request.branch:
             txn.set_ref(request.branch, csum)
+    committing.finish()
     return csum
 
 
@@ -422,7 +436,7 @@ def _run_prerm(repo: Repo, txn: Transaction, tree: MutableTree, request: Compose
 
 def _scripts(repo: Repo, txn: Transaction, tree: MutableTree, request: ComposeRequest,
              result: ComposeResult, added: list[PackageMeta], checkouts: CheckoutCache,
-             postrm: list[ScriptRun]) -> None:
+             postrm: list[ScriptRun], progress: ProgressFn | None) -> None:
     """Run the removed packages' postrm and the added ones' scripts, showing them the host's
     users and identity when known."""
     db = _find_dir(tree, DPKG_DB_DIRS, "status") or "var/lib/dpkg"
@@ -430,8 +444,10 @@ def _scripts(repo: Repo, txn: Transaction, tree: MutableTree, request: ComposeRe
     view = None
     if runs and request.host_etc is not None:
         view = show_host(tree, txn, read_host(request.host_etc), config_dir(tree))
-    log = run_scripts(repo, txn, tree, runs, checkouts=checkouts)
+    scripts = Stage(progress, "scripts", len(runs))
+    log = run_scripts(repo, txn, tree, runs, checkouts=checkouts, counted=scripts)
     result.script_log.entries.extend(log.entries)
+    scripts.finish()
     if view is not None:
         restore_image(repo, tree, txn, view)
 

@@ -23,6 +23,7 @@ from importers.pkgcache import ImportResult, import_packages
 from importers.pkgindex import file_sha256
 from importers.sources import Sources
 from layering.errors import ComposeError
+from store.progress import ProgressFn, Stage
 from store.repo import Repo
 
 
@@ -129,12 +130,14 @@ def download(meta: PackageMeta, fetcher: Fetcher) -> Path:
 
 def materialize(repo: Repo, pkgs: Iterable[PackageMeta], local: dict[str, ImportResult],
                 cached: dict[str, ImportResult], fetcher: Fetcher,
-                owners: OwnerMap) -> list[Layer]:
+                owners: OwnerMap, progress: ProgressFn | None = None) -> list[Layer]:
     """Cache commits for every resolved package, downloading and unpacking only what is new
-    (``cached``: the cache entries already found, by package file sha256)."""
+    (``cached``: the cache entries already found, by package file sha256); ``progress``
+    hears stage ``download`` (packages, bytes) then ``unpack``."""
     layers: dict[str, Layer] = {}
     todo: list[tuple[PackageMeta, Path]] = []
     order = list(pkgs)
+    wanted = []
     for meta in order:
         sha = meta.checksum
         if sha in local:
@@ -145,9 +148,16 @@ def materialize(repo: Repo, pkgs: Iterable[PackageMeta], local: dict[str, Import
         if hit is not None:
             layers[meta.nevra] = Layer(hit.meta, hit.commit, sha, False, False, meta)
         else:
-            todo.append((meta, download(meta, fetcher)))
-    if todo:
-        results = import_packages(repo, [p for _m, p in todo], owners=owners)
+            wanted.append(meta)
+    fetching = Stage(progress, "download", len(wanted))
+    for meta in wanted:
+        todo.append((meta, download(meta, fetcher)))
+        fetching.advance(1, meta.size)
+    fetching.finish()
+    if not todo:
+        Stage(progress, "unpack", 0).finish()  # the same stages whether or not there is work
+    else:
+        results = import_packages(repo, [p for _m, p in todo], owners=owners, progress=progress)
         for (meta, _p), r in zip(todo, results, strict=True):
             layers[meta.nevra] = Layer(r.meta, r.commit, r.sha256, True, not r.skipped, meta)
     return [layers[m.nevra] for m in order]

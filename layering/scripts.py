@@ -44,6 +44,7 @@ from store import beneath
 from store.checkoutcache import CheckoutCache
 from store.fsutil import rmtree
 from store.mtree import MutableTree
+from store.progress import Stage
 from store.repo import Repo
 from store.run import spawn
 from store.txn import Transaction
@@ -176,8 +177,10 @@ class _Watch:
     output, stderr the driver's status lines (and the sandbox tools' own errors)."""
 
     def __init__(self, proc: Popen[bytes], runs: Sequence[ScriptRun], limits: Limits,
-                 cgroup: Cgroup, upper: Path, log: ScriptLog) -> None:
+                 cgroup: Cgroup, upper: Path, log: ScriptLog,
+                 counted: Stage | None = None) -> None:
         assert proc.stdin and proc.stdout and proc.stderr
+        self.counted = counted
         self.proc, self.runs, self.limits, self.cgroup, self.upper, self.log = (
             proc, runs, limits, cgroup, upper, log)
         self.out, self.status, self.ack = (proc.stdout.fileno(), proc.stderr.fileno(),
@@ -259,6 +262,8 @@ class _Watch:
         if replaced:
             raise ScriptError(f"{run.what} replaced a system directory: {replaced}")
         self.done += 1
+        if self.counted is not None:
+            self.counted.advance()
         self.output = _Output()
         self.deadline = time.monotonic() + self.limits.timeout
         with contextlib.suppress(OSError):
@@ -275,7 +280,7 @@ def _names(runs: Sequence[ScriptRun]) -> list[str]:
 
 
 def _run_all(lower: Path, scratch: Path, runs: Sequence[ScriptRun], log: ScriptLog,
-             limits: Limits) -> None:
+             limits: Limits, counted: Stage | None = None) -> None:
     upper, work, merged, scripts = (scratch / n for n in ("upper", "work", "merged", "scripts"))
     for d in (upper, work, merged, scripts):
         d.mkdir()
@@ -291,7 +296,7 @@ def _run_all(lower: Path, scratch: Path, runs: Sequence[ScriptRun], log: ScriptL
                 *_bwrap_argv(lower, merged, scripts, seccomp_fd)]
         proc = spawn(argv, pass_fds=[seccomp_fd] if seccomp_fd >= 0 else [])
         try:
-            _Watch(proc, runs, limits, cgroup, upper, log).run()
+            _Watch(proc, runs, limits, cgroup, upper, log, counted).run()
         finally:
             proc.kill()
             cgroup.kill()
@@ -344,13 +349,14 @@ def locked_scratch(repo: Repo) -> Iterator[Path]:
 
 def run_scripts(repo: Repo, txn: Transaction, tree: MutableTree, runs: Sequence[ScriptRun], *,
                 limits: Limits | None = None,
-                checkouts: CheckoutCache | None = None) -> ScriptLog:
+                checkouts: CheckoutCache | None = None, counted: Stage | None = None) -> ScriptLog:
     """Run ``runs`` in order over ``tree`` and fold their changes back into it.
 
     The overlay's lower layer is the repository's kept checkout (``checkouts``),
     brought to the tree, or a fresh checkout when it is in use.  ``limits``
     default to :meth:`Limits.from_env`.  Raises ScriptError, changing nothing in
     ``tree``, when a script fails, breaks a limit or replaces a system directory.
+    ``counted`` hears each script as it ends.
     """
     log = ScriptLog()
     if not runs:
@@ -363,7 +369,7 @@ def run_scripts(repo: Repo, txn: Transaction, tree: MutableTree, runs: Sequence[
     root = tree.write(txn)
     checkouts = checkouts or CheckoutCache(repo)
     with locked_scratch(repo) as scratch, checkouts.lease(root, scratch) as lower:
-        _run_all(lower, scratch, runs, log, limits)
+        _run_all(lower, scratch, runs, log, limits, counted)
         skipped = apply_upper(txn, tree, scratch / "upper")
     if skipped:
         log.entries.append(("strata sandbox", "skipped what a commit cannot hold (FIFOs, "

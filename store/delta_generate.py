@@ -31,6 +31,7 @@ from store.errors import InputError
 from store.fsutil import atomic_write, rmtree
 from store.gvariant import Variant
 from store.objects import FileMeta, ObjectType
+from store.progress import ProgressFn, Stage
 from store.repo import Repo
 
 MIN_FALLBACK_SIZE = 4 << 20
@@ -178,28 +179,34 @@ class _Parts:
 
 def generate_delta(repo: Repo, from_csum: str | None, to_csum: str, *,
                    min_fallback_size: int = MIN_FALLBACK_SIZE,
-                   max_chunk_size: int = MAX_CHUNK_SIZE) -> DeltaInfo:
+                   max_chunk_size: int = MAX_CHUNK_SIZE,
+                   progress: ProgressFn | None = None) -> DeltaInfo:
     """Write the static delta FROM -> TO (from scratch when ``from_csum`` is None).
 
     The delta directory appears whole or not at all; an existing delta of the
-    same name is replaced.
+    same name is replaced.  ``progress`` hears stage ``delta-objects`` (new
+    objects encoded, content bytes read) then ``delta-write`` (parts written).
     """
     if from_csum == to_csum:
         raise InputError(f"static delta from {to_csum} to itself")
     new = reachable(repo, to_csum)
     old = reachable(repo, from_csum) if from_csum else _Reach()
     parts = _Parts(max_chunk_size)
-    for key in new.meta:
-        if key not in old.meta:
-            parts.cur.add_meta(key[1], key[0], repo.read_metadata_bytes(*key))
-            parts.cut_if_full()
-    fallbacks = _add_files(repo, parts, new, old, min_fallback_size)
+    metas = [key for key in new.meta if key not in old.meta]
+    files = [c for c in new.files if c not in old.files]
+    counted = Stage(progress, "delta-objects", len(metas) + len(files))
+    for key in metas:
+        parts.cur.add_meta(key[1], key[0], repo.read_metadata_bytes(*key))
+        parts.cut_if_full()
+        counted.advance()
+    fallbacks = _add_files(repo, parts, new, old, min_fallback_size, counted)
+    counted.finish()
     return _write(repo, delta_name(from_csum, to_csum), from_csum, to_csum, parts.finish(),
-                  fallbacks)
+                  fallbacks, progress)
 
 
 def _add_files(repo: Repo, parts: _Parts, new: _Reach, old: _Reach,
-               min_fallback_size: int) -> list[Fallback]:
+               min_fallback_size: int, counted: Stage) -> list[Fallback]:
     old_by_path = {p: c for c, p in old.files.items()}
     old_sizes = {c: _file_size(repo, c)[1] for c in old.files}
     old_by_base: dict[str, list[tuple[str, int]]] = {}
@@ -214,6 +221,7 @@ def _add_files(repo: Repo, parts: _Parts, new: _Reach, old: _Reach,
     for csum in todo:
         path = new.files[csum]
         disk, size = _file_size(repo, csum)
+        counted.advance(1, size)
         source = _similar(path, size, old_by_path, old_by_base)
         if source is None and size >= min_fallback_size:
             fallbacks.append(Fallback(ObjectType.FILE, csum, disk, size))
@@ -236,7 +244,8 @@ def _add_files(repo: Repo, parts: _Parts, new: _Reach, old: _Reach,
 
 
 def _write(repo: Repo, name: str, from_csum: str | None, to_csum: str,
-           parts: list[tuple[bytes, PartMeta]], fallbacks: list[Fallback]) -> DeltaInfo:
+           parts: list[tuple[bytes, PartMeta]], fallbacks: list[Fallback],
+           progress: ProgressFn | None) -> DeltaInfo:
     base = delta_dir(name)
     metadata: dict[str, Variant] = {"ostree.endianness": Variant("y", ord("l"))}
     detached = repo.load_detached_metadata(to_csum)
@@ -248,14 +257,17 @@ def _write(repo: Repo, name: str, from_csum: str | None, to_csum: str,
     tmp = repo.tmp_dir / f"delta-{os.getpid()}-{to_csum[:12]}"
     rmtree(tmp)
     tmp.mkdir()
+    written = Stage(progress, "delta-write", len(parts))
     try:
         for i, (data, _p) in enumerate(parts):
             atomic_write(tmp / str(i), data, sync=False)
+            written.advance(1, len(data))
         atomic_write(tmp / "superblock", sb.to_bytes())
         final = repo.path / base
         final.parent.mkdir(parents=True, exist_ok=True)
         rmtree(final)
         os.rename(tmp, final)
+        written.finish()
     finally:
         rmtree(tmp)
     total = sum(len(d) for d, _p in parts) + len(sb.to_bytes())

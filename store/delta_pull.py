@@ -65,7 +65,6 @@ def try_delta(st: PullState, txn: Transaction, summary: Summary, local: str,
     if name is None:
         return None
     base = delta_dir(name)
-    st.phase = "delta"
     sb_bytes = st.fetcher.get(f"{base}/superblock", limit=METADATA_CAP)
     if hashlib.sha256(sb_bytes).hexdigest() != summary.deltas[name]:
         raise CorruptObject(f"static delta superblock {st.fetcher.url_for(base + '/superblock')} "
@@ -86,7 +85,7 @@ def _apply(st: PullState, txn: Transaction, sb: Superblock, base: str) -> bytes 
     st.verify_commit_signature(sb.to_csum, sb.commit_bytes, meta)
     todo = [(i, p) for i, p in enumerate(sb.parts)
             if not all(repo.has(c, t) for t, c in p.objects)]
-    st.wanted += sum(len(p.objects) for _i, p in todo) + len(sb.fallbacks)
+    st.want(sum(len(p.objects) for _i, p in todo), "delta")  # fallbacks: counted by fetch_loose
     paths: list[Path] = []
     try:
         for i, part, path in st.fetcher.map_unordered(

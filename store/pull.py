@@ -17,7 +17,7 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,6 +32,7 @@ from store.objects import (
     checksum_bytes,
     loose_path,
 )
+from store.progress import ProgressFn, Stage
 from store.pullcheck import (
     Floor,
     check_commit,
@@ -49,17 +50,6 @@ from store.txn import Transaction
 
 CHECKPOINT_SECONDS = 5.0
 CONTENT_CAP = 1 << 40  # content objects are capped by the size their header declares
-
-
-@dataclass(frozen=True)
-class Progress:
-    """A snapshot of a running pull, for a progress line."""
-
-    objects_fetched: int
-    objects_wanted: int
-    bytes_fetched: int
-    seconds: float
-    phase: str
 
 
 @dataclass(frozen=True)
@@ -85,9 +75,6 @@ class PullResult:
                 f"{mb:.1f} MB fetched in {self.seconds:.1f}s{deltas}")
 
 
-ProgressFn = Callable[[Progress], None]
-
-
 @dataclass
 class PullState:
     """What one pull shares between its steps: repository, remote, fetchers, counters."""
@@ -101,8 +88,8 @@ class PullState:
     fetched: int = 0
     wanted: int = 0
     deltas: int = 0
-    phase: str = "metadata"
-    last_report: float = 0.0
+    stage: Stage | None = None  # the stage being reported: pull-metadata, -delta or -content
+    stage_bytes: int = 0  # bytes fetched before the stage started
     last_checkpoint: float = field(default_factory=time.monotonic)
     allow_downgrade: bool = False
     target: Target | None = None  # the commit being pulled now
@@ -123,14 +110,33 @@ class PullState:
             txn.checkpoint()
             self.last_checkpoint = now
 
-    def tick(self, n: int = 1, *, force: bool = False) -> None:
+    def bytes(self) -> int:
+        """Bytes fetched so far by both fetchers."""
+        return self.fetcher.stats.bytes + self.index.stats.bytes
+
+    def want(self, n: int, phase: str) -> None:
+        """Count ``n`` more objects to fetch in stage ``pull-<phase>`` (ending the stage
+        before when it was another)."""
+        self.wanted += n
+        name = f"pull-{phase}"
+        if self.stage is not None and self.stage.name == name:
+            self.stage.grow(n)
+            return
+        self.finish_stage()
+        self.stage_bytes = self.bytes()
+        self.stage = Stage(self.progress, name, n)
+
+    def tick(self, n: int = 1) -> None:
+        """Count ``n`` objects fetched (each counted by :meth:`want` before)."""
         self.fetched += n
-        now = time.monotonic()
-        if self.progress is not None and (force or now - self.last_report > 0.2):
-            self.last_report = now
-            self.progress(Progress(self.fetched, self.wanted,
-                                   self.fetcher.stats.bytes + self.index.stats.bytes,
-                                   now - self.started, self.phase))
+        if self.stage is not None:
+            self.stage.advance(n, bytes_now=self.bytes() - self.stage_bytes)
+
+    def finish_stage(self) -> None:
+        """Report the end of the current stage, if any."""
+        if self.stage is not None:
+            self.stage.finish(bytes_now=self.bytes() - self.stage_bytes)
+            self.stage = None
 
 
 def pull(repo_path: Path, remote_name: str, refs: Iterable[str] = (), *, depth: int = 0,
@@ -160,7 +166,7 @@ def pull(repo_path: Path, remote_name: str, refs: Iterable[str] = (), *, depth: 
         for c in partial:
             with contextlib.suppress(FileNotFoundError):
                 _partial_marker(repo, c).unlink()
-        st.tick(0, force=True)
+        st.finish_stage()
         stats, istats = fetcher.stats, index.stats
         return PullResult(remote_name, moved, st.fetched, stats.bytes + istats.bytes,
                           stats.requests + istats.requests, st.deltas,
@@ -289,6 +295,7 @@ def _get_commit(st: PullState, ref: str, csum: str) -> tuple[bytes, bytes | None
         if st.remote.sign_verify and not meta:
             meta = st.fetcher.get_optional(_obj_url(csum, ObjectType.COMMIT_META))
     else:
+        st.want(1, "metadata")  # counted before it is fetched: ``done`` never passes ``total``
         data = _fetch_meta(st, csum, ObjectType.COMMIT)
         meta = st.fetcher.get_optional(_obj_url(csum, ObjectType.COMMIT_META))
         st.tick()
@@ -329,7 +336,8 @@ def _fetch_metas(st: PullState, txn: Transaction,
     """Fetch (each at most METADATA_CAP bytes), verify and write metadata objects; return
     the bytes of each by checksum."""
     by_url = {_obj_url(c, t): (c, t) for c, t in need}
-    st.wanted += len(by_url)
+    if by_url:
+        st.want(len(by_url), "metadata")
     out = {}
     for (c, ot), data in st.fetcher.fetch_many(
             by_url, lambda u, d: (by_url[u], _check_meta(st, *by_url[u], u, d)),
@@ -441,8 +449,8 @@ def _fetch_files(st: PullState, txn: Transaction, files: set[str]) -> None:
     present = _stored_files(repo) if len(files) > SCAN_THRESHOLD else set()
     by_url = {_obj_url(c, ObjectType.FILE): c for c in sorted(files)
               if c not in present and not repo.has(c, ObjectType.FILE)}
-    st.wanted += len(by_url)
-    st.phase = "content"
+    if by_url:
+        st.want(len(by_url), "content")
 
     def store(url: str, body: bytes | Path) -> None:
         store_filez(txn, by_url[url], body, st.fetcher.url_for(url))

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 import click
 
 from layering.cli.context import Context, cli, json_option, pass_ctx
+from layering.cli.progress import cli_progress, progress_option
 
 if TYPE_CHECKING:
     from types import ModuleType
@@ -51,6 +52,7 @@ def os_init_cmd(ctx: Context, stateroot: str) -> None:
 
 
 @cli.command("deploy")
+@progress_option
 @click.option("--stateroot", default=None, help="Stateroot (default: the current one).")
 @click.option("--karg", "kargs", multiple=True, metavar="K=V",
               help="Set a kernel argument (replaces an earlier value of K).")
@@ -88,7 +90,7 @@ def deploy_cmd(ctx: Context, stateroot: str | None, kargs: tuple[str, ...], dry_
         _check_not_downgrade(_sysroot(ctx), refspec, csum)
     _warn_layered(_sysroot(ctx), refspec)
     res = deploy(_sysroot(ctx), refspec=refspec, checksum=csum, origin=origin,
-                 stateroot=stateroot, karg_replace=kargs)
+                 stateroot=stateroot, karg_replace=kargs, progress=cli_progress())
     d = res.deployment
     if ctx.json:
         _dump({"stateroot": d.stateroot, "checksum": d.checksum, "serial": d.deployserial,

@@ -13,6 +13,7 @@ from layering.cli.context import Context, cli, json_option, pass_ctx
 
 if TYPE_CHECKING:
     from layering.client import ClientResult
+from layering.cli.progress import cli_progress, progress_option
 
 
 def _sysroot(c: Context):  # type: ignore[no-untyped-def]
@@ -112,7 +113,8 @@ def _split(args: tuple[str, ...]) -> tuple[tuple[str, ...], tuple[Path, ...]]:
 def _run(c: Context, *, dry_run: bool = False, **kw: object) -> None:
     from layering.client import ClientRequest, apply
 
-    result = apply(_sysroot(c), ClientRequest(dry_run=dry_run, **kw))  # type: ignore[arg-type]
+    result = apply(_sysroot(c), ClientRequest(dry_run=dry_run, progress=cli_progress(),
+                                              **kw))  # type: ignore[arg-type]
     _report(c, result, dry_run=dry_run)
 
 
@@ -129,6 +131,7 @@ _CACHE_ONLY = click.option("--cache-only", "-C", is_flag=True,
 
 
 @cli.command()
+@progress_option
 @_DRY_RUN
 @click.option("--no-scripts", is_flag=True, help="Do not run maintainer scripts.")
 @_OFFLINE
@@ -152,6 +155,7 @@ def install(c: Context, dry_run: bool, no_scripts: bool, offline: bool, no_recom
 
 
 @cli.command()
+@progress_option
 @_DRY_RUN
 @_OFFLINE
 @_NO_RECOMMENDS
@@ -173,6 +177,7 @@ def override() -> None:
 
 
 @override.command("remove")
+@progress_option
 @_DRY_RUN
 @json_option
 @click.argument("packages", nargs=-1, required=True)
@@ -183,6 +188,7 @@ def override_remove(c: Context, dry_run: bool, packages: tuple[str, ...]) -> Non
 
 
 @override.command("replace")
+@progress_option
 @_DRY_RUN
 @json_option
 @click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
@@ -193,6 +199,7 @@ def override_replace(c: Context, dry_run: bool, files: tuple[Path, ...]) -> None
 
 
 @override.command("reset")
+@progress_option
 @_DRY_RUN
 @json_option
 @click.argument("packages", nargs=-1, required=True)
@@ -203,6 +210,7 @@ def override_reset(c: Context, dry_run: bool, packages: tuple[str, ...]) -> None
 
 
 @cli.command()
+@progress_option
 @click.option("--check", is_flag=True, help="Only say whether an update exists (exit 77: none).")
 @_DRY_RUN
 @_OFFLINE
@@ -232,6 +240,7 @@ def upgrade(c: Context, check: bool, dry_run: bool, offline: bool, allow_downgra
 
 
 @cli.command()
+@progress_option
 @_DRY_RUN
 @click.option("--allow-downgrade", is_flag=True,
               help="Let the pulled ref move to a commit older than the one it has.")

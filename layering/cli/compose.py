@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from layering.cli.context import Context, cli, json_option, pass_ctx
+from layering.cli.progress import cli_progress, progress_option
 
 
 def _size(n: int) -> str:
@@ -50,6 +51,7 @@ def transaction_dict(result: object) -> dict[str, object]:
 
 
 @cli.command()
+@progress_option
 @click.option("-b", "--branch", help="Branch the new commit is written to.")
 @click.option("--base", metavar="REF", help="Commit the image is built on.")
 @click.option("--install", multiple=True, metavar="NAME",
@@ -94,7 +96,7 @@ def compose(c: Context, branch: str | None, base: str | None, install: tuple[str
             base=base, branch=branch, install=install, install_local=install_local,
             remove=remove, sources=source, no_scripts=no_scripts, offline=offline,
             no_recommends=no_recommends, dry_run=dry_run)
-    result = do_compose(Repo.open(c.repo), request)
+    result = do_compose(Repo.open(c.repo), request, progress=cli_progress())
     if dry_run and c.json:
         click.echo(json.dumps({"base": result.base, **transaction_dict(result)}, indent=2))
         return

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import click
 
 from layering.cli.context import Context, cli, json_option, pass_ctx
+from layering.cli.progress import cli_progress, progress_option
 
 
 @cli.command("summary")
@@ -81,20 +81,8 @@ def remote_delete(ctx: Context, name: str) -> None:
     delete_remote(ctx.repo, name)
 
 
-def _progress_printer(ctx: Context):  # type: ignore[no-untyped-def]
-    if ctx.quiet or not sys.stderr.isatty():
-        return None
-
-    def show(p) -> None:  # type: ignore[no-untyped-def]
-        rate = p.bytes_fetched / p.seconds / 1e6 if p.seconds > 0 else 0.0
-        sys.stderr.write(f"\r{p.phase}: {p.objects_fetched}/{p.objects_wanted} objects, "
-                         f"{p.bytes_fetched / 1e6:.1f} MB, {rate:.1f} MB/s\x1b[K")
-        sys.stderr.flush()
-
-    return show
-
-
 @cli.command("pull")
+@progress_option
 @click.option("--depth", type=int, default=0, show_default=True,
               help="Also fetch N parent commits (-1: all).")
 @click.option("--mirror", is_flag=True, help="Write refs as local refs (refs/heads).")
@@ -115,12 +103,9 @@ def pull_cmd(ctx: Context, depth: int, mirror: bool, disable_static_deltas: bool
             raise click.UsageError("NAME:REF takes no further REFS")
         name, ref = name.split(":", 1)
         refs = (ref,)
-    show = _progress_printer(ctx)
     result = pull(ctx.repo, name, refs, depth=depth, mirror=mirror,
-                  disable_static_deltas=disable_static_deltas, progress=show,
+                  disable_static_deltas=disable_static_deltas, progress=cli_progress(),
                   allow_downgrade=allow_downgrade)
-    if show is not None:
-        sys.stderr.write("\n")
     if ctx.json:
         import json
 
@@ -138,6 +123,7 @@ def static_delta_group() -> None:
 
 
 @static_delta_group.command("generate")
+@progress_option
 @click.option("--from", "from_", metavar="CSUM", help="Commit the delta starts from.")
 @click.option("--empty", is_flag=True, help="A delta from nothing (a full image).")
 @click.option("--to", "to", metavar="CSUM", required=True, help="Commit the delta produces.")
@@ -152,7 +138,7 @@ def delta_generate(ctx: Context, from_: str | None, empty: bool, to: str) -> Non
     repo = Repo.open(ctx.repo)
     to_csum = repo.resolve(to)
     from_csum = None if empty else repo.resolve(from_) if from_ else _parent_of(repo, to_csum)
-    click.echo(generate_delta(repo, from_csum, to_csum).name)
+    click.echo(generate_delta(repo, from_csum, to_csum, progress=cli_progress()).name)
 
 
 def _parent_of(repo, csum: str) -> str | None:  # type: ignore[no-untyped-def]

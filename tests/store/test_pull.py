@@ -166,7 +166,7 @@ def test_progress_line_only_on_a_terminal(source: OstreeSource, tmp_path: Path,
         err += chunk
     os.close(master)
     assert proc.returncode == 0
-    assert b"objects" in err and b"MB/s" in err and b"\r" in err
+    assert b"pull-content" in err and b"B/s" in err and b"\r" in err
     assert proc.stdout.count("\n") == 1 and "objects" in proc.stdout
 
 
