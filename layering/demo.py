@@ -113,12 +113,8 @@ def run_story(work: Path, os_url: str, apt_url: str) -> None:
     step(["strata", "--sysroot", "sysroot", "status"], cwd=work)
     old, new = _deployed_checksums(work)
     step(["strata", "--repo", sysrepo, "db", "diff", old, new], cwd=work)
-    layered = next(p for p in (work / "sysroot/ostree/deploy/demo/deploy").iterdir()
-                   if p.name.startswith(new) and not p.name.endswith(".origin"))
-    step(["bwrap", "--ro-bind", str(layered), "/", "--proc", "/proc", "--dev", "/dev",
-          "--unshare-all", "/usr/bin/hello"], cwd=work,
-         show=f"bwrap --ro-bind {layered.relative_to(work)} / --proc /proc --dev /dev "
-              "--unshare-all /usr/bin/hello")
+    step(["strata", "--sysroot", "sysroot", "run", "deployment:0", "--", "/usr/bin/hello"],
+         cwd=work)
     step(["strata", "--repo", "server/repo", "commit", "-b", "demo/stable", "-s", "Demo OS 2",
           "--add-metadata", "version=2", str(base_image(work, "2"))], cwd=work)
     step(["strata", "--repo", "server/repo", "summary", "--update"], cwd=work)
