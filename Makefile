@@ -44,7 +44,8 @@ bench: deps venv
 	$(PY) bench/store.py
 
 lint: venv
-	$(PY) -m ruff check store importers boot layering tests bench
+	$(PY) -m ruff check store importers boot layering tests bench fixtures
+	$(PY) -m mypy store importers boot layering
 
 clean:
 	rm -rf $(VENV) demo-work bench/out

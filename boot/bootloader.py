@@ -129,7 +129,8 @@ class BootloaderKind(StrEnum):
 class Bootloader(Protocol):
     """Writes boot configuration for a boot version (ostree's OstreeBootloaderInterface)."""
 
-    kind: BootloaderKind
+    @property
+    def kind(self) -> BootloaderKind: ...
 
     def write_config(self, sysroot: Sysroot, bootversion: int,
                      deployments: list[Deployment]) -> None: ...

@@ -24,7 +24,7 @@ import urllib.parse
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, cast
 
 from debian.deb822 import Deb822
 
@@ -248,7 +248,7 @@ def _open_index(path: Path, url: str) -> IO[bytes]:
     if suffix == ".xz":
         return lzma.open(path, "rb")
     if suffix == ".gz":
-        return gzip.open(path, "rb")
+        return cast(IO[bytes], gzip.open(path, "rb"))  # typeshed: GzipFile is no IO[bytes]
     if suffix == ".bz2":
         return bz2.open(path, "rb")
     return open(path, "rb")

@@ -157,7 +157,7 @@ def open_deb(path: Path, *, checksum: str = "") -> DebPackage:
     return DebPackage(path=path, data=data, meta=meta)
 
 
-def _read_control_tar(stream: BinaryIO, where: Where) -> dict[str, bytes]:
+def _read_control_tar(stream: BinaryIO | io.RawIOBase, where: Where) -> dict[str, bytes]:
     out: dict[str, bytes] = {}
     for member, reader in iter_payload(stream, where=where, fmt="tar", limit=CONTROL_CAP,
                                        block=16384):

@@ -221,9 +221,9 @@ def _member(entry: libarchive.ArchiveEntry, where: Where, guard: _Guard) -> Memb
                   gname=entry.gname or "", size=max(entry.size or 0, 0), link=link)
 
 
-def iter_payload(stream: BinaryIO, *, where: Where, fmt: str = "tar", limit: int = DEFAULT_CAP,
-                 max_entries: int = DEFAULT_MAX_ENTRIES, block: int = BLOCK
-                 ) -> Iterator[tuple[Member, ContentReader | None]]:
+def iter_payload(stream: BinaryIO | io.RawIOBase, *, where: Where, fmt: str = "tar",
+                 limit: int = DEFAULT_CAP, max_entries: int = DEFAULT_MAX_ENTRIES,
+                 block: int = BLOCK) -> Iterator[tuple[Member, ContentReader | None]]:
     """Yield each member and, for members with data, a reader valid until the next member.
 
     Guarantees: every yielded path is normalized and safe under the checks in the

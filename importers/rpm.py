@@ -96,22 +96,22 @@ def header_files(h: Header) -> tuple[FileEntry, ...]:
     paths = header_paths(h)
     n = len(paths)
     sizes = h.ints(Tag.LONGFILESIZES) or h.ints(Tag.FILESIZES)
-    cols = [sizes, h.ints(Tag.FILEMODES), h.texts(Tag.FILEUSERNAME),
-            h.texts(Tag.FILEGROUPNAME), h.ints(Tag.FILEFLAGS)]
-    if any(len(c) != n for c in cols):
+    modes, flags = h.ints(Tag.FILEMODES), h.ints(Tag.FILEFLAGS)
+    users, groups = h.texts(Tag.FILEUSERNAME), h.texts(Tag.FILEGROUPNAME)
+    if any(len(c) != n for c in (sizes, modes, users, groups, flags)):
         raise PackageFormatError(f"inconsistent file arrays in header of {h.text(Tag.NAME)}")
     links, digests, caps = h.texts(Tag.FILELINKTOS), h.texts(Tag.FILEDIGESTS), h.texts(Tag.FILECAPS)
     algo = _DIGEST_ALGOS.get(h.number(Tag.FILEDIGESTALGO, 1), "md5")
     out = []
     for i, path in enumerate(paths):
-        mode = cols[1][i]
+        mode = modes[i]
         kind = FileKind.DIR if stat.S_ISDIR(mode) else (
             FileKind.SYMLINK if stat.S_ISLNK(mode) else FileKind.FILE)
         digest = digests[i] if i < len(digests) else ""
         out.append(FileEntry(
-            path=path, kind=kind, mode=mode, size=sizes[i], user=cols[2][i], group=cols[3][i],
+            path=path, kind=kind, mode=mode, size=sizes[i], user=users[i], group=groups[i],
             link=links[i] if i < len(links) else "", digest=f"{algo}:{digest}" if digest else "",
-            config=bool(cols[4][i] & RPMFILE_CONFIG), ghost=bool(cols[4][i] & RPMFILE_GHOST),
+            config=bool(flags[i] & RPMFILE_CONFIG), ghost=bool(flags[i] & RPMFILE_GHOST),
             caps=caps[i] if i < len(caps) else ""))
     return tuple(out)
 

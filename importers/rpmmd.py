@@ -21,7 +21,7 @@ import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import IO
+from typing import IO, cast
 
 import zstandard
 
@@ -146,7 +146,7 @@ def _int(text: str | None, where: str) -> int:
 def open_compressed(path: Path, url: str) -> IO[bytes]:
     """A decompressing reader chosen by the file's suffix in the URL."""
     if url.endswith(".gz"):
-        return gzip.open(path, "rb")
+        return cast(IO[bytes], gzip.open(path, "rb"))  # typeshed: GzipFile is no IO[bytes]
     if url.endswith(".xz"):
         return lzma.open(path, "rb")
     if url.endswith(".bz2"):

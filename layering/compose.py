@@ -251,8 +251,9 @@ def _compose(repo: Repo, request: ComposeRequest, base: str,
         if existing is not None:
             result.left_out = list(repo.load_commit(existing).meta_value(LEFT_OUT_KEY, []))
         return result
-    result.layers = materialize(repo, resolution.install, {**local, **replace}, cached, fetcher,
-                                owners, progress)
+    imported = {s: r for s, r in {**local, **replace}.items() if isinstance(r, ImportResult)}
+    result.layers = materialize(repo, resolution.install, imported, cached, fetcher, owners,
+                                progress)
     if request.download_only:
         return result
     result.checksum = _build(repo, request, result, installed, ihash, fetcher, checkouts,
@@ -334,7 +335,7 @@ def _renamed(e: ToolError, paths: tuple[Path, ...]) -> ToolError:
         return ComposeError(text)
 
 
-def _check_kind(kind: PackageType, results: list) -> None:  # type: ignore[type-arg]
+def _check_kind(kind: PackageType, results: list[ImportResult | LocalPackage]) -> None:
     for r in results:
         if r.meta.type is not kind:
             raise ComposeError(f"cannot layer {r.meta.type} package {r.meta.nevra} "

@@ -21,7 +21,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from fixtures.images import apt_repo, build_deb, deb_base_rootfs, ostree_layout
+from layering.demoimages import apt_repo, build_deb, deb_base_rootfs, ostree_layout
 
 HELLO = b"#!/bin/sh\necho \"Hello from a layered package! ($(cat /usr/share/greet/version))\"\n"
 POSTINST = ("#!/bin/sh\nset -e\n"

@@ -115,14 +115,14 @@ def type_info(sig: str) -> TypeInfo:
         return TypeInfo(sig, c, elem.align, None, (elem,), elem.depth + 1)
     members = _members(sig[1:-1])
     align = max((m.align for m in members), default=1)
-    fixed: int | None = 0
+    fixed: int | None = None
+    end = 0
     for m in members:
         if m.fixed is None:
-            fixed = None
             break
-        fixed = _align_up(fixed, m.align) + m.fixed
-    if fixed is not None:
-        fixed = _align_up(fixed, align) if members else 1
+        end = _align_up(end, m.align) + m.fixed
+    else:
+        fixed = _align_up(end, align) if members else 1
     return TypeInfo(sig, c, align, fixed, members, 1 + max((m.depth for m in members), default=0),
                     sum(1 for m in members[:-1] if m.fixed is None))
 

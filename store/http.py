@@ -261,7 +261,7 @@ class Fetcher:
         declared = content_length(resp.headers.get("Content-Length"))
         reader = BodyReader(url, sink, limit, head_limit, declared)
         try:
-            while chunk := resp.read1(CHUNK):  # type: ignore[attr-defined]
+            while chunk := resp.read1(CHUNK):
                 watch.progress(len(chunk))
                 reader.feed(chunk)
         except (HTTPError, OSError) as e:
@@ -457,5 +457,5 @@ def _make_pool(proxy: str, maxsize: int, timeout: float,
         kw["ca_certs"] = ca_certs
     pool = (urllib3.ProxyManager(proxy, **kw) if proxy  # type: ignore[arg-type]
             else urllib3.PoolManager(**kw))  # type: ignore[arg-type]
-    pool.pool_classes_by_scheme = WATCHED_POOLS  # type: ignore[assignment]
+    pool.pool_classes_by_scheme = WATCHED_POOLS
     return pool

@@ -10,8 +10,10 @@ low-speed limit and deadline of :mod:`store.http_watch`).
 from __future__ import annotations
 
 import contextlib
+import io
 import socket
 import urllib.parse
+from typing import cast
 
 from store.http_watch import Watch
 
@@ -31,7 +33,8 @@ class PipeConn:
                                              timeout=min(timeout, 10.0))
         self.sock.settimeout(timeout)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.reader = self.sock.makefile("rb", buffering=1 << 16)
+        # a BufferedReader; typeshed says IOBase for any buffering but -1 or 1
+        self.reader = cast(io.BufferedReader, self.sock.makefile("rb", buffering=1 << 16))
         self.answered = 0
 
     def send(self, paths: list[str]) -> None:

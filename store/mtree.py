@@ -208,7 +208,7 @@ class MutableTree:
         if self._stored is not None:
             return self._stored
         dirs = tuple((n, *d.write(txn)) for n, d in self._dirs.items())
-        tree = DirTree(tuple(self._files.items()), dirs)  # type: ignore[arg-type]
+        tree = DirTree(tuple(self._files.items()), dirs)
         tree_csum = txn.write_metadata(ObjectType.DIR_TREE, tree.to_bytes())
         txn.repo.remember_written(tree_csum, tree)
         meta_csum = txn.write_metadata(ObjectType.DIR_META, self.meta.to_bytes())

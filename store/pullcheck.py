@@ -170,7 +170,7 @@ def decode_commitmeta(meta: bytes | None, csum: str) -> dict[str, Variant]:
     if meta is None:
         return {}
     try:
-        return decode(METADATA_SIG, meta)  # type: ignore[no-any-return]
+        return decode(METADATA_SIG, meta)
     except (ValueError, IndexError, CorruptObject) as e:
         raise CorruptObject(f"commitmeta object {csum} is corrupt: {e}") from e
 

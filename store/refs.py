@@ -111,7 +111,7 @@ def list_mirrors(repo_path: Path) -> dict[str, str]:
 
 
 def _walk(base: Path) -> list[tuple[str, str]]:
-    found = []
+    found: list[tuple[str, str]] = []
     if not base.is_dir():
         return found
     for dirpath, _dirs, files in os.walk(base):

@@ -26,7 +26,7 @@ import zlib
 from collections.abc import Iterator
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO
+from typing import TYPE_CHECKING, BinaryIO, cast
 
 from store import refs as refs_mod
 from store.errors import CorruptObject, ObjectNotFound, RefError, RepoError
@@ -427,7 +427,7 @@ def _open_archive(path: Path) -> tuple[FileMeta, BinaryIO | None]:
     if meta.is_symlink:
         f.close()
         return meta, None
-    return meta, InflateReader(f, size)
+    return meta, cast(BinaryIO, InflateReader(f, size))  # a RawIOBase: BinaryIO is nominal
 
 
 class InflateReader(io.RawIOBase):

@@ -43,8 +43,8 @@ def run(
         msg = f"timed out after {timeout}s {tail}".strip()
         raise CommandError(shlex.join(args), -9, msg) from e
     if check and proc.returncode != 0:
-        tail = proc.stderr.decode(errors="replace").strip().splitlines()[-5:]
-        raise CommandError(shlex.join(args), proc.returncode, " | ".join(tail))
+        last = proc.stderr.decode(errors="replace").strip().splitlines()[-5:]
+        raise CommandError(shlex.join(args), proc.returncode, " | ".join(last))
     return proc
 
 

@@ -23,7 +23,7 @@ import threading
 import zlib
 from pathlib import Path
 from types import TracebackType
-from typing import IO, TYPE_CHECKING, Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
 
 from store import refs as refs_mod
 from store.errors import CorruptObject, RepoError
@@ -45,6 +45,12 @@ if TYPE_CHECKING:
 
 CHUNK = 1 << 20
 SMALL_FILE = 4 << 20
+
+
+class Readable(Protocol):
+    """What a content stream must offer: ``read(n)`` returning b"" at its end."""
+
+    def read(self, n: int = -1, /) -> bytes: ...
 
 
 @functools.cache
@@ -172,7 +178,7 @@ class Transaction:
             self._stage_bytes(data, csum, objtype)
         return csum
 
-    def write_file(self, meta: FileMeta, content: bytes | BinaryIO | IO[bytes] | None,
+    def write_file(self, meta: FileMeta, content: bytes | Readable | None,
                    size: int | None = None) -> str:
         """Store a content object from bytes or a stream (None: symlink); return its checksum."""
         header = file_header(meta)
@@ -302,7 +308,7 @@ class Transaction:
                 os.fchmod(fd, 0o644)
         os.utime(fd, (0, 0))
 
-    def _write_stream(self, meta: FileMeta, header: bytes, stream: BinaryIO | IO[bytes]) -> str:
+    def _write_stream(self, meta: FileMeta, header: bytes, stream: Readable) -> str:
         h = hashlib.sha256(header)
         tmp = self._tmpfile()
         archive = self.repo.is_archive
