@@ -184,6 +184,17 @@ def generate_delta(repo: Repo, from_csum: str | None, to_csum: str, *,
     The delta directory appears whole or not at all; an existing delta of the
     same name is replaced.
     """
+    parts, fallbacks = build_parts(repo, from_csum, to_csum, min_fallback_size=min_fallback_size,
+                                   max_chunk_size=max_chunk_size)
+    return _write(repo, delta_name(from_csum, to_csum), from_csum, to_csum, parts, fallbacks)
+
+
+def build_parts(repo: Repo, from_csum: str | None, to_csum: str, *,
+                min_fallback_size: int = MIN_FALLBACK_SIZE,
+                max_chunk_size: int = MAX_CHUNK_SIZE
+                ) -> tuple[list[tuple[bytes, PartMeta]], list[Fallback]]:
+    """The parts (file bytes, description) and fallbacks of the delta FROM -> TO; files of
+    ``min_fallback_size`` bytes or more that bsdiff does not shrink become fallbacks."""
     if from_csum == to_csum:
         raise InputError(f"static delta from {to_csum} to itself")
     new = reachable(repo, to_csum)
@@ -194,8 +205,7 @@ def generate_delta(repo: Repo, from_csum: str | None, to_csum: str, *,
             parts.cur.add_meta(key[1], key[0], repo.read_metadata_bytes(*key))
             parts.cut_if_full()
     fallbacks = _add_files(repo, parts, new, old, min_fallback_size)
-    return _write(repo, delta_name(from_csum, to_csum), from_csum, to_csum, parts.finish(),
-                  fallbacks)
+    return parts.finish(), fallbacks
 
 
 def _add_files(repo: Repo, parts: _Parts, new: _Reach, old: _Reach,

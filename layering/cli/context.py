@@ -37,6 +37,7 @@ COMMAND_MODULES = {
     "compose": ("compose", "db"),
     "admin": ("os-init", "deploy", "status", "rollback", "cleanup", "pin", "kargs"),
     "client": ("install", "uninstall", "override", "upgrade", "rebase"),
+    "bundle": ("bundle",),
 }
 
 
