@@ -115,7 +115,12 @@ def apply_inline(repo: Repo, txn: Transaction, sb: Superblock, where: str) -> in
         payload = PartPayload.from_bytes(raw, max_size=part.max_payload)
         written += PartExecutor(repo, txn, part, payload, f"{i} in {where}").run()
     commit = repo_commit(sb)
-    _check_complete(repo, commit.root_tree, commit.root_meta, where)
+    reached = _check_complete(repo, commit.root_tree, commit.root_meta, where)
+    for part in sb.parts:
+        for objtype, csum in part.objects:
+            if (csum, objtype) not in reached:
+                raise CorruptObject(f"{objtype.value} object {csum} in {where} is not part of "
+                                    f"commit {sb.to_csum}")
     txn.write_metadata(ObjectType.COMMIT, sb.commit_bytes)
     meta = commitmeta_of(sb)
     if meta is not None:
@@ -131,11 +136,13 @@ def repo_commit(sb: Superblock):  # type: ignore[no-untyped-def]
     return parse_commit(sb.commit_bytes, sb.to_csum)
 
 
-def _check_complete(repo: Repo, root_tree: str, root_meta: str, where: str) -> None:
-    """Raise unless every object under the tree is stored or staged; dirtrees are checked
-    as they are loaded (:mod:`store.treecheck`), dirmetas here."""
+def _check_complete(repo: Repo, root_tree: str, root_meta: str,
+                    where: str) -> set[tuple[str, ObjectType]]:
+    """Every object under the tree; raise unless each is stored or staged.  Dirtrees are
+    checked as they are loaded (:mod:`store.treecheck`), dirmetas here."""
     level = [(root_tree, root_meta)]
     seen: set[str] = set()
+    reached: set[tuple[str, ObjectType]] = set()
     depth = 0
     while level:
         depth += 1
@@ -144,17 +151,23 @@ def _check_complete(repo: Repo, root_tree: str, root_meta: str, where: str) -> N
                                 f"{MAX_TREE_DEPTH} directories")
         nxt = []
         for tree, meta in level:
-            _need(repo, meta, ObjectType.DIR_META, where)
-            check_dirmeta(repo.load_dirmeta(meta), meta)
+            if (meta, ObjectType.DIR_META) not in reached:
+                _need(repo, meta, ObjectType.DIR_META, where)
+                check_dirmeta(repo.load_dirmeta(meta), meta)
+                reached.add((meta, ObjectType.DIR_META))
             if tree in seen:
                 continue
             seen.add(tree)
             _need(repo, tree, ObjectType.DIR_TREE, where)
+            reached.add((tree, ObjectType.DIR_TREE))
             dt = repo.load_dirtree(tree)
             for _name, csum in dt.files:
-                _need(repo, csum, ObjectType.FILE, where)
+                if (csum, ObjectType.FILE) not in reached:
+                    _need(repo, csum, ObjectType.FILE, where)
+                    reached.add((csum, ObjectType.FILE))
             nxt += [(t, m) for _n, t, m in dt.dirs]
         level = nxt
+    return reached
 
 
 def _need(repo: Repo, csum: str, objtype: ObjectType, where: str) -> None:

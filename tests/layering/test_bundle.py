@@ -172,14 +172,59 @@ def _flip_in_part(name: str, data: bytes) -> bytes:
     return bytes(b)
 
 
+def _smuggle_object(sb_bytes: bytes) -> bytes:
+    """The superblock with one more file object in its first part (not in the commit), its
+    part checksum recomputed: everything matches except the tree."""
+    import dataclasses
+    import hashlib
+
+    from store.delta_format import PartPayload, Superblock, delta_dir, delta_name, write_varuint
+    from store.gvariant import Variant
+    from store.objects import FileMeta, ObjectType, file_header
+
+    sb = Superblock.from_bytes(sb_bytes)
+    key = f"{delta_dir(delta_name(sb.from_csum, sb.to_csum))}/0"
+    y, body = sb.metadata[key].value
+    payload = PartPayload.from_bytes(bytes([y]) + body)
+    content = b"smuggled\n"
+    csum = hashlib.sha256(file_header(FileMeta(0, 0, 0o100644)) + content).hexdigest()
+    modes = [*payload.modes, (0, 0, 0o100644)]
+    ops = payload.ops + b"S" + write_varuint(len(modes) - 1) + write_varuint(0) + \
+        write_varuint(len(content)) + write_varuint(len(payload.blob))
+    raw = PartPayload(modes, payload.xattrs, payload.blob + content, ops).to_bytes()
+    part = sb.parts[0]
+    part = dataclasses.replace(part, checksum=hashlib.sha256(raw).hexdigest(), size=len(raw),
+                               usize=part.usize + len(content),
+                               objects=(*part.objects, (ObjectType.FILE, csum)))
+    md = {**sb.metadata, key: Variant("(yay)", (raw[0], raw[1:]))}
+    return dataclasses.replace(sb, parts=(part, *sb.parts[1:]), metadata=md).to_bytes()
+
+
+def _with_superblock(good: Path, bad: Path, sb: bytes) -> None:
+    import hashlib
+
+    m = json.loads(_member(good, "bundle.json"))
+    m["superblock-sha256"], m["superblock-size"] = hashlib.sha256(sb).hexdigest(), len(sb)
+    _rewrite(good, bad, lambda n, d: json.dumps(m).encode() if n == "bundle.json"
+             else sb if n == "delta.superblock" else d)
+
+
 def _resign(world: World):  # type: ignore[no-untyped-def]
     other, other_pub = world.tmp / "other.key", world.tmp / "other.pub"
     generate_keypair(other, other_pub)
     return other
 
 
+WHY = {"flipped-part": "does not match its sha256",
+       "superblock-and-manifest": "part 0 in",
+       "wrong-signature": "signature does not verify",
+       "extra-member": "is not in its manifest",
+       "truncated": "not a readable tar",
+       "unreferenced-object": "is not part of commit"}
+
+
 @pytest.mark.parametrize("attack", ["flipped-part", "superblock-and-manifest", "wrong-signature",
-                                    "extra-member", "truncated"])
+                                    "extra-member", "truncated", "unreferenced-object"])
 def test_tampered_bundle_refused_leaves_nothing(world: World, attack: str) -> None:
     world.commit("1")
     good = world.tmp / "good.bundle"
@@ -189,13 +234,10 @@ def test_tampered_bundle_refused_leaves_nothing(world: World, attack: str) -> No
     if attack == "flipped-part":
         _rewrite(good, bad, _flip_in_part)
     elif attack == "superblock-and-manifest":  # the manifest's sha256 updated to match
-        import hashlib
-
-        sb = _flip_in_part("delta.superblock", _member(good, "delta.superblock"))
-        m = json.loads(_member(good, "bundle.json"))
-        m["superblock-sha256"] = hashlib.sha256(sb).hexdigest()
-        _rewrite(good, bad, lambda n, d: json.dumps(m).encode() if n == "bundle.json"
-                 else sb if n == "delta.superblock" else d)
+        _with_superblock(good, bad, _flip_in_part("delta.superblock",
+                                                  _member(good, "delta.superblock")))
+    elif attack == "unreferenced-object":
+        _with_superblock(good, bad, _smuggle_object(_member(good, "delta.superblock")))
     elif attack == "wrong-signature":  # same commit, signed by a key the host does not trust
         mirror2 = world.tmp / "mirror2"
         shutil.copytree(world.mirror, mirror2, symlinks=True)
@@ -218,6 +260,7 @@ def test_tampered_bundle_refused_leaves_nothing(world: World, attack: str) -> No
     assert proc.returncode == 1, proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and str(bad) in lines[0], lines
+    assert WHY[attack] in lines[0], lines
     assert state(repo) == before
     run(["ostree", "fsck", f"--repo={repo}"])
     offline("--sysroot", host, "bundle", "apply", good)  # the good one still goes in
