@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from importers import package_db_kind, read_installed
-from importers.fetch import Fetcher, repo_cache_dir
+from importers.fetch import Expected, Fetcher, repo_cache_dir
 from importers.model import PackageType
 from importers.sources import sources_from_commit
 from layering.compose import image_arch
@@ -150,8 +150,8 @@ class _Recording(Fetcher):
         super().__init__(cache_dir)
         self.got: dict[str, Path] = {}
 
-    def fetch(self, url: str, **kw: object) -> Path:  # type: ignore[override]
-        path = super().fetch(url, **kw)  # type: ignore[arg-type]
+    def fetch(self, url: str, *, expected: Expected | None = None, label: str = "") -> Path:
+        path = super().fetch(url, expected=expected, label=label)
         if url.startswith(("http://", "https://")):
             self.got[url] = path
         return path
@@ -172,16 +172,16 @@ def create(repo_path: Path, ref: str, out: Path, *, from_rev: str | None = None,
     files = [p for p in packages if "/" in p or p.endswith((".deb", ".rpm"))]
     names = tuple(p for p in packages if p not in files)
     entries: dict[str, tuple[CacheEntry, Path]] = {}
-    if names:
-        for url, path in _resolve(repo, to, names).items():
-            e = _entry(path, url, package=not _is_index(url))
-            entries[e.sha256] = (e, path)
     for f in files:
         p = Path(f)
         if not p.is_file():
             raise InputError(f"no such package file: {p}")
         e = _entry(p, "", package=True)
         entries[e.sha256] = (e, p)
+    if packages:
+        for url, path in _resolve(repo, to, names, [Path(f) for f in files]).items():
+            e = _entry(path, url, package=not _is_index(url))
+            entries.setdefault(e.sha256, (e, path))
     manifest = Manifest("" if is_checksum(ref) else ref, to, frm,
                         hashlib.sha256(delta.data).hexdigest(), len(delta.data),
                         tuple(e for e, _p in entries.values()))
@@ -202,9 +202,11 @@ def _entry(path: Path, url: str, *, package: bool) -> CacheEntry:
     return CacheEntry(h.hexdigest(), path.stat().st_size, url, package)
 
 
-def _resolve(repo: Repo, to: str, names: tuple[str, ...]) -> dict[str, Path]:
-    """Resolve ``names`` against the commit's sources; return every http(s) file fetched
-    (indexes and packages) by URL."""
+def _resolve(repo: Repo, to: str, names: tuple[str, ...], files: list[Path]) -> dict[str, Path]:
+    """Resolve ``names`` and the package ``files`` against the commit's sources; return every
+    http(s) file fetched (indexes and packages) by URL."""
+    from layering.packages import peek_local
+
     kind = package_db_kind(repo, to)
     kind, installed = read_installed(repo, to, with_files=kind is PackageType.RPM)
     if kind is None:
@@ -213,10 +215,13 @@ def _resolve(repo: Repo, to: str, names: tuple[str, ...]) -> dict[str, Path]:
     arch = image_arch(kind, installed)
     available, indexes = load_available(sources_from_commit(repo, to), fetcher, kind=kind,
                                         arch=arch)
-    res = resolve(kind, arch, installed, available, Request(install=names), indexes,
+    local = {p.sha256: p.meta for p in peek_local(files)}
+    res = resolve(kind, arch, installed, available,
+                  Request(install=names, install_local=tuple(local.values())), indexes,
                   repo.tmp_dir)
     for meta in res.install:
-        download(meta, fetcher)
+        if meta.checksum not in local:
+            download(meta, fetcher)
     return fetcher.got
 
 

@@ -140,12 +140,13 @@ def _manifest(bundle: Path, members: dict[str, _Member]) -> Manifest:
     extra = set(members) - names - {MANIFEST, SUPERBLOCK}
     if extra:
         raise BundleError(f"member {sorted(extra)[0]} of bundle {bundle} is not in its manifest")
-    for e in manifest.entries:
-        m = members.get(e.member)
+    for entry in manifest.entries:
+        m = members.get(entry.member)
         if m is None:
-            raise BundleError(f"bundle {bundle} lacks member {e.member}")
-        if m.sha256 != e.sha256 or m.size != e.size:
-            raise BundleError(f"member {e.member} of bundle {bundle} does not match its sha256")
+            raise BundleError(f"bundle {bundle} lacks member {entry.member}")
+        if m.sha256 != entry.sha256 or m.size != entry.size:
+            raise BundleError(f"member {entry.member} of bundle {bundle} does not match its "
+                              f"sha256")
     return manifest
 
 

@@ -220,11 +220,13 @@ WHY = {"flipped-part": "does not match its sha256",
        "wrong-signature": "signature does not verify",
        "extra-member": "is not in its manifest",
        "truncated": "not a readable tar",
-       "unreferenced-object": "is not part of commit"}
+       "unreferenced-object": "is not part of commit",
+       "unsigned": "no ed25519 signature"}
 
 
 @pytest.mark.parametrize("attack", ["flipped-part", "superblock-and-manifest", "wrong-signature",
-                                    "extra-member", "truncated", "unreferenced-object"])
+                                    "extra-member", "truncated", "unreferenced-object",
+                                    "unsigned"])
 def test_tampered_bundle_refused_leaves_nothing(world: World, attack: str) -> None:
     world.commit("1")
     good = world.tmp / "good.bundle"
@@ -243,6 +245,11 @@ def test_tampered_bundle_refused_leaves_nothing(world: World, attack: str) -> No
         shutil.copytree(world.mirror, mirror2, symlinks=True)
         (next((mirror2 / "objects").rglob("*.commitmeta"))).unlink()
         run_strata("--repo", mirror2, "sign", "--key", _resign(world), "origin:os/stable")
+        run_strata("--repo", mirror2, "bundle", "create", "-o", bad, "origin:os/stable")
+    elif attack == "unsigned":  # the commit's signature left out
+        mirror2 = world.tmp / "mirror2"
+        shutil.copytree(world.mirror, mirror2, symlinks=True)
+        (next((mirror2 / "objects").rglob("*.commitmeta"))).unlink()
         run_strata("--repo", mirror2, "bundle", "create", "-o", bad, "origin:os/stable")
     elif attack == "extra-member":
         with tarfile.open(good) as tin, tarfile.open(bad, "w") as tout:
@@ -295,3 +302,21 @@ def test_bundle_for_unknown_remote_refused(world: World) -> None:
     proc = offline("--repo", repo, "bundle", "apply", b, check=False)
     assert proc.returncode == 1 and "remote origin not found" in proc.stderr
     assert Repo.open(repo).list_refs() == {}
+
+
+def test_local_package_file_travels_and_installs_offline(world: World) -> None:
+    world.commit("1")
+    deb = next((world.tmp / "debs").glob("clash-a_*.deb"))
+    b = world.tmp / "local.bundle"
+    run_strata("--repo", world.mirror, "bundle", "create", "-o", b, "origin:os/stable",
+               "--packages", deb)
+    host = new_host(world)
+    offline("--sysroot", host, "bundle", "apply", b)
+    import hashlib
+
+    sha = hashlib.sha256(deb.read_bytes()).hexdigest()
+    kept = host / f"ostree/repo/tmp/cache/local/{sha}.deb"
+    assert kept.read_bytes() == deb.read_bytes()
+    offline("--sysroot", host, "deploy", "origin:os/stable")
+    offline("--sysroot", host, "install", "--offline", kept)
+    assert (deploy_dir(host) / "usr/share/clash/file").read_text() == "from a\n"
