@@ -22,9 +22,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tarfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from importers.fetch import repo_cache_dir
 from layering.bundle import (
@@ -86,42 +86,68 @@ def apply(repo_path: Path, bundle: Path, *, allow_downgrade: bool = False) -> Ap
 
 def _extract(bundle: Path, scratch: Path) -> dict[str, _Member]:
     """Each member of the tar, copied into ``scratch`` and hashed; BundleError on anything
-    that is not a regular file the format names, or on a duplicate."""
+    that is not a plain ustar regular file the format names, or on a duplicate."""
     out: dict[str, _Member] = {}
-    try:
-        with open(bundle, "rb") as f, tarfile.open(fileobj=f, mode="r|") as tar:
-            for info in tar:
-                if len(out) >= MAX_MEMBERS:
-                    raise BundleError(f"bundle {bundle} has more than {MAX_MEMBERS} members")
-                _check_member(bundle, info, out)
-                src = tar.extractfile(info)
-                assert src is not None
-                out[info.name] = _copy(src, scratch / f"m{len(out)}", info.size)
-    except (tarfile.TarError, EOFError) as e:
-        raise BundleError(f"bundle {bundle} is not a readable tar: {e}") from None
+    with open(bundle, "rb") as f:
+        while (header := _read_header(f, bundle)) is not None:
+            name, size = header
+            if len(out) >= MAX_MEMBERS:
+                raise BundleError(f"bundle {bundle} has more than {MAX_MEMBERS} members")
+            _check_member(bundle, name, size, out)
+            out[name] = _copy(f, scratch / f"m{len(out)}", size, f"{name} of bundle {bundle}")
+            f.read(-size % BLOCK)  # padding to the next block
     return out
 
 
-def _check_member(bundle: Path, info: tarfile.TarInfo, seen: dict[str, _Member]) -> None:
-    name = info.name
+BLOCK = 512
+
+
+def _read_header(f: BinaryIO, bundle: Path) -> tuple[str, int] | None:
+    """The next member's (name, size), or None at the end-of-archive (zero) block.  Only
+    what :mod:`tarfile` writes for a bundle is accepted: ustar headers of regular files
+    with a good checksum; no pax or GNU extension headers (whose size would be read into
+    memory), links, devices or directories."""
+    block = f.read(BLOCK)
+    if len(block) != BLOCK:
+        raise BundleError(f"bundle {bundle} is not a readable tar: it ends inside a header")
+    if block == bytes(BLOCK):
+        return None
+    try:
+        stored = int(block[148:156].strip(b" \0") or b"0", 8)
+        size = int(block[124:136].strip(b" \0") or b"0", 8)
+        name = block[:100].rstrip(b"\0").decode("ascii")
+    except (ValueError, UnicodeDecodeError):
+        raise BundleError(f"bundle {bundle} is not a readable tar: a header is corrupt") from None
+    if stored != sum(block[:148]) + 8 * 32 + sum(block[156:]):
+        raise BundleError(f"bundle {bundle} is not a readable tar: a header checksum is wrong")
+    if block[156:157] not in (b"0", b"\0") or block[345:500].strip(b"\0"):
+        raise BundleError(f"member {name!r} of bundle {bundle} is not a plain regular file")
+    return name, size
+
+
+def _check_member(bundle: Path, name: str, size: int, seen: dict[str, _Member]) -> None:
     if name not in (MANIFEST, SUPERBLOCK) and not CACHE_MEMBER.fullmatch(name):
         raise BundleError(f"bundle {bundle} has an unexpected member {name!r}")
-    if not info.isreg():
-        raise BundleError(f"member {name} of bundle {bundle} is not a regular file")
     if name in seen:
         raise BundleError(f"member {name} of bundle {bundle} appears twice")
     limit = MAX_MANIFEST if name == MANIFEST else MAX_SUPERBLOCK if name == SUPERBLOCK else None
-    if limit is not None and info.size > limit:
+    if limit is not None and size > limit:
         raise BundleError(f"member {name} of bundle {bundle} is larger than {limit} bytes")
 
 
-def _copy(src: object, dest: Path, size: int) -> _Member:
+def _copy(src: BinaryIO, dest: Path, size: int, what: str) -> _Member:
+    """``size`` bytes of ``src`` into the new file ``dest``, hashed on the way."""
     h = hashlib.sha256()
     fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    left = size
     with os.fdopen(fd, "wb") as out:
-        while block := src.read(CHUNK):  # type: ignore[attr-defined]
+        while left:
+            block = src.read(min(CHUNK, left))
+            if not block:
+                raise BundleError(f"member {what} is truncated")
             h.update(block)
             out.write(block)
+            left -= len(block)
     return _Member(dest, h.hexdigest(), size)
 
 

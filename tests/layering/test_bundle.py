@@ -219,14 +219,15 @@ WHY = {"flipped-part": "does not match its sha256",
        "superblock-and-manifest": "part 0 in",
        "wrong-signature": "signature does not verify",
        "extra-member": "is not in its manifest",
-       "truncated": "not a readable tar",
+       "truncated": "is truncated",
+       "pax-header": "is not a plain regular file",
        "unreferenced-object": "is not part of commit",
        "unsigned": "no ed25519 signature"}
 
 
 @pytest.mark.parametrize("attack", ["flipped-part", "superblock-and-manifest", "wrong-signature",
                                     "extra-member", "truncated", "unreferenced-object",
-                                    "unsigned"])
+                                    "unsigned", "pax-header"])
 def test_tampered_bundle_refused_leaves_nothing(world: World, attack: str) -> None:
     world.commit("1")
     good = world.tmp / "good.bundle"
@@ -258,6 +259,11 @@ def test_tampered_bundle_refused_leaves_nothing(world: World, attack: str) -> No
             info = tarfile.TarInfo("cache/" + "0" * 64)
             info.size = 4
             tout.addfile(info, io.BytesIO(b"evil"))
+    elif attack == "pax-header":  # extension headers are read into memory by tar readers
+        with tarfile.open(good) as tin, tarfile.open(bad, "w", format=tarfile.PAX_FORMAT) as tout:
+            for info in tin.getmembers():
+                info.pax_headers = {"comment": "x" * 4096}
+                tout.addfile(info, tin.extractfile(info))
     else:
         bad.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
     host = new_host(world)
