@@ -191,8 +191,16 @@ def _verify(repo: Repo, manifest: Manifest, sb: Superblock, bundle: Path, *,
     from store.pullcheck import remote_keys
     from store.remote import get_remote
 
+    from store.errors import RefError
+    from store.refs import ref_path
+
     commit = repo_commit(sb)
     csum = manifest.commit
+    if manifest.ref:
+        try:
+            ref_path(repo.path, manifest.ref)
+        except RefError as e:
+            raise BundleError(f"{e} (the ref of bundle {bundle})") from None
     remote_name, _sep, branch = manifest.ref.rpartition(":")
     collection = ""
     if remote_name:

@@ -221,13 +221,14 @@ WHY = {"flipped-part": "does not match its sha256",
        "extra-member": "is not in its manifest",
        "truncated": "is truncated",
        "pax-header": "is not a plain regular file",
+       "bad-ref": "invalid ref name",
        "unreferenced-object": "is not part of commit",
        "unsigned": "no ed25519 signature"}
 
 
 @pytest.mark.parametrize("attack", ["flipped-part", "superblock-and-manifest", "wrong-signature",
                                     "extra-member", "truncated", "unreferenced-object",
-                                    "unsigned", "pax-header"])
+                                    "unsigned", "pax-header", "bad-ref"])
 def test_tampered_bundle_refused_leaves_nothing(world: World, attack: str) -> None:
     world.commit("1")
     good = world.tmp / "good.bundle"
@@ -239,6 +240,10 @@ def test_tampered_bundle_refused_leaves_nothing(world: World, attack: str) -> No
     elif attack == "superblock-and-manifest":  # the manifest's sha256 updated to match
         _with_superblock(good, bad, _flip_in_part("delta.superblock",
                                                   _member(good, "delta.superblock")))
+    elif attack == "bad-ref":
+        m = json.loads(_member(good, "bundle.json"))
+        m["ref"] = "origin:../../../../canary"
+        _rewrite(good, bad, lambda n, d: json.dumps(m).encode() if n == "bundle.json" else d)
     elif attack == "unreferenced-object":
         _with_superblock(good, bad, _smuggle_object(_member(good, "delta.superblock")))
     elif attack == "wrong-signature":  # same commit, signed by a key the host does not trust
@@ -275,6 +280,7 @@ def test_tampered_bundle_refused_leaves_nothing(world: World, attack: str) -> No
     assert len(lines) == 1 and lines[0].startswith("error: ") and str(bad) in lines[0], lines
     assert WHY[attack] in lines[0], lines
     assert state(repo) == before
+    assert not list(world.tmp.rglob("canary"))
     run(["ostree", "fsck", f"--repo={repo}"])
     offline("--sysroot", host, "bundle", "apply", good)  # the good one still goes in
 
