@@ -188,11 +188,10 @@ def _verify(repo: Repo, manifest: Manifest, sb: Superblock, bundle: Path, *,
             allow_downgrade: bool) -> None:
     """As a pull: signature (when the ref's remote requires one), bindings, no downgrade."""
     from store import sign
-    from store.pullcheck import remote_keys
-    from store.remote import get_remote
-
     from store.errors import RefError
+    from store.pullcheck import remote_keys
     from store.refs import ref_path
+    from store.remote import get_remote
 
     commit = repo_commit(sb)
     csum = manifest.commit
