@@ -3,7 +3,8 @@
 Usage: python bench/bundle.py [--runs N]
 Sizes: ``strata bundle create`` of the minbase commit with ``--packages`` of the
 bench tools (about 50 debs with dependencies, indexes included) against
-``ostree static-delta generate --empty --inline`` of the same commit plus the
+``ostree static-delta generate --empty --inline --min-fallback-size=0`` (no
+fallbacks: apply-offline refuses a delta with any) of the same commit plus the
 .deb files in a tar.  Times (same run): ``strata bundle apply`` into a fresh
 repository, with and without the packages, against ``ostree static-delta
 apply-offline`` into a fresh bare repository.  Runs on a loop-mounted ext4;
@@ -46,7 +47,8 @@ def make_inputs(mnt: Path) -> tuple[Path, list[Path], Path, Path, Path, float, i
                    check=True, stdout=subprocess.DEVNULL)
     delta = mnt / "ostree.delta"
     subprocess.run(["ostree", "static-delta", "generate", f"--repo={repo}", "--empty",
-                    "--inline", "--to=os/base", f"--filename={delta}"], check=True,
+                    "--inline", "--min-fallback-size=0", "--to=os/base",
+                    f"--filename={delta}"], check=True,
                    stdout=subprocess.DEVNULL)
     return repo, debs, full, bare, delta, create_s, create_rss
 
