@@ -187,6 +187,18 @@ def generate_delta(repo: Repo, from_csum: str | None, to_csum: str, *,
     same name is replaced.  ``progress`` hears stage ``delta-objects`` (new
     objects encoded, content bytes read) then ``delta-write`` (parts written).
     """
+    parts, fallbacks = build_parts(repo, from_csum, to_csum, min_fallback_size=min_fallback_size,
+                                   max_chunk_size=max_chunk_size, progress=progress)
+    return _write(repo, delta_name(from_csum, to_csum), from_csum, to_csum, parts, fallbacks,
+                  progress)
+
+
+def build_parts(repo: Repo, from_csum: str | None, to_csum: str, *,
+                min_fallback_size: int = MIN_FALLBACK_SIZE,
+                max_chunk_size: int = MAX_CHUNK_SIZE, progress: ProgressFn | None = None
+                ) -> tuple[list[tuple[bytes, PartMeta]], list[Fallback]]:
+    """The parts (file bytes, description) and fallbacks of the delta FROM -> TO; files of
+    ``min_fallback_size`` bytes or more that bsdiff does not shrink become fallbacks."""
     if from_csum == to_csum:
         raise InputError(f"static delta from {to_csum} to itself")
     new = reachable(repo, to_csum)
@@ -201,8 +213,7 @@ def generate_delta(repo: Repo, from_csum: str | None, to_csum: str, *,
         counted.advance()
     fallbacks = _add_files(repo, parts, new, old, min_fallback_size, counted)
     counted.finish()
-    return _write(repo, delta_name(from_csum, to_csum), from_csum, to_csum, parts.finish(),
-                  fallbacks, progress)
+    return parts.finish(), fallbacks
 
 
 def _add_files(repo: Repo, parts: _Parts, new: _Reach, old: _Reach,

@@ -38,6 +38,7 @@ COMMAND_MODULES = {
     "admin": ("os-init", "deploy", "status", "rollback", "cleanup", "pin", "kargs"),
     "client": ("install", "uninstall", "override", "upgrade", "rebase"),
     "image": ("run", "export"),
+    "bundle": ("bundle",),
 }
 
 
