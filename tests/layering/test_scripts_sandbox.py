@@ -74,12 +74,17 @@ class Ran:
 
 
 def _compose(w: World, deb: Path, branch: str, env: dict[str, str] | None = None) -> Ran:
-    """``strata compose --install-local DEB`` in a subprocess, with its peak RSS (wait4)."""
+    """``strata compose --install-local DEB`` in a subprocess, with its peak RSS.
+
+    The peak comes from GNU time, whose child is forked from a small process: a child
+    forked from pytest itself counts pytest's resident pages until it execs, and a long
+    test run makes pytest large."""
     full_env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
     start = time.monotonic()
-    out, err = w.debs / "stdout", w.debs / "stderr"
+    out, err, rss = w.debs / "stdout", w.debs / "stderr", w.debs / "maxrss"
     with out.open("wb") as o, err.open("wb") as e:
-        proc = subprocess.Popen([sys.executable, "-m", "layering", "--repo", w.repo.path,
+        proc = subprocess.Popen(["/usr/bin/time", "-q", "-f", "%M", "-o", rss,
+                                 sys.executable, "-m", "layering", "--repo", w.repo.path,
                                  "compose", "-b", branch, "--base", "base", "--install-local",
                                  deb], stdout=o, stderr=e, env=full_env, cwd=ROOT,
                                 start_new_session=True)
@@ -93,8 +98,9 @@ def _compose(w: World, deb: Path, branch: str, env: dict[str, str] | None = None
         proc.wait()
         pytest.fail(f"compose of {deb.name} did not finish in {HANG}s")
     proc.returncode = os.waitstatus_to_exitcode(status)
+    del usage
     return Ran(proc.returncode, out.read_text(errors="replace"), err.read_text(errors="replace"),
-               usage.ru_maxrss / 1024, time.monotonic() - start)
+               int(rss.read_text().split()[-1]) / 1024, time.monotonic() - start)
 
 
 def _refused(ran: Ran, message: str) -> None:
