@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -130,19 +129,10 @@ def _copy_etc(tree: Path, candidates: tuple[str, ...], scratch: Path) -> Path | 
     """A copy (owners, modes, xattrs, symlinks as symlinks) of the first candidate that is
     a directory reached without a symlink, or None when the tree has none."""
     for rel in candidates:
-        if _real_dir(tree, rel):
+        if beneath.is_real_dir(tree, rel):
             run(["cp", "-a", "--", tree / rel, scratch / "etc"])
             return scratch / "etc"
     return None
-
-
-def _real_dir(root: Path, rel: str) -> bool:
-    fd = beneath.open_root(root)
-    try:
-        st = beneath.lstat(fd, rel)
-    finally:
-        os.close(fd)
-    return st is not None and stat.S_ISDIR(st.st_mode)
 
 
 def _bwrap_argv(tree: Path, etc: Path | None, request: RunRequest) -> list[str]:

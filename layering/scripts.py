@@ -28,7 +28,6 @@ import fcntl
 import os
 import re
 import selectors
-import stat
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
@@ -96,7 +95,7 @@ def _bwrap_argv(lower: Path, merged: Path, scripts: Path, seccomp_fd: int) -> li
     argv = ["bwrap", "--bind", str(merged), "/"]
     if seccomp_fd >= 0:
         argv += ["--seccomp", str(seccomp_fd)]
-    if _real_dir(lower, "usr/etc"):  # bwrap resolves a bind's source on the host
+    if beneath.is_real_dir(lower, "usr/etc"):  # bwrap resolves a bind's source on the host
         argv += ["--bind", str(merged / "usr/etc"), "/etc"]
     argv += ["--proc", "/proc", *_proc_covers(), "--dev", "/dev", "--tmpfs", "/tmp",
              "--tmpfs", "/run", "--ro-bind", str(scripts), "/run/strata", *NAMESPACES,
@@ -120,14 +119,6 @@ def _proc_covers() -> list[str]:
     for name in filter(lambda n: os.path.isdir(f"/proc/{n}"), PROC_HIDDEN_DIRS):
         argv += ["--tmpfs", f"/proc/{name}", "--remount-ro", f"/proc/{name}"]
     return argv
-def _real_dir(root: Path, rel: str) -> bool:
-    """True when ``rel`` below ``root`` is a directory reached without any symlink."""
-    fd = beneath.open_root(root)
-    try:
-        st = beneath.lstat(fd, rel)
-    finally:
-        os.close(fd)
-    return st is not None and stat.S_ISDIR(st.st_mode)
 
 
 def _quote(s: str) -> str:

@@ -75,6 +75,17 @@ def lstat(root: int, rel: str) -> os.stat_result | None:
         raise
 
 
+def is_real_dir(root: Path, rel: str) -> bool:
+    """Whether ``rel`` below the directory ``root`` is a directory reached without any
+    symlink (``root`` itself included)."""
+    fd = open_root(root)
+    try:
+        st = lstat(fd, rel)
+    finally:
+        os.close(fd)
+    return st is not None and stat.S_ISDIR(st.st_mode)
+
+
 def open_file(root: int, rel: str) -> int:
     """A read-only fd of the regular file ``rel`` below ``root`` (a symlink is refused)."""
     with parent_of(root, rel) as (fd, name):
