@@ -170,9 +170,13 @@ def _attach_current(sock: socket.socket | None) -> None:
         w.attach(sock)
 
 
-class _WatchedHTTPConnection(HTTPConnection):
+class _Watched:
+    """Mixed into urllib3's connections: each socket joins the current request's watch."""
+
+    sock: socket.socket | None
+
     def _new_conn(self) -> socket.socket:
-        sock = super()._new_conn()
+        sock = super()._new_conn()  # type: ignore[misc]
         _attach_current(sock)
         return sock
 
@@ -181,15 +185,12 @@ class _WatchedHTTPConnection(HTTPConnection):
         return super().getresponse(*args, **kw)
 
 
-class _WatchedHTTPSConnection(HTTPSConnection):
-    def _new_conn(self) -> socket.socket:
-        sock = super()._new_conn()
-        _attach_current(sock)
-        return sock
+class _WatchedHTTPConnection(_Watched, HTTPConnection):
+    pass
 
-    def getresponse(self, *args, **kw):  # type: ignore[no-untyped-def]
-        _attach_current(self.sock)
-        return super().getresponse(*args, **kw)
+
+class _WatchedHTTPSConnection(_Watched, HTTPSConnection):
+    pass
 
 
 class _WatchedPool(HTTPConnectionPool):
