@@ -2,9 +2,9 @@
 
 - Package files under ``etc/`` land in ``usr/etc/`` (the image's defaults).
 - ``var/`` content stays in the image's ``var/`` (copied into a fresh
-  stateroot) and is also described in ``usr/lib/tmpfiles.d/strata-pkg-NAME.conf``
-  (files kept under ``usr/share/factory/var``), as rpm-ostree does, because a
-  deployment's ``/var`` is shared and not replaced by new images.
+  stateroot); :mod:`layering.vartmpfiles` describes it in tmpfiles.d once the
+  scripts have run, because a deployment's ``/var`` is shared and not replaced
+  by new images.
 - Directory symlinks of the base (``lib -> usr/lib``) are followed, as dpkg does.
 - A path delivered by two packages, or by a package over a base file, must
   be identical, owned by a package being removed, or covered by ``Replaces``;
@@ -13,7 +13,6 @@
 
 from __future__ import annotations
 
-import stat
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
@@ -23,7 +22,6 @@ from layering.errors import FileConflictError
 from store.mtree import MutableTree
 from store.objects import FileMeta
 from store.repo import Repo
-from store.txn import Transaction
 
 BASE_OWNER = "the base image"
 MAX_LINK_HOPS = 20
@@ -47,7 +45,6 @@ class Assembler:
     added_owners: dict[str, str] = field(default_factory=dict)
     grafts: dict[str, str] = field(default_factory=dict)
     taken_over: dict[str, set[str]] = field(default_factory=dict)
-    tmpfiles: dict[str, list[str]] = field(default_factory=dict)
     _meta_cache: dict[str, FileMeta] = field(default_factory=dict)
     _dir_cache: dict[str, str] = field(default_factory=dict)
 
@@ -155,22 +152,21 @@ class Assembler:
 
     # ---- merging ----------------------------------------------------------------------
 
-    def add_package(self, pkg: PackageMeta, commit: str, txn: Transaction,
-                    removed: set[str]) -> None:
+    def add_package(self, pkg: PackageMeta, commit: str, removed: set[str]) -> None:
         """Merge a package's cache commit into the tree, enforcing the file rules."""
         src = MutableTree.from_commit(self.repo, commit)
         self._dir_cache.clear()  # a package may add directory symlinks
-        self._merge_dir(pkg, src, "", removed, txn)
+        self._merge_dir(pkg, src, "", removed)
 
-    def _merge_dir(self, pkg: PackageMeta, src: MutableTree, rel: str, removed: set[str],
-                   txn: Transaction) -> None:
+    def _merge_dir(self, pkg: PackageMeta, src: MutableTree, rel: str,
+                   removed: set[str]) -> None:
         for name in sorted(src.dirs):
             child = src.dirs[name]
             prel = f"{rel}/{name}" if rel else name
             if self._graft(pkg, prel, child):
                 continue
             self._ensure_dir(pkg, prel, child)
-            self._merge_dir(pkg, child, prel, removed, txn)
+            self._merge_dir(pkg, child, prel, removed)
         if not src.files:
             return
         dest_dir = self.resolve_dir(runtime_path(rel)) if rel else ""
@@ -178,7 +174,7 @@ class Assembler:
         for name in sorted(src.files):
             prel = f"{rel}/{name}" if rel else name
             dest = f"{dest_dir}/{name}" if dest_dir else name
-            self._place_file(pkg, prel, dest, node, name, src.files[name], removed, txn)
+            self._place_file(pkg, prel, dest, node, name, src.files[name], removed)
 
     def _graft(self, pkg: PackageMeta, prel: str, child: MutableTree) -> bool:
         """Place a package directory absent from the tree whole, by its stored checksums."""
@@ -214,12 +210,9 @@ class Assembler:
         if node is None:
             meta = src.meta
             self.tree.ensure_dir(dest, meta)
-            if prel.startswith("var/"):
-                self._tmpfile_line(pkg, f"d /{prel} {stat.S_IMODE(meta.mode):04o} "
-                                        f"{meta.uid} {meta.gid} - -")
 
     def _place_file(self, pkg: PackageMeta, prel: str, dest: str, parent: MutableTree,
-                    name: str, csum: str, removed: set[str], txn: Transaction) -> None:
+                    name: str, csum: str, removed: set[str]) -> None:
         if name in parent.dirs:
             raise FileConflictError(
                 f"file conflict at /{prel}: {pkg.name} ships a file where "
@@ -229,8 +222,6 @@ class Assembler:
             self._check_overwrite(pkg, prel, dest, removed)
         parent.set_file(name, csum)
         self.added_owners[dest] = pkg.name
-        if prel.startswith("var/"):
-            self._var_file(pkg, prel, csum, txn)
 
     def _check_overwrite(self, pkg: PackageMeta, prel: str, dest: str, removed: set[str]) -> None:
         owner = self.owner_of(dest)
@@ -250,32 +241,6 @@ class Assembler:
                 if rel.name == owner and (version is None or satisfies(self.kind, rel, version)):
                     return True
         return False
-
-    def _var_file(self, pkg: PackageMeta, prel: str, csum: str, txn: Transaction) -> None:
-        meta = self.file_meta(csum)
-        if meta.is_symlink:
-            self._tmpfile_line(pkg, f"L /{prel} - - - - {meta.symlink}")
-            return
-        factory = f"usr/share/factory/{prel}"
-        self.tree.ensure_dir(factory.rpartition("/")[0])
-        self.tree.set_file(factory, csum)
-        self._tmpfile_line(pkg, f"C /{prel} - - - - /{factory}")
-
-    def _tmpfile_line(self, pkg: PackageMeta, line: str) -> None:
-        lines = self.tmpfiles.setdefault(pkg.name, [])
-        if line not in lines:
-            lines.append(line)
-
-    def write_tmpfiles(self, txn: Transaction) -> None:
-        """Write one tmpfiles.d snippet per package that ships /var content."""
-        if not self.tmpfiles:
-            return
-        self.tree.ensure_dir("usr/lib/tmpfiles.d")
-        for name, lines in sorted(self.tmpfiles.items()):
-            body = "# /var content of package " + name + ", made by strata\n" + \
-                "".join(line + "\n" for line in lines)
-            csum = txn.write_file(FileMeta(0, 0, stat.S_IFREG | 0o644), body.encode())
-            self.tree.set_file(f"usr/lib/tmpfiles.d/strata-pkg-{name}.conf", csum)
 
 
 def package_owned_paths(pkgs: Iterable[PackageMeta]) -> set[str]:

@@ -389,7 +389,7 @@ def _build(repo: Repo, request: ComposeRequest, result: ComposeResult,
             asm.remove_package(full.get(pkg.name, pkg), kept)
             assembling.advance()
         for layer in result.layers:
-            asm.add_package(layer.meta, layer.commit, txn, removed)
+            asm.add_package(layer.meta, layer.commit, removed)
             assembling.advance()
         added = [layer.meta for layer in result.layers]
         _update_db(repo, txn, tree, result, added, asm, fetcher)
