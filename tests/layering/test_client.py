@@ -21,7 +21,7 @@ from fixtures.images import apt_repo, deb_base_rootfs, ostree_layout
 from store.commit import commit_directory
 from store.repo import Repo, RepoMode
 from tests.layering.conftest import fixture_debs
-from tests.store.servers import http_server
+from tests.store.servers import Hook, Served, hostile_server, http_server
 from tests.util import require_tool, run, run_strata
 
 
@@ -32,6 +32,7 @@ class Host:
     source_line: str
     debs: list[Path]
     tmp: Path
+    served: Served | None = None  # the fixture packages' apt server (a test may stop it)
 
     def strata(self, *args: object, check: bool = True, **kw: object):  # type: ignore[no-untyped-def]
         return run_strata("--sysroot", self.sysroot, *args, check=check, **kw)  # type: ignore[arg-type]
@@ -72,22 +73,29 @@ def tree_hash(root: Path) -> str:
     return h.hexdigest()
 
 
-@pytest.fixture
-def host(tmp_path: Path) -> Iterator[Host]:
+def make_host(sysroot: Path, tmp: Path, hook: Hook | None = None) -> Iterator[Host]:
+    """A sysroot at ``sysroot`` with a deployed base and the fixture packages served as its
+    apt source (by a hostile server calling ``hook``, when given); yields while served."""
     require_tool("dpkg-deb", "apt-ftparchive", "bwrap")
-    debs = fixture_debs(tmp_path / "debs")
-    apt_repo(tmp_path / "apt", debs)
-    sysroot = tmp_path / "sysroot"
+    debs = fixture_debs(tmp / "debs")
+    apt_repo(tmp / "apt", debs)
     run_strata("--sysroot", sysroot, "os-init", "test")
     repo = Repo.open(sysroot / "ostree/repo")
-    with http_server(tmp_path / "apt") as served:
-        h = Host(sysroot, repo, f"deb [trusted=yes] {served.url} stable main", debs, tmp_path)
+    server = http_server(tmp / "apt") if hook is None else hostile_server(tmp / "apt", hook)
+    with server as served:
+        h = Host(sysroot, repo, f"deb [trusted=yes] {served.url} stable main", debs, tmp,
+                 served)
         h.commit_base("1")
         h.strata("deploy", "os/stable")
         sources = h.deploy_dir() / "etc/apt/sources.list.d"
         sources.mkdir(parents=True, exist_ok=True)
         (sources / "local.list").write_text(h.source_line + "\n")
         yield h
+
+
+@pytest.fixture
+def host(tmp_path: Path) -> Iterator[Host]:
+    yield from make_host(tmp_path / "sysroot", tmp_path)
 
 
 def run_in(deployment: Path, *argv: str) -> subprocess.CompletedProcess[str]:

@@ -15,11 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from fixtures.images import apt_repo
 from store.repo import Repo
-from tests.layering.conftest import fixture_debs
-from tests.layering.test_client import Host
-from tests.store.servers import Hook, hostile_server, http_server
+from tests.layering.test_client import Host, make_host
 from tests.store.test_failures_cli import (
     UNPRIVILEGED,
     fill,
@@ -30,24 +27,6 @@ from tests.store.test_failures_cli import (
     small_fs,
 )
 from tests.util import ROOT, require_tool, run_strata
-
-
-def make_host(sysroot: Path, tmp: Path, hook: Hook | None = None) -> Iterator[Host]:
-    """The host of tests/layering/test_client.py at ``sysroot``; ``hook`` for its apt server."""
-    require_tool("dpkg-deb", "apt-ftparchive", "bwrap")
-    debs = fixture_debs(tmp / "debs")
-    apt_repo(tmp / "apt", debs)
-    run_strata("--sysroot", sysroot, "os-init", "test")
-    repo = Repo.open(sysroot / "ostree/repo")
-    server = http_server(tmp / "apt") if hook is None else hostile_server(tmp / "apt", hook)
-    with server as served:
-        h = Host(sysroot, repo, f"deb [trusted=yes] {served.url} stable main", debs, tmp)
-        h.commit_base("1")
-        h.strata("deploy", "os/stable")
-        sources = h.deploy_dir() / "etc/apt/sources.list.d"
-        sources.mkdir(parents=True, exist_ok=True)
-        (sources / "local.list").write_text(h.source_line + "\n")
-        yield h
 
 
 @pytest.fixture

@@ -12,8 +12,7 @@ from pathlib import Path
 import pytest
 
 from boot.sysroot import Sysroot
-from tests.layering.test_client import Host
-from tests.layering.test_failures_client import make_host
+from tests.layering.test_client import Host, make_host
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -11,37 +11,17 @@ from pathlib import Path
 
 import pytest
 
-from fixtures.images import apt_repo, deb_base_rootfs, ostree_layout
+from fixtures.images import deb_base_rootfs, ostree_layout
 from store.commit import commit_directory
-from store.repo import Repo
-from tests.layering.conftest import fixture_debs
-from tests.layering.test_client import Host
-from tests.store.servers import Served, http_server
-from tests.util import require_tool, run, run_strata
-
-
-class ServedHost(Host):  # a Host whose package server a test may stop
-    served: Served
+from tests.layering.test_client import Host, make_host
+from tests.util import require_tool, run
 
 
 @pytest.fixture
-def host(tmp_path: Path) -> Iterator[ServedHost]:
-    require_tool("dpkg-deb", "apt-ftparchive", "bwrap", "ostree")
-    debs = fixture_debs(tmp_path / "debs")
-    apt_repo(tmp_path / "apt", debs)
+def host(tmp_path: Path) -> Iterator[Host]:
+    require_tool("ostree")
     sysroot = tmp_path / "sysroot"
-    run_strata("--sysroot", sysroot, "os-init", "test")
-    repo = Repo.open(sysroot / "ostree/repo")
-    with http_server(tmp_path / "apt") as served:
-        h = ServedHost(sysroot, repo, f"deb [trusted=yes] {served.url} stable main", debs,
-                        tmp_path)
-        h.served = served
-        h.commit_base("1")
-        h.strata("deploy", "os/stable")
-        sources = h.deploy_dir() / "etc/apt/sources.list.d"
-        sources.mkdir(parents=True, exist_ok=True)
-        (sources / "local.list").write_text(h.source_line + "\n")
-        yield h
+    yield from make_host(sysroot, tmp_path)
     subprocess.run(["chattr", "-R", "-i", str(sysroot)], capture_output=True)
 
 
@@ -56,7 +36,7 @@ def fsck(h: Host) -> None:
     run(["ostree", "fsck", f"--repo={h.repo.path}"])
 
 
-def test_install_twice_is_refused_unless_idempotent(host: ServedHost) -> None:
+def test_install_twice_is_refused_unless_idempotent(host: Host) -> None:
     host.strata("install", "less")
     before = host.status()
     assert refused(host, "install", "less") == (
@@ -67,7 +47,7 @@ def test_install_twice_is_refused_unless_idempotent(host: ServedHost) -> None:
     assert host.status() == before
 
 
-def test_local_file_twice_is_refused_naming_the_path(host: ServedHost) -> None:
+def test_local_file_twice_is_refused_naming_the_path(host: Host) -> None:
     deb = next(d for d in host.debs if d.name.startswith("clash-a"))
     host.strata("install", str(deb))
     before = host.status()
@@ -75,7 +55,7 @@ def test_local_file_twice_is_refused_naming_the_path(host: ServedHost) -> None:
     assert host.status() == before
 
 
-def test_package_the_base_provides_is_refused_unless_allow_inactive(host: ServedHost) -> None:
+def test_package_the_base_provides_is_refused_unless_allow_inactive(host: Host) -> None:
     before = host.status()
     line = refused(host, "install", "busybox")
     assert line.startswith("error: package busybox is already provided by the base ")
@@ -86,7 +66,7 @@ def test_package_the_base_provides_is_refused_unless_allow_inactive(host: Served
     assert host.status()[0]["requested-packages"] == ["busybox"]
 
 
-def test_upgrade_with_nothing_new_makes_no_deployment(host: ServedHost) -> None:
+def test_upgrade_with_nothing_new_makes_no_deployment(host: Host) -> None:
     host.strata("install", "less")
     before = host.status()
     assert len(before) == 2
@@ -98,11 +78,12 @@ def test_upgrade_with_nothing_new_makes_no_deployment(host: ServedHost) -> None:
     assert st[0]["version"] == "2" and st[1]["checksum"] == before[0]["checksum"]
 
 
-def test_download_only_then_cache_only_with_the_server_down(host: ServedHost) -> None:
+def test_download_only_then_cache_only_with_the_server_down(host: Host) -> None:
     before = host.status()
     out = host.strata("install", "--download-only", "hello").stdout
     assert out == "4 packages in the cache (4 downloaded, 4 unpacked); nothing deployed\n"
     assert host.status() == before
+    assert host.served is not None
     host.served.stop()
     out = host.strata("install", "--cache-only", "hello").stdout
     assert out.startswith("4 packages layered (0 downloaded, 0 unpacked)")
@@ -110,7 +91,7 @@ def test_download_only_then_cache_only_with_the_server_down(host: ServedHost) ->
     fsck(host)
 
 
-def test_deploy_over_a_layered_default_warns_and_points_to_rebase(host: ServedHost) -> None:
+def test_deploy_over_a_layered_default_warns_and_points_to_rebase(host: Host) -> None:
     host.strata("install", "less")
     p = host.strata("deploy", "os/stable")
     assert ("warning: the default deployment's layered packages and overrides (less) are not "
@@ -124,7 +105,7 @@ def _origin(h: Host) -> str:
     return (d.parent / f"{d.name}.origin").read_text()
 
 
-def test_deploy_and_rebase_version_kept_by_install_cleared_by_upgrade(host: ServedHost) -> None:
+def test_deploy_and_rebase_version_kept_by_install_cleared_by_upgrade(host: Host) -> None:
     v2 = host.commit_base("2")
     host.commit_base("3")
     host.strata("deploy", "--version", "2", "os/stable")
@@ -149,7 +130,7 @@ def test_deploy_and_rebase_version_kept_by_install_cleared_by_upgrade(host: Serv
     assert line == "error: version 9 not found in the history of os/stable"
 
 
-def test_upgrade_rollback_install_finds_the_old_base(host: ServedHost) -> None:
+def test_upgrade_rollback_install_finds_the_old_base(host: Host) -> None:
     host.strata("install", "less")
     host.commit_base("2")
     host.strata("upgrade")
@@ -160,7 +141,7 @@ def test_upgrade_rollback_install_finds_the_old_base(host: ServedHost) -> None:
     fsck(host)
 
 
-def test_rebase_to_a_checksum_then_install_keeps_every_base(host: ServedHost) -> None:
+def test_rebase_to_a_checksum_then_install_keeps_every_base(host: Host) -> None:
     host.strata("install", "less")
     root = ostree_layout(deb_base_rootfs(host.tmp / "other", version="other"))
     other = commit_directory(host.repo, root, branch="os/other",
@@ -174,7 +155,7 @@ def test_rebase_to_a_checksum_then_install_keeps_every_base(host: ServedHost) ->
     fsck(host)
 
 
-def test_a_pin_stays_with_its_deployment(host: ServedHost) -> None:
+def test_a_pin_stays_with_its_deployment(host: Host) -> None:
     host.strata("pin", "0")
     host.strata("install", "less")
     st = host.status()
@@ -182,7 +163,7 @@ def test_a_pin_stays_with_its_deployment(host: ServedHost) -> None:
     assert "libostree-transient" not in _origin(host)
 
 
-def test_cleanup_removes_package_cache_commits_no_deployment_uses(host: ServedHost) -> None:
+def test_cleanup_removes_package_cache_commits_no_deployment_uses(host: Host) -> None:
     host.strata("install", "hello")
     first = host.status()[0]["checksum"]
     host.strata("uninstall", "hello")
@@ -224,7 +205,7 @@ def _ar(members: list[tuple[str, bytes]]) -> bytes:
     return out
 
 
-def test_bad_deb_is_named_by_the_path_given(host: ServedHost) -> None:
+def test_bad_deb_is_named_by_the_path_given(host: Host) -> None:
     """A package whose control is fine but whose payload is not fails while it is unpacked
     from the cache's copy (named by its SHA256): the error names the file the user gave."""
     deb = next(d for d in host.debs if d.name.startswith("clash-a"))
@@ -239,7 +220,7 @@ def test_bad_deb_is_named_by_the_path_given(host: ServedHost) -> None:
     assert host.status() == before
 
 
-def test_offline_compose_needs_no_uncached_source_it_does_not_use(host: ServedHost) -> None:
+def test_offline_compose_needs_no_uncached_source_it_does_not_use(host: Host) -> None:
     """The image names a source nobody ever fetched: --offline composes local packages whose
     dependencies the base has; a request that does need the source names the package."""
     unused = "deb [trusted=yes] http://127.0.0.1:9/never stable main\n"
@@ -257,8 +238,9 @@ def test_offline_compose_needs_no_uncached_source_it_does_not_use(host: ServedHo
     fsck(host)
 
 
-def test_network_down_uses_the_cached_index_with_a_warning_of_its_age(host: ServedHost) -> None:
+def test_network_down_uses_the_cached_index_with_a_warning_of_its_age(host: Host) -> None:
     host.strata("install", "--download-only", "less")
+    assert host.served is not None
     host.served.stop()
     p = host.strata("install", "less")
     assert p.stderr.startswith(f"warning: the network is unreachable; using the cached index "
