@@ -119,7 +119,7 @@ def run_scenario(base: Path, url: str, log: Path, kind: str, c1: str,
 
 
 def delta_sizes(served: Path, c1: str, c2: str) -> dict[str, tuple[float, int]]:
-    from store.delta_format import delta_dir, delta_name
+    from store.replication.delta_format import delta_dir, delta_name
 
     d = served / delta_dir(delta_name(c1, c2))
     out = {}

@@ -11,7 +11,7 @@ with ``If-None-Match``/``If-Modified-Since`` and a 304 keeps the cached copy.
 Offline, only cached bodies (and ``file://`` URLs) are used.  Bodies are
 streamed to a temporary file next to their final name, checked, then renamed.
 
-All transport is :class:`store.http.Fetcher` (one proxy handling, one retry
+All transport is :class:`store.replication.http.Fetcher` (one proxy handling, one retry
 policy, the low-speed limit and deadline); every download is capped: by the
 size the index declares when there is one, else by the caller's ``limit``.
 """
@@ -31,8 +31,8 @@ from typing import IO
 from importers.errors import ChecksumMismatch, FetchError
 from store.errors import NetworkError
 from store.fsutil import atomic_write
-from store.http import Fetcher as HttpFetcher
-from store.http import FileSink, NotFoundError, TooLargeError
+from store.replication.http import Fetcher as HttpFetcher
+from store.replication.http import FileSink, NotFoundError, TooLargeError
 
 CHUNK = 1 << 20
 DOWNLOAD_CAP = 4 << 30  # a download whose size no index declares

@@ -36,10 +36,10 @@ from layering.compose import image_arch
 from layering.errors import ComposeError
 from layering.packages import download, load_available
 from layering.resolve import Request, resolve
-from store.bundle_delta import generate_inline
 from store.errors import InputError
 from store.fsutil import fsync_dir
 from store.objects import is_checksum
+from store.replication.bundle_delta import generate_inline
 from store.repo import Repo
 
 FORMAT = 1

@@ -37,11 +37,16 @@ from layering.bundle import (
     CacheEntry,
     Manifest,
 )
-from store.bundle_delta import apply_inline, commitmeta_of, parse_inline, repo_commit
-from store.delta_format import Superblock
 from store.fsutil import atomic_write, scratch_dir
 from store.objects import checksum_bytes
-from store.pullcheck import check_bindings, check_not_older, decode_commitmeta, floors_for
+from store.replication.bundle_delta import apply_inline, commitmeta_of, parse_inline, repo_commit
+from store.replication.delta_format import Superblock
+from store.replication.pullcheck import (
+    check_bindings,
+    check_not_older,
+    decode_commitmeta,
+    floors_for,
+)
 from store.repo import Repo
 
 MAX_SUPERBLOCK = 4 << 30
@@ -189,9 +194,9 @@ def _verify(repo: Repo, manifest: Manifest, sb: Superblock, bundle: Path, *,
     """As a pull: signature (when the ref's remote requires one), bindings, no downgrade."""
     from store import sign
     from store.errors import RefError
-    from store.pullcheck import remote_keys
     from store.refs import ref_path
-    from store.remote import get_remote
+    from store.replication.pullcheck import remote_keys
+    from store.replication.remote import get_remote
 
     commit = repo_commit(sb)
     csum = manifest.commit

@@ -25,8 +25,8 @@ from layering.compose import ComposeRequest, ComposeResult, compose
 from layering.errors import ComposeError
 from layering.packages import cached_local, peek_local
 from store.progress import ProgressFn
-from store.pullcheck import DowngradeError, Floor, check_not_older
 from store.refs import split_refspec
+from store.replication.pullcheck import DowngradeError, Floor, check_not_older
 from store.repo import Repo
 
 ORIGIN, PACKAGES, OVERRIDES = "origin", "packages", "overrides"
@@ -191,7 +191,7 @@ def _pull(sysroot: Sysroot, refspec: str, *, allow_downgrade: bool = False,
     remote, ref = split_refspec(refspec)
     if remote is None:
         return False
-    from store.pull import pull
+    from store.replication.pull import pull
 
     pull(sysroot.repo_path, remote, [ref], allow_downgrade=allow_downgrade, not_older_than=floor,
          progress=progress)

@@ -61,3 +61,17 @@ def test_the_command_loads_no_payload_reader_until_a_package_is_unpacked() -> No
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          cwd=ROOT, check=True).stdout.strip()
     assert out == ""
+
+
+def test_the_object_store_never_imports_replication() -> None:
+    """store/ is two concerns: the object store, and store/replication/ (fetcher, pull,
+    remotes, summaries, deltas) built on it; the object store must stand without it."""
+    bad = []
+    for path in sorted((ROOT / "store").glob("*.py")):
+        tree = ast.parse(path.read_text(), filename=str(path))
+        for node in ast.walk(tree):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import) else
+                     [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            bad += [f"{path.relative_to(ROOT)} imports {n}" for n in names
+                    if n.startswith("store.replication")]
+    assert not bad, bad

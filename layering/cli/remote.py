@@ -17,8 +17,8 @@ from layering.cli.progress import cli_progress, progress_option
 @pass_ctx
 def summary_cmd(ctx: Context, update: bool, sign_key: Path | None) -> None:
     """Write the repository's summary (and summary.sig) for serving."""
+    from store.replication.summary import update_summary
     from store.repo import Repo
-    from store.summary import update_summary
 
     s = update_summary(Repo.open(ctx.repo), sign_key=sign_key)
     if ctx.verbose:
@@ -42,7 +42,7 @@ def remote_group() -> None:
 def remote_add(ctx: Context, sign_pubkey: Path | None, no_sign_verify: bool, collection_id: str,
                name: str, url: str) -> None:
     """Add remote NAME at URL (a public key, or --no-sign-verify, is required)."""
-    from store.remote import add_remote
+    from store.replication.remote import add_remote
 
     if sign_pubkey is not None and no_sign_verify:
         raise click.UsageError("--sign-pubkey and --no-sign-verify exclude each other")
@@ -56,7 +56,7 @@ def remote_add(ctx: Context, sign_pubkey: Path | None, no_sign_verify: bool, col
 @pass_ctx
 def remote_list(ctx: Context, show_urls: bool) -> None:
     """List remotes, one a line."""
-    from store.remote import list_remotes
+    from store.replication.remote import list_remotes
 
     remotes = list_remotes(ctx.repo)
     if ctx.json:
@@ -76,7 +76,7 @@ def remote_list(ctx: Context, show_urls: bool) -> None:
 @pass_ctx
 def remote_delete(ctx: Context, name: str) -> None:
     """Remove remote NAME from the config."""
-    from store.remote import delete_remote
+    from store.replication.remote import delete_remote
 
     delete_remote(ctx.repo, name)
 
@@ -96,7 +96,7 @@ def pull_cmd(ctx: Context, depth: int, mirror: bool, disable_static_deltas: bool
              allow_downgrade: bool, name: str, refs: tuple[str, ...]) -> None:
     """Fetch REFS from remote NAME: REF, REF@CHECKSUM or CHECKSUM (no ref moves); every ref
     in the summary when none is named. NAME:REF[@CHECKSUM] names one alone."""
-    from store.pull import pull
+    from store.replication.pull import pull
 
     if ":" in name:
         if refs:
@@ -130,7 +130,7 @@ def static_delta_group() -> None:
 @pass_ctx
 def delta_generate(ctx: Context, from_: str | None, empty: bool, to: str) -> None:
     """Generate a static delta; prints its name."""
-    from store.delta_generate import generate_delta
+    from store.replication.delta_generate import generate_delta
     from store.repo import Repo
 
     if empty and from_:
@@ -149,7 +149,7 @@ def _parent_of(repo, csum: str) -> str | None:  # type: ignore[no-untyped-def]
 @pass_ctx
 def delta_list(ctx: Context) -> None:
     """List the repository's static deltas, one name a line."""
-    from store.summary import list_delta_names
+    from store.replication.summary import list_delta_names
 
     for name in list_delta_names(ctx.repo):
         click.echo(name)

@@ -178,9 +178,15 @@ def _smuggle_object(sb_bytes: bytes) -> bytes:
     import dataclasses
     import hashlib
 
-    from store.delta_format import PartPayload, Superblock, delta_dir, delta_name, write_varuint
     from store.gvariant import Variant
     from store.objects import FileMeta, ObjectType, file_header
+    from store.replication.delta_format import (
+        PartPayload,
+        Superblock,
+        delta_dir,
+        delta_name,
+        write_varuint,
+    )
 
     sb = Superblock.from_bytes(sb_bytes)
     key = f"{delta_dir(delta_name(sb.from_csum, sb.to_csum))}/0"

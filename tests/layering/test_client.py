@@ -341,8 +341,8 @@ def bare(tmp_path: Path) -> Iterator[Bare]:
 
 def test_replayed_old_signed_summary_is_no_update_and_upgrade_refuses_the_downgrade(
         bare: Bare) -> None:
+    from store.replication.summary import update_summary
     from store.sign import generate_keypair, sign_commit
-    from store.summary import update_summary
 
     sec, pub = bare.tmp / "k.sec", bare.tmp / "k.pub"
     generate_keypair(sec, pub)

@@ -118,7 +118,7 @@ def test_pull_progress_fd(source: OstreeSource, tmp_path: Path) -> None:
 
 def test_pull_counter_never_passes_the_total(source: OstreeSource, tmp_path: Path) -> None:
     """The commit object was counted as fetched but never as wanted (11679/11678)."""
-    from store.pull import pull
+    from store.replication.pull import pull
 
     dst = client(tmp_path, source)
     seen: list[tuple[int, int]] = []

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from store.remote import list_remotes
+from store.replication.remote import list_remotes
 from store.repo import Repo, RepoMode
 from tests.store.servers import OstreeSource, hostile_server, make_ostree_source
 from tests.util import ROOT, StrataRunner, require_tool, run

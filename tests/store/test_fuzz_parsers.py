@@ -23,15 +23,6 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from store.delta_format import (
-    PART_SIG,
-    SUPERBLOCK_SIG,
-    PartMeta,
-    PartPayload,
-    Superblock,
-    read_varuint,
-    unpack_objects,
-)
 from store.errors import CorruptObject, ToolError
 from store.gvariant import TypeInfo, Variant, decode, encode, type_info
 from store.objects import (
@@ -49,7 +40,16 @@ from store.objects import (
     file_header,
     parse_header,
 )
-from store.summary import RefEntry, Summary, parse_summary_sig
+from store.replication.delta_format import (
+    PART_SIG,
+    SUPERBLOCK_SIG,
+    PartMeta,
+    PartPayload,
+    Superblock,
+    read_varuint,
+    unpack_objects,
+)
+from store.replication.summary import RefEntry, Summary, parse_summary_sig
 from tests.store.test_gvariant import SYSTEM_PY, glib_serialize
 from tests.util import run
 

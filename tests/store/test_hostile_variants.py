@@ -23,11 +23,11 @@ from pathlib import Path
 
 import pytest
 
-from store.delta_format import PartMeta, PartPayload, Superblock, delta_dir, delta_name
 from store.errors import CorruptObject
 from store.gvariant import Variant, _frame, decode, encode
 from store.objects import Commit, DirMeta, DirTree, ObjectType, _entry, _frame_array
-from store.summary import DELTAS_KEY, RefEntry, Summary
+from store.replication.delta_format import PartMeta, PartPayload, Superblock, delta_dir, delta_name
+from store.replication.summary import DELTAS_KEY, RefEntry, Summary
 from tests.store.servers import http_server, ostree
 from tests.util import ROOT, require_tool
 
@@ -86,7 +86,7 @@ def test_huge_claim_summary_fails_in_bounded_memory() -> None:
     data = huge_claim_summary()
     proc = run_limited(f"""
         from store.errors import CorruptObject
-        from store.summary import Summary
+        from store.replication.summary import Summary
         try:
             Summary.from_bytes(bytes.fromhex({data.hex()!r}))
         except CorruptObject as e:
@@ -114,7 +114,7 @@ def test_xz_parts_decompress_within_bounds() -> None:
     greedy = b"x" + big_dictionary_xz(PartPayload([], [], b"abc", b"").to_bytes()[1:])
     assert lzma.decompress(greedy[1:])  # a valid stream, only greedy
     proc = run_limited(f"""
-        from store.delta_format import PartPayload
+        from store.replication.delta_format import PartPayload
         from store.errors import CorruptObject
         for data in (bytes.fromhex({bomb.hex()!r}), bytes.fromhex({greedy.hex()!r})):
             try:

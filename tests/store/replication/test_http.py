@@ -1,4 +1,4 @@
-"""store.http against real local servers (http.server, nginx, a hostile in-process one)."""
+"""store.replication.http against real local servers (http.server, nginx, a hostile in-process one)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from store.errors import NetworkError
-from store.http import SPILL_SIZE, Fetcher, NotFoundError, TooLargeError
+from store.replication.http import SPILL_SIZE, Fetcher, NotFoundError, TooLargeError
 from tests.store.servers import free_port, hostile_server, http_server, nginx_server, send
 
 

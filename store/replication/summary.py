@@ -113,7 +113,7 @@ def _deltas(value: dict[str, Variant]) -> dict[str, str]:
 
 def list_delta_names(repo_path: Path) -> list[str]:
     """Deltas present under ``deltas/``, as ``FROM-TO`` or ``TO`` hex names."""
-    from store.delta_format import delta_name_from_dir
+    from store.replication.delta_format import delta_name_from_dir
 
     base = repo_path / "deltas"
     out = []
@@ -139,7 +139,7 @@ def build_summary(repo: Repo, *, now: int | None = None) -> Summary:
         refs[name] = RefEntry(name, csum, len(data), commit.timestamp,
                               version if isinstance(version, str) else None)
     deltas = {}
-    from store.delta_format import delta_dir
+    from store.replication.delta_format import delta_dir
 
     for name in list_delta_names(repo.path):
         sb = (repo.path / delta_dir(name) / "superblock").read_bytes()

@@ -1,10 +1,11 @@
-"""HTTP/1.1 pipelining for :class:`store.http.Fetcher`: many GETs on one kept-alive connection.
+"""HTTP/1.1 pipelining for :class:`store.replication.http.Fetcher`: many GETs on one
+kept-alive connection.
 
 Only plain ``http://`` without a proxy, only complete ``200`` answers with a
 ``Content-Length`` no larger than the caller's in-memory limit; anything else
 raises :class:`PipeError` and the caller fetches the rest the ordinary way.
 Every body is read in pieces, each counted by the request's watch (the
-low-speed limit and deadline of :mod:`store.http_watch`).
+low-speed limit and deadline of :mod:`store.replication.http_watch`).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import socket
 import urllib.parse
 from typing import cast
 
-from store.http_watch import Watch
+from store.replication.http_watch import Watch
 
 READ_PIECE = 1 << 16
 

@@ -17,7 +17,12 @@ import time
 import zlib
 from dataclasses import dataclass, field
 
-from store.delta_format import (
+from store.errors import InputError
+from store.fsutil import atomic_write, rmtree
+from store.gvariant import Variant
+from store.objects import FileMeta, ObjectType
+from store.progress import ProgressFn, Stage
+from store.replication.delta_format import (
     COMPRESSION_XZ,
     Fallback,
     PartMeta,
@@ -27,11 +32,6 @@ from store.delta_format import (
     delta_name,
     write_varuint,
 )
-from store.errors import InputError
-from store.fsutil import atomic_write, rmtree
-from store.gvariant import Variant
-from store.objects import FileMeta, ObjectType
-from store.progress import ProgressFn, Stage
 from store.repo import Repo
 
 MIN_FALLBACK_SIZE = 4 << 20
@@ -239,7 +239,7 @@ def _add_files(repo: Repo, parts: _Parts, new: _Reach, old: _Reach,
             continue
         meta, content = repo.load_file(csum)
         if source is not None and MIN_BSDIFF_SIZE <= size <= MAX_BSDIFF_SIZE:
-            from store.delta_pull import make_endsley_patch
+            from store.replication.delta_pull import make_endsley_patch
 
             patch = make_endsley_patch(repo.load_file(source)[1], content)
             if _worth_patch(patch, content):

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 
 from store.gvariant import decode
+from store.replication.summary import Summary, parse_summary_sig
 from store.repo import Repo
 from store.sign import any_valid, generate_keypair, load_public_keys, signatures_in
-from store.summary import Summary, parse_summary_sig
 from tests.store.servers import OstreeSource, make_ostree_source, ostree
 from tests.util import StrataRunner, require_tool
 

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from store.delta_format import Superblock, delta_dir, delta_name
 from store.gvariant import Variant
-from store.summary import DELTAS_KEY, Summary
+from store.replication.delta_format import Superblock, delta_dir, delta_name
+from store.replication.summary import DELTAS_KEY, Summary
 from tests.store.bounds import (
     Sent,
     assert_one_error,
@@ -25,8 +25,8 @@ from tests.store.bounds import (
     trickle_body,
     xz_bomb,
 )
+from tests.store.replication.test_pull_hostile import client_at_c1, obj_path, seed, source  # noqa: F401
 from tests.store.servers import OstreeSource, free_port, hostile_server, ostree, send
-from tests.store.test_pull_hostile import client_at_c1, obj_path, seed, source  # noqa: F401
 from tests.util import StrataRunner
 
 MIB = 1 << 20

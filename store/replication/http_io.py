@@ -1,4 +1,4 @@
-"""Reading HTTP bodies within a cap, and HTTP failures in plain words (for store.http).
+"""Reading HTTP bodies within a cap, and HTTP failures in plain words (for store.replication.http).
 
 A body goes into a :class:`Sink` through a :class:`BodyReader`, which refuses
 it (TooLargeError) as soon as it passes the caller's cap, or the cap its own

@@ -11,8 +11,8 @@ the bytes (the part file as it would be on disk).  An inline delta has no
 fallbacks: every object travels in a part.
 
 Applying checks each part against its checksum before it is decompressed
-(bounded: :data:`store.delta_format.MAX_PART_SIZE`), runs it with the pull's
-:class:`store.delta_pull.PartExecutor` (each object verified and its tree
+(bounded: :data:`store.replication.delta_format.MAX_PART_SIZE`), runs it with the pull's
+:class:`store.replication.delta_pull.PartExecutor` (each object verified and its tree
 entries checked), then walks the new commit's tree to prove that every object
 it references is now here.  The commit object and its detached metadata are
 staged last; the caller moves the ref in the same transaction.
@@ -24,12 +24,12 @@ import hashlib
 import time
 from dataclasses import dataclass
 
-from store.delta_format import PartPayload, Superblock, delta_dir, delta_name
-from store.delta_generate import MAX_CHUNK_SIZE, build_parts
-from store.delta_pull import PartExecutor
 from store.errors import CorruptObject, ObjectNotFound
 from store.gvariant import Variant, decode
 from store.objects import METADATA_SIG, ObjectType
+from store.replication.delta_format import PartPayload, Superblock, delta_dir, delta_name
+from store.replication.delta_generate import MAX_CHUNK_SIZE, build_parts
+from store.replication.delta_pull import PartExecutor
 from store.repo import Repo
 from store.treecheck import MAX_DEPTH as MAX_TREE_DEPTH
 from store.treecheck import check_dirmeta
@@ -131,7 +131,7 @@ def apply_inline(repo: Repo, txn: Transaction, sb: Superblock, where: str) -> in
 
 def repo_commit(sb: Superblock):  # type: ignore[no-untyped-def]
     """The parsed commit a superblock leads to."""
-    from store.pullcheck import parse_commit
+    from store.replication.pullcheck import parse_commit
 
     return parse_commit(sb.commit_bytes, sb.to_csum)
 

@@ -24,7 +24,6 @@ from pathlib import Path
 from store.errors import CorruptObject, NetworkError, ObjectNotFound, ToolError
 from store.filez import filez_cap, store_filez
 from store.fsutil import atomic_write
-from store.http import METADATA_CAP, Fetcher, NotFoundError
 from store.objects import (
     DirMeta,
     DirTree,
@@ -33,7 +32,8 @@ from store.objects import (
     loose_path,
 )
 from store.progress import ProgressFn, Stage
-from store.pullcheck import (
+from store.replication.http import METADATA_CAP, Fetcher, NotFoundError
+from store.replication.pullcheck import (
     Floor,
     check_commit,
     decode_commitmeta,
@@ -41,10 +41,10 @@ from store.pullcheck import (
     floors_for,
     parse_commit,
 )
-from store.pulltarget import Target, parse_request, resolve_targets
-from store.remote import Remote, get_remote
+from store.replication.pulltarget import Target, parse_request, resolve_targets
+from store.replication.remote import Remote, get_remote
+from store.replication.summary import Summary
 from store.repo import Repo
-from store.summary import Summary
 from store.treecheck import MAX_DEPTH, check_dirtree, check_metadata_bytes
 from store.txn import Transaction
 
@@ -98,9 +98,9 @@ class PullState:
     def verify_commit_signature(self, csum: str, data: bytes, meta: bytes | None,
                                 ref: str = "") -> None:
         """Raise unless the commit may enter the repository: SignatureError unless no signature
-        is needed or ``meta`` holds a good one; then, as :mod:`store.pullcheck`, BindingError
-        for bindings that do not fit and, for the target commit, DowngradeError when it is
-        older than a floor."""
+        is needed or ``meta`` holds a good one; then, as
+        :mod:`store.replication.pullcheck`, BindingError for bindings that do not fit and,
+        for the target commit, DowngradeError when it is older than a floor."""
         check_commit(self, csum, data, meta, ref)
 
     def checkpoint(self, txn: Transaction) -> None:
@@ -237,7 +237,7 @@ def _pull_commit(st: PullState, txn: Transaction, summary: Summary | None, ref: 
     prefetched: dict[str, tuple[bytes, bytes | None]] = {}
     if (use_deltas and local is not None and summary is not None and summary.deltas
             and not is_complete(repo, csum)):
-        from store.delta_pull import try_delta
+        from store.replication.delta_pull import try_delta
 
         got = try_delta(st, txn, summary, local, csum)
         if got is not None:

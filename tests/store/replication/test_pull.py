@@ -153,7 +153,7 @@ def test_progress_line_only_on_a_terminal(source: OstreeSource, tmp_path: Path,
     master, slave = pty.openpty()
     proc = subprocess.run([sys.executable, "-m", "layering", "--repo", str(dst), "pull", "origin",
                            "main"], stdout=subprocess.PIPE, stderr=slave, text=True,
-                          cwd=Path(__file__).resolve().parents[2], timeout=120)
+                          cwd=Path(__file__).resolve().parents[3], timeout=120)
     os.close(slave)
     err = b""
     while True:

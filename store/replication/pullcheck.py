@@ -22,15 +22,15 @@ from typing import TYPE_CHECKING
 
 from store.errors import CorruptObject, RefError, SignatureError
 from store.gvariant import Variant, decode
-from store.http import METADATA_CAP, SUMMARY_CAP
 from store.objects import METADATA_SIG, Commit, ObjectType
-from store.summary import Summary, parse_summary_sig
+from store.replication.http import METADATA_CAP, SUMMARY_CAP
+from store.replication.summary import Summary, parse_summary_sig
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-    from store.pull import PullState
-    from store.remote import Remote
+    from store.replication.pull import PullState
+    from store.replication.remote import Remote
     from store.repo import Repo
 
 REF_BINDING = "ostree.ref-binding"

@@ -6,7 +6,7 @@ lists, decompressed and executed: every object an opcode produces is
 verified against the checksum the part names before it is written.
 Fallback objects are fetched as loose objects.  Everything is staged in the
 pull's transaction.  The commit object itself is handed back to
-:mod:`store.pull`, which walks what the delta changed afterwards, so any
+:mod:`store.replication.pull`, which walks what the delta changed afterwards, so any
 object a delta did not provide is fetched the ordinary way.
 """
 
@@ -21,7 +21,9 @@ from typing import IO, TYPE_CHECKING
 
 import bsdiff4
 
-from store.delta_format import (
+from store.errors import CorruptObject
+from store.objects import FileMeta, ObjectType, checksum_bytes
+from store.replication.delta_format import (
     PartMeta,
     PartPayload,
     Superblock,
@@ -29,17 +31,15 @@ from store.delta_format import (
     delta_name,
     read_varuint,
 )
-from store.errors import CorruptObject
-from store.http import METADATA_CAP, FileSink
-from store.objects import FileMeta, ObjectType, checksum_bytes
+from store.replication.http import METADATA_CAP, FileSink
 from store.treecheck import check_file_meta, check_metadata_bytes
 
 PART_MAX = 128 << 20  # a part (compressed, or its payload) larger than this is refused
 
 if TYPE_CHECKING:
-    from store.pull import PullState
+    from store.replication.pull import PullState
+    from store.replication.summary import Summary
     from store.repo import Repo
-    from store.summary import Summary
     from store.txn import Transaction
 
 
@@ -56,7 +56,7 @@ def try_delta(st: PullState, txn: Transaction, summary: Summary, local: str,
     Returns (commit bytes, commitmeta bytes or None) when a delta was applied,
     None when no delta applies.  Raises on a corrupt or unreachable delta.
     """
-    from store.pull import is_complete
+    from store.replication.pull import is_complete
 
     repo: Repo = st.repo
     current = repo.read_ref(local)
@@ -77,7 +77,7 @@ def try_delta(st: PullState, txn: Transaction, summary: Summary, local: str,
 
 def _apply(st: PullState, txn: Transaction, sb: Superblock, base: str) -> bytes | None:
     """Fetch and execute the parts, fetch the fallbacks; return the commit's detached metadata."""
-    from store.pull import fetch_loose, mark_partial
+    from store.replication.pull import fetch_loose, mark_partial
 
     repo: Repo = st.repo
     mark_partial(repo, sb.to_csum)

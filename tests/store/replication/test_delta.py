@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from store.delta_format import Superblock, delta_dir, delta_name
-from store.pull import pull
-from store.remote import add_remote, delete_remote
+from store.replication.delta_format import Superblock, delta_dir, delta_name
+from store.replication.pull import pull
+from store.replication.remote import add_remote, delete_remote
 from store.repo import Repo, RepoMode
 from tests.store.servers import (
     OstreeSource,
@@ -162,7 +162,7 @@ def test_strata_delta_round_trip_and_empty(source: OstreeSource, seed: Path, tmp
 
 def test_delta_with_fallbacks_and_small_parts(source: OstreeSource, tmp_path: Path,
                                               strata: StrataRunner) -> None:
-    from store.delta_generate import generate_delta
+    from store.replication.delta_generate import generate_delta
 
     repo = tmp_path / "served"
     shutil.copytree(source.path, repo, symlinks=True)
@@ -192,8 +192,14 @@ def test_delta_with_fallbacks_and_small_parts(source: OstreeSource, tmp_path: Pa
 
 
 def test_format_primitives() -> None:
-    from store.delta_format import from_mb64, mb64, read_varuint, split_name, write_varuint
-    from store.delta_pull import apply_endsley_patch, make_endsley_patch
+    from store.replication.delta_format import (
+        from_mb64,
+        mb64,
+        read_varuint,
+        split_name,
+        write_varuint,
+    )
+    from store.replication.delta_pull import apply_endsley_patch, make_endsley_patch
 
     csum = "ff1fa966da090e2c2f34b89a3d9abdf452fb6c27b9393d8a9b00e0cb0ae043c3"
     assert mb64(csum) == "_x+pZtoJDiwvNLiaPZq99FL7bCe5OT2KmwDgywrgQ8M"  # as ostree names it

@@ -22,9 +22,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from store.commit import commit_directory
+from store.replication.summary import update_summary
 from store.repo import Repo, RepoMode
 from store.sign import generate_keypair, sign_commit
-from store.summary import update_summary
 from tests.store.servers import (
     fill_tree,
     hostile_server,

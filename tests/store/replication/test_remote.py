@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from store.remote import get_remote, list_remotes
+from store.replication.remote import get_remote, list_remotes
 from store.repo import Repo, RepoMode
 from store.sign import generate_keypair
 from tests.store.servers import ostree

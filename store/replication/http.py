@@ -9,14 +9,14 @@ or absolute URLs (package sources).  Every read is bounded:
   caller's file (:meth:`Fetcher.get_into`) or a temporary file
   (:meth:`Fetcher.fetch_many` with ``spill_dir``);
 * time: a low-speed limit and a deadline for every response
-  (:mod:`store.http_watch`, ``STRATA_HTTP_*`` variables), connect timeout 10 s;
+  (:mod:`store.replication.http_watch`, ``STRATA_HTTP_*`` variables), connect timeout 10 s;
 * retries: at most ``STRATA_HTTP_RETRIES`` (3) more attempts, with backoff,
   after a connection error, a truncated body or a 5xx answer; never after a
   too-slow or too-large answer.
 
 Requests use a urllib3 pool of kept-alive connections (``max_in_flight`` at
 once, ostree uses 8) and, on plain ``http://`` without a proxy, pipelining
-(:mod:`store.http_pipe`).  Proxies come from ``http_proxy``/``https_proxy``/
+(:mod:`store.replication.http_pipe`).  Proxies come from ``http_proxy``/``https_proxy``/
 ``no_proxy``, decided per URL.  Redirects are followed by hand (at most 5,
 only to ``http(s)``).  Failures raise :class:`~store.errors.NetworkError`
 with the URL and the reason in plain words.
@@ -44,7 +44,7 @@ from urllib3.exceptions import (
 )
 
 from store.errors import NetworkError
-from store.http_io import (
+from store.replication.http_io import (
     SPILL_SIZE,
     BodyReader,
     FileSink,
@@ -58,8 +58,8 @@ from store.http_io import (
     describe,
     fits,
 )
-from store.http_pipe import PipeConn, PipeError
-from store.http_watch import WATCHED_POOLS, Limits, Watch, watching
+from store.replication.http_pipe import PipeConn, PipeError
+from store.replication.http_watch import WATCHED_POOLS, Limits, Watch, watching
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -450,7 +450,7 @@ def _proxy_for(url: str) -> str | None:
 def _make_pool(proxy: str, maxsize: int, timeout: float,
                ca_certs: str | None) -> urllib3.PoolManager:
     """A pool manager (through ``proxy`` unless empty) whose connections report to the
-    request's watch (store.http_watch)."""
+    request's watch (store.replication.http_watch)."""
     kw = dict(num_pools=8, maxsize=maxsize, block=True,
               timeout=urllib3.Timeout(connect=min(timeout, 10.0), read=timeout))
     if ca_certs:

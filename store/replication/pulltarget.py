@@ -4,7 +4,7 @@
 remote has none and does not require a signed summary) and the local ref
 moves to it; ``REF@CHECKSUM`` fetches that commit and moves the ref to it
 without consulting the summary; a bare ``CHECKSUM`` fetches the commit and
-moves no ref.  Every target's commit is then checked as :mod:`store.pullcheck`
+moves no ref.  Every target's commit is then checked as :mod:`store.replication.pullcheck`
 says: ``REF`` and ``REF@CHECKSUM`` against the ref binding of ``REF``.
 """
 
@@ -14,13 +14,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from store.errors import CorruptObject, InputError, RefError
-from store.http import NotFoundError
 from store.objects import is_checksum
 from store.refs import validate_ref
+from store.replication.http import NotFoundError
 
 if TYPE_CHECKING:
-    from store.pull import PullState
-    from store.summary import Summary
+    from store.replication.pull import PullState
+    from store.replication.summary import Summary
 
 
 @dataclass(frozen=True)

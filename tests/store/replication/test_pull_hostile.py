@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from store.pull import pull
-from store.remote import add_remote, delete_remote
+from store.replication.pull import pull
+from store.replication.remote import add_remote, delete_remote
+from store.replication.summary import RefEntry, Summary
 from store.repo import Repo, RepoMode
-from store.summary import RefEntry, Summary
 from tests.store.servers import (
     OstreeSource,
     hostile_server,
@@ -229,7 +229,7 @@ def test_killed_pull_resumes_from_checkpointed_objects(tmp_path: Path,
 
     with hostile_server(src) as srv:
         add_remote(dst, "origin", srv.url, sign_verify=False)
-        script = ("import sys; from pathlib import Path; import store.pull as p\n"
+        script = ("import sys; from pathlib import Path; import store.replication.pull as p\n"
                   "p.CHECKPOINT_SECONDS = 0.2\n"
                   f"p.pull(Path({str(dst)!r}), 'origin', ['main'])\n")
         proc = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT)
