@@ -18,6 +18,7 @@ from boot.deployment import Deployment
 from boot.errors import DeploymentError
 from boot.etcmerge import EtcDiff, EtcMergePlan, preview_merge
 from boot.kargs import Kargs
+from boot.stage import discard_staged
 from boot.sysroot import Sysroot, SysrootState
 from store.errors import ObjectNotFound, ToolError
 from store.fsutil import atomic_write, scratch_dir
@@ -39,6 +40,7 @@ class DeploymentStatus:
     removed_base_packages: tuple[str, ...]
     replaced_base_packages: tuple[str, ...]
     inactive_requests: tuple[str, ...] = ()
+    staged: bool = False
 
     def to_dict(self) -> dict[str, object]:
         """The ``status --json`` record (keys as the CLI contract lists them)."""
@@ -52,7 +54,7 @@ class DeploymentStatus:
             "removed-base-packages": list(self.removed_base_packages),
             "replaced-base-packages": list(self.replaced_base_packages),
             "pinned": d.pinned, "default": self.default, "booted": self.booted,
-            "staged": False, "timestamp": self.timestamp, "version": self.version,
+            "staged": self.staged, "timestamp": self.timestamp, "version": self.version,
         }
 
 
@@ -97,19 +99,27 @@ def commit_info(repo: Repo | None, csum: str) -> CommitInfo:
         _strs(meta.get("strata.satisfied-by-base")))
 
 
+def listed(state: SysrootState) -> list[Deployment]:
+    """The deployments as status numbers them: the staged one (index 0, as ostree lists it)
+    first, then the boot entries' in boot order."""
+    return [replace(d, index=i) for i, d in enumerate(state.all_deployments)]
+
+
 def status(sysroot: Sysroot) -> list[DeploymentStatus]:
-    """The deployments in boot order with their commit's timestamp, version and packages."""
+    """The deployments (:func:`listed`) with their commit's timestamp, version and packages.
+    ``default`` marks the boot entries' default; a staged deployment becomes it at shutdown."""
     state = sysroot.load()
     try:
         repo: Repo | None = Repo.open(sysroot.repo_path)
     except ToolError:
         repo = None
     out = []
-    for d in state.deployments:
+    for d in listed(state):
         info = commit_info(repo, d.checksum)
-        out.append(DeploymentStatus(d, d.index == 0, d.same(state.booted), info.timestamp,
-                                    info.version, info.base, info.layered, info.removed,
-                                    info.replaced, info.inactive))
+        staged = d.same(state.staged)
+        out.append(DeploymentStatus(d, d.same(state.default), d.same(state.booted),
+                                    info.timestamp, info.version, info.base, info.layered,
+                                    info.removed, info.replaced, info.inactive, staged))
     return out
 
 
@@ -118,13 +128,14 @@ def _reference(state: SysrootState) -> Deployment | None:
 
 
 def pending_and_rollback(state: SysrootState) -> tuple[Deployment | None, Deployment | None]:
-    """The pending (newer than the reference) and rollback deployments of its stateroot."""
+    """The pending (the staged one, else one newer than the reference) and rollback
+    deployments of the reference's stateroot."""
     ref = _reference(state)
     if ref is None:
         return None, None
     same = [d for d in state.deployments if d.stateroot == ref.stateroot]
     pos = next(i for i, d in enumerate(same) if d.same(ref))
-    pending = same[0] if pos > 0 else None
+    pending = state.staged or (same[0] if pos > 0 else None)
     rollback = same[pos + 1] if pos + 1 < len(same) else None
     return pending, rollback
 
@@ -149,6 +160,9 @@ def rollback(sysroot: Sysroot) -> Deployment:
     """Make the rollback deployment (or, with a pending one, the booted one) the default."""
     with sysroot.lock(wait=LOCK_WAIT):
         state = sysroot.load()
+        if state.staged is not None:  # as rpm-ostree
+            raise DeploymentError(f"a staged deployment ({state.staged.dirname}) is pending in "
+                                  f"{sysroot.path}; remove it with 'cleanup --pending' first")
         pending, back = pending_and_rollback(state)
         target = state.booted if pending is not None and state.booted else back
         if target is None:
@@ -180,8 +194,11 @@ def cleanup(sysroot: Sysroot, *, pending: bool = False, rollback: bool = False,
     with sysroot.lock(wait=LOCK_WAIT):
         state = sysroot.load()
         p, r = pending_and_rollback(state)
+        staged = state.staged if pending else None
         drop = [d for d, want in ((p, pending), (r, rollback))
-                if want and d is not None and not d.pinned and not d.same(state.booted)]
+                if want and d is not None and not d.pinned and not d.same(state.booted)
+                and not d.same(staged)]
+        state = discard_staged(state) if staged is not None else state  # a leftover below
         if drop:
             keep = [d for d in state.deployments if not any(d.same(x) for x in drop)]
             state = write_deployments(sysroot, state, keep)
@@ -189,17 +206,21 @@ def cleanup(sysroot: Sysroot, *, pending: bool = False, rollback: bool = False,
         repo = Repo.open(sysroot.repo_path)
         dropped = tuple(drop_refs(repo, state)) if drop_refs is not None else ()
         pruned = prune_repo(repo)
-        return CleanupResult(tuple(drop), tuple(leftovers), pruned, dropped)
+        gone = (staged, *drop) if staged is not None else tuple(drop)
+        return CleanupResult(gone, tuple(leftovers), pruned, dropped)
 
 
 def pin(sysroot: Sysroot, index: int, *, pinned: bool = True) -> Deployment:
     """Set or clear ``[libostree-transient] pinned`` in deployment ``index``'s origin."""
     with sysroot.lock(wait=LOCK_WAIT):
         state = sysroot.load()
-        if not 0 <= index < len(state.deployments):
+        deps = listed(state)
+        if not 0 <= index < len(deps):
             raise DeploymentError(f"no deployment with index {index} in {sysroot.path} "
-                                  f"(have {len(state.deployments)})")
-        d = state.deployments[index]
+                                  f"(have {len(deps)})")
+        d = deps[index]
+        if d.same(state.staged):  # as ostree
+            raise DeploymentError(f"cannot pin the staged deployment {d.dirname}")
         new = replace(d, origin=d.origin.with_pinned(pinned))
         atomic_write(sysroot.origin_path(d), new.origin.to_text().encode())
         return new
@@ -219,7 +240,7 @@ def edit_kargs(sysroot: Sysroot, *, append: Sequence[str] = (), delete: Sequence
 def _edit_kargs(sysroot: Sysroot, append: Sequence[str], delete: Sequence[str],
                 replace_args: Sequence[str]) -> tuple[Kargs, DeployResult | None]:
     state = sysroot.load()
-    d = state.default
+    d = state.next
     if d is None:
         raise DeploymentError(f"no deployment in {sysroot.path}")
     kargs = d.kargs

@@ -17,7 +17,7 @@ import os
 import re
 import stat
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from boot.bootloader import cleanup_boot_versions, syncfs, write_deployments
@@ -27,6 +27,7 @@ from boot.etcmerge import EtcDiff, EtcMergePlan, copy_at, merge_etc, preview_mer
 from boot.kargs import Kargs, key_of
 from boot.kernel import boot_dirname, find_kernel, install_kernel
 from boot.origin import Origin
+from boot.staged import clear_record
 from boot.sysroot import Sysroot, SysrootState
 from store import beneath
 from store.checkout import checkout_tree
@@ -53,6 +54,7 @@ class DeployResult:
     deployment: Deployment
     etc: EtcMergePlan
     removed: tuple[Deployment, ...]
+    staged: bool = False  # written now, made the default at shutdown (boot.stage)
 
     @property
     def etc_changes(self) -> EtcDiff:
@@ -128,8 +130,8 @@ def _remove_leftovers_but_trees(sysroot: Sysroot,
                                 state: SysrootState) -> tuple[list[str], list[Path]]:
     """:func:`remove_leftovers`, except that deployment trees are returned, not removed."""
     keep = _staged_checksums(sysroot)
-    live = {(d.stateroot, d.dirname) for d in state.deployments}
-    boots = {boot_dirname(d.stateroot, d.bootcsum) for d in state.deployments}
+    live = {(d.stateroot, d.dirname) for d in state.all_deployments}
+    boots = {boot_dirname(d.stateroot, d.bootcsum) for d in state.all_deployments}
     removed: list[str] = []
     trees: list[Path] = []
     for sr in sysroot.stateroots():
@@ -172,6 +174,7 @@ def _removing(trees: list[Path]) -> Iterator[None]:
 
 
 BASE_REF_PREFIX = "rpmostree/base/"
+STAGED_REF = "strata/staged"  # and STAGED_REF-base: keep a staged commit (and its base)
 
 
 def layer_base(repo: Repo, csum: str) -> str | None:
@@ -195,8 +198,14 @@ def update_boot_refs(repo: Repo, state: SysrootState) -> None:
         base = layer_base(repo, d.checksum)
         if base is not None and repo.has(base, ObjectType.COMMIT):
             want[f"{BASE_REF_PREFIX}{d.index}"] = base
+    if state.staged is not None:
+        want[STAGED_REF] = state.staged.checksum
+        base = layer_base(repo, state.staged.checksum)
+        if base is not None and repo.has(base, ObjectType.COMMIT):
+            want[f"{STAGED_REF}-base"] = base
     for name, csum in repo.list_refs().items():
-        if name.startswith(("ostree/", BASE_REF_PREFIX)) and want.get(name) != csum:
+        if (name.startswith(("ostree/", BASE_REF_PREFIX)) or name in (
+                STAGED_REF, f"{STAGED_REF}-base")) and want.get(name) != csum:
             repo.set_ref(name, None)
     for name, csum in want.items():
         if repo.read_ref(name) != csum:
@@ -376,14 +385,14 @@ def deploy(sysroot: Sysroot, *, refspec: str | None = None, checksum: str | None
         origin = (origin or Origin.for_refspec(refspec or "")).without_transient()
         sr = _pick_stateroot(sysroot, state, stateroot)
         merge = state.merge_deployment(sr)
-        base = kargs if kargs is not None else (merge.kargs if merge else Kargs())
-        base = image_kargs(repo, base, merge.checksum if merge else None, csum)
-        for k in karg_replace:
-            base = base.replace(k)
+        base = new_kargs(repo, merge, csum, kargs, karg_replace)
         serial = _next_serial(sysroot, state, sr, csum)
         steps = Stage(progress, "deploy", 3)
         dep, plan = _create(sysroot, repo, merge, csum, sr, serial, origin, base)
         steps.advance()
+        if state.staged is not None:  # as ostree: a deployment written now drops the staged one
+            clear_record()
+            state = replace(state, staged=None)
         retained = _retained(state, sr, merge)
         new_state = _switch(sysroot, state, [dep, *retained])
         steps.advance()
@@ -391,6 +400,17 @@ def deploy(sysroot: Sysroot, *, refspec: str | None = None, checksum: str | None
         finish(sysroot, new_state, prune_objects=prune and bool(gone))
         steps.finish()
         return DeployResult(new_state.deployments[0], plan, gone)
+
+
+def new_kargs(repo: Repo, merge: Deployment | None, csum: str, kargs: Kargs | None,
+              karg_replace: Sequence[str]) -> Kargs:
+    """A new deployment's kernel arguments: ``kargs``, else the merge deployment's, with the
+    image's own (:func:`image_kargs`) and ``karg_replace`` applied."""
+    base = kargs if kargs is not None else (merge.kargs if merge else Kargs())
+    base = image_kargs(repo, base, merge.checksum if merge else None, csum)
+    for k in karg_replace:
+        base = base.replace(k)
+    return base
 
 
 IMAGE_KARGS_KEY = "strata.kargs"  # written by ``strata compose`` (kargs of a compose file)

@@ -26,7 +26,9 @@ from boot.bls import BlsEntry, version_key
 from boot.deployment import BOOTLINK, Deployment, parse_dirname
 from boot.errors import SysrootError
 from boot.kargs import Kargs
+from boot.mountns import ensure_writable
 from boot.origin import Origin
+from boot.staged import read_record
 from store.lock import LockKind, file_lock
 
 
@@ -38,10 +40,21 @@ class SysrootState:
     subbootversion: int
     deployments: tuple[Deployment, ...]
     booted: Deployment | None = None
+    staged: Deployment | None = None  # written, finalized at shutdown (boot.stage); no entry yet
 
     @property
     def default(self) -> Deployment | None:
         return self.deployments[0] if self.deployments else None
+
+    @property
+    def next(self) -> Deployment | None:
+        """What a new request builds on: the staged deployment, else the default."""
+        return self.staged or self.default
+
+    @property
+    def all_deployments(self) -> tuple[Deployment, ...]:
+        """The staged deployment (if any) then those of the boot entries."""
+        return (self.staged, *self.deployments) if self.staged else self.deployments
 
     def merge_deployment(self, stateroot: str) -> Deployment | None:
         """The deployment a new one of ``stateroot`` starts from: booted if it is of
@@ -154,7 +167,20 @@ class Sysroot:
     def _load(self, bv: int) -> SysrootState:
         entries = self.read_entries(bv)
         deps = tuple(self._deployment_of(p, e, i) for i, (p, e) in enumerate(entries))
-        return SysrootState(bv, self.subbootversion(bv), deps, self._booted(deps))
+        booted = self._booted(deps)
+        return SysrootState(bv, self.subbootversion(bv), deps, booted,
+                            self._staged() if booted is not None else None)
+
+    def _staged(self) -> Deployment | None:
+        """The deployment staged on this running host (its record in /run), if its tree is
+        still there."""
+        rec = read_record()
+        if rec is None or rec.stateroot not in self.stateroots():
+            return None
+        dirname = f"{rec.checksum}.{rec.serial}"
+        if not (self.stateroot_dir(rec.stateroot) / "deploy" / dirname).is_dir():
+            return None
+        return rec.deployment(self.read_origin(rec.stateroot, dirname))
 
     def _booted(self, deps: tuple[Deployment, ...]) -> Deployment | None:
         if self.path.resolve() != Path("/"):
@@ -179,8 +205,11 @@ class Sysroot:
         Re-entrant: a process holding it passes straight in, so a command can hold
         it from reading the default deployment to deploying.  Waits up to ``wait``
         seconds (or the program's lock policy, :mod:`store.lock`), then raises
-        LockedError naming the holder.
+        LockedError naming the holder.  On the running host whose sysroot is mounted
+        read-only, this process first gets a private writable view of it
+        (:func:`boot.mountns.ensure_writable`).
         """
+        ensure_writable(self.path)
         return file_lock(self.path / "ostree" / "lock", exclusive=True, wait=wait,
                          what=f"sysroot {self.path}", kind=LockKind.OFD, reentrant=True,
                          mode=0o600)

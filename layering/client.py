@@ -15,10 +15,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from boot.deploy import LOCK_WAIT, DeployResult, deploy
+from boot.deploy import LOCK_WAIT, DeployResult
 from boot.deployment import Deployment
 from boot.etcmerge import EtcMergePlan
 from boot.origin import Origin
+from boot.stage import StageMode, stage_or_deploy
 from boot.sysroot import Sysroot, SysrootState
 from importers.sources import sources_from_dir
 from layering.compose import ComposeRequest, ComposeResult, compose
@@ -61,6 +62,7 @@ class ClientRequest:
     download_only: bool = False  # fill the package cache; deploy nothing
     cache_only: bool = False  # rpm-ostree's name for offline: no network, cached data only
     version: str | None = None  # with rebase: the commit of the ref's history with this version
+    stage: StageMode = StageMode.AUTO  # on a booted host: finalize at shutdown (rpm-ostree)
     progress: ProgressFn | None = field(default=None, compare=False, repr=False)
 
 
@@ -223,10 +225,11 @@ def check_not_downgrade(sysroot: Sysroot, repo: Repo, csum: str, what: str) -> N
 
 
 def _default(sysroot: Sysroot) -> Deployment:
-    state = sysroot.load()
-    if state.default is None:
+    """The deployment a request changes: the staged one (as rpm-ostree), else the default."""
+    d = sysroot.load().next
+    if d is None:
         raise ComposeError(f"no deployment in {sysroot.path}; deploy a base image first")
-    return state.default
+    return d
 
 
 def check_upgrade(sysroot: Sysroot, *, allow_downgrade: bool = False) -> tuple[str, str]:
@@ -373,8 +376,8 @@ def _apply(sysroot: Sysroot, req: ClientRequest) -> ClientResult:
         result.no_upgrade = req.upgrade
         return result
     result.target = target
-    result.deployed = deploy(sysroot, checksum=target, origin=origin, stateroot=d.stateroot,
-                             progress=req.progress)
+    result.deployed = stage_or_deploy(sysroot, req.stage, checksum=target, origin=origin,
+                                      stateroot=d.stateroot, progress=req.progress)
     return result
 
 

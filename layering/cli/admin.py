@@ -62,10 +62,13 @@ def os_init_cmd(ctx: Context, stateroot: str) -> None:
 @json_option
 @click.option("--version", "version", default=None, metavar="V",
               help="Deploy the commit of REFSPEC's history whose version is V.")
+@click.option("--stage", is_flag=True,
+              help="Finalize at shutdown: /etc edits made until then are kept "
+                   "(needs the booted host's sysroot).")
 @click.argument("refspec")
 @pass_ctx
 def deploy_cmd(ctx: Context, stateroot: str | None, kargs: tuple[str, ...], dry_run: bool,
-               allow_downgrade: bool, version: str | None, refspec: str) -> None:
+               allow_downgrade: bool, version: str | None, stage: bool, refspec: str) -> None:
     """New deployment of REFSPEC, made the default."""
     if dry_run:
         pinned_csum = _versioned(_sysroot(ctx), refspec, version)[0]
@@ -83,21 +86,24 @@ def deploy_cmd(ctx: Context, stateroot: str | None, kargs: tuple[str, ...], dry_
         for p in plan.blocked:
             click.echo(f"blocked /etc/{p}: the new image has a directory here; deploy will fail")
         return
-    from boot.deploy import deploy
+    from boot.stage import StageMode, stage_or_deploy
 
     csum, origin = _versioned(_sysroot(ctx), refspec, version)
     if not allow_downgrade:
         _check_not_downgrade(_sysroot(ctx), refspec, csum)
     _warn_layered(_sysroot(ctx), refspec)
-    res = deploy(_sysroot(ctx), refspec=refspec, checksum=csum, origin=origin,
-                 stateroot=stateroot, karg_replace=kargs, progress=cli_progress())
+    res = stage_or_deploy(_sysroot(ctx), StageMode.ALWAYS if stage else StageMode.NEVER,
+                          refspec=refspec, checksum=csum, origin=origin, stateroot=stateroot,
+                          karg_replace=kargs, progress=cli_progress())
     d = res.deployment
     if ctx.json:
         _dump({"stateroot": d.stateroot, "checksum": d.checksum, "serial": d.deployserial,
-               "etc": res.etc.to_dict(),
+               "staged": res.staged, "etc": res.etc.to_dict(),
                "removed": [f"{x.checksum}.{x.deployserial}" for x in res.removed]})
         return
     click.echo(f"{d.checksum}.{d.deployserial}")
+    if res.staged and not ctx.quiet:
+        click.echo("staged: the boot entries switch to it at shutdown", err=True)
     for p in res.etc.conflicts:
         click.echo(f"note: /etc/{p} also changed in the new image; the local version is kept",
                    err=True)
@@ -149,8 +155,8 @@ def _format_status(rows: list[DeploymentStatus]) -> list[str]:
     for r in rows:
         d = r.deployment
         mark = "●" if r.booted else " "
-        tags = [t for t, on in (("default", r.default), ("booted", r.booted),
-                                ("pinned", d.pinned)) if on]
+        tags = [t for t, on in (("staged", r.staged), ("default", r.default),
+                                ("booted", r.booted), ("pinned", d.pinned)) if on]
         lines.append(f"{mark} {d.index} {d.stateroot} {d.checksum}.{d.deployserial}"
                      + (f" ({', '.join(tags)})" if tags else ""))
         if r.version:
@@ -183,6 +189,22 @@ def status_cmd(ctx: Context) -> None:
         return
     for line in _format_status(rows):
         click.echo(line)
+
+
+@cli.command("finalize-staged", hidden=True)
+@pass_ctx
+def finalize_staged_cmd(ctx: Context) -> None:
+    """Make the staged deployment the default (run at shutdown by strata-finalize-staged)."""
+    from boot.stage import finalize_staged
+
+    res = finalize_staged(_sysroot(ctx))
+    if res is None:
+        click.echo("no staged deployment")
+        return
+    d = res.deployment
+    c = res.etc_changes
+    click.echo(f"finalized {d.checksum}.{d.deployserial}: /etc changes carried: "
+               f"{len(c.modified)} modified, {len(c.removed)} removed, {len(c.added)} added")
 
 
 @cli.command("rollback")

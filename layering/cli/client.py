@@ -54,8 +54,11 @@ def _report(c: Context, result: object, *, dry_run: bool) -> None:
         click.echo(f"{len(comp.resolution.install)} packages layered "
                    f"({comp.downloaded} downloaded, {comp.unpacked} unpacked), "
                    f"{len(comp.resolution.remove)} base packages removed")
-    click.echo(f"Deployed {d.checksum} ({d.stateroot}, serial {d.deployserial}) "
+    verb = "Staged" if result.deployed.staged else "Deployed"
+    click.echo(f"{verb} {d.checksum} ({d.stateroot}, serial {d.deployserial}) "
                f"on base {result.base[:12]}")
+    if result.deployed.staged:
+        click.echo("It becomes the default at shutdown; /etc is merged then.")
     for path in result.deployed.etc.conflicts:
         click.echo(f"warning: /etc/{path} changed in the new image too; your version is kept",
                    err=True)
@@ -79,7 +82,7 @@ def _report_json(c: Context, result: ClientResult, *, dry_run: bool) -> None:
         res = result.deployed
         data["deployment"] = None if res is None else {
             "stateroot": res.deployment.stateroot, "checksum": res.deployment.checksum,
-            "serial": res.deployment.deployserial}
+            "serial": res.deployment.deployserial, "staged": res.staged}
     click.echo(json.dumps(data, indent=2))
 
 
@@ -110,11 +113,13 @@ def _split(args: tuple[str, ...]) -> tuple[tuple[str, ...], tuple[Path, ...]]:
     return tuple(names), tuple(files)
 
 
-def _run(c: Context, *, dry_run: bool = False, **kw: object) -> None:
+def _run(c: Context, *, dry_run: bool = False, stage: bool | None = None, **kw: object) -> None:
+    from boot.stage import StageMode
     from layering.client import ClientRequest, apply
 
+    mode = {None: StageMode.AUTO, True: StageMode.ALWAYS, False: StageMode.NEVER}[stage]
     result = apply(_sysroot(c), ClientRequest(dry_run=dry_run, progress=cli_progress(),
-                                              **kw))  # type: ignore[arg-type]
+                                              stage=mode, **kw))  # type: ignore[arg-type]
     _report(c, result, dry_run=dry_run)
 
 
@@ -126,12 +131,18 @@ _OFFLINE = click.option("--offline", is_flag=True,
                         help="Use only the package cache and file:// sources; no network.")
 _DOWNLOAD_ONLY = click.option("--download-only", is_flag=True,
                               help="Download packages into the cache; deploy nothing.")
+_STAGE = click.option(
+    "--stage/--no-stage", default=None,
+    help="Finalize the new deployment at shutdown, keeping /etc edits made until then "
+         "(default on the booted host when strata-finalize-staged.service can start), "
+         "or switch the boot entries now.")
 _CACHE_ONLY = click.option("--cache-only", "-C", is_flag=True,
                            help="Use only cached indexes and packages (no network).")
 
 
 @cli.command()
 @progress_option
+@_STAGE
 @_DRY_RUN
 @click.option("--no-scripts", is_flag=True, help="Do not run maintainer scripts.")
 @_OFFLINE
@@ -144,18 +155,19 @@ _CACHE_ONLY = click.option("--cache-only", "-C", is_flag=True,
               help="Request a package even if the base already provides it.")
 @click.argument("packages", nargs=-1, required=True)
 @pass_ctx
-def install(c: Context, dry_run: bool, no_scripts: bool, offline: bool, no_recommends: bool,
-            download_only: bool, cache_only: bool, idempotent: bool, allow_inactive: bool,
-            packages: tuple[str, ...]) -> None:
+def install(c: Context, stage: bool | None, dry_run: bool, no_scripts: bool, offline: bool,
+            no_recommends: bool, download_only: bool, cache_only: bool, idempotent: bool,
+            allow_inactive: bool, packages: tuple[str, ...]) -> None:
     """New deployment = default's base + its requested packages + PACKAGES (names or files)."""
     names, files = _split(packages)
-    _run(c, dry_run=dry_run, install=names, install_local=files, no_scripts=no_scripts,
+    _run(c, stage=stage, dry_run=dry_run, install=names, install_local=files, no_scripts=no_scripts,
          offline=offline, no_recommends=no_recommends, download_only=download_only,
          cache_only=cache_only, idempotent=idempotent, allow_inactive=allow_inactive)
 
 
 @cli.command()
 @progress_option
+@_STAGE
 @_DRY_RUN
 @_OFFLINE
 @_NO_RECOMMENDS
@@ -164,11 +176,12 @@ def install(c: Context, dry_run: bool, no_scripts: bool, offline: bool, no_recom
 @json_option
 @click.argument("packages", nargs=-1, required=True)
 @pass_ctx
-def uninstall(c: Context, dry_run: bool, offline: bool, no_recommends: bool, download_only: bool,
-              cache_only: bool, packages: tuple[str, ...]) -> None:
+def uninstall(c: Context, stage: bool | None, dry_run: bool, offline: bool,
+              no_recommends: bool, download_only: bool, cache_only: bool,
+              packages: tuple[str, ...]) -> None:
     """New deployment without these requested packages."""
-    _run(c, dry_run=dry_run, uninstall=packages, offline=offline, no_recommends=no_recommends,
-         download_only=download_only, cache_only=cache_only)
+    _run(c, stage=stage, dry_run=dry_run, uninstall=packages, offline=offline,
+         no_recommends=no_recommends, download_only=download_only, cache_only=cache_only)
 
 
 @cli.group()
@@ -178,39 +191,46 @@ def override() -> None:
 
 @override.command("remove")
 @progress_option
+@_STAGE
 @_DRY_RUN
 @json_option
 @click.argument("packages", nargs=-1, required=True)
 @pass_ctx
-def override_remove(c: Context, dry_run: bool, packages: tuple[str, ...]) -> None:
+def override_remove(c: Context, stage: bool | None, dry_run: bool,
+                    packages: tuple[str, ...]) -> None:
     """Remove base packages in a new deployment."""
-    _run(c, dry_run=dry_run, override_remove=packages)
+    _run(c, stage=stage, dry_run=dry_run, override_remove=packages)
 
 
 @override.command("replace")
 @progress_option
+@_STAGE
 @_DRY_RUN
 @json_option
 @click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
 @pass_ctx
-def override_replace(c: Context, dry_run: bool, files: tuple[Path, ...]) -> None:
+def override_replace(c: Context, stage: bool | None, dry_run: bool,
+                     files: tuple[Path, ...]) -> None:
     """Replace base packages by local package files."""
-    _run(c, dry_run=dry_run, override_replace=files)
+    _run(c, stage=stage, dry_run=dry_run, override_replace=files)
 
 
 @override.command("reset")
 @progress_option
+@_STAGE
 @_DRY_RUN
 @json_option
 @click.argument("packages", nargs=-1, required=True)
 @pass_ctx
-def override_reset(c: Context, dry_run: bool, packages: tuple[str, ...]) -> None:
+def override_reset(c: Context, stage: bool | None, dry_run: bool,
+                   packages: tuple[str, ...]) -> None:
     """Undo overrides of these base packages."""
-    _run(c, dry_run=dry_run, override_reset=packages)
+    _run(c, stage=stage, dry_run=dry_run, override_reset=packages)
 
 
 @cli.command()
 @progress_option
+@_STAGE
 @click.option("--check", is_flag=True, help="Only say whether an update exists (exit 77: none).")
 @_DRY_RUN
 @_OFFLINE
@@ -221,8 +241,9 @@ def override_reset(c: Context, dry_run: bool, packages: tuple[str, ...]) -> None
 @_DOWNLOAD_ONLY
 @_CACHE_ONLY
 @pass_ctx
-def upgrade(c: Context, check: bool, dry_run: bool, offline: bool, allow_downgrade: bool,
-            no_recommends: bool, download_only: bool, cache_only: bool) -> None:
+def upgrade(c: Context, stage: bool | None, check: bool, dry_run: bool, offline: bool,
+            allow_downgrade: bool, no_recommends: bool, download_only: bool,
+            cache_only: bool) -> None:
     """Pull the origin's newest base and re-apply every requested package."""
     if check:
         from layering.client import check_upgrade
@@ -235,12 +256,14 @@ def upgrade(c: Context, check: bool, dry_run: bool, offline: bool, allow_downgra
             return
         click.echo(f"Update available: {current[:12]} -> {newest}")
         return
-    _run(c, dry_run=dry_run, upgrade=True, offline=offline, allow_downgrade=allow_downgrade,
-         no_recommends=no_recommends, download_only=download_only, cache_only=cache_only)
+    _run(c, stage=stage, dry_run=dry_run, upgrade=True, offline=offline,
+         allow_downgrade=allow_downgrade, no_recommends=no_recommends,
+         download_only=download_only, cache_only=cache_only)
 
 
 @cli.command()
 @progress_option
+@_STAGE
 @_DRY_RUN
 @click.option("--allow-downgrade", is_flag=True,
               help="Let the pulled ref move to a commit older than the one it has.")
@@ -249,7 +272,8 @@ def upgrade(c: Context, check: bool, dry_run: bool, offline: bool, allow_downgra
               help="The commit of REFSPEC's history whose version is V (kept until upgrade).")
 @click.argument("refspec")
 @pass_ctx
-def rebase(c: Context, dry_run: bool, allow_downgrade: bool, version: str | None,
-           refspec: str) -> None:
+def rebase(c: Context, stage: bool | None, dry_run: bool, allow_downgrade: bool,
+           version: str | None, refspec: str) -> None:
     """Move to another base, keeping requested packages."""
-    _run(c, dry_run=dry_run, rebase=refspec, allow_downgrade=allow_downgrade, version=version)
+    _run(c, stage=stage, dry_run=dry_run, rebase=refspec, allow_downgrade=allow_downgrade,
+         version=version)

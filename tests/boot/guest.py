@@ -2,8 +2,9 @@
 
 - :func:`strata_deb`: strata itself as a Debian package (``/usr/lib/strata`` holds
   the wheel built from this checkout, installed with its dependencies; solv is the
-  build with Debian support that ``make`` made), composed onto the bootable base
-  like any local package, so the image carries it.
+  build with Debian support that ``make`` made; the systemd units of ``packaging/``,
+  ``strata-finalize-staged.service``), composed onto the bootable base like any
+  local package, so the image carries it.
 - :func:`service_deb`: a package with a systemd service that runs as a system user
   its postinst creates, the thing a person layers on a host and expects at boot.
 """
@@ -65,6 +66,8 @@ def strata_deb(out: Path) -> Path:
         for p in (unpacked / own).rglob("*.py"):
             files[f"usr/lib/strata/{p.relative_to(unpacked)}"] = p.read_bytes()
     files["usr/bin/strata"] = WRAPPER.encode()
+    for unit in sorted((ROOT / "packaging").glob("*.service")):  # strata-finalize-staged
+        files[f"usr/lib/systemd/system/{unit.name}"] = unit.read_bytes()
     return build_deb(out, "strata", "0.1.0", files=files,
                      control="Depends: python3, bubblewrap, libarchive13, libxml2\n",
                      compression="gzip")
