@@ -183,8 +183,19 @@ class Sysroot:
         return rec.deployment(self.read_origin(rec.stateroot, dirname))
 
     def _booted(self, deps: tuple[Deployment, ...]) -> Deployment | None:
+        """On the running host: the deployment that is ``/`` (same device and inode, as
+        ostree finds it; the ``ostree=`` bootlink of the command line is gone once a
+        deploy switched boot versions), else the one the command line names."""
         if self.path.resolve() != Path("/"):
             return None
+        root = os.stat("/")
+        for d in deps:
+            try:
+                st = os.stat(self.deployment_dir(d))
+            except OSError:
+                continue
+            if (st.st_dev, st.st_ino) == (root.st_dev, root.st_ino):
+                return d
         try:
             cmdline = Path("/proc/cmdline").read_text()
         except OSError:

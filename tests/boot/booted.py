@@ -58,7 +58,7 @@ class BootedHost:
         """Run a shell script in the booted view (``strata`` is this checkout's)."""
         require_tool("bwrap")
         shim = self.shim(systemctl_rc)
-        argv = ["bwrap", "--bind", str(self.sysroot), "/",
+        argv = ["bwrap", "--bind", str(self.sysroot), "/", "--tmpfs", "/tmp",
                 "--ro-bind", "/usr", "/usr", "--ro-bind", "/etc", "/etc"]
         for link in ("bin", "sbin", "lib", "lib64"):  # merged /usr, as the host has it
             if os.path.islink(f"/{link}") and not os.path.lexists(self.sysroot / link):
@@ -67,7 +67,7 @@ class BootedHost:
         for path in sorted({ROOT, prefix, Path(sys.executable).resolve().parent}):
             argv += ["--ro-bind", str(path), str(path)]
         argv += ["--proc", "/proc", "--ro-bind", str(self.work / "cmdline"), "/proc/cmdline",
-                 "--dev", "/dev", "--bind", str(self.run_dir), "/run", "--tmpfs", "/tmp",
+                 "--dev", "/dev", "--bind", str(self.run_dir), "/run",
                  "--ro-bind", str(shim), "/shim", "--cap-add", "ALL", "--chdir", "/",
                  "--setenv", "PATH", "/shim:/usr/sbin:/usr/bin:/sbin:/bin",
                  "--setenv", "PYTHONPATH", str(ROOT)]

@@ -13,7 +13,6 @@ import pytest
 
 from boot.deploy import deploy, os_init
 from boot.errors import SysrootError
-from boot.staged import StagedRecord
 from boot.sysroot import Sysroot
 from tests.boot.booted import BootedHost
 from tests.boot.conftest import make_tree, ostree_admin, ostree_commit
@@ -160,23 +159,28 @@ def test_stage_needs_the_booted_host(work: Path) -> None:
 
 
 def test_readonly_sysroot_is_made_writable_privately(work: Path) -> None:
-    s, host, _c1, c2 = _host(work)
-    script = ("findmnt -no OPTIONS / | cut -d, -f1; touch /ostree/x 2>/dev/null || echo ro-ok; "
-              "strata deploy --stage os/x && strata finalize-staged && echo done; "
-              "findmnt -no OPTIONS / | cut -d, -f1; touch /ostree/x 2>/dev/null || echo ro-ok")
+    s, host, c1, c2 = _host(work)
+    check = "findmnt -no OPTIONS / | cut -d, -f1; touch /ostree/x 2>/dev/null || echo ro-ok"
+    script = (f"{check}; strata pin 0 && strata deploy --stage os/x && "
+              f"strata finalize-staged && echo done; {check}")
     proc = host.sh(script, readonly=True)
-    assert proc.stdout.splitlines() == ["ro", "ro-ok", f"{c2}.0", f"finalized {c2}.0: /etc "
-                                        "changes carried: 0 modified, 0 removed, 0 added",
-                                        "done", "ro", "ro-ok"], proc.stderr
-    assert [d.checksum for d in s.load().deployments][0] == c2
+    assert proc.stdout.splitlines() == [
+        "ro", "ro-ok", "deployment 0 is pinned", f"{c2}.0",
+        f"finalized {c2}.0: /etc changes carried: 0 modified, 0 removed, 0 added",
+        "done", "ro", "ro-ok"], proc.stderr
+    assert [d.dirname for d in s.load().deployments] == [f"{c2}.0", f"{c1}.0"]
 
 
 def test_staged_record_round_trip_and_refusals() -> None:
+    from boot.staged import StagedRecord
+
     rec = StagedRecord("os", "a" * 64, 3, "b" * 64, ("root=/dev/vda", "rw"),
                        ("os", "c" * 64, 0))
     assert StagedRecord.from_dict(json.loads(json.dumps(rec.to_dict())), source="t") == rec
-    for bad in ({**rec.to_dict(), "extra": 1}, {**rec.to_dict(), "stateroot": "../x"},
-                {**rec.to_dict(), "serial": -1}, {**rec.to_dict(), "kargs": "rw"},
-                {**rec.to_dict(), "merge": {"stateroot": "os"}}, []):
+    good = rec.to_dict()
+    bads: list[object] = [{**good, "extra": 1}, {**good, "stateroot": "../x"},
+                          {**good, "serial": -1}, {**good, "kargs": "rw"},
+                          {**good, "merge": {"stateroot": "os"}}, []]
+    for bad in bads:
         with pytest.raises(SysrootError):
             StagedRecord.from_dict(bad, source="t")
