@@ -302,7 +302,7 @@ def drop_unused_packages(repo: Repo, state: SysrootState) -> list[str]:
 
     used: set[str] = set()
     shas: set[str] = set()
-    for d in state.deployments:
+    for d in state.all_deployments:  # a staged deployment's packages stay too
         try:
             packages = repo.load_commit(d.checksum).meta_value("rpmostree.packages")
         except ToolError:

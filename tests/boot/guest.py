@@ -68,6 +68,7 @@ def strata_deb(out: Path) -> Path:
     files["usr/bin/strata"] = WRAPPER.encode()
     for unit in sorted((ROOT / "packaging").glob("*.service")):  # strata-finalize-staged
         files[f"usr/lib/systemd/system/{unit.name}"] = unit.read_bytes()
+    files["usr/share/doc/strata/staged.md"] = (ROOT / "docs/staged.md").read_bytes()
     return build_deb(out, "strata", "0.1.0", files=files,
                      control="Depends: python3, bubblewrap, libarchive13, libxml2\n",
                      compression="gzip")

@@ -5,9 +5,11 @@ in) over HTTP on 127.0.0.1, which the guest reaches through QEMU's user
 networking; the sysroot pulls and deploys it, then the disk boots four times and
 each boot runs one step inside the guest:
 
-1. the base is booted: ``status`` marks it; the admin edits ``/etc`` and writes
-   to ``/var``; ``strata install strata-svc`` (a service running as the system
-   user its postinst creates);
+1. the base is booted: ``status`` marks it; the admin writes to ``/var``;
+   ``strata install strata-svc`` (a service running as the system user its
+   postinst creates) stages the new deployment, as on any booted host; the
+   admin edits ``/etc`` only then, before the reboot: the finalization at
+   shutdown (``strata-finalize-staged.service``) keeps the edit;
 2. the layered deployment is booted: the service ran as its user, the user
    exists, dpkg lists the package, the edits survived; the host has published a
    new base meanwhile: ``strata upgrade``;
@@ -15,7 +17,10 @@ each boot runs one step inside the guest:
 4. the previous deployment is booted again.
 
 Every step checks that the booted deployment's files (metadata of every entry,
-content of ``/etc``) are the same before and after strata ran.
+content of ``/etc``) are the same before and after strata ran.  The sysroot is
+configured ``sysroot.readonly=true``: ostree-prepare-root mounts ``/sysroot``
+read-only, strata writes it through its own mount namespace, and ``/sysroot``
+stays read-only for everyone else.
 """
 
 from __future__ import annotations
@@ -60,17 +65,22 @@ echo "base $(cat /usr/share/strata-test/base-version)"
 echo "booted-json $(strata --json status | python3 -c 'import json,sys; \
 print([d["booted"] for d in json.load(sys.stdin)["deployments"]])')"
 strata status | grep -q '^●' && echo "status-mark yes"
+sysroot_ro() { python3 -c 'import os; print("ro" if os.statvfs("/sysroot").f_flag & 1 else "rw")'; }
+echo "sysroot-ro $(sysroot_ro)"
 for i in $(seq 60); do python3 -c 'import socket; socket.create_connection(("GUEST_HOST", PORT), 1)' \
   2>/dev/null && break; sleep 1; done
 """
 
 STEPS = {
     1: r"""
-echo admin > /etc/strata-admin-edit
 echo data > $T/userdata
 before=$(digest)
 strata install strata-svc > $T/out 2>&1; rc=$?; tail -5 $T/out; echo "op-rc $rc"
 echo "booted-same $([ "$before" = "$(digest)" ] && echo yes || echo no)"
+echo "staged-json $(strata --json status | python3 -c 'import json,sys; \
+print([d["staged"] for d in json.load(sys.stdin)["deployments"]])')"
+echo "sysroot-ro-after $(sysroot_ro)"
+echo admin > /etc/strata-admin-edit
 """,
     2: r"""
 checks
@@ -141,6 +151,8 @@ def test_strata_on_a_booted_host(tmp_path: Path) -> None:
         run_strata("--repo", r, "remote", "add", "--no-sign-verify", "origin", f"{guest_url}/repo")
         (dep,) = (s / "ostree/deploy" / STATEROOT / "deploy").glob(f"{v1}.0")
         (dep / "etc/apt/sources.list").write_text(f"deb [trusted=yes] {guest_url}/apt stable main\n")
+        with open(r / "config", "a") as f:  # ostree-prepare-root mounts /sysroot read-only
+            f.write("[sysroot]\nreadonly=true\n")
         t = s / "ostree/deploy" / STATEROOT / "var/lib/strata-test"
         t.mkdir(parents=True)
         (t / "probe.sh").write_text(_probe_script(served.port))
@@ -157,7 +169,9 @@ def test_strata_on_a_booted_host(tmp_path: Path) -> None:
             got = _lines(res.probe)
             results[step] = (round(res.seconds), res.accel)
             want = {"step": str(step), "base": {1: "1", 2: "1", 3: "2", 4: "1"}[step],
-                    "status-mark": "yes"}
+                    "status-mark": "yes", "sysroot-ro": "ro"}
+            if step == 1:
+                want.update({"staged-json": "[True, False]", "sysroot-ro-after": "ro"})
             if step > 1:
                 want.update({"svc-active": "active", "svc-whoami": "strata-svc",
                              "user": "strata-svc:/usr/sbin/nologin", "var-owner": "strata-svc",
