@@ -18,6 +18,7 @@ from pathlib import Path
 from boot.deploy import LOCK_WAIT, DeployResult
 from boot.deployment import Deployment
 from boot.etcmerge import EtcMergePlan
+from boot.mountns import ensure_writable
 from boot.origin import Origin
 from boot.stage import StageMode, stage_or_deploy
 from boot.sysroot import Sysroot, SysrootState
@@ -235,6 +236,7 @@ def _default(sysroot: Sysroot) -> Deployment:
 def check_upgrade(sysroot: Sysroot, *, allow_downgrade: bool = False) -> tuple[str, str]:
     """(current base, newest base) after fetching the origin's ref; NoUpdate when equal or,
     unless ``allow_downgrade``, when what the origin offers is older (its ref does not move)."""
+    ensure_writable(sysroot.path)  # it pulls into the sysroot's repository, unlocked
     d = _default(sysroot)
     repo = Repo.open(sysroot.repo_path)
     lay = Layering.of(d.origin)
@@ -346,6 +348,7 @@ def apply(sysroot: Sysroot, req: ClientRequest) -> ClientResult:
     a dry run reads without it.
     """
     if req.dry_run:
+        ensure_writable(sysroot.path)  # a dry run fills the repository's caches, unlocked
         return _apply(sysroot, req)
     with sysroot.lock(wait=LOCK_WAIT):
         return _apply(sysroot, req)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -156,6 +157,18 @@ def test_stage_needs_the_booted_host(work: Path) -> None:
     proc = host.strata("deploy", "--stage", "os/x", check=False, systemctl_rc=5)
     assert proc.returncode == 1 and "strata-finalize-staged.service" in proc.stderr
     assert _deploy_dirs(s) == dirs and _entries(s) == before
+
+
+def test_auto_mode_stages_only_where_the_finalize_service_starts(work: Path) -> None:
+    s, host, _c1, _c2 = _host(work)
+    probe = (f"{sys.executable} -c 'from pathlib import Path; from boot.sysroot import Sysroot; "
+             "from boot.stage import StageMode, should_stage; "
+             "print(should_stage(Sysroot(Path(\"/\")), StageMode.AUTO))'")
+    assert host.sh(probe).stdout.strip() == "True"
+    assert host.sh(probe, systemctl_rc=5).stdout.strip() == "False"
+    from boot.stage import StageMode, should_stage
+
+    assert should_stage(s, StageMode.AUTO) is False  # not the running host: deploy directly
 
 
 def test_readonly_sysroot_is_made_writable_privately(work: Path) -> None:
