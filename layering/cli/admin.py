@@ -138,7 +138,7 @@ def _versioned(sysroot: Sysroot, refspec: str,
 
 def _warn_layered(sysroot: Sysroot, refspec: str) -> None:
     """deploy takes the image as it is: say so when the default has layered packages."""
-    d = sysroot.load().default
+    d = sysroot.load().next
     o = d.origin if d is not None else None
     if o is None:
         return
