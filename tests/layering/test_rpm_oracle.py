@@ -1,0 +1,166 @@
+"""rpm packages the tests build, layered by strata, with ``rpm -i --root`` as the oracle
+(issue 13, the rpm side of the apt corpus; the sides are in :mod:`tests.layering.rpmoracle`).
+
+The set (:func:`fixtures.rpmimages.foo_specs`): a ``%pre`` that makes a system user and
+group with ``groupadd -r``/``useradd -r``; a ``%post`` that chowns a directory it ships to
+that user and a ``%attr`` naming it; a ``%posttrans``; ``%filetriggerin`` and
+``%transfiletriggerin`` fired by another package's files and by a base package's;
+``%config(noreplace)``, an empty ``%dir`` under /var, a symlink, a setuid file, a
+``%caps`` file; Requires / Provides / a virtual package / a file dependency.  Both sides
+must give the same installed packages, files (path, type, mode, owner, size, symlink
+target, ``security.capability``, content), users and groups, and ``rpm -Va`` output.
+The last test writes package -> identical / differences and both times to
+``CACHE/rpm-oracle-report.txt``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from fixtures.images import BUSYBOX
+from fixtures.rpmimages import base_specs, build, foo_base_spec, foo_specs
+from tests.layering.corpus_compare import Entry, tree_diff
+from tests.layering.corpus_sides import BRANCH, StrataSide, boot_tmpfiles
+from tests.layering.realworld import cache_root
+from tests.layering.rpmoracle import (
+    by_package,
+    install_oracle,
+    installed,
+    layout,
+    owners,
+    read_side,
+    rpm_root,
+    verify,
+)
+from tests.store.servers import http_server
+from tests.util import require_tool, run
+
+pytestmark = [pytest.mark.slow, pytest.mark.integration, pytest.mark.timeout(600)]
+
+
+@dataclass
+class World:
+    strata_root: Path
+    rpm_root: Path
+    strata: dict[str, Entry]
+    rpm: dict[str, Entry]
+    strata_s: float
+    rpm_s: float
+    strata_failure: str
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    require_tool("rpm", "rpmbuild", "createrepo_c", "bwrap", "systemd-tmpfiles")
+    if os.geteuid() != 0 or not BUSYBOX:
+        pytest.skip("needs root (chroot, overlay of /var) and a static busybox")
+    cache, tmp = cache_root() / "rpm-oracle", tmp_path_factory.mktemp("rpmoracle")
+    base = [build(s, cache) for s in [*base_specs(BUSYBOX), foo_base_spec()]]
+    pkgs = [build(s, cache) for s in foo_specs()]
+    repo = tmp / "rpmrepo"
+    repo.mkdir()
+    for p in pkgs:
+        shutil.copy(p, repo / p.name)
+    run(["createrepo_c", "--quiet", repo])
+    strata = StrataSide(tmp / "sysroot")
+    try:
+        with http_server(repo) as served:
+            rootfs = tmp / "rootfs"
+            rootfs.mkdir()
+            run([*rpm_root("--root", rootfs), "-i", *base])
+            strata.setup(layout(rootfs, served.url))
+            proc, strata_s = strata.install("foo-app")
+        yield _sides(strata, tmp, pkgs, proc, strata_s)
+    finally:
+        subprocess.run(["chattr", "-R", "-i", tmp / "sysroot"], capture_output=True)
+
+
+def _sides(strata: StrataSide, tmp: Path, pkgs: list[Path],
+           proc: subprocess.CompletedProcess[str], strata_s: float) -> World:
+    failure = "" if proc.returncode == 0 else f"strata install failed: {proc.stderr[-800:]}"
+    deployed = strata.default_dir()
+    svar = tmp / "strata-var"
+    run(["cp", "-a", strata.var, svar])
+    boot_tmpfiles(deployed, svar, tmp / "mnt-s")
+    oracle = tmp / "oracle"
+    strata.strata("--repo", strata.sysroot / "ostree/repo", "checkout", BRANCH, oracle)
+    run(["cp", "-a", oracle / "usr/etc", oracle / "etc"])
+    rpm_s = install_oracle(oracle, pkgs)
+    boot_tmpfiles(oracle, oracle / "var", tmp / "mnt-a")
+    # rpm -V reads /var through the deployment: bind the booted /var copy into place
+    view = tmp / "strata-view"
+    run(["cp", "-a", "--reflink=auto", deployed, view])
+    shutil.rmtree(view / "var")
+    run(["cp", "-a", svar, view / "var"])
+    return World(view, oracle, read_side(deployed, svar), read_side(oracle, oracle / "var"),
+                 strata_s, rpm_s, failure)
+
+
+def test_strata_installs_the_set(world: World) -> None:
+    assert not world.strata_failure, world.strata_failure
+
+
+def test_same_installed_packages(world: World) -> None:
+    s, a = installed(world.strata_root), installed(world.rpm_root)
+    assert sorted(s) == sorted(a)
+    assert "foo-daemon-2.1-3.noarch" in a
+
+
+def test_same_files_owners_modes_caps_and_contents(world: World) -> None:
+    diffs = tree_diff(world.strata, world.rpm)
+    _report(world, diffs)
+    assert not diffs, "\n".join(diffs[:100])
+
+
+def test_same_users_and_groups(world: World) -> None:
+    for f in ("etc/passwd", "etc/group"):
+        s = (world.strata_root / f).read_text().splitlines()
+        a = (world.rpm_root / f).read_text().splitlines()
+        assert s == a, f
+    assert "foosvc:x:999:999:foo service:/var/lib/foo-daemon:/sbin/nologin" in s_passwd(world)
+
+
+def s_passwd(world: World) -> list[str]:
+    return (world.strata_root / "etc/passwd").read_text().splitlines()
+
+
+def test_rpm_verify_same_as_rpm(world: World) -> None:
+    s, a = verify(world.strata_root), verify(world.rpm_root)
+    assert s == a
+    # useradd changed /etc/passwd, group, shadow, gshadow and %post chowned foo-daemon's
+    # directory: rpm flags them on both sides
+    assert a.splitlines() == [".....UG..    /var/lib/foo-daemon",
+                              ".....UG..    /var/lib/foo-daemon/seed",
+                              *(f"S.5......  c /etc/{f}" for f in ("group", "gshadow", "passwd",
+                                                                   "shadow"))]
+
+
+def test_scriptlet_and_trigger_effects(world: World) -> None:
+    """What %post, %posttrans and the file triggers left (read, and known independently)."""
+    for rel in ("var/lib/foo-daemon/state/post-arg", "usr/lib/foo-daemon/posttrans",
+                "usr/lib/foo-triggers/in.log", "usr/lib/foo-triggers/trans.log"):
+        s, a = world.strata_root / rel, world.rpm_root / rel
+        assert a.exists(), rel
+        assert s.exists() and s.read_text() == a.read_text(), rel
+    log = (world.rpm_root / "usr/lib/foo-triggers/in.log").read_text()
+    assert "/usr/share/foo/base.txt" in log and "/usr/share/foo/sub/b.txt" in log
+
+
+def _report(world: World, diffs: list[str]) -> None:
+    own = owners(world.rpm_root)
+    lines = [f"strata install {world.strata_s:.1f} s, rpm -i {world.rpm_s:.1f} s "
+             f"({len(foo_specs())} packages)", world.strata_failure]
+    for name, found in by_package(diffs, own).items():
+        lines.append(f"{name:16} {'identical' if not found else f'{len(found)} differences'}")
+        lines += [f"    {d}" for d in found]
+    out = cache_root() / "rpm-oracle"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "report.txt").write_text("\n".join(lines) + "\n")
+
