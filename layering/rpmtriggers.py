@@ -5,9 +5,9 @@
   files of the database at that moment (the base's packages, those added before it,
   its own), then the ``%filetriggerin`` of every package already in the database
   over this package's matching files (in its header's order).
-- After every ``%posttrans``: the ``%transfiletriggerin`` of each package of the final
-  database that was added or matches a file of an added package, over all the
-  matching files of the final database.
+- After every ``%posttrans``: the ``%transfiletriggerin`` of each package added, over
+  all the matching files of the final database, and of each base package, over the
+  matching files of the added packages (when there are any).
 
 A database scan lists paths by directory (``/a/`` before ``/a/b/``), then package, then
 header order, as rpm's dirnames index does.  Higher priority runs first; every run
@@ -74,7 +74,6 @@ def after_transaction(db: Sequence[PackageMeta], added: Sequence[PackageMeta]) -
     new = {id(p) for p in added}
     runs = []
     for pkg, s in _triggers(db, TRANS_IN):
-        if id(pkg) in new or any(_in_package(a, s.prefixes) for a in added):
-            if paths := _in_db(db, s.prefixes):
-                runs.append(_run(pkg, s, paths))
+        if paths := _in_db(db if id(pkg) in new else added, s.prefixes):
+            runs.append(_run(pkg, s, paths))
     return runs

@@ -16,10 +16,9 @@ from __future__ import annotations
 import shutil
 import subprocess
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
-from fixtures.rpmimages import DBPATH, foo_base_spec, foo_specs
+from fixtures.rpmimages import DBPATH
 from tests.layering.corpus_compare import Entry, snapshot
 
 # paths left out on both sides (a directory drops what is below it) -> why
@@ -108,17 +107,8 @@ def verify(root: Path) -> str:
     return "\n".join(sorted(proc.stdout.splitlines()))
 
 
-@dataclass
-class Outcome:
-    """One package's differences, for the report."""
-
-    name: str
-    diffs: list[str] = field(default_factory=list)
-
-
-def by_package(diffs: list[str], own: dict[str, str]) -> dict[str, list[str]]:
+def by_package(diffs: list[str], own: dict[str, str], names: list[str]) -> dict[str, list[str]]:
     """Each difference line under the package owning its path ("(scripts)" if none)."""
-    names = [s.name for s in (foo_base_spec(), *foo_specs())]
     out: dict[str, list[str]] = {n: [] for n in names}
     for line in diffs:
         path = line.split()[1].rstrip(":").lstrip("/") if len(line.split()) > 1 else ""

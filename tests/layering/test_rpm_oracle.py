@@ -9,8 +9,10 @@ that user and a ``%attr`` naming it; a ``%posttrans``; ``%filetriggerin`` and
 ``%caps`` file; Requires / Provides / a virtual package / a file dependency.  Both sides
 must give the same installed packages, files (path, type, mode, owner, size, symlink
 target, ``security.capability``, content), users and groups, and ``rpm -Va`` output.
-The last test writes package -> identical / differences and both times to
-``CACHE/rpm-oracle-report.txt``.
+Two scenarios: ``layered`` (the trigger package comes with the set) and ``base-trigger``
+(``foo-triggers`` is in the base: its triggers fire for the layered files only).  The file
+comparison writes package -> identical / differences and both times to
+``CACHE/rpm-oracle/report-SCENARIO.txt``.
 """
 
 from __future__ import annotations
@@ -45,8 +47,13 @@ from tests.util import require_tool, run
 pytestmark = [pytest.mark.slow, pytest.mark.integration, pytest.mark.timeout(600)]
 
 
+SCENARIOS = {"layered": (), "base-trigger": ("foo-triggers",)}
+
+
 @dataclass
 class World:
+    scenario: str
+    names: list[str]
     strata_root: Path
     rpm_root: Path
     strata: dict[str, Entry]
@@ -56,14 +63,18 @@ class World:
     strata_failure: str
 
 
-@pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+@pytest.fixture(scope="module", params=list(SCENARIOS))
+def world(request: pytest.FixtureRequest,
+          tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     require_tool("rpm", "rpmbuild", "createrepo_c", "bwrap", "systemd-tmpfiles")
     if os.geteuid() != 0 or not BUSYBOX:
         pytest.skip("needs root (chroot, overlay of /var) and a static busybox")
-    cache, tmp = cache_root() / "rpm-oracle", tmp_path_factory.mktemp("rpmoracle")
-    base = [build(s, cache) for s in [*base_specs(BUSYBOX), foo_base_spec()]]
-    pkgs = [build(s, cache) for s in foo_specs()]
+    scenario: str = request.param
+    cache, tmp = cache_root() / "rpm-oracle", tmp_path_factory.mktemp(f"rpmoracle-{scenario}")
+    in_base = [s for s in foo_specs() if s.name in SCENARIOS[scenario]]
+    layered = [s for s in foo_specs() if s.name not in SCENARIOS[scenario]]
+    base = [build(s, cache) for s in [*base_specs(BUSYBOX), foo_base_spec(), *in_base]]
+    pkgs = [build(s, cache) for s in layered]
     repo = tmp / "rpmrepo"
     repo.mkdir()
     for p in pkgs:
@@ -77,7 +88,9 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
             run([*rpm_root("--root", rootfs), "-i", *base])
             strata.setup(layout(rootfs, served.url))
             proc, strata_s = strata.install("foo-app")
-        yield _sides(strata, tmp, pkgs, proc, strata_s)
+        w = _sides(strata, tmp, pkgs, proc, strata_s)
+        w.scenario, w.names = scenario, [s.name for s in layered]
+        yield w
     finally:
         subprocess.run(["chattr", "-R", "-i", tmp / "sysroot"], capture_output=True)
 
@@ -99,7 +112,7 @@ def _sides(strata: StrataSide, tmp: Path, pkgs: list[Path],
     run(["cp", "-a", "--reflink=auto", deployed, view])
     shutil.rmtree(view / "var")
     run(["cp", "-a", svar, view / "var"])
-    return World(view, oracle, read_side(deployed, svar), read_side(oracle, oracle / "var"),
+    return World("", [], view, oracle, read_side(deployed, svar), read_side(oracle, oracle / "var"),
                  strata_s, rpm_s, failure)
 
 
@@ -149,18 +162,21 @@ def test_scriptlet_and_trigger_effects(world: World) -> None:
         s, a = world.strata_root / rel, world.rpm_root / rel
         assert a.exists(), rel
         assert s.exists() and s.read_text() == a.read_text(), rel
-    log = (world.rpm_root / "usr/lib/foo-triggers/in.log").read_text()
-    assert "/usr/share/foo/base.txt" in log and "/usr/share/foo/sub/b.txt" in log
+    log = (world.rpm_root / "usr/lib/foo-triggers/trans.log").read_text().split("trans ")[-1]
+    # a trigger package in the transaction sees every matching file, a base one the new ones
+    # (the log of base-trigger starts with the run of the base's own rpm -i)
+    assert ("/usr/share/foo/base.txt" in log) == (world.scenario == "layered")
+    assert "/usr/share/foo/sub/b.txt" in log
 
 
 def _report(world: World, diffs: list[str]) -> None:
     own = owners(world.rpm_root)
-    lines = [f"strata install {world.strata_s:.1f} s, rpm -i {world.rpm_s:.1f} s "
-             f"({len(foo_specs())} packages)", world.strata_failure]
-    for name, found in by_package(diffs, own).items():
+    lines = [f"{world.scenario}: strata install {world.strata_s:.1f} s, rpm -i "
+             f"{world.rpm_s:.1f} s ({len(world.names)} packages)", world.strata_failure]
+    for name, found in by_package(diffs, own, world.names).items():
         lines.append(f"{name:16} {'identical' if not found else f'{len(found)} differences'}")
         lines += [f"    {d}" for d in found]
     out = cache_root() / "rpm-oracle"
     out.mkdir(parents=True, exist_ok=True)
-    (out / "report.txt").write_text("\n".join(lines) + "\n")
+    (out / f"report-{world.scenario}.txt").write_text("\n".join(lines) + "\n")
 
