@@ -1,16 +1,17 @@
 """rpm's file triggers in a layering transaction, as rpm 4.18 runs them for ``rpm -i``
 (checked against it by tests/layering/test_rpm_oracle.py).
 
-- After each added package's ``%post``: its own ``%filetriggerin`` over the matching
-  files of the database at that moment (the base's packages, those added before it,
-  its own), then the ``%filetriggerin`` of every package already in the database
-  over this package's matching files (in its header's order).
+- Around each added package's ``%post`` (triggers of priority >= 10000 before it, the
+  others after): the ``%filetriggerin`` of every package in the database (the base's,
+  those added before, this one) over this package's matching files (in its header's
+  order), then this package's own ``%filetriggerin`` over the matching files of the
+  other packages of the database.
 - After every ``%posttrans``: the ``%transfiletriggerin`` of each package added, over
   all the matching files of the final database, and of each base package, over the
   matching files of the added packages (when there are any).
 
-A database scan lists paths by directory (``/a/`` before ``/a/b/``), then package, then
-header order, as rpm's dirnames index does.  Higher priority runs first; every run
+A database scan lists paths by prefix (in the trigger's order), then package (in
+database order), then header order.  Higher priority runs first; every run
 gets ``$1 = 0`` and the matching paths on stdin, one a line.  A path matches a prefix
 when it starts with it.
 """
@@ -24,6 +25,7 @@ from layering.errors import ScriptError
 from layering.scripts import ScriptRun
 
 IN, TRANS_IN = "filetriggerin", "transfiletriggerin"
+BOUND = 10000  # rpm's TRIGGER_PRIORITY_BOUND: higher file triggers run before %post
 
 
 def _triggers(pkgs: Sequence[PackageMeta], kind: str) -> list[tuple[PackageMeta, Script]]:
@@ -41,10 +43,8 @@ def _in_package(pkg: PackageMeta, prefixes: tuple[str, ...]) -> list[str]:
 
 
 def _in_db(db: Sequence[PackageMeta], prefixes: tuple[str, ...]) -> list[str]:
-    found = [(path.rpartition("/")[0] + "/", pos, i, path)
-             for pos, p in enumerate(db) for i, f in enumerate(p.files)
-             if _matches(path := f"/{f.path}", prefixes)]
-    return [t[3] for t in sorted(found)]
+    return [path for prefix in prefixes for p in db for f in p.files
+            if (path := f"/{f.path}").startswith(prefix)]
 
 
 def _run(pkg: PackageMeta, script: Script, paths: list[str]) -> ScriptRun:
@@ -56,16 +56,17 @@ def _run(pkg: PackageMeta, script: Script, paths: list[str]) -> ScriptRun:
                      stdin="".join(f"{p}\n" for p in paths))
 
 
-def after_post(db: Sequence[PackageMeta], pkg: PackageMeta) -> list[ScriptRun]:
-    """The file triggers that run after ``pkg``'s ``%post``; ``db`` is the database with
-    ``pkg`` just added (and file lists)."""
+def around_post(db: Sequence[PackageMeta], pkg: PackageMeta, *, before: bool) -> list[ScriptRun]:
+    """The file triggers that run before (``before``) or after ``pkg``'s ``%post``; ``db``
+    is the database with ``pkg`` just added (and file lists)."""
     runs = []
+    for owner, s in _triggers(db, IN):
+        if (s.priority >= BOUND) == before and (paths := _in_package(pkg, s.prefixes)):
+            runs.append(_run(owner, s, paths))
+    others = [p for p in db if p is not pkg]
     for _own, s in _triggers([pkg], IN):
-        if paths := _in_db(db, s.prefixes):
+        if (s.priority >= BOUND) == before and (paths := _in_db(others, s.prefixes)):
             runs.append(_run(pkg, s, paths))
-    for other, s in _triggers([p for p in db if p is not pkg], IN):
-        if paths := _in_package(pkg, s.prefixes):
-            runs.append(_run(other, s, paths))
     return runs
 
 

@@ -4,8 +4,8 @@ Debian: every added package's ``preinst install``, then every ``postinst
 configure``, dependencies first (:func:`dependency_order`: ``cron`` after
 ``cron-daemon-common``, which creates the group its postinst needs), with
 dpkg's ``DPKG_*`` variables.  RPM:
-``%pre``/``%post`` with ``$1 = 1`` (one instance installed), each ``%post`` followed by
-the file triggers it sets off, then ``%posttrans`` (``$1 = 1`` too, as rpm 4.18 gives)
+``%pre``/``%post`` with ``$1 = 1`` (one instance installed), each ``%post`` between
+the file triggers its package sets off, then ``%posttrans`` (``$1 = 1`` too, as rpm 4.18 gives)
 and the ``%transfiletriggerin`` runs (:mod:`layering.rpmtriggers`).  Removed Debian
 base packages run ``prerm remove`` (while their files are still there) and
 ``postrm remove`` (after), as dpkg does; removed RPM base packages run none, as with
@@ -114,14 +114,15 @@ def _rpm_phase(pkg: PackageMeta, phase: str, label: str, arg: str) -> list[Scrip
 
 
 def _rpm_runs(added: list[PackageMeta], base: Sequence[PackageMeta]) -> list[ScriptRun]:
-    """%pre of each, %post of each with the file triggers it sets off, %posttrans of each,
+    """%pre of each, %post of each amid the file triggers it sets off, %posttrans of each,
     then the transaction's file triggers (``base``: the kept base packages, with files)."""
     runs = [r for pkg in added for r in _rpm_phase(pkg, "prein", "%pre", "1")]
     db = list(base)
     for pkg in added:
         db.append(pkg)
+        runs += rpmtriggers.around_post(db, pkg, before=True)
         runs += _rpm_phase(pkg, "postin", "%post", "1")
-        runs += rpmtriggers.after_post(db, pkg)
+        runs += rpmtriggers.around_post(db, pkg, before=False)
     runs += [r for pkg in added for r in _rpm_phase(pkg, "posttrans", "%posttrans", "1")]
     return runs + rpmtriggers.after_transaction(db, added)
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +28,7 @@ from pathlib import Path
 import pytest
 
 from fixtures.images import BUSYBOX
-from fixtures.rpmimages import base_specs, build, foo_base_spec, foo_specs
+from fixtures.rpmimages import REQUESTED, base_specs, build, foo_base_spec, foo_specs
 from tests.layering.corpus_compare import Entry, tree_diff
 from tests.layering.corpus_sides import BRANCH, StrataSide, boot_tmpfiles
 from tests.layering.realworld import cache_root
@@ -87,7 +88,9 @@ def world(request: pytest.FixtureRequest,
             rootfs.mkdir()
             run([*rpm_root("--root", rootfs), "-i", *base])
             strata.setup(layout(rootfs, served.url))
-            proc, strata_s = strata.install("foo-app")
+            t0 = time.monotonic()
+            proc = strata.strata("install", *REQUESTED, check=False)
+            strata_s = time.monotonic() - t0
         w = _sides(strata, tmp, pkgs, proc, strata_s)
         w.scenario, w.names = scenario, [s.name for s in layered]
         yield w
@@ -162,11 +165,15 @@ def test_scriptlet_and_trigger_effects(world: World) -> None:
         s, a = world.strata_root / rel, world.rpm_root / rel
         assert a.exists(), rel
         assert s.exists() and s.read_text() == a.read_text(), rel
-    log = (world.rpm_root / "usr/lib/foo-triggers/trans.log").read_text().split("trans ")[-1]
+    log = (world.rpm_root / "usr/lib/foo-triggers/trans.log").read_text()
+    log = log.split("trans 0  1\n")[-1].split("prio-trans")[0]  # foo-triggers' last run
     # a trigger package in the transaction sees every matching file, a base one the new ones
     # (the log of base-trigger starts with the run of the base's own rpm -i)
     assert ("/usr/share/foo/base.txt" in log) == (world.scenario == "layered")
-    assert "/usr/share/foo/sub/b.txt" in log
+    assert "/usr/share/foo/sub/b.txt" in log and "/usr/share/foo/zz/prio.txt" in log
+    # foo-prio's triggers: priority 2000000 before its %post, 100 after
+    log = (world.rpm_root / "usr/lib/foo-triggers/in.log").read_text()
+    assert log.index("prio-in") < log.index("post foo-prio") < log.index("low-in")
 
 
 def _report(world: World, diffs: list[str]) -> None:
