@@ -13,6 +13,7 @@ a checkout, and how the two are read and compared.
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import time
@@ -114,3 +115,24 @@ def by_package(diffs: list[str], own: dict[str, str], names: list[str]) -> dict[
         path = line.split()[1].rstrip(":").lstrip("/") if len(line.split()) > 1 else ""
         out.setdefault(own.get(path, "(scripts)"), []).append(line)
     return out
+
+
+def xattrs(side: dict[str, Entry]) -> dict[str, dict[str, bytes]]:
+    """path -> every extended attribute (name -> value) of a side's non-symlink paths."""
+    out = {}
+    for rel, e in side.items():
+        if e.kind in ("f", "d"):
+            names = os.listxattr(e.real, follow_symlinks=False)
+            out[rel] = {n: os.getxattr(e.real, n, follow_symlinks=False) for n in sorted(names)}
+    return out
+
+
+def owner_names(root: Path, side: dict[str, Entry]) -> dict[str, tuple[str, str]]:
+    """path -> (user name, group name), through the side's own /etc/passwd and /etc/group."""
+    def names(f: str) -> dict[int, str]:
+        rows = [line.split(":") for line in (root / f).read_text().splitlines()]
+        return {int(r[2]): r[0] for r in rows if len(r) > 2}
+
+    users, groups = names("etc/passwd"), names("etc/group")
+    return {rel: (users.get(e.uid, str(e.uid)), groups.get(e.gid, str(e.gid)))
+            for rel, e in side.items()}

@@ -37,10 +37,12 @@ from tests.layering.rpmoracle import (
     install_oracle,
     installed,
     layout,
+    owner_names,
     owners,
     read_side,
     rpm_root,
     verify,
+    xattrs,
 )
 from tests.store.servers import http_server
 from tests.util import require_tool, run
@@ -133,6 +135,18 @@ def test_same_files_owners_modes_caps_and_contents(world: World) -> None:
     diffs = tree_diff(world.strata, world.rpm)
     _report(world, diffs)
     assert not diffs, "\n".join(diffs[:100])
+
+
+def test_same_owner_names_and_xattrs(world: World) -> None:
+    """Owners by name through each side's own passwd/group, every extended attribute."""
+    s_own, a_own = owner_names(world.strata_root, world.strata), owner_names(world.rpm_root,
+                                                                            world.rpm)
+    assert {k: v for k, v in s_own.items() if a_own.get(k) != v} == {}
+    assert a_own["var/lib/foo-daemon/state"] == ("foosvc", "foosvc")
+    s_x, a_x = xattrs(world.strata), xattrs(world.rpm)
+    assert {k: v for k, v in s_x.items() if a_x.get(k, {}) != v} == {}
+    assert {k: v for k, v in a_x.items() if s_x.get(k, {}) != v} == {}
+    assert "security.capability" in a_x["usr/bin/foo-bind"]
 
 
 def test_same_users_and_groups(world: World) -> None:
