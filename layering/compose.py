@@ -25,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from importers import package_db_kind, read_installed
+from importers import package_db_kind, read_installed, rpmdb
 from importers.aptsource import IndexFile
 from importers.dpkgdb import DB_DIRS as DPKG_DB_DIRS
 from importers.errors import FetchError
@@ -399,7 +399,8 @@ def _build(repo: Repo, request: ComposeRequest, result: ComposeResult,
         if not request.no_scripts:
             base = [p for p in installed if p.name in kept]
             _scripts(repo, txn, tree, request, result, added, checkouts, postrm, progress,
-                     (base, lambda: [p for p in with_files() if p.name in kept]))
+                     (base, lambda: [p for p in rpmdb.read_installed(repo, result.base,
+                                     db_order=True) if p.name in kept]))
         if not request.client_layer:  # a host's own layer keeps the host's identity
             result.left_out = clean_image(tree, txn).lines()
         write_var_tmpfiles(MutableTree.from_commit(repo, result.base), tree, txn, added,

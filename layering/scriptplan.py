@@ -149,7 +149,7 @@ def plan_scripts(kind: PackageType, added: list[PackageMeta], tree: MutableTree,
 
     ``db`` is the image's dpkg database directory, where Debian scripts are run from.
     For rpm's file triggers, ``installed`` are the base's package records and ``base``
-    gives the ones that stay with their file lists (called only when an added or
+    gives the ones that stay with their file lists in database order (called only when an added or
     installed package has a file trigger).
     """
     ordered = dependency_order(added)

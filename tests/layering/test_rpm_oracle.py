@@ -28,7 +28,14 @@ from pathlib import Path
 import pytest
 
 from fixtures.images import BUSYBOX
-from fixtures.rpmimages import REQUESTED, base_specs, build, foo_base_spec, foo_specs
+from fixtures.rpmimages import (
+    REQUESTED,
+    base_specs,
+    build,
+    foo_base_spec,
+    foo_specs,
+    late_base_spec,
+)
 from tests.layering.corpus_compare import Entry, tree_diff
 from tests.layering.corpus_sides import BRANCH, StrataSide, boot_tmpfiles
 from tests.layering.realworld import cache_root
@@ -89,6 +96,7 @@ def world(request: pytest.FixtureRequest,
             rootfs = tmp / "rootfs"
             rootfs.mkdir()
             run([*rpm_root("--root", rootfs), "-i", *base])
+            run([*rpm_root("--root", rootfs), "-i", build(late_base_spec(), cache)])
             strata.setup(layout(rootfs, served.url))
             t0 = time.monotonic()
             proc = strata.strata("install", *REQUESTED, check=False)
@@ -185,6 +193,8 @@ def test_scriptlet_and_trigger_effects(world: World) -> None:
     # (the log of base-trigger starts with the run of the base's own rpm -i)
     assert ("/usr/share/foo/base.txt" in log) == (world.scenario == "layered")
     assert "/usr/share/foo/sub/b.txt" in log and "/usr/share/foo/zz/prio.txt" in log
+    if world.scenario == "layered":  # database order is install order, not names
+        assert log.index("/usr/share/foo/base.txt") < log.index("/usr/share/foo/late.txt")
     # foo-prio's triggers: priority 2000000 before its %post, 100 after
     log = (world.rpm_root / "usr/lib/foo-triggers/in.log").read_text()
     assert log.index("prio-in") < log.index("post foo-prio") < log.index("low-in")
