@@ -99,6 +99,7 @@ class FileEntry:
     config: bool = False
     ghost: bool = False
     caps: str = ""
+    noreplace: bool = False  # rpm's %config(noreplace)
 
 
 @dataclass(frozen=True)

@@ -41,6 +41,7 @@ from importers.payload import (
 from importers.rpmheader import Header, Tag, read_package_header
 
 RPMFILE_CONFIG = 1 << 0
+RPMFILE_NOREPLACE = 1 << 4
 RPMFILE_GHOST = 1 << 6
 SENSE_LESS, SENSE_GREATER, SENSE_EQUAL = 2, 4, 8
 _DEP_TAGS = {
@@ -123,7 +124,8 @@ def header_files(h: Header) -> tuple[FileEntry, ...]:
             path=path, kind=kind, mode=mode, size=sizes[i], user=users[i], group=groups[i],
             link=links[i] if i < len(links) else "", digest=f"{algo}:{digest}" if digest else "",
             config=bool(flags[i] & RPMFILE_CONFIG), ghost=bool(flags[i] & RPMFILE_GHOST),
-            caps=caps[i] if i < len(caps) else ""))
+            caps=caps[i] if i < len(caps) else "",
+            noreplace=bool(flags[i] & RPMFILE_NOREPLACE)))
     return tuple(out)
 
 

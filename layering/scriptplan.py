@@ -3,7 +3,8 @@
 Debian: every added package's ``preinst install``, then every ``postinst
 configure``, dependencies first (:func:`dependency_order`: ``cron`` after
 ``cron-daemon-common``, which creates the group its postinst needs), with
-dpkg's ``DPKG_*`` variables.  RPM:
+dpkg's ``DPKG_*`` variables.  RPM, in
+the order ``rpm -i`` installs them (:mod:`layering.rpmorder`):
 ``%pre``/``%post`` with ``$1 = 1`` (one instance installed), each ``%post`` between
 the file triggers its package sets off, then ``%posttrans`` (``$1 = 1`` too, as rpm 4.18 gives)
 and the ``%transfiletriggerin`` runs (:mod:`layering.rpmtriggers`).  Removed Debian
@@ -22,6 +23,7 @@ from importers.model import DepKind, PackageMeta, PackageType
 from layering import rpmtriggers
 from layering.dpkgdb import info_name
 from layering.errors import ScriptError
+from layering.rpmorder import install_order
 from layering.scripts import ScriptRun
 from store.mtree import MutableTree
 
@@ -152,9 +154,9 @@ def plan_scripts(kind: PackageType, added: list[PackageMeta], tree: MutableTree,
     gives the ones that stay with their file lists in database order (called only when an added or
     installed package has a file trigger).
     """
-    ordered = dependency_order(added)
     if kind is PackageType.DEB:
-        runs = _deb_runs(ordered, db)
+        runs = _deb_runs(dependency_order(added), db)
     else:
+        ordered = install_order(sorted(added, key=lambda p: (p.name, p.evr, p.arch)))
         runs = _rpm_runs(ordered, base() if _may_trigger([*added, *installed]) else [])
     return runs + _ldconfig(added, tree) if runs or added else runs

@@ -59,9 +59,11 @@ def layout(root: Path, repo_url: str) -> Path:
 
 
 def install_oracle(root: Path, rpms: list[Path]) -> float:
-    """``rpm --root ROOT -i`` of ``rpms``; the seconds it took."""
+    """``rpm --root ROOT -i`` of ``rpms`` given by file name, as ``rpm -i *.rpm`` does; the
+    seconds it took."""
     t0 = time.monotonic()
-    proc = subprocess.run([*rpm_root("--root", root), "-i", *map(str, rpms)],
+    ordered = sorted(rpms, key=lambda p: p.name)
+    proc = subprocess.run([*rpm_root("--root", root), "-i", *map(str, ordered)],
                           capture_output=True, text=True, timeout=300)
     seconds = time.monotonic() - t0
     assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -97,6 +97,7 @@ def world(request: pytest.FixtureRequest,
             rootfs.mkdir()
             run([*rpm_root("--root", rootfs), "-i", *base])
             run([*rpm_root("--root", rootfs), "-i", build(late_base_spec(), cache)])
+            _unowned_files(rootfs)
             strata.setup(layout(rootfs, served.url))
             t0 = time.monotonic()
             proc = strata.strata("install", *REQUESTED, check=False)
@@ -106,6 +107,15 @@ def world(request: pytest.FixtureRequest,
         yield w
     finally:
         subprocess.run(["chattr", "-R", "-i", tmp / "sysroot"], capture_output=True)
+
+
+def _unowned_files(rootfs: Path) -> None:
+    """Files no package owns where foo-daemon puts a %config(noreplace), a %config and a
+    plain file (an admin's edits, a leftover)."""
+    (rootfs / "etc/foo-daemon.conf").write_text("port = 8080\n")
+    (rootfs / "etc/foo-daemon.defaults").write_text("local defaults\n")
+    (rootfs / "usr/share/foo-daemon").mkdir()
+    (rootfs / "usr/share/foo-daemon/data.txt").write_text("old data\n")
 
 
 def _sides(strata: StrataSide, tmp: Path, pkgs: list[Path],
@@ -157,6 +167,17 @@ def test_same_owner_names_and_xattrs(world: World) -> None:
     assert "security.capability" in a_x["usr/bin/foo-bind"]
 
 
+def test_config_files_over_unowned_ones(world: World) -> None:
+    """rpm keeps an admin's file under %config(noreplace) (the package's goes to .rpmnew),
+    moves it to .rpmorig under %config, and replaces a plain file."""
+    etc = world.strata_root / "etc"
+    assert (etc / "foo-daemon.conf").read_text() == "port = 8080\n"
+    assert (etc / "foo-daemon.conf.rpmnew").read_text() == "port = 80\n"
+    assert (etc / "foo-daemon.defaults.rpmorig").read_text() == "local defaults\n"
+    assert (etc / "foo-daemon.defaults").read_text() == "defaults\n"
+    assert (world.strata_root / "usr/share/foo-daemon/data.txt").read_text() == "data\n"
+
+
 def test_same_users_and_groups(world: World) -> None:
     for f in ("etc/passwd", "etc/group"):
         s = (world.strata_root / f).read_text().splitlines()
@@ -172,12 +193,12 @@ def s_passwd(world: World) -> list[str]:
 def test_rpm_verify_same_as_rpm(world: World) -> None:
     s, a = verify(world.strata_root), verify(world.rpm_root)
     assert s == a
-    # useradd changed /etc/passwd, group, shadow, gshadow and %post chowned foo-daemon's
-    # directory: rpm flags them on both sides
+    # useradd changed /etc/passwd, group, shadow, gshadow, %post chowned foo-daemon's
+    # directory and the admin's foo-daemon.conf stayed: rpm flags them on both sides
     assert a.splitlines() == [".....UG..    /var/lib/foo-daemon",
                               ".....UG..    /var/lib/foo-daemon/seed",
-                              *(f"S.5......  c /etc/{f}" for f in ("group", "gshadow", "passwd",
-                                                                   "shadow"))]
+                              *(f"S.5......  c /etc/{f}" for f in (
+                                  "foo-daemon.conf", "group", "gshadow", "passwd", "shadow"))]
 
 
 def test_scriptlet_and_trigger_effects(world: World) -> None:
