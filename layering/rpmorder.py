@@ -6,8 +6,9 @@ path; ``rpmlib(...)`` ignored; a ``Requires(postun)`` counts too, as rpm showed)
 Kahn's algorithm over that graph, where rpm's queue keeps packages by how many packages
 of the set require them (more first): a package joining the queue goes before the first
 queued one that has no more dependents than it has, searching from the one just taken.
-The packages enter in the order given (``rpm -i *.rpm``: by file name); a cycle is broken by appending what
-is left in that order (rpm breaks loops its own way: the order in a cycle may differ).
+The packages enter in the order given (``rpm -i *.rpm``: by file name); a cycle is
+broken by appending what is left in that order (rpm breaks loops its own way: the
+order in a cycle may differ).
 """
 
 from __future__ import annotations
