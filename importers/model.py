@@ -99,15 +99,33 @@ class FileEntry:
     config: bool = False
     ghost: bool = False
     caps: str = ""
+    noreplace: bool = False  # rpm's %config(noreplace)
 
 
 @dataclass(frozen=True)
 class Script:
-    """A maintainer script / scriptlet: name (preinst, %post...), interpreter and body."""
+    """A maintainer script / scriptlet: name (preinst, %post...), interpreter and body.
+
+    An rpm file trigger (``filetriggerin``, ``transfiletriggerin``) also has the path
+    prefixes that fire it and its priority (higher runs first)."""
 
     name: str
     body: str
     interpreter: str = ""
+    prefixes: tuple[str, ...] = ()
+    priority: int = 0
+
+    def to_list(self) -> list[Any]:
+        """A JSON-safe list (the trigger fields only when set)."""
+        head: list[Any] = [self.name, self.body, self.interpreter]
+        return head + [list(self.prefixes), self.priority] if self.prefixes else head
+
+    @classmethod
+    def from_list(cls, v: list[Any]) -> Script:
+        """Inverse of :meth:`to_list`."""
+        if len(v) > 3:
+            return cls(v[0], v[1], v[2], tuple(v[3]), int(v[4]))
+        return cls(*v)
 
 
 @dataclass(frozen=True)
@@ -166,7 +184,7 @@ class PackageMeta:
             elif f.name == "files":
                 value = [_entry_to_dict(e) for e in value]
             elif f.name == "scripts":
-                value = [[s.name, s.body, s.interpreter] for s in value]
+                value = [s.to_list() for s in value]
             elif f.name == "conffiles":
                 value = list(value)
             out[f.name] = value
@@ -185,7 +203,7 @@ class PackageMeta:
         kw["deps"] = {DepKind(k): tuple(tuple(_rel_from_list(r) for r in g) for g in cnf)
                       for k, cnf in kw.get("deps", {}).items()}
         kw["files"] = tuple(_entry_from_dict(e) for e in kw.get("files", ()))
-        kw["scripts"] = tuple(Script(*s) for s in kw.get("scripts", ()))
+        kw["scripts"] = tuple(Script.from_list(s) for s in kw.get("scripts", ()))
         kw["conffiles"] = tuple(kw.get("conffiles", ()))
         return cls(**kw)
 

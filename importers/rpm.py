@@ -41,6 +41,7 @@ from importers.payload import (
 from importers.rpmheader import Header, Tag, read_package_header
 
 RPMFILE_CONFIG = 1 << 0
+RPMFILE_NOREPLACE = 1 << 4
 RPMFILE_GHOST = 1 << 6
 SENSE_LESS, SENSE_GREATER, SENSE_EQUAL = 2, 4, 8
 _DEP_TAGS = {
@@ -58,6 +59,17 @@ _SCRIPTS = (
     ("postin", Tag.POSTIN, Tag.POSTINPROG), ("preun", Tag.PREUN, Tag.PREUNPROG),
     ("postun", Tag.POSTUN, Tag.POSTUNPROG), ("posttrans", Tag.POSTTRANS, Tag.POSTTRANSPROG),
 )
+# file trigger kind -> (scripts, interpreters, prefixes, script index, flags, priorities) tags
+_FILE_TRIGGERS = {
+    "filetrigger": (Tag.FILETRIGGERSCRIPTS, Tag.FILETRIGGERSCRIPTPROG, Tag.FILETRIGGERNAME,
+                    Tag.FILETRIGGERINDEX, Tag.FILETRIGGERFLAGS, Tag.FILETRIGGERPRIORITIES),
+    "transfiletrigger": (Tag.TRANSFILETRIGGERSCRIPTS, Tag.TRANSFILETRIGGERSCRIPTPROG,
+                         Tag.TRANSFILETRIGGERNAME, Tag.TRANSFILETRIGGERINDEX,
+                         Tag.TRANSFILETRIGGERFLAGS, Tag.TRANSFILETRIGGERPRIORITIES),
+}
+# rpm's trigger senses (rpmds.h): fired by installing, by erasing, after erasing
+_TRIGGER_SENSES = ((1 << 16, "in"), (1 << 17, "un"), (1 << 18, "postun"))
+TRIGGER_PRIORITY = 1000000  # rpm's default file trigger priority
 _DIGEST_ALGOS = {1: "md5", 2: "sha1", 8: "sha256", 9: "sha384", 10: "sha512"}
 
 
@@ -112,7 +124,8 @@ def header_files(h: Header) -> tuple[FileEntry, ...]:
             path=path, kind=kind, mode=mode, size=sizes[i], user=users[i], group=groups[i],
             link=links[i] if i < len(links) else "", digest=f"{algo}:{digest}" if digest else "",
             config=bool(flags[i] & RPMFILE_CONFIG), ghost=bool(flags[i] & RPMFILE_GHOST),
-            caps=caps[i] if i < len(caps) else ""))
+            caps=caps[i] if i < len(caps) else "",
+            noreplace=bool(flags[i] & RPMFILE_NOREPLACE)))
     return tuple(out)
 
 
@@ -137,6 +150,24 @@ def header_scripts(h: Header) -> tuple[Script, ...]:
         body = h.text(body_tag)
         if body or prog:
             out.append(Script(name, body, prog))
+    return tuple(out) + file_triggers(h)
+
+
+def file_triggers(h: Header) -> tuple[Script, ...]:
+    """The ``%filetrigger*`` and ``%transfiletrigger*`` scripts (named e.g.
+    ``filetriggerin``), each with its path prefixes and priority."""
+    out = []
+    for kind, (body_t, prog_t, name_t, index_t, flags_t, prio_t) in _FILE_TRIGGERS.items():
+        bodies, progs, prios = h.texts(body_t), h.texts(prog_t), h.ints(prio_t)
+        names, index, flags = h.texts(name_t), h.ints(index_t), h.ints(flags_t)
+        for i, body in enumerate(bodies):
+            picked = [j for j in range(min(len(names), len(index), len(flags))) if index[j] == i]
+            if not picked:
+                continue
+            sense = next((s for bit, s in _TRIGGER_SENSES if flags[picked[0]] & bit), "in")
+            out.append(Script(f"{kind}{sense}", body, progs[i] if i < len(progs) else "",
+                              tuple(names[j] for j in picked),
+                              prios[i] if i < len(prios) else TRIGGER_PRIORITY))
     return tuple(out)
 
 

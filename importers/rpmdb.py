@@ -30,8 +30,10 @@ def find_db(reader: CommitReader) -> str | None:
     return None
 
 
-def read_installed(repo: Repo, rev: str, *, with_files: bool = True) -> list[PackageMeta]:
-    """Every package in the commit's rpm database, sorted by name and arch.
+def read_installed(repo: Repo, rev: str, *, with_files: bool = True,
+                   db_order: bool = False) -> list[PackageMeta]:
+    """Every package in the commit's rpm database, sorted by name and arch (or in the
+    database's order, which is install order, with ``db_order``).
 
     ``gpg-pubkey`` pseudo-packages are left out, as ``rpm -qa`` users expect.
     """
@@ -55,7 +57,7 @@ def read_installed(repo: Repo, rev: str, *, with_files: bool = True) -> list[Pac
             raise PackageDbError(str(e)) from e
         if meta.name != "gpg-pubkey":
             out.append(meta)
-    return sorted(out, key=lambda m: (m.name, m.arch, m.evr))
+    return out if db_order else sorted(out, key=lambda m: (m.name, m.arch, m.evr))
 
 
 def _blobs(path: object, label: str) -> list[tuple[int, bytes]]:

@@ -219,9 +219,30 @@ class Assembler:
                 f"{self.owner_of(dest)} has a directory")
         existing = parent.files.get(name)
         if existing is not None and existing != csum:
-            self._check_overwrite(pkg, prel, dest, removed)
+            if self.kind is PackageType.RPM and self.owner_of(dest) == BASE_OWNER:
+                name = self._rpm_over_unowned(pkg, prel, parent, name, existing)
+            else:
+                self._check_overwrite(pkg, prel, dest, removed)
         parent.set_file(name, csum)
         self.added_owners[dest] = pkg.name
+
+    def _rpm_over_unowned(self, pkg: PackageMeta, prel: str, parent: MutableTree, name: str,
+                          existing: str) -> str:
+        """Where ``rpm -i`` puts a package file over a different one no package owns: in its
+        place (a %config one moved aside to NAME.rpmorig), or, for %config(noreplace), at
+        NAME.rpmnew beside the file it leaves alone.  Returns the name to place it at."""
+        entry = next((f for f in pkg.files if f.path == prel), None)
+        if entry is None or not entry.config:
+            return name
+        aside = f"{name}.rpmnew" if entry.noreplace else f"{name}.rpmorig"
+        if aside in parent.dirs:
+            raise FileConflictError(f"file conflict at /{prel}.{aside.rpartition('.')[2]}: "
+                                    f"{pkg.name} saves a config file where the image has "
+                                    "a directory")
+        if entry.noreplace:
+            return aside
+        parent.set_file(aside, existing)
+        return name
 
     def _check_overwrite(self, pkg: PackageMeta, prel: str, dest: str, removed: set[str]) -> None:
         owner = self.owner_of(dest)

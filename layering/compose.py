@@ -21,10 +21,11 @@ import os
 import re
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from importers import package_db_kind, read_installed
+from importers import package_db_kind, read_installed, rpmdb
 from importers.aptsource import IndexFile
 from importers.dpkgdb import DB_DIRS as DPKG_DB_DIRS
 from importers.errors import FetchError
@@ -396,7 +397,10 @@ def _build(repo: Repo, request: ComposeRequest, result: ComposeResult,
         assembling.finish()
         fail_point("compose-before-scripts")
         if not request.no_scripts:
-            _scripts(repo, txn, tree, request, result, added, checkouts, postrm, progress)
+            base = [p for p in installed if p.name in kept]
+            _scripts(repo, txn, tree, request, result, added, checkouts, postrm, progress,
+                     (base, lambda: [p for p in rpmdb.read_installed(repo, result.base,
+                                     db_order=True) if p.name in kept]))
         if not request.client_layer:  # a host's own layer keeps the host's identity
             result.left_out = clean_image(tree, txn).lines()
         write_var_tmpfiles(MutableTree.from_commit(repo, result.base), tree, txn, added,
@@ -437,11 +441,13 @@ def _run_prerm(repo: Repo, txn: Transaction, tree: MutableTree, request: Compose
 
 def _scripts(repo: Repo, txn: Transaction, tree: MutableTree, request: ComposeRequest,
              result: ComposeResult, added: list[PackageMeta], checkouts: CheckoutCache,
-             postrm: list[ScriptRun], progress: ProgressFn | None) -> None:
+             postrm: list[ScriptRun], progress: ProgressFn | None,
+             base: tuple[list[PackageMeta], Callable[[], list[PackageMeta]]]) -> None:
     """Run the removed packages' postrm and the added ones' scripts, showing them the host's
-    users and identity when known."""
+    users and identity when known (``base``: the kept base packages, and the same with file
+    lists, for rpm's file triggers)."""
     db = _find_dir(tree, DPKG_DB_DIRS, "status") or "var/lib/dpkg"
-    runs = postrm + plan_scripts(result.kind, added, tree, db)
+    runs = postrm + plan_scripts(result.kind, added, tree, db, base[0], base[1])
     view = None
     if runs and request.host_etc is not None:
         view = show_host(tree, txn, read_host(request.host_etc), config_dir(tree))

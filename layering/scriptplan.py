@@ -3,22 +3,27 @@
 Debian: every added package's ``preinst install``, then every ``postinst
 configure``, dependencies first (:func:`dependency_order`: ``cron`` after
 ``cron-daemon-common``, which creates the group its postinst needs), with
-dpkg's ``DPKG_*`` variables.  RPM:
-``%pre``/``%post`` with ``$1 = 1`` (one instance installed), then
-``%posttrans``.  Removed Debian base packages run ``prerm remove`` (while their
-files are still there) and ``postrm remove`` (after), as dpkg does; removed RPM
-base packages run none, as with rpm-ostree's overrides.  Triggers: ``ldconfig``
-runs once at the end when an added package ships a shared library.
+dpkg's ``DPKG_*`` variables.  RPM, in
+the order ``rpm -i`` installs them (:mod:`layering.rpmorder`):
+``%pre``/``%post`` with ``$1 = 1`` (one instance installed), each ``%post`` between
+the file triggers its package sets off, then ``%posttrans`` (``$1 = 1`` too, as rpm 4.18 gives)
+and the ``%transfiletriggerin`` runs (:mod:`layering.rpmtriggers`).  Removed Debian
+base packages run ``prerm remove`` (while their files are still there) and
+``postrm remove`` (after), as dpkg does; removed RPM base packages run none, as with
+rpm-ostree's overrides.  Triggers: ``ldconfig`` runs once at the end when an added
+package ships a shared library.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from importers.model import DepKind, PackageMeta, PackageType
+from layering import rpmtriggers
 from layering.dpkgdb import info_name
 from layering.errors import ScriptError
+from layering.rpmorder import install_order
 from layering.scripts import ScriptRun
 from store.mtree import MutableTree
 
@@ -97,20 +102,31 @@ def plan_removal(kind: PackageType, removed: list[PackageMeta], db: str,
     return out
 
 
-def _rpm_runs(added: list[PackageMeta]) -> list[ScriptRun]:
+def _rpm_phase(pkg: PackageMeta, phase: str, label: str, arg: str) -> list[ScriptRun]:
     runs = []
-    for phase, label, arg in (("prein", "%pre", "1"), ("postin", "%post", "1"),
-                              ("posttrans", "%posttrans", "0")):
-        for pkg in added:
-            for s in pkg.scripts:
-                if s.name != phase or not (s.body.strip() or s.interpreter):
-                    continue
-                interp = s.interpreter or "/bin/sh"
-                if interp.startswith("<lua>"):
-                    raise ScriptError(f"{label} of {pkg.name} is a lua scriptlet, "
-                                      "which strata cannot run")
-                runs.append(ScriptRun(pkg.name, label, s.body, interp, (arg,)))
+    for s in pkg.scripts:
+        if s.name != phase or not (s.body.strip() or s.interpreter):
+            continue
+        interp = s.interpreter or "/bin/sh"
+        if interp.startswith("<lua>"):
+            raise ScriptError(f"{label} of {pkg.name} is a lua scriptlet, "
+                              "which strata cannot run")
+        runs.append(ScriptRun(pkg.name, label, s.body, interp, (arg,)))
     return runs
+
+
+def _rpm_runs(added: list[PackageMeta], base: Sequence[PackageMeta]) -> list[ScriptRun]:
+    """%pre of each, %post of each amid the file triggers it sets off, %posttrans of each,
+    then the transaction's file triggers (``base``: the kept base packages, with files)."""
+    runs = [r for pkg in added for r in _rpm_phase(pkg, "prein", "%pre", "1")]
+    db = list(base)
+    for pkg in added:
+        db.append(pkg)
+        runs += rpmtriggers.around_post(db, pkg, before=True)
+        runs += _rpm_phase(pkg, "postin", "%post", "1")
+        runs += rpmtriggers.around_post(db, pkg, before=False)
+    runs += [r for pkg in added for r in _rpm_phase(pkg, "posttrans", "%posttrans", "1")]
+    return runs + rpmtriggers.after_transaction(db, added)
 
 
 def _ldconfig(added: list[PackageMeta], tree: MutableTree) -> list[ScriptRun]:
@@ -121,12 +137,26 @@ def _ldconfig(added: list[PackageMeta], tree: MutableTree) -> list[ScriptRun]:
     return [ScriptRun("ldconfig", "trigger", "#!/bin/sh\nexec ldconfig\n")]
 
 
+def _may_trigger(pkgs: Sequence[PackageMeta]) -> bool:
+    """Whether one of ``pkgs`` has a file trigger (records carry their scripts even
+    without file lists)."""
+    kinds = (rpmtriggers.IN, rpmtriggers.TRANS_IN)
+    return any(s.name in kinds for p in pkgs for s in p.scripts)
+
+
 def plan_scripts(kind: PackageType, added: list[PackageMeta], tree: MutableTree,
-                 db: str = "var/lib/dpkg") -> list[ScriptRun]:
+                 db: str = "var/lib/dpkg", installed: Sequence[PackageMeta] = (),
+                 base: Callable[[], Sequence[PackageMeta]] = list) -> list[ScriptRun]:
     """The script invocations for ``added`` packages, in order (empty when none ship any).
 
     ``db`` is the image's dpkg database directory, where Debian scripts are run from.
+    For rpm's file triggers, ``installed`` are the base's package records and ``base``
+    gives the ones that stay with their file lists in database order (called only when an added or
+    installed package has a file trigger).
     """
-    ordered = dependency_order(added)
-    runs = _deb_runs(ordered, db) if kind is PackageType.DEB else _rpm_runs(ordered)
+    if kind is PackageType.DEB:
+        runs = _deb_runs(dependency_order(added), db)
+    else:
+        ordered = install_order(sorted(added, key=lambda p: (p.name, p.evr, p.arch)))
+        runs = _rpm_runs(ordered, base() if _may_trigger([*added, *installed]) else [])
     return runs + _ldconfig(added, tree) if runs or added else runs

@@ -77,6 +77,7 @@ class ScriptRun:
     args: tuple[str, ...] = ()
     env: tuple[tuple[str, str], ...] = ()
     path: str = ""  # run this file of the tree (as dpkg runs /var/lib/dpkg/info/*) if set
+    stdin: str = ""  # its input (rpm's file triggers read the matching paths), else /dev/null
 
     @property
     def what(self) -> str:
@@ -127,7 +128,8 @@ def _quote(s: str) -> str:
 
 def driver_script(runs: Sequence[ScriptRun], names: list[str]) -> str:
     """A shell program that runs each script in order, in a subshell with its own
-    environment, its output on stdout, its input ``/dev/null``.  After each it writes
+    environment, its output on stdout, its input ``/dev/null`` (or its ``NAME.in``
+    file when it has a ``stdin``).  After each it writes
     ``strata-rc:N`` to stderr, stops at the first failure, and waits for a line on
     stdin before the next (so each script's output is told apart exactly)."""
     lines = ["#!/bin/sh"]
@@ -135,7 +137,8 @@ def driver_script(runs: Sequence[ScriptRun], names: list[str]) -> str:
         env = "".join(f"export {k}={_quote(v)}; " for k, v in r.env)
         cmd = " ".join(_quote(a) for a in [*r.interpreter.split(),
                                              r.path or f"/run/strata/{name}", *r.args])
-        lines.append(f"( {env}exec {cmd} ) < /dev/null 2>&1")
+        given = _quote(f"/run/strata/{name}.in") if r.stdin else "/dev/null"
+        lines.append(f"( {env}exec {cmd} ) < {given} 2>&1")
         lines.append("rc=$?; echo strata-rc:$rc >&2; [ $rc = 0 ] || exit 0; read -r go || exit 0")
     return "\n".join(lines) + "\n"
 
@@ -279,6 +282,8 @@ def _run_all(lower: Path, scratch: Path, runs: Sequence[ScriptRun], log: ScriptL
     for r, name in zip(runs, names, strict=True):
         (scripts / name).write_text(r.body)
         (scripts / name).chmod(0o755)
+        if r.stdin:
+            (scripts / f"{name}.in").write_text(r.stdin)
     (scripts / "driver").write_text(driver_script(runs, names))
     with script_cgroup(limits) as cgroup, _seccomp_fd(scratch) as seccomp_fd:
         argv = ["sh", "-c", JOIN_AND_EXEC, "sh", str(len(cgroup.procs)), *map(str, cgroup.procs),

@@ -28,7 +28,9 @@ def test_record_round_trips_through_dict() -> None:
         origin=Origin.CATALOGUE,
         deps={DepKind.DEPENDS: ((Relation("a", Op.GE, "1", flags=64), Relation("b")),)},
         files=(FileEntry("usr/bin/x", FileKind.FILE, 0o100755, 10, caps="cap_net_raw=ep"),),
-        scripts=(Script("postin", "echo", "/bin/sh"),), conffiles=("etc/x",), checksum="ab")
+        scripts=(Script("postin", "echo", "/bin/sh"),
+                 Script("filetriggerin", "cat", "/bin/sh", ("/usr/share/a", "/b"), 2000)),
+        conffiles=("etc/x",), checksum="ab")
     assert PackageMeta.from_dict(meta.to_dict()) == meta
     assert meta.evr == "3:1-2" and meta.nevra == "x-3:1-2.x86_64"
 

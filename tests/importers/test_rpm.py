@@ -164,3 +164,22 @@ sys.exit("accepted")
                           timeout=60, cwd=Path(__file__).resolve().parents[2])
     assert proc.returncode == 0, proc.stderr
     assert "rpm header entries overlap in hostile.rpm" in proc.stdout
+
+
+def test_file_triggers_read_with_prefixes_priorities_and_interpreters(tmp_path: Path) -> None:
+    require_tool("rpmbuild")
+    rpm = build_rpm(tmp_path, "trig", install="mkdir -p %{buildroot}/usr/share/trig\n",
+                    files="%dir /usr/share/trig\n",
+                    extra="%filetriggerin -P 2000 -- /usr/share/a /usr/lib/b\necho in\n"
+                          "%filetriggerin -p /bin/bash -- /usr/share/c\necho second\n"
+                          "%transfiletriggerin -- /usr/share/a\necho trans\n"
+                          "%filetriggerun -- /usr/share/a\necho un\n")
+    meta = open_rpm(rpm).meta
+    found = sorted((s.name, s.body.strip(), s.interpreter, s.prefixes, s.priority)
+                   for s in meta.scripts if s.prefixes)
+    # rpmbuild stores a trigger's prefixes sorted
+    assert found == [
+        ("filetriggerin", "echo in", "/bin/sh", ("/usr/lib/b", "/usr/share/a"), 2000),
+        ("filetriggerin", "echo second", "/bin/bash", ("/usr/share/c",), 1000000),
+        ("filetriggerun", "echo un", "/bin/sh", ("/usr/share/a",), 1000000),
+        ("transfiletriggerin", "echo trans", "/bin/sh", ("/usr/share/a",), 1000000)]

@@ -2,8 +2,17 @@
 
 from __future__ import annotations
 
-from importers.model import DepKind, PackageMeta, PackageType, Relation, Script
+from importers.model import (
+    DepKind,
+    FileEntry,
+    FileKind,
+    PackageMeta,
+    PackageType,
+    Relation,
+    Script,
+)
 from layering.scriptplan import dependency_order, plan_scripts
+from layering.scripts import ScriptRun, driver_script
 from store.mtree import MutableTree
 
 
@@ -37,3 +46,62 @@ def test_virtual_alternatives_and_cycles() -> None:
 def test_postinst_runs_in_dependency_order() -> None:
     runs = plan_scripts(PackageType.DEB, [_pkg("a", depends=[["b"]]), _pkg("b")], MutableTree())
     assert [(r.package, r.name) for r in runs] == [("b", "postinst"), ("a", "postinst")]
+
+
+def _rpm(name: str, files: tuple[str, ...] = (), *scripts: Script,
+         requires: str = "") -> PackageMeta:
+    deps = {DepKind.DEPENDS: ((Relation(requires),),)} if requires else {}
+    return PackageMeta(PackageType.RPM, name, "1.0", "noarch", deps=deps, scripts=scripts,
+                       files=tuple(FileEntry(f, FileKind.FILE, 0o100644) for f in files))
+
+
+def _trig(kind: str, body: str, *prefixes: str, priority: int = 1000000) -> Script:
+    return Script(kind, body, "/bin/sh", prefixes, priority)
+
+
+def _plan(added: list[PackageMeta], base: list[PackageMeta]) -> list[tuple[str, ...]]:
+    runs = plan_scripts(PackageType.RPM, added, MutableTree(), installed=base,
+                        base=lambda: base)
+    return [(r.package, r.name, *r.args, *r.stdin.split()) for r in runs]
+
+
+def test_rpm_file_triggers_around_post_and_after_posttrans() -> None:
+    """The order rpm 4.18 gave for the same packages (tests/layering/test_rpm_oracle.py)."""
+    base = _rpm("base-data", ("usr/share/foo", "usr/share/foo/base.txt"))
+    trig = _rpm("trig", (), _trig("filetriggerin", "in", "/usr/share/foo"),
+                _trig("transfiletriggerin", "tr", "/usr/lib/p", "/usr/share/foo"))
+    data = _rpm("data", ("usr/lib/p/p.so", "usr/share/foo/a"), requires="trig")
+    prio = _rpm("prio", ("usr/share/foo/zz",), Script("postin", "post"),
+                Script("posttrans", "pt"),
+                _trig("filetriggerin", "hi", "/usr/share/foo", priority=2000000),
+                _trig("filetriggerin", "lo", "/usr/share/foo/zz", priority=100),
+                requires="data")
+    assert _plan([prio, data, trig], [base]) == [
+        ("trig", "%filetriggerin", "0", "/usr/share/foo", "/usr/share/foo/base.txt"),
+        ("trig", "%filetriggerin", "0", "/usr/share/foo/a"),
+        ("prio", "%filetriggerin", "0", "/usr/share/foo/zz"),  # its own, on its own files
+        ("trig", "%filetriggerin", "0", "/usr/share/foo/zz"),
+        ("prio", "%filetriggerin", "0", "/usr/share/foo", "/usr/share/foo/base.txt",
+         "/usr/share/foo/a"),
+        ("prio", "%post", "1"),
+        ("prio", "%filetriggerin", "0", "/usr/share/foo/zz"),  # priority 100: after %post
+        ("prio", "%posttrans", "1"),
+        ("trig", "%transfiletriggerin", "0", "/usr/lib/p/p.so", "/usr/share/foo",
+         "/usr/share/foo/base.txt", "/usr/share/foo/a", "/usr/share/foo/zz")]
+
+
+def test_rpm_base_trigger_sees_only_the_new_files_after_the_transaction() -> None:
+    base = [_rpm("base-data", ("usr/share/foo/base.txt",)),
+            _rpm("trig", (), _trig("transfiletriggerin", "tr", "/usr/share/foo"))]
+    assert _plan([_rpm("data", ("usr/share/foo/a",))], base) == [
+        ("trig", "%transfiletriggerin", "0", "/usr/share/foo/a")]
+    assert _plan([_rpm("other", ("usr/share/other",))], base) == []
+
+
+def test_driver_gives_a_trigger_its_paths_on_stdin_and_others_dev_null() -> None:
+    runs = [ScriptRun("t", "%filetriggerin", "cat", "/bin/sh", ("0",), stdin="/usr/a\n"),
+            ScriptRun("p", "%post", "true", "/bin/sh", ("1",))]
+    lines = [ln for ln in driver_script(runs, ["000-t.in", "001-p.post"]).splitlines()
+             if ln.startswith("(")]
+    assert lines == ["( exec '/bin/sh' '/run/strata/000-t.in' '0' ) < '/run/strata/000-t.in.in' 2>&1",
+                     "( exec '/bin/sh' '/run/strata/001-p.post' '1' ) < /dev/null 2>&1"]
