@@ -92,7 +92,7 @@ def plan_removal(kind: PackageType, removed: list[PackageMeta], db: str,
             body = read(path)
             if body is not None:
                 here = f"/{path}" if phase == "prerm" else ""  # postrm's file is gone by then
-                runs.append(ScriptRun(pkg.name, phase, body.decode("utf-8", "replace"), "",
+                runs.append(ScriptRun(pkg.name, phase, body.decode("utf-8", "surrogateescape"), "",
                                       ("remove",), _deb_env(pkg, phase), path=here))
     return out
 

@@ -277,7 +277,7 @@ def _run_all(lower: Path, scratch: Path, runs: Sequence[ScriptRun], log: ScriptL
         d.mkdir()
     names = _names(runs)
     for r, name in zip(runs, names, strict=True):
-        (scripts / name).write_text(r.body)
+        (scripts / name).write_bytes(r.body.encode("utf-8", "surrogateescape"))
         (scripts / name).chmod(0o755)
     (scripts / "driver").write_text(driver_script(runs, names))
     with script_cgroup(limits) as cgroup, _seccomp_fd(scratch) as seccomp_fd:

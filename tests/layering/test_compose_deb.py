@@ -235,3 +235,26 @@ def test_dpkg_info_keeps_control_members_byte_for_byte(deb_world: DebWorld,
     for name, data in members.items():
         assert (info / f"libzz1.{name}").read_bytes() == data, name
         assert (info / f"libzz1.{name}").stat().st_mode & 0o777 == 0o644
+
+
+def test_dpkg_info_keeps_scripts_that_are_not_utf8(deb_world: DebWorld, tmp_path: Path) -> None:
+    """A maintainer script with latin-1 bytes (exim4-config's config script has 14) lands in
+    dpkg's info directory byte for byte, and runs."""
+    root = tmp_path / "latin"
+    (root / "DEBIAN").mkdir(parents=True)
+    (root / "DEBIAN/control").write_text(
+        "Package: latin\nVersion: 1.0\nArchitecture: all\nMaintainer: t <t@example.org>\n"
+        "Description: latin-1 comments\n")
+    scripts = {"config": b"#!/bin/sh\n# G\xf6ran's question\nexit 0\n",
+               "postinst": b"#!/bin/sh\n# K\xf6nig\xf6\necho ran > /var/lib/latin-mark\n"}
+    for name, data in scripts.items():
+        (root / "DEBIAN" / name).write_bytes(data)
+        (root / "DEBIAN" / name).chmod(0o755)
+    deb = tmp_path / "latin_1.0_all.deb"
+    run(["dpkg-deb", "--root-owner-group", "--build", root, deb])
+    r = _compose(deb_world, "t/latin", install_local=(deb,))
+    co = tmp_path / "co"
+    checkout(deb_world.repo, r.checksum, co)  # type: ignore[attr-defined]
+    for name, data in scripts.items():
+        assert (co / f"usr/lib/sysimage/dpkg/info/latin.{name}").read_bytes() == data, name
+    assert (co / "var/lib/latin-mark").read_text() == "ran\n"
