@@ -374,7 +374,7 @@ def _apply(sysroot: Sysroot, req: ClientRequest) -> ClientResult:
         return result
     result.target = target
     result.deployed = deploy(sysroot, checksum=target, origin=origin, stateroot=d.stateroot,
-                             progress=req.progress)
+                             progress=req.progress, merge_var=True)
     return result
 
 
