@@ -147,17 +147,18 @@ def _same_bytes(a: BinaryIO, b: BinaryIO) -> bool:
             return True
 
 
-def _host_matches(vfd: int, rel: str, obj: tuple[FileMeta, BinaryIO] | None) -> bool:
-    """Whether the host's regular file ``rel`` (below ``var``) has exactly ``obj``'s bytes."""
-    if obj is None:
-        return False
-    try:
-        fd = beneath.open_file(vfd, rel)
-    except OSError:
-        return False
-    with open(fd, "rb") as host:
-        obj[1].seek(0)
-        return _same_bytes(host, obj[1])
+def _host_matches(repo: Repo, vfd: int, rel: str, csum: str | None) -> bool:
+    """Whether the host's regular file ``rel`` (below ``var``) has exactly the bytes of the
+    regular file object ``csum``."""
+    with _object(repo, csum) as obj:
+        if obj is None:
+            return False
+        try:
+            fd = beneath.open_file(vfd, rel)
+        except OSError:
+            return False
+        with open(fd, "rb") as host:
+            return _same_bytes(host, obj[1])
 
 
 def _open_parent(vfd: int, parts: list[str], parents: tuple[DirMeta, ...]) -> int:
@@ -182,41 +183,49 @@ def _open_parent(vfd: int, parts: list[str], parents: tuple[DirMeta, ...]) -> in
     return fd
 
 
-def _write(vfd: int, change: Changed, meta: FileMeta, stream: BinaryIO) -> None:
-    """Replace (atomically) the host's ``change.rel`` with the new object's content."""
+def _write(repo: Repo, vfd: int, change: Changed) -> bool:
+    """Replace (atomically) the host's ``change.rel`` with the new object; False if the new
+    object is not a regular file."""
     parts = change.rel.split("/")[1:]
-    pfd = _open_parent(vfd, parts, change.parents)
-    try:
-        st = beneath.lstat(pfd, parts[-1])
-        if st is not None and not stat.S_ISREG(st.st_mode):
-            raise OSError(errno.EEXIST, "not a regular file")
-        stream.seek(0)
-        with atomic_file(beneath.fd_path(pfd, parts[-1]), mode=stat.S_IMODE(meta.mode)) as f:
-            shutil.copyfileobj(stream, f, CHUNK)
-            os.fchown(f.fileno(), meta.uid, meta.gid)
-            for key, value in meta.xattrs:
-                os.setxattr(f.fileno(), key, value)
-    finally:
-        os.close(pfd)
+    with _object(repo, change.new) as new:
+        if new is None:
+            return False
+        meta, stream = new
+        pfd = _open_parent(vfd, parts, change.parents)
+        try:
+            st = beneath.lstat(pfd, parts[-1])
+            if st is not None and not stat.S_ISREG(st.st_mode):
+                raise OSError(errno.EEXIST, "not a regular file")
+            with atomic_file(beneath.fd_path(pfd, parts[-1]),
+                             mode=stat.S_IMODE(meta.mode)) as f:
+                shutil.copyfileobj(stream, f, CHUNK)
+                os.fchown(f.fileno(), meta.uid, meta.gid)
+                for key, value in meta.xattrs:
+                    os.setxattr(f.fileno(), key, value)
+        finally:
+            os.close(pfd)
+    return True
 
 
 def _carry_one(repo: Repo, vfd: int, change: Changed) -> bool | None:
-    """True if written, False if the host's copy is kept, None if nothing was to do."""
+    """True if written, False if the host's copy is kept, None if nothing was to do (the
+    host has the new content, or the new entry is not a regular file)."""
     rel = change.rel.removeprefix("var/")
-    with _object(repo, change.new) as new, _object(repo, change.old) as old:
-        if new is None or _host_matches(vfd, rel, new):
+    with _object(repo, change.new) as new:
+        if new is None:
             return None
-        try:
-            st = beneath.lstat(vfd, rel)
-        except OSError:
-            return False
-        if st is not None and not _host_matches(vfd, rel, old):
-            return False
-        try:
-            _write(vfd, change, *new)
-        except OSError:
-            return False
-        return True
+    if _host_matches(repo, vfd, rel, change.new):
+        return None
+    try:
+        st = beneath.lstat(vfd, rel)
+    except OSError:
+        return False
+    if st is not None and not _host_matches(repo, vfd, rel, change.old):
+        return False
+    try:
+        return _write(repo, vfd, change)
+    except OSError:
+        return False
 
 
 def carry_var(repo: Repo, var: Path, old: str, new: str) -> VarCarry:
