@@ -37,3 +37,14 @@ def test_virtual_alternatives_and_cycles() -> None:
 def test_postinst_runs_in_dependency_order() -> None:
     runs = plan_scripts(PackageType.DEB, [_pkg("a", depends=[["b"]]), _pkg("b")], MutableTree())
     assert [(r.package, r.name) for r in runs] == [("b", "postinst"), ("a", "postinst")]
+
+
+def test_preinst_names_its_package_to_debconf() -> None:
+    """dpkg runs a preinst from tmp.ci/ beside the package's control, where debconf's frontend
+    reads the package name (postfix's preinst loads its templates: without a name they are
+    owned by "unknown" in config.dat); strata runs it from info/, so DEBCONF_PACKAGE says it."""
+    pkg = PackageMeta(PackageType.DEB, "postfix", "1.0", "amd64",
+                      scripts=(Script("preinst", "#!/bin/sh\n"), Script("postinst", "#!/bin/sh\n")))
+    runs = {r.name: dict(r.env) for r in plan_scripts(PackageType.DEB, [pkg], MutableTree())}
+    assert runs["preinst"]["DEBCONF_PACKAGE"] == "postfix"
+    assert "DEBCONF_PACKAGE" not in runs["postinst"]  # the frontend takes it from the path
