@@ -29,6 +29,7 @@ from boot.kernel import boot_dirname, find_kernel, install_kernel
 from boot.origin import Origin
 from boot.staged import clear_record
 from boot.sysroot import Sysroot, SysrootState
+from boot.varcarry import VarCarry, carry_var
 from store import beneath
 from store.checkout import checkout_tree
 from store.checkoutcache import CheckoutCache
@@ -55,6 +56,7 @@ class DeployResult:
     etc: EtcMergePlan
     removed: tuple[Deployment, ...]
     staged: bool = False  # written now, made the default at shutdown (boot.stage)
+    var: VarCarry = VarCarry()
 
     @property
     def etc_changes(self) -> EtcDiff:
@@ -366,7 +368,8 @@ def _pick_stateroot(sysroot: Sysroot, state: SysrootState, stateroot: str | None
 def deploy(sysroot: Sysroot, *, refspec: str | None = None, checksum: str | None = None,
            origin: Origin | None = None, stateroot: str | None = None,
            karg_replace: Sequence[str] = (), kargs: Kargs | None = None,
-           prune: bool = True, progress: ProgressFn | None = None) -> DeployResult:
+           prune: bool = True, progress: ProgressFn | None = None,
+           merge_var: bool = False) -> DeployResult:
     """Deploy a commit as the new default, retaining what ``ostree admin deploy`` retains.
 
     ``checksum`` defaults to ``refspec`` resolved in the sysroot repository; the
@@ -374,6 +377,9 @@ def deploy(sysroot: Sysroot, *, refspec: str | None = None, checksum: str | None
     else the merge deployment's, with ``karg_replace`` applied.  On any failure
     the boot configuration is unchanged and the partial deployment removed.
     ``progress`` hears stage ``deploy``: 3 steps (tree written, boot switched, cleaned up).
+    With ``merge_var`` (a layering deploy), once the new deployment is the default, the
+    ``/var`` files the new commit changed against the merge deployment's are brought into
+    the stateroot's ``/var`` where the host left them untouched (:mod:`boot.varcarry`).
     """
     with sysroot.lock(wait=LOCK_WAIT):
         state = sysroot.load()
@@ -396,10 +402,25 @@ def deploy(sysroot: Sysroot, *, refspec: str | None = None, checksum: str | None
         retained = _retained(state, sr, merge)
         new_state = _switch(sysroot, state, [dep, *retained])
         steps.advance()
+        var = merge_var_files(sysroot, repo, merge, csum, sr) if merge_var else VarCarry()
         gone = tuple(d for d in state.deployments if not any(d.same(r) for r in retained))
         finish(sysroot, new_state, prune_objects=prune and bool(gone))
         steps.finish()
-        return DeployResult(new_state.deployments[0], plan, gone)
+        return DeployResult(new_state.deployments[0], plan, gone, var=var)
+
+
+def merge_var_files(sysroot: Sysroot, repo: Repo, merge: Deployment | None, csum: str,
+               stateroot: str) -> VarCarry:
+    """:func:`boot.varcarry.carry_var` from the merge deployment's commit to ``csum``; it runs
+    after the switch (the deployment exists), so a failure is reported, not raised."""
+    if merge is None or merge.checksum == csum:
+        return VarCarry()
+    try:
+        with repo.lock(exclusive=False):
+            return carry_var(repo, sysroot.stateroot_dir(stateroot) / "var", merge.checksum,
+                             csum)
+    except (OSError, ToolError) as e:
+        return VarCarry(failed=str(e))
 
 
 def new_kargs(repo: Repo, merge: Deployment | None, csum: str, kargs: Kargs | None,

@@ -35,6 +35,7 @@ from boot.deploy import (
     _sync_tree,
     deploy,
     finish,
+    merge_var_files,
     new_kargs,
     remove_leftovers,
     set_immutable,
@@ -46,6 +47,7 @@ from boot.kargs import Kargs
 from boot.origin import Origin
 from boot.staged import StagedRecord, clear_record, read_record, write_record
 from boot.sysroot import Sysroot, SysrootState
+from boot.varcarry import VarCarry
 from store.errors import ToolError
 from store.faults import fail_point
 from store.progress import ProgressFn, Stage
@@ -112,10 +114,11 @@ def stage_or_deploy(sysroot: Sysroot, mode: StageMode, **kw: object) -> DeployRe
 def stage(sysroot: Sysroot, *, refspec: str | None = None, checksum: str | None = None,
           origin: Origin | None = None, stateroot: str | None = None,
           karg_replace: Sequence[str] = (), kargs: Kargs | None = None, prune: bool = True,
-          progress: ProgressFn | None = None) -> DeployResult:
+          progress: ProgressFn | None = None, merge_var: bool = False) -> DeployResult:
     """Write a deployment to be made the default at shutdown (see the module text).
 
-    Arguments as :func:`boot.deploy.deploy`.  The boot entries are unchanged; a
+    Arguments as :func:`boot.deploy.deploy`; ``merge_var``'s carry of /var files happens
+    at finalize, once the deployment is the default.  The boot entries are unchanged; a
     deployment staged before is removed.  The result's ``etc`` is the merge as
     it would be now (the one done at shutdown uses ``/etc`` as it is then).
     """
@@ -134,7 +137,7 @@ def stage(sysroot: Sysroot, *, refspec: str | None = None, checksum: str | None 
         dep, _ = _create(sysroot, repo, None, csum, sr, _next_serial(sysroot, state, sr, csum),
                          origin, base)
         steps.advance()
-        write_record(StagedRecord.of(dep, merge))
+        write_record(StagedRecord.of(dep, merge, merge_var))
         finish(sysroot, replace(state, staged=dep), prune_objects=prune and bool(state.staged))
         steps.finish()
         return DeployResult(dep, _preview(sysroot, merge, dep), (), staged=True)
@@ -179,8 +182,10 @@ def finalize_staged(sysroot: Sysroot) -> DeployResult | None:
         retained = _retained(state, d.stateroot, merge)
         new_state = _switch(sysroot, state, [d, *retained])
         gone = tuple(x for x in state.deployments if not any(x.same(r) for r in retained))
+        var = (merge_var_files(sysroot, Repo.open(sysroot.repo_path), merge, d.checksum,
+                               d.stateroot) if rec.merge_var else VarCarry())
         finish(sysroot, new_state, prune_objects=False)
-        return DeployResult(new_state.deployments[0], plan, gone)
+        return DeployResult(new_state.deployments[0], plan, gone, var=var)
 
 
 def _merge_etc(sysroot: Sysroot, merge: Deployment | None, d: Deployment) -> EtcMergePlan:

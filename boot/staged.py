@@ -31,7 +31,7 @@ from store.fsutil import atomic_write
 
 RECORD_PATH = Path("/run/strata/staged-deployment")
 RECORD_MAX = 64 * 1024  # bytes read of the record (strata writes well under 4 KiB)
-_KEYS = {"stateroot", "checksum", "serial", "bootcsum", "kargs", "merge"}
+_KEYS = {"stateroot", "checksum", "serial", "bootcsum", "kargs", "merge", "merge_var"}
 _MERGE_KEYS = {"stateroot", "checksum", "serial"}
 
 
@@ -45,12 +45,13 @@ class StagedRecord:
     bootcsum: str
     kargs: tuple[str, ...]
     merge: tuple[str, str, int] | None  # the merge deployment's key (stateroot, csum, serial)
+    merge_var: bool = False  # a layering deploy: /var files carried at finalize (boot.varcarry)
 
     @classmethod
-    def of(cls, d: Deployment, merge: Deployment | None) -> StagedRecord:
+    def of(cls, d: Deployment, merge: Deployment | None, merge_var: bool = False) -> StagedRecord:
         """The record of staged deployment ``d`` whose /etc merges from ``merge``."""
         return cls(d.stateroot, d.checksum, d.deployserial, d.bootcsum, tuple(d.kargs.args),
-                   merge.key if merge is not None else None)
+                   merge.key if merge is not None else None, merge_var)
 
     def deployment(self, origin: Origin) -> Deployment:
         """The staged deployment (index 0, as ostree lists it) with its origin."""
@@ -62,7 +63,8 @@ class StagedRecord:
         return {"stateroot": self.stateroot, "checksum": self.checksum, "serial": self.serial,
                 "bootcsum": self.bootcsum, "kargs": list(self.kargs),
                 "merge": None if m is None else {"stateroot": m[0], "checksum": m[1],
-                                                 "serial": m[2]}}
+                                                 "serial": m[2]},
+                "merge_var": self.merge_var}
 
     @classmethod
     def from_dict(cls, data: object, *, source: str) -> StagedRecord:
@@ -76,7 +78,8 @@ class StagedRecord:
             rec = cls(_name(data["stateroot"]), _csum(data["checksum"]), _serial(data["serial"]),
                       _csum(data["bootcsum"]), _kargs(data["kargs"]),
                       None if m is None else (_name(m["stateroot"]), _csum(m["checksum"]),
-                                              _serial(m["serial"])))
+                                              _serial(m["serial"])),
+                      _flag(data["merge_var"]))
         except (TypeError, ValueError) as e:
             raise SysrootError(f"malformed staged deployment record {source}: {e}") from None
         return rec
@@ -104,6 +107,12 @@ def _kargs(v: object) -> tuple[str, ...]:
     if not isinstance(v, list) or not all(isinstance(a, str) for a in v):
         raise ValueError("kargs is not a list of strings")
     return tuple(v)
+
+
+def _flag(v: object) -> bool:
+    if not isinstance(v, bool):
+        raise ValueError("merge_var is not a boolean")
+    return v
 
 
 def read_record(path: Path = RECORD_PATH) -> StagedRecord | None:

@@ -168,7 +168,7 @@ def _read_control_tar(stream: BinaryIO | io.RawIOBase, where: Where) -> dict[str
 
 def _with_control_files(meta: PackageMeta, files: dict[str, bytes], checksum: str,
                         size: int) -> PackageMeta:
-    scripts = tuple(Script(n, body.decode("utf-8", "replace"), _interpreter(body))
+    scripts = tuple(Script(n, body.decode("utf-8", "surrogateescape"), _interpreter(body))
                     for n in SCRIPT_NAMES if (body := files.get(n)) is not None)
     conffiles = tuple(line.strip().lstrip("/") for line in
                       files.get("conffiles", b"").decode("utf-8", "replace").splitlines()

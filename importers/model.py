@@ -127,6 +127,12 @@ class Script:
             return cls(v[0], v[1], v[2], tuple(v[3]), int(v[4]))
         return cls(*v)
 
+    def data(self) -> bytes:
+        """The script's exact bytes: a body read from a package is decoded with
+        ``surrogateescape``, so bytes that are not UTF-8 (a latin-1 comment) come back as
+        they were (dpkg copies control members byte for byte)."""
+        return self.body.encode("utf-8", "surrogateescape")
+
 
 @dataclass(frozen=True)
 class PackageMeta:

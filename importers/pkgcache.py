@@ -55,7 +55,7 @@ if TYPE_CHECKING:
 
 CACHE_PREFIX = "strata/pkg/"
 UNPACK_PROCESSES = min(2, os.cpu_count() or 1)  # this one and, with two cores, a forked one
-UNPACK_VERSION = 2
+UNPACK_VERSION = 3  # 3: maintainer scripts kept byte for byte (not UTF-8 with replacements)
 DEFAULT_CAP = 1 << 30  # payload.DEFAULT_CAP, without importing libarchive here
 _SAFE = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789.-")
 

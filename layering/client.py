@@ -380,7 +380,8 @@ def _apply(sysroot: Sysroot, req: ClientRequest) -> ClientResult:
         return result
     result.target = target
     result.deployed = stage_or_deploy(sysroot, req.stage, checksum=target, origin=origin,
-                                      stateroot=d.stateroot, progress=req.progress)
+                                      stateroot=d.stateroot, progress=req.progress,
+                                      merge_var=True)
     return result
 
 

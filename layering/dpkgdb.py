@@ -123,4 +123,4 @@ def _write_info(txn: Transaction, tree: MutableTree, db: str, pkg: PackageMeta,
         _write(txn, tree, f"{base}.conffiles", "".join(f"/{c}\n" for c in pkg.conffiles).encode())
     for script in pkg.scripts:
         mode = 0o644 if script.name in DATA else 0o755
-        _write(txn, tree, f"{base}.{script.name}", script.body.encode(), mode)
+        _write(txn, tree, f"{base}.{script.name}", script.data(), mode)

@@ -33,10 +33,16 @@ _SHLIB = re.compile(r"(^|/)lib[^/]*\.so(\.[0-9.]+)?$")
 
 
 def _deb_env(pkg: PackageMeta, script: str) -> tuple[tuple[str, str], ...]:
+    """dpkg's environment for a maintainer script.  A preinst runs from ``info/`` here, not
+    from dpkg's ``tmp.ci/`` beside the package's ``control``, where debconf's frontend
+    reads the package name; ``DEBCONF_PACKAGE`` names it instead (else the templates the
+    preinst loads are owned by "unknown" in debconf's database)."""
+    debconf = (("DEBCONF_PACKAGE", pkg.name),) if script == "preinst" else ()
     return (("DPKG_MAINTSCRIPT_PACKAGE", pkg.name), ("DPKG_MAINTSCRIPT_NAME", script),
             ("DPKG_MAINTSCRIPT_ARCH", pkg.arch), ("DPKG_MAINTSCRIPT_PACKAGE_REFCOUNT", "1"),
             ("DPKG_ROOT", ""), ("DPKG_ADMINDIR", "/var/lib/dpkg"),
-            ("DPKG_RUNNING_VERSION", DPKG_VERSION), ("DEBIAN_FRONTEND", "noninteractive"))
+            ("DPKG_RUNNING_VERSION", DPKG_VERSION), ("DEBIAN_FRONTEND", "noninteractive"),
+            *debconf)
 
 
 def dependency_order(added: list[PackageMeta]) -> list[PackageMeta]:
@@ -97,7 +103,7 @@ def plan_removal(kind: PackageType, removed: list[PackageMeta], db: str,
             body = read(path)
             if body is not None:
                 here = f"/{path}" if phase == "prerm" else ""  # postrm's file is gone by then
-                runs.append(ScriptRun(pkg.name, phase, body.decode("utf-8", "replace"), "",
+                runs.append(ScriptRun(pkg.name, phase, body.decode("utf-8", "surrogateescape"), "",
                                       ("remove",), _deb_env(pkg, phase), path=here))
     return out
 

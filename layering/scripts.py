@@ -280,7 +280,7 @@ def _run_all(lower: Path, scratch: Path, runs: Sequence[ScriptRun], log: ScriptL
         d.mkdir()
     names = _names(runs)
     for r, name in zip(runs, names, strict=True):
-        (scripts / name).write_text(r.body)
+        (scripts / name).write_bytes(r.body.encode("utf-8", "surrogateescape"))
         (scripts / name).chmod(0o755)
         if r.stdin:
             (scripts / f"{name}.in").write_text(r.stdin)

@@ -15,6 +15,12 @@ postinst ``chown root:adm /var/log/nginx``):
 Lines go to ``strata-pkg-NAME.conf`` for paths package NAME ships, and to
 ``strata-scripts.conf`` for paths only scripts made.  The package databases'
 places (``var/lib/dpkg``, ``var/lib/rpm``: symlinks into ``/usr``) are left out.
+
+Host identity under ``/var`` (:data:`HOST_IDENTITY`: D-Bus's machine ID, which
+``dbus-uuidgen --ensure`` makes in dbus's postinst) is the host's, never an ID
+made during a compose: the file is dropped from the image and gets no line, so
+dbus's own ``L /var/lib/dbus/machine-id - - - - /etc/machine-id`` links it to the
+host's ``/etc/machine-id`` at boot (as on ostree and image-built hosts).
 """
 
 from __future__ import annotations
@@ -32,7 +38,8 @@ from store.txn import Transaction
 SCRIPTS_CONF = "usr/lib/tmpfiles.d/strata-scripts.conf"
 PKG_CONF = "usr/lib/tmpfiles.d/strata-pkg-{}.conf"
 FACTORY = "usr/share/factory"
-SKIP = tuple(old for old, _new, _link in DB_MOVES)
+HOST_IDENTITY = ("var/lib/dbus/machine-id",)
+SKIP = (*(old for old, _new, _link in DB_MOVES), *HOST_IDENTITY)
 
 
 def _changed(base: MutableTree | None, final: MutableTree, rel: str,
@@ -77,8 +84,12 @@ def var_lines(base: MutableTree | None, tree: MutableTree,
 def write_var_tmpfiles(base: MutableTree | None, tree: MutableTree, txn: Transaction,
                        added: Iterable[PackageMeta],
                        file_meta: Callable[[str], FileMeta]) -> list[str]:
-    """Write the tmpfiles.d snippets for ``tree``'s ``/var`` (see the module docstring);
-    return the paths written."""
+    """Write the tmpfiles.d snippets for ``tree``'s ``/var`` (see the module docstring),
+    after dropping :data:`HOST_IDENTITY` files from it; return the paths written."""
+    for rel in HOST_IDENTITY:
+        node = tree.lookup(rel)
+        if isinstance(node, str) and not file_meta(node).is_symlink:
+            tree.remove(rel)
     owner = {runtime_path(f.path): p.name for p in added for f in p.files}
     groups: dict[str, list[str]] = {}
     for rel, line in sorted(var_lines(base, tree, file_meta).items()):

@@ -62,6 +62,8 @@ def _report(c: Context, result: object, *, dry_run: bool) -> None:
     for path in result.deployed.etc.conflicts:
         click.echo(f"warning: /etc/{path} changed in the new image too; your version is kept",
                    err=True)
+    for line in result.deployed.var.warnings():
+        click.echo(f"warning: {line}", err=True)
 
 
 def _report_json(c: Context, result: ClientResult, *, dry_run: bool) -> None:
@@ -82,7 +84,8 @@ def _report_json(c: Context, result: ClientResult, *, dry_run: bool) -> None:
         res = result.deployed
         data["deployment"] = None if res is None else {
             "stateroot": res.deployment.stateroot, "checksum": res.deployment.checksum,
-            "serial": res.deployment.deployserial, "staged": res.staged}
+            "serial": res.deployment.deployserial, "staged": res.staged,
+            "var": res.var.to_dict()}
     click.echo(json.dumps(data, indent=2))
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -190,10 +191,39 @@ def test_staged_record_round_trip_and_refusals() -> None:
     rec = StagedRecord("os", "a" * 64, 3, "b" * 64, ("root=/dev/vda", "rw"),
                        ("os", "c" * 64, 0))
     assert StagedRecord.from_dict(json.loads(json.dumps(rec.to_dict())), source="t") == rec
+    rec = replace(rec, merge_var=True)
+    assert StagedRecord.from_dict(json.loads(json.dumps(rec.to_dict())), source="t") == rec
     good = rec.to_dict()
     bads: list[object] = [{**good, "extra": 1}, {**good, "stateroot": "../x"},
                           {**good, "serial": -1}, {**good, "kargs": "rw"},
-                          {**good, "merge": {"stateroot": "os"}}, []]
+                          {**good, "merge": {"stateroot": "os"}}, {**good, "merge_var": 1}, []]
     for bad in bads:
         with pytest.raises(SysrootError):
             StagedRecord.from_dict(bad, source="t")
+
+
+def test_staged_layering_carries_var_files_at_finalize_not_before(work: Path) -> None:
+    """A layering deploy's /var carry (boot.varcarry) belongs to the moment the deployment
+    becomes the default: staged, the host's /var is untouched until finalize, which then
+    brings the changed files in (and keeps what the host edited meanwhile)."""
+    s = Sysroot(work / "sysroot")
+    os_init(s, "testos")
+    files = {"var/lib/pam/seen": "unix\n", "var/lib/pam/auth": "unix\n"}
+    ostree_commit(s.repo_path, make_tree(work / "v1", files=files), "os/x", 1700000001)
+    deploy(s, refspec="os/x")
+    c2 = ostree_commit(s.repo_path, make_tree(work / "v2", version="2", files={
+        "var/lib/pam/seen": "unix\nsystemd\n", "var/lib/pam/auth": "unix\nsystemd\n"}),
+        "os/x", 1700000002)
+    host = BootedHost(s.path, work)
+    host.boot(_cmdline(s))
+    var = s.stateroot_dir("testos") / "var"
+    stage = (f"{sys.executable} -c 'from pathlib import Path; from boot.sysroot import Sysroot; "
+             "from boot.stage import stage; "
+             "print(stage(Sysroot(Path(\"/\")), refspec=\"os/x\", merge_var=True).staged)'")
+    assert host.sh(stage).stdout.strip() == "True"
+    assert (var / "lib/pam/seen").read_text() == "unix\n"  # not before the switch
+    (var / "lib/pam/auth").write_text("unix\nedited after the install\n")
+    host.strata("finalize-staged")
+    assert s.load().deployments[0].checksum == c2
+    assert (var / "lib/pam/seen").read_text() == "unix\nsystemd\n"
+    assert (var / "lib/pam/auth").read_text() == "unix\nedited after the install\n"

@@ -6,7 +6,9 @@ inode first (both sides hardlink unchanged files to the same repository
 objects) and by SHA-256 otherwise.  Paths that are not installed state are left
 out, each for the reason in :data:`EXCLUDED` (:data:`ENTRY_ONLY`: the entry,
 not what is below it); files whose content is random by design are compared
-by metadata only (:data:`RANDOM_CONTENT`).
+by metadata only (:data:`RANDOM_CONTENT`); bytecode and man-db's index are compared
+without the source mtimes they record (every mtime is 0 in an OSTree tree); D-Bus's
+machine ID is checked against the host's /etc/machine-id (:func:`machine_id_diff`).
 """
 
 from __future__ import annotations
@@ -15,7 +17,9 @@ import fnmatch
 import hashlib
 import os
 import re
+import shutil
 import stat
+import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +42,9 @@ EXCLUDED: dict[str, str] = {
     "usr/lib/tmpfiles.d/strata-*.conf": "strata's transport of /var content to a stateroot",
     "usr/share/factory/var": "strata's transport of /var content to a stateroot",
     "sysroot": "OSTree deployment mount point", "ostree": "OSTree deployment symlink",
+    "var/lib/dbus/machine-id": "host identity, not a compose's: apt in a chroot keeps the ID "
+    "dbus-uuidgen made there, strata leaves the host's /etc/machine-id to dbus's own tmpfiles "
+    "link (checked by machine_id_diff)",
 }
 EXCLUDED["var/lib/apt/extended_states"] = (
     "apt's own auto-installed marks (for apt autoremove); strata keeps what was requested in "
@@ -51,8 +58,12 @@ RANDOM_CONTENT: dict[str, str] = {
     "var/cache/fontconfig/*": "fontconfig's caches record the font directories' mtimes (0 in "
     "an OSTree tree, where every mtime is 0; each cache is valid for its own tree)",
     "etc/ssh/ssh_host_*": "host keys are generated at random",
-    "etc/machine-id": "random by design", "var/lib/dbus/machine-id": "random by design",
+    "etc/machine-id": "random by design",
     "var/lib/systemd/random-seed": "random by design",
+    "etc/ssl/private/ssl-cert-snakeoil.key": "make-ssl-cert (ssl-cert's postinst) makes a new "
+    "random key", "etc/ssl/certs/ssl-cert-snakeoil.pem": "self-signed with that random key",
+    "etc/aliases.db": "a Berkeley DB file: its meta page holds a unique file ID (made from the "
+    "file's inode, device and the time when newaliases created it)",
 }
 
 
@@ -135,13 +146,27 @@ def _pyc_without_mtime(path: str) -> bytes:
     return data[:8] + data[12:] if data[4:8] == b"\0\0\0\0" else data
 
 
-def _same_content(a: Entry, b: Entry) -> bool:
+_MANDB_MTIME = re.compile(r'^(\S+ -> "\S+ \S+ \S+ )\d+ \d+ ', re.M)
+
+
+def _mandb_without_mtimes(path: str) -> list[str]:
+    """man-db's index (``accessdb`` dump, sorted) without each page's mtime: OSTree stores every
+    mtime as 0, so mandb run in a layered tree records 0 where apt's records the .deb's."""
+    out = subprocess.run(["accessdb", path], capture_output=True, text=True, check=True).stdout
+    return sorted(_MANDB_MTIME.sub(r"\g<1>0 0 ", out).splitlines())
+
+
+def _same_content(a: Entry, b: Entry, rel: str) -> bool:
     if a.size != b.size:
         return False
     sa, sb = os.stat(a.real), os.stat(b.real)
     if (sa.st_dev, sa.st_ino) == (sb.st_dev, sb.st_ino) or _digest(a.real) == _digest(b.real):
         return True
-    return a.real.endswith(".pyc") and _pyc_without_mtime(a.real) == _pyc_without_mtime(b.real)
+    if a.real.endswith(".pyc"):
+        return _pyc_without_mtime(a.real) == _pyc_without_mtime(b.real)
+    if fnmatch.fnmatchcase(rel, "var/cache/man/*index.db") and shutil.which("accessdb"):
+        return _mandb_without_mtimes(a.real) == _mandb_without_mtimes(b.real)
+    return False
 
 
 def _describe(e: Entry) -> str:
@@ -164,9 +189,24 @@ def tree_diff(strata: dict[str, Entry], apt: dict[str, Entry]) -> list[str]:
             if s.meta() != a.meta():
                 lines.append(f"M /{rel}: strata {_describe(s)} | apt {_describe(a)}")
             elif s.kind == "f" and not any(fnmatch.fnmatchcase(rel, p) for p in RANDOM_CONTENT) \
-                    and not _same_content(s, a):
+                    and not _same_content(s, a, rel):
                 lines.append(f"C /{rel}: content differs ({s.size}B | {a.size}B)")
     return lines
+
+
+def machine_id_diff(root: Path, var: Path, apt_has_it: bool) -> list[str]:
+    """D-Bus's machine ID on strata's side (``root`` with ``var`` as /var) must be the host's:
+    a symlink to /etc/machine-id or a file equal to it; absent where apt has none."""
+    path, etc = var / "lib/dbus/machine-id", root / "etc/machine-id"
+    if not os.path.lexists(path):
+        return ["I /var/lib/dbus/machine-id: absent on strata's side"] if apt_has_it else []
+    if not apt_has_it:
+        return ["I /var/lib/dbus/machine-id: strata has one, apt none"]
+    if os.path.islink(path):
+        ok = os.readlink(path) == "/etc/machine-id"
+    else:
+        ok = path.is_file() and etc.is_file() and path.read_bytes() == etc.read_bytes()
+    return [] if ok else ["I /var/lib/dbus/machine-id: not the host's /etc/machine-id"]
 
 
 def parse_status(path: Path) -> dict[str, dict[str, str]]:
@@ -211,14 +251,18 @@ CAUSES: tuple[tuple[str, str], ...] = (
     (r"^[-+C] /usr/lib/sysimage/dpkg/triggers/",
      "dpkg triggers database: trigger interests not registered / triggers left pending"),
     (r"^C /var/(cache/debconf|lib/pam|lib/ucf)/",
-     "/var files that already exist (debconf database, pam-auth-update, ucf state) change in "
-     "the image, not on an existing stateroot"),
+     "/var files that already exist (debconf database, pam-auth-update, ucf state) differ "
+     "from apt's after the deploy's /var carry (boot/varcarry.py)"),
     (r"^[-+] /usr/(lib/molly-guard|sbin)/pm-|missing +/sbin/pm-",
      "preinst runs after the package's files are in place (dpkg runs it before unpacking): "
      "dpkg-divert --rename moves the package's own files"),
-    (r"^M /var/lib/dbus/machine-id",
-     "first boot: the package's own tmpfiles.d line (dbus.conf: L to /etc/machine-id) comes "
-     "before strata's snippet (C of the file dbus-uuidgen made)"),
+    (r"^I /var/lib/dbus/machine-id",
+     "host identity: D-Bus's machine ID is not the host's /etc/machine-id"),
+    (r"^C /etc/(passwd|group|shadow|gshadow)-?:",
+     "configure order: postinsts run in dependency order, ties by name (apt's order differs), "
+     "so adduser appends the same users and groups, same ids, in another line order"),
+    (r"^C /var/cache/man/index[.]db",
+     "man-db's index: mandb in the layered tree marks some symlinked pages as pages, not links"),
     (r"^[-+CM] /var/",
      "/var: what scripts made or changed is not on an existing stateroot"),
 )

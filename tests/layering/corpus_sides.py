@@ -4,7 +4,9 @@
   ``strata install PKG`` makes a new deployment; its booted view is the
   deployment plus a copy of the stateroot's ``/var`` after
   ``systemd-tmpfiles --create --boot`` (what the first boot does), then
-  ``strata rollback`` so that the next package starts from the base again.
+  ``strata rollback`` and the stateroot's ``/var`` as the base deploy left it (a
+  rollback keeps ``/var``, which the layering deploy changed) so that the next
+  package starts from the base host again.
 - apt: a checkout of the same base commit with ``/etc`` made from ``usr/etc``
   (as deploy does) is the lower layer of an overlay; ``apt-get install PKG``
   runs in it (bubblewrap as a chroot: own pid/ipc/uts namespaces), then the
@@ -96,6 +98,12 @@ class StrataSide:
         self.base = self.strata("--repo", self.sysroot / "ostree/repo", "commit", "-b", BRANCH,
                                 rootfs).stdout.strip()
         self.strata("deploy", "--stateroot", STATEROOT, BRANCH)
+        run(["cp", "-a", self.var, self.base_var])
+
+    @property
+    def base_var(self) -> Path:
+        """The stateroot's /var as the base deploy made it."""
+        return self.sysroot.parent / "base-var"
 
     @property
     def var(self) -> Path:
@@ -118,6 +126,8 @@ class StrataSide:
         status = json.loads(self.strata("status", "--json").stdout)["deployments"]
         if status[0]["checksum"] != self.base:
             self.strata("rollback")
+        shutil.rmtree(self.var)
+        run(["cp", "-a", self.base_var, self.var])
 
 
 @dataclass

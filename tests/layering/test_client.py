@@ -433,3 +433,36 @@ def test_install_no_recommends_leaves_out_recommends_as_apt(host: Host) -> None:
     assert sorted(host.status()[0]["layered-packages"]) == [
         "hello-2.10-3.amd64", "less-590-2.amd64", "libgreet-1.0-1.amd64"]
     assert "hello-doc" not in host.strata("upgrade", "--dry-run", "--no-recommends").stdout
+
+
+def _deb_with_postinst(tmp: Path, name: str, postinst: str) -> Path:
+    root = tmp / name
+    (root / "DEBIAN").mkdir(parents=True)
+    (root / "DEBIAN/control").write_text(
+        f"Package: {name}\nVersion: 1.0\nArchitecture: all\nMaintainer: t <t@example.org>\n"
+        "Description: changes /var state\n")
+    (root / "DEBIAN/postinst").write_text(postinst)
+    (root / "DEBIAN/postinst").chmod(0o755)
+    run(["dpkg-deb", "--root-owner-group", "--build", root, tmp / f"{name}_1.0_all.deb"])
+    return tmp / f"{name}_1.0_all.deb"
+
+
+def test_install_brings_changed_var_files_into_the_stateroot(host: Host) -> None:
+    """A postinst that changes /var files the base has (as debconf's config.dat): the host's
+    untouched copy takes the new content, the one the host changed is kept with a warning."""
+    base_var = {"var/lib/appdb/list": "base\n", "var/lib/appdb/other": "base\n"}
+    host.commit_base("2", base_var)
+    host.strata("deploy", "os/stable")
+    var = host.sysroot / "ostree/deploy/test/var"
+    (var / "lib/appdb").mkdir(parents=True)
+    (var / "lib/appdb/list").write_text("base\n")  # as the base image has it
+    (var / "lib/appdb/other").write_text("base\nthe admin's line\n")
+    deb = _deb_with_postinst(host.tmp, "appdb-user", "#!/bin/sh\nset -e\n"
+                             "echo mine >> /var/lib/appdb/list\n"
+                             "echo mine >> /var/lib/appdb/other\n")
+    proc = host.strata("install", str(deb))
+    assert (var / "lib/appdb/list").read_text() == "base\nmine\n"
+    assert (var / "lib/appdb/other").read_text() == "base\nthe admin's line\n"
+    assert proc.stderr.splitlines() == [
+        "warning: /var/lib/appdb/other changed on this host and in the new image; the host's "
+        "copy is kept"]

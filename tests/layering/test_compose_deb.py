@@ -235,3 +235,52 @@ def test_dpkg_info_keeps_control_members_byte_for_byte(deb_world: DebWorld,
     for name, data in members.items():
         assert (info / f"libzz1.{name}").read_bytes() == data, name
         assert (info / f"libzz1.{name}").stat().st_mode & 0o777 == 0o644
+
+
+def test_dpkg_info_keeps_scripts_that_are_not_utf8(deb_world: DebWorld, tmp_path: Path) -> None:
+    """A maintainer script with latin-1 bytes (exim4-config's config script has 14) lands in
+    dpkg's info directory byte for byte, and runs."""
+    root = tmp_path / "latin"
+    (root / "DEBIAN").mkdir(parents=True)
+    (root / "DEBIAN/control").write_text(
+        "Package: latin\nVersion: 1.0\nArchitecture: all\nMaintainer: t <t@example.org>\n"
+        "Description: latin-1 comments\n")
+    scripts = {"config": b"#!/bin/sh\n# G\xf6ran's question\nexit 0\n",
+               "postinst": b"#!/bin/sh\n# K\xf6nig\xf6\necho ran > /var/lib/latin-mark\n"}
+    for name, data in scripts.items():
+        (root / "DEBIAN" / name).write_bytes(data)
+        (root / "DEBIAN" / name).chmod(0o755)
+    deb = tmp_path / "latin_1.0_all.deb"
+    run(["dpkg-deb", "--root-owner-group", "--build", root, deb])
+    r = _compose(deb_world, "t/latin", install_local=(deb,))
+    co = tmp_path / "co"
+    checkout(deb_world.repo, r.checksum, co)  # type: ignore[attr-defined]
+    for name, data in scripts.items():
+        assert (co / f"usr/lib/sysimage/dpkg/info/latin.{name}").read_bytes() == data, name
+    assert (co / "var/lib/latin-mark").read_text() == "ran\n"
+
+
+def test_dbus_machine_id_made_by_a_script_is_not_shipped(deb_world: DebWorld,
+                                                         tmp_path: Path) -> None:
+    """``dbus-uuidgen --ensure`` in a postinst makes /var/lib/dbus/machine-id: host identity,
+    so the image has no such file and no tmpfiles line (dbus's own L line links it to the
+    host's /etc/machine-id at boot)."""
+    root = tmp_path / "uuid"
+    (root / "DEBIAN").mkdir(parents=True)
+    (root / "DEBIAN/control").write_text(
+        "Package: fake-dbus\nVersion: 1.0\nArchitecture: all\nMaintainer: t <t@example.org>\n"
+        "Description: makes a machine id\n")
+    (root / "DEBIAN/postinst").write_text(
+        "#!/bin/sh\nset -e\nmkdir -p /var/lib/dbus\n"
+        "echo 0123456789abcdef0123456789abcdef > /var/lib/dbus/machine-id\n")
+    (root / "DEBIAN/postinst").chmod(0o755)
+    deb = tmp_path / "fake-dbus_1.0_all.deb"
+    run(["dpkg-deb", "--root-owner-group", "--build", root, deb])
+    r = _compose(deb_world, "t/dbus", install_local=(deb,), client_layer=True)
+    co = tmp_path / "co"
+    checkout(deb_world.repo, r.checksum, co)  # type: ignore[attr-defined]
+    assert (co / "var/lib/dbus").is_dir()
+    assert not os.path.lexists(co / "var/lib/dbus/machine-id")
+    confs = "".join(p.read_text() for p in (co / "usr/lib/tmpfiles.d").glob("strata-*.conf"))
+    assert "machine-id" not in confs and "d /var/lib/dbus " in confs
+    assert not (co / "usr/share/factory/var/lib/dbus/machine-id").exists()

@@ -105,3 +105,14 @@ def test_driver_gives_a_trigger_its_paths_on_stdin_and_others_dev_null() -> None
              if ln.startswith("(")]
     assert lines == ["( exec '/bin/sh' '/run/strata/000-t.in' '0' ) < '/run/strata/000-t.in.in' 2>&1",
                      "( exec '/bin/sh' '/run/strata/001-p.post' '1' ) < /dev/null 2>&1"]
+
+
+def test_preinst_names_its_package_to_debconf() -> None:
+    """dpkg runs a preinst from tmp.ci/ beside the package's control, where debconf's frontend
+    reads the package name (postfix's preinst loads its templates: without a name they are
+    owned by "unknown" in config.dat); strata runs it from info/, so DEBCONF_PACKAGE says it."""
+    pkg = PackageMeta(PackageType.DEB, "postfix", "1.0", "amd64",
+                      scripts=(Script("preinst", "#!/bin/sh\n"), Script("postinst", "#!/bin/sh\n")))
+    runs = {r.name: dict(r.env) for r in plan_scripts(PackageType.DEB, [pkg], MutableTree())}
+    assert runs["preinst"]["DEBCONF_PACKAGE"] == "postfix"
+    assert "DEBCONF_PACKAGE" not in runs["postinst"]  # the frontend takes it from the path
