@@ -13,8 +13,8 @@ Only then are the cache files stored (the fetch cache under their URL, so
 them), and the commit applied in one transaction that also moves the ref; the
 packages are imported into the package cache last (cache entries may stay
 after a later failure, as ``cli.md`` allows; the ref never moves on a bad
-commit).  Memory: the superblock is read whole (at most
-:data:`MAX_SUPERBLOCK`), one part is decompressed at a time.
+commit).  Memory: the superblock is read part by part from its member file
+(:mod:`store.replication.inline_read`); one part is in memory at a time.
 """
 
 from __future__ import annotations
@@ -39,8 +39,9 @@ from layering.bundle import (
 )
 from store.fsutil import atomic_write, scratch_dir
 from store.objects import checksum_bytes
-from store.replication.bundle_delta import apply_inline, commitmeta_of, parse_inline, repo_commit
+from store.replication.bundle_delta import apply_inline, commitmeta_of, repo_commit
 from store.replication.delta_format import Superblock
+from store.replication.inline_read import InlineFile, open_inline
 from store.replication.pullcheck import (
     check_bindings,
     check_not_older,
@@ -79,10 +80,10 @@ def apply(repo_path: Path, bundle: Path, *, allow_downgrade: bool = False) -> Ap
         manifest = _manifest(bundle, members)
         where = f"{bundle}:{SUPERBLOCK}"
         sb = _superblock(manifest, members[SUPERBLOCK], where)
-        _verify(repo, manifest, sb, bundle, allow_downgrade=allow_downgrade)
+        _verify(repo, manifest, sb.superblock, bundle, allow_downgrade=allow_downgrade)
         _store_cache(repo, manifest, members)
         with repo.transaction() as txn:
-            written = apply_inline(repo, txn, sb, where)
+            written = apply_inline(repo, txn, sb.superblock, where, read_part=sb.read_part)
             if manifest.ref:
                 txn.set_ref(manifest.ref, manifest.commit)
         packages = _import(repo, manifest, members)
@@ -181,12 +182,14 @@ def _manifest(bundle: Path, members: dict[str, _Member]) -> Manifest:
     return manifest
 
 
-def _superblock(manifest: Manifest, member: _Member, where: str) -> Superblock:
-    sb = parse_inline(member.path.read_bytes(), where)
+def _superblock(manifest: Manifest, member: _Member, where: str) -> InlineFile:
+    """The delta, read part by part from its member file; it must lead to the commit."""
+    inline = open_inline(member.path, where)
+    sb = inline.superblock
     if (sb.to_csum != manifest.commit or sb.from_csum != manifest.from_commit
             or checksum_bytes(sb.commit_bytes) != manifest.commit):
         raise BundleError(f"static delta {where} does not lead to commit {manifest.commit}")
-    return sb
+    return inline
 
 
 def _verify(repo: Repo, manifest: Manifest, sb: Superblock, bundle: Path, *,

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from store.errors import CorruptObject, ObjectNotFound
@@ -94,9 +95,12 @@ def commitmeta_of(sb: Superblock) -> bytes | None:
     return encode(METADATA_SIG, v.value)
 
 
-def apply_inline(repo: Repo, txn: Transaction, sb: Superblock, where: str) -> int:
+def apply_inline(repo: Repo, txn: Transaction, sb: Superblock, where: str, *,
+                 read_part: Callable[[int], bytes] | None = None) -> int:
     """Stage every object of ``sb`` (from :func:`parse_inline`) in ``txn``, then the commit and
-    its detached metadata; return the objects written.
+    its detached metadata; return the objects written.  ``read_part(i)`` gives part ``i``
+    (by default taken from the superblock's metadata): with
+    :func:`store.replication.inline_read.open_inline`, one part at a time is in memory.
 
     Raises ObjectNotFound when the delta starts from a commit this repository lacks or
     leaves an object of the new tree missing, CorruptObject when a part or object does
@@ -108,11 +112,11 @@ def apply_inline(repo: Repo, txn: Transaction, sb: Superblock, where: str) -> in
     base = delta_dir(delta_name(sb.from_csum, sb.to_csum))
     written = 0
     for i, part in enumerate(sb.parts):
-        y, body = sb.metadata[f"{base}/{i}"].value
-        raw = bytes([y]) + bytes(body)
+        raw = read_part(i) if read_part is not None else _inline_part(sb, base, i)
         if hashlib.sha256(raw).hexdigest() != part.checksum:
             raise CorruptObject(f"static delta part {i} in {where} does not match its checksum")
         payload = PartPayload.from_bytes(raw, max_size=part.max_payload)
+        del raw  # one part's bytes at a time: the compressed copy goes before it runs
         written += PartExecutor(repo, txn, part, payload, f"{i} in {where}").run()
     commit = repo_commit(sb)
     reached = _check_complete(repo, commit.root_tree, commit.root_meta, where)
@@ -127,6 +131,11 @@ def apply_inline(repo: Repo, txn: Transaction, sb: Superblock, where: str) -> in
         decode(METADATA_SIG, meta)
         txn.write_raw_object(sb.to_csum, ObjectType.COMMIT_META, meta)
     return written
+
+
+def _inline_part(sb: Superblock, base: str, i: int) -> bytes:
+    y, body = sb.metadata[f"{base}/{i}"].value
+    return bytes([y]) + bytes(body)
 
 
 def repo_commit(sb: Superblock):  # type: ignore[no-untyped-def]
