@@ -39,6 +39,7 @@ from layering.bundle import (
 )
 from store.fsutil import atomic_write, scratch_dir
 from store.objects import checksum_bytes
+from store.progress import ProgressFn, Stage
 from store.replication.bundle_delta import apply_inline, commitmeta_of, repo_commit
 from store.replication.delta_format import Superblock
 from store.replication.inline_read import InlineFile, open_inline
@@ -71,26 +72,30 @@ class _Member:
     size: int
 
 
-def apply(repo_path: Path, bundle: Path, *, allow_downgrade: bool = False) -> ApplyResult:
+def apply(repo_path: Path, bundle: Path, *, allow_downgrade: bool = False,
+          progress: ProgressFn | None = None) -> ApplyResult:
     """Verify and import ``bundle`` into the repository; see the module docstring for the
-    guarantees.  Raises BundleError (or the pull's own errors) naming the bundle."""
+    guarantees.  Raises BundleError (or the pull's own errors) naming the bundle.
+    ``progress`` hears the stages ``bundle-read`` (members extracted and checked, their
+    bytes), ``bundle-apply`` (delta parts) and, with packages, ``unpack``."""
     repo = Repo.open(repo_path)
     with scratch_dir(repo.tmp_dir, "bundle-") as scratch:
-        members = _extract(bundle, scratch)
+        members = _extract(bundle, scratch, Stage(progress, "bundle-read"))
         manifest = _manifest(bundle, members)
         where = f"{bundle}:{SUPERBLOCK}"
         sb = _superblock(manifest, members[SUPERBLOCK], where)
         _verify(repo, manifest, sb.superblock, bundle, allow_downgrade=allow_downgrade)
         _store_cache(repo, manifest, members)
         with repo.transaction() as txn:
-            written = apply_inline(repo, txn, sb.superblock, where, read_part=sb.read_part)
+            written = apply_inline(repo, txn, sb.superblock, where, read_part=sb.read_part,
+                                   progress=progress)
             if manifest.ref:
                 txn.set_ref(manifest.ref, manifest.commit)
-        packages = _import(repo, manifest, members)
+        packages = _import(repo, manifest, members, progress)
     return ApplyResult(manifest.ref, manifest.commit, written, packages)
 
 
-def _extract(bundle: Path, scratch: Path) -> dict[str, _Member]:
+def _extract(bundle: Path, scratch: Path, reading: Stage) -> dict[str, _Member]:
     """Each member of the tar, copied into ``scratch`` and hashed; BundleError on anything
     that is not a plain ustar regular file the format names, or on a duplicate."""
     out: dict[str, _Member] = {}
@@ -102,6 +107,8 @@ def _extract(bundle: Path, scratch: Path) -> dict[str, _Member]:
             _check_member(bundle, name, size, out)
             out[name] = _copy(f, scratch / f"m{len(out)}", size, f"{name} of bundle {bundle}")
             f.read(-size % BLOCK)  # padding to the next block
+            reading.advance(1, size)
+    reading.finish()
     return out
 
 
@@ -239,7 +246,8 @@ def _store_cache(repo: Repo, manifest: Manifest, members: dict[str, _Member]) ->
         members[e.member] = _Member(body, e.sha256, e.size)
 
 
-def _import(repo: Repo, manifest: Manifest, members: dict[str, _Member]) -> int:
+def _import(repo: Repo, manifest: Manifest, members: dict[str, _Member],
+            progress: ProgressFn | None) -> int:
     """Import the bundle's packages into the package cache, with the image's owners."""
     pkgs = [e for e in manifest.entries if e.package]
     if not pkgs:
@@ -254,7 +262,8 @@ def _import(repo: Repo, manifest: Manifest, members: dict[str, _Member]) -> int:
         if not e.url:  # a local package: kept by sha256, as ``install FILE`` keeps it
             path = keep_local(repo, _named(path, e))[1]
         paths.append(path)
-    import_packages(repo, paths, owners=OwnerMap.from_commit(repo, manifest.commit))
+    import_packages(repo, paths, owners=OwnerMap.from_commit(repo, manifest.commit),
+                    progress=progress)
     return len(pkgs)
 
 

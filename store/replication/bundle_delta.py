@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from store.errors import CorruptObject, ObjectNotFound
 from store.gvariant import Variant, decode
 from store.objects import METADATA_SIG, ObjectType
+from store.progress import ProgressFn, Stage
 from store.replication.delta_format import PartPayload, Superblock, delta_dir, delta_name
 from store.replication.delta_generate import MAX_CHUNK_SIZE, build_parts
 from store.replication.delta_pull import PartExecutor
@@ -49,11 +50,13 @@ class InlineDelta:
 
 
 def generate_inline(repo: Repo, from_csum: str | None, to_csum: str, *,
-                    max_chunk_size: int = MAX_CHUNK_SIZE) -> InlineDelta:
+                    max_chunk_size: int = MAX_CHUNK_SIZE,
+                    progress: ProgressFn | None = None) -> InlineDelta:
     """The inline static delta FROM -> TO (from scratch when ``from_csum`` is None), with the
-    commit's detached metadata; nothing is written to the repository."""
+    commit's detached metadata; nothing is written to the repository.  ``progress`` hears
+    the stage ``delta-objects``."""
     parts, fallbacks = build_parts(repo, from_csum, to_csum, min_fallback_size=NO_FALLBACKS,
-                                   max_chunk_size=max_chunk_size)
+                                   max_chunk_size=max_chunk_size, progress=progress)
     assert not fallbacks
     name = delta_name(from_csum, to_csum)
     base = delta_dir(name)
@@ -96,11 +99,13 @@ def commitmeta_of(sb: Superblock) -> bytes | None:
 
 
 def apply_inline(repo: Repo, txn: Transaction, sb: Superblock, where: str, *,
-                 read_part: Callable[[int], bytes] | None = None) -> int:
+                 read_part: Callable[[int], bytes] | None = None,
+                 progress: ProgressFn | None = None) -> int:
     """Stage every object of ``sb`` (from :func:`parse_inline`) in ``txn``, then the commit and
     its detached metadata; return the objects written.  ``read_part(i)`` gives part ``i``
     (by default taken from the superblock's metadata): with
     :func:`store.replication.inline_read.open_inline`, one part at a time is in memory.
+    ``progress`` hears the stage ``bundle-apply`` (parts applied, their bytes).
 
     Raises ObjectNotFound when the delta starts from a commit this repository lacks or
     leaves an object of the new tree missing, CorruptObject when a part or object does
@@ -111,6 +116,7 @@ def apply_inline(repo: Repo, txn: Transaction, sb: Superblock, where: str, *,
                              f"which is not in {repo.path}")
     base = delta_dir(delta_name(sb.from_csum, sb.to_csum))
     written = 0
+    applying = Stage(progress, "bundle-apply", len(sb.parts))
     for i, part in enumerate(sb.parts):
         raw = read_part(i) if read_part is not None else _inline_part(sb, base, i)
         if hashlib.sha256(raw).hexdigest() != part.checksum:
@@ -118,6 +124,7 @@ def apply_inline(repo: Repo, txn: Transaction, sb: Superblock, where: str, *,
         payload = PartPayload.from_bytes(raw, max_size=part.max_payload)
         del raw  # one part's bytes at a time: the compressed copy goes before it runs
         written += PartExecutor(repo, txn, part, payload, f"{i} in {where}").run()
+        applying.advance(1, part.size)
     commit = repo_commit(sb)
     reached = _check_complete(repo, commit.root_tree, commit.root_meta, where)
     for part in sb.parts:
@@ -130,6 +137,7 @@ def apply_inline(repo: Repo, txn: Transaction, sb: Superblock, where: str, *,
     if meta is not None:
         decode(METADATA_SIG, meta)
         txn.write_raw_object(sb.to_csum, ObjectType.COMMIT_META, meta)
+    applying.finish()
     return written
 
 

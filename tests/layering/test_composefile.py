@@ -39,11 +39,14 @@ if [ "$1" = configure ]; then
   echo "seed $stamp" > /var/lib/systemd/random-seed
   echo "installed at $stamp" > /var/log/keygen/install.log
   echo "cache $stamp" > /var/cache/apt/pkgcache.bin
+  mkdir -p /var/cache/ldconfig
+  echo "inodes $stamp" > /var/cache/ldconfig/aux-cache
 fi
 """
 LEFT_OUT = ["/etc/ssh/ssh_host_ed25519_key", "/etc/ssh/ssh_host_ed25519_key.pub",
             "/etc/machine-id", "/var/lib/dbus/machine-id", "/var/lib/systemd/random-seed",
-            "/var/log/keygen/install.log", "/var/cache/apt/pkgcache.bin"]
+            "/var/log/keygen/install.log", "/var/cache/apt/pkgcache.bin",
+            "/var/cache/ldconfig/aux-cache"]
 
 
 @dataclass
