@@ -185,13 +185,18 @@ class IndexFile:
     sha256: str = ""
 
 
+def release_text(source: AptSource, fetcher: Fetcher) -> str:
+    """The source's Release text, fetched (a conditional GET when cached) and verified as
+    :func:`fetch_release` does, in a private scratch directory removed afterwards."""
+    with scratch_dir(fetcher.root, "gpgv-") as scratch:
+        scratch.chmod(0o700)
+        return fetch_release(source, fetcher, scratch)
+
+
 def index_files(source: AptSource, fetcher: Fetcher, *, arch: str) -> list[IndexFile]:
     """The source's ``Packages`` indexes for ``arch``, each checked against Release."""
     base = _dist_url(source)
-    with scratch_dir(fetcher.root, "gpgv-") as scratch:
-        scratch.chmod(0o700)
-        release_text = fetch_release(source, fetcher, scratch)
-    hashes = parse_release(release_text, f"{base}/Release")
+    hashes = parse_release(release_text(source, fetcher), f"{base}/Release")
     arches = source.architectures or (arch,)
     dirs = [""] if source.flat else [f"{c}/binary-{a}/" for c in source.components
                                      for a in arches]

@@ -249,17 +249,24 @@ def load_catalogue(repo: RpmRepo, fetcher: Fetcher, *, filelists: bool = False
     if not repo.enabled or not repo.baseurls:
         return []
     base = repo.baseurls[0]
-    repomd = fetcher.fetch_bytes(f"{base}/repodata/repomd.xml",
-                                 label=f"{base}/repodata/repomd.xml", limit=REPOMD_CAP)
-    if repo.repo_gpgcheck:
-        _verify_repomd(repo, fetcher, repomd, base)
-    files = parse_repomd(repomd, f"{base}/repodata/repomd.xml")
+    files = parse_repomd(fetch_repomd(repo, fetcher), f"{base}/repodata/repomd.xml")
     path, url, limit = _fetch_part(repo, fetcher, files, "primary", base)
     tag = f"{{{NS['common']}}}package"
     pkgs = [_package(p, base) for p in _iter_elements(path, url, tag, limit)]
     if filelists:
         pkgs = _add_filelists(pkgs, *_fetch_part(repo, fetcher, files, "filelists", base))
     return pkgs
+
+
+def fetch_repomd(repo: RpmRepo, fetcher: Fetcher) -> bytes:
+    """The repository's repomd.xml (a conditional GET when cached), its signature verified
+    when ``repo_gpgcheck`` is set; the repository must be enabled and have a baseurl."""
+    base = repo.baseurls[0]
+    repomd = fetcher.fetch_bytes(f"{base}/repodata/repomd.xml",
+                                 label=f"{base}/repodata/repomd.xml", limit=REPOMD_CAP)
+    if repo.repo_gpgcheck:
+        _verify_repomd(repo, fetcher, repomd, base)
+    return repomd
 
 
 def _add_filelists(pkgs: list[PackageMeta], path: Path, url: str,

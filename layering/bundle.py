@@ -39,6 +39,7 @@ from layering.resolve import Request, resolve
 from store.errors import InputError
 from store.fsutil import fsync_dir
 from store.objects import is_checksum
+from store.progress import ProgressFn, Stage
 from store.replication.bundle_delta import generate_inline
 from store.repo import Repo
 
@@ -159,17 +160,18 @@ class _Recording(Fetcher):
 
 
 def create(repo_path: Path, ref: str, out: Path, *, from_rev: str | None = None,
-           packages: tuple[str, ...] = ()) -> CreateResult:
+           packages: tuple[str, ...] = (), progress: ProgressFn | None = None) -> CreateResult:
     """Write the bundle of ``ref`` (as a delta from ``from_rev`` when given) to ``out``.
 
     ``packages`` are names, resolved with their dependencies against the sources
     configured in the commit, or local package files.  Guarantees: ``out``
-    appears whole or not at all.
+    appears whole or not at all.  ``progress`` hears the stages ``delta-objects``
+    and ``bundle-write`` (members written, their bytes).
     """
     repo = Repo.open(repo_path)
     to = repo.resolve(ref)
     frm = repo.resolve(from_rev) if from_rev else None
-    delta = generate_inline(repo, frm, to)
+    delta = generate_inline(repo, frm, to, progress=progress)
     files = [p for p in packages if "/" in p or p.endswith((".deb", ".rpm"))]
     names = tuple(p for p in packages if p not in files)
     entries: dict[str, tuple[CacheEntry, Path]] = {}
@@ -186,7 +188,8 @@ def create(repo_path: Path, ref: str, out: Path, *, from_rev: str | None = None,
     manifest = Manifest("" if is_checksum(ref) else ref, to, frm,
                         hashlib.sha256(delta.data).hexdigest(), len(delta.data),
                         tuple(e for e, _p in entries.values()))
-    _write_tar(out, manifest, delta.data, [(e.member, p) for e, p in entries.values()])
+    _write_tar(out, manifest, delta.data, [(e.member, p) for e, p in entries.values()],
+               Stage(progress, "bundle-write", 2 + len(entries)))
     return CreateResult(out, to, frm, out.stat().st_size,
                         sum(1 for e in manifest.entries if e.package))
 
@@ -227,22 +230,27 @@ def _resolve(repo: Repo, to: str, names: tuple[str, ...], files: list[Path]) -> 
 
 
 def _write_tar(out: Path, manifest: Manifest, superblock: bytes,
-               members: list[tuple[str, Path]]) -> None:
+               members: list[tuple[str, Path]], writing: Stage) -> None:
     out = out.absolute()
     fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", dir=out.parent)
     try:
         with os.fdopen(fd, "wb") as f:
             with tarfile.open(fileobj=f, mode="w", format=tarfile.USTAR_FORMAT) as tar:
                 _add(tar, MANIFEST, io.BytesIO(manifest.to_bytes()), len(manifest.to_bytes()))
+                writing.advance(1, len(manifest.to_bytes()))
                 _add(tar, SUPERBLOCK, io.BytesIO(superblock), len(superblock))
+                writing.advance(1, len(superblock))
                 for name, path in members:
                     with open(path, "rb") as src:
-                        _add(tar, name, src, os.fstat(src.fileno()).st_size)
+                        size = os.fstat(src.fileno()).st_size
+                        _add(tar, name, src, size)
+                    writing.advance(1, size)
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, 0o644)
         os.replace(tmp, out)
         fsync_dir(out.parent)
+        writing.finish()
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)

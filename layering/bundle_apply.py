@@ -13,8 +13,8 @@ Only then are the cache files stored (the fetch cache under their URL, so
 them), and the commit applied in one transaction that also moves the ref; the
 packages are imported into the package cache last (cache entries may stay
 after a later failure, as ``cli.md`` allows; the ref never moves on a bad
-commit).  Memory: the superblock is read whole (at most
-:data:`MAX_SUPERBLOCK`), one part is decompressed at a time.
+commit).  Memory: the superblock is read part by part from its member file
+(:mod:`store.replication.inline_read`); one part is in memory at a time.
 """
 
 from __future__ import annotations
@@ -39,8 +39,10 @@ from layering.bundle import (
 )
 from store.fsutil import atomic_write, scratch_dir
 from store.objects import checksum_bytes
-from store.replication.bundle_delta import apply_inline, commitmeta_of, parse_inline, repo_commit
+from store.progress import ProgressFn, Stage
+from store.replication.bundle_delta import apply_inline, commitmeta_of, repo_commit
 from store.replication.delta_format import Superblock
+from store.replication.inline_read import InlineFile, open_inline
 from store.replication.pullcheck import (
     check_bindings,
     check_not_older,
@@ -70,26 +72,30 @@ class _Member:
     size: int
 
 
-def apply(repo_path: Path, bundle: Path, *, allow_downgrade: bool = False) -> ApplyResult:
+def apply(repo_path: Path, bundle: Path, *, allow_downgrade: bool = False,
+          progress: ProgressFn | None = None) -> ApplyResult:
     """Verify and import ``bundle`` into the repository; see the module docstring for the
-    guarantees.  Raises BundleError (or the pull's own errors) naming the bundle."""
+    guarantees.  Raises BundleError (or the pull's own errors) naming the bundle.
+    ``progress`` hears the stages ``bundle-read`` (members extracted and checked, their
+    bytes), ``bundle-apply`` (delta parts) and, with packages, ``unpack``."""
     repo = Repo.open(repo_path)
     with scratch_dir(repo.tmp_dir, "bundle-") as scratch:
-        members = _extract(bundle, scratch)
+        members = _extract(bundle, scratch, Stage(progress, "bundle-read"))
         manifest = _manifest(bundle, members)
         where = f"{bundle}:{SUPERBLOCK}"
         sb = _superblock(manifest, members[SUPERBLOCK], where)
-        _verify(repo, manifest, sb, bundle, allow_downgrade=allow_downgrade)
+        _verify(repo, manifest, sb.superblock, bundle, allow_downgrade=allow_downgrade)
         _store_cache(repo, manifest, members)
         with repo.transaction() as txn:
-            written = apply_inline(repo, txn, sb, where)
+            written = apply_inline(repo, txn, sb.superblock, where, read_part=sb.read_part,
+                                   progress=progress)
             if manifest.ref:
                 txn.set_ref(manifest.ref, manifest.commit)
-        packages = _import(repo, manifest, members)
+        packages = _import(repo, manifest, members, progress)
     return ApplyResult(manifest.ref, manifest.commit, written, packages)
 
 
-def _extract(bundle: Path, scratch: Path) -> dict[str, _Member]:
+def _extract(bundle: Path, scratch: Path, reading: Stage) -> dict[str, _Member]:
     """Each member of the tar, copied into ``scratch`` and hashed; BundleError on anything
     that is not a plain ustar regular file the format names, or on a duplicate."""
     out: dict[str, _Member] = {}
@@ -101,6 +107,8 @@ def _extract(bundle: Path, scratch: Path) -> dict[str, _Member]:
             _check_member(bundle, name, size, out)
             out[name] = _copy(f, scratch / f"m{len(out)}", size, f"{name} of bundle {bundle}")
             f.read(-size % BLOCK)  # padding to the next block
+            reading.advance(1, size)
+    reading.finish()
     return out
 
 
@@ -181,12 +189,14 @@ def _manifest(bundle: Path, members: dict[str, _Member]) -> Manifest:
     return manifest
 
 
-def _superblock(manifest: Manifest, member: _Member, where: str) -> Superblock:
-    sb = parse_inline(member.path.read_bytes(), where)
+def _superblock(manifest: Manifest, member: _Member, where: str) -> InlineFile:
+    """The delta, read part by part from its member file; it must lead to the commit."""
+    inline = open_inline(member.path, where)
+    sb = inline.superblock
     if (sb.to_csum != manifest.commit or sb.from_csum != manifest.from_commit
             or checksum_bytes(sb.commit_bytes) != manifest.commit):
         raise BundleError(f"static delta {where} does not lead to commit {manifest.commit}")
-    return sb
+    return inline
 
 
 def _verify(repo: Repo, manifest: Manifest, sb: Superblock, bundle: Path, *,
@@ -236,7 +246,8 @@ def _store_cache(repo: Repo, manifest: Manifest, members: dict[str, _Member]) ->
         members[e.member] = _Member(body, e.sha256, e.size)
 
 
-def _import(repo: Repo, manifest: Manifest, members: dict[str, _Member]) -> int:
+def _import(repo: Repo, manifest: Manifest, members: dict[str, _Member],
+            progress: ProgressFn | None) -> int:
     """Import the bundle's packages into the package cache, with the image's owners."""
     pkgs = [e for e in manifest.entries if e.package]
     if not pkgs:
@@ -251,7 +262,8 @@ def _import(repo: Repo, manifest: Manifest, members: dict[str, _Member]) -> int:
         if not e.url:  # a local package: kept by sha256, as ``install FILE`` keeps it
             path = keep_local(repo, _named(path, e))[1]
         paths.append(path)
-    import_packages(repo, paths, owners=OwnerMap.from_commit(repo, manifest.commit))
+    import_packages(repo, paths, owners=OwnerMap.from_commit(repo, manifest.commit),
+                    progress=progress)
     return len(pkgs)
 
 

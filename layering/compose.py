@@ -35,9 +35,11 @@ from importers.owners import OwnerMap
 from importers.pkgcache import ImportResult, lookup_many
 from importers.pkgindex import file_sha256
 from importers.rpmdb import DB_DIRS as RPM_DB_DIRS
-from importers.sources import Sources, parse_spec, sources_from_commit
+from importers.sources import Sources
 from layering import dpkgdb, rpmdbupdate
 from layering.assemble import Assembler
+from layering.composekey import LEFT_OUT_KEY
+from layering.composerequest import ComposeRequest, image_inputs, source_list
 from layering.convert import config_dir, to_ostree_layout
 from layering.errors import ComposeError
 from layering.hoststate import read_host, restore_image, show_host
@@ -69,33 +71,6 @@ from store.txn import Transaction
 
 INPUTHASH_KEY = "strata.inputhash"
 KARGS_KEY = "strata.kargs"  # kernel arguments for deployments of the image (boot/deploy.py)
-LEFT_OUT_KEY = "strata.left-out"  # the compose report's lines on removed run-dependent files
-
-
-@dataclass(frozen=True)
-class ComposeRequest:
-    """Everything ``compose`` is asked: base, branch and the package request."""
-
-    base: str
-    branch: str | None = None
-    install: tuple[str, ...] = ()
-    install_local: tuple[Path, ...] = ()
-    remove: tuple[str, ...] = ()
-    replace_local: tuple[Path, ...] = ()
-    sources: tuple[str, ...] = ()
-    source_set: Sources | None = None
-    no_scripts: bool = False
-    offline: bool = False
-    no_recommends: bool = False
-    dry_run: bool = False
-    subject: str = ""
-    version: str = ""  # the commit's ``version`` metadata (default: the base's)
-    kargs: tuple[str, ...] = ()  # kernel arguments for deployments of the image
-    client_layer: bool = False  # a host's own layer (rpm-ostree's clientlayer), not an image
-    host_etc: Path | None = None  # the host's /etc: its users and identity, for the scripts
-    reuse: str | None = None  # a commit returned as is when its input hash is this request's
-    refuse_inactive: tuple[str, ...] = ()  # names refused when the base already provides them
-    download_only: bool = False  # fill the package cache, commit nothing
 
 
 @dataclass
@@ -142,25 +117,10 @@ def input_hash(base: str, request: ComposeRequest, resolution: Resolution,
                        "remove": sorted(request.remove), "no-scripts": request.no_scripts,
                        "no-recommends": request.no_recommends,
                        **({"client-layer": True} if request.client_layer else {}),
-                       **_image_inputs(request)}}
+                       **image_inputs(request)}}
     if request.host_etc is not None and not request.no_scripts:
         doc["host-users"] = read_host(request.host_etc).digest()
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
-
-
-def _image_inputs(request: ComposeRequest) -> dict[str, object]:
-    """The request's image-only inputs that change the commit, when given."""
-    doc: dict[str, object] = {}
-    if request.version:
-        doc["version"] = request.version
-    if request.subject:
-        doc["subject"] = request.subject
-    if request.kargs:
-        doc["kargs"] = list(request.kargs)
-    epoch = os.environ.get("SOURCE_DATE_EPOCH")
-    if epoch and not request.client_layer:
-        doc["source-date-epoch"] = epoch
-    return doc
 
 
 def commit_timestamp(request: ComposeRequest, base_timestamp: int) -> int:
@@ -176,18 +136,6 @@ def commit_timestamp(request: ComposeRequest, base_timestamp: int) -> int:
         raise ComposeError(f"SOURCE_DATE_EPOCH={epoch!r} is not a number of seconds "
                            "in the environment")
     return int(epoch)
-
-
-def _sources(repo: Repo, base: str, request: ComposeRequest) -> Sources:
-    """``--source`` specs, else the given source set, else the image's own configuration."""
-    if request.sources:
-        src = Sources()
-        for spec in request.sources:
-            src = src + parse_spec(spec)
-        return src
-    if request.source_set is not None:
-        return request.source_set
-    return sources_from_commit(repo, base)
 
 
 def compose(repo: Repo, request: ComposeRequest, *,
@@ -221,7 +169,7 @@ def _compose(repo: Repo, request: ComposeRequest, base: str,
     replace = {r.sha256: r for r in _local(repo, request.replace_local, owners, request.dry_run)}
     fetcher = Fetcher(repo_cache_dir(repo.tmp_dir), offline=request.offline)
     arch = image_arch(kind, installed)
-    available, indexes, uncached = _available(_sources(repo, base, request), fetcher, kind, arch)
+    available, indexes, uncached = _available(source_list(repo, base, request), fetcher, kind, arch)
     _check_kind(kind, [*local.values(), *replace.values()])
     try:
         resolution = resolve(kind, arch, installed, available, Request(

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from boot.kargs import KargsError, check_arg
-from layering.compose import ComposeRequest
+from layering.composerequest import ComposeRequest
 from layering.errors import ComposeError
 
 MAX_SIZE = 1 << 20  # a compose file is a few hundred bytes; refuse anything huge

@@ -16,7 +16,7 @@ it (Debian's cloud images, mkosi, osbuild):
   ``/var/lib/systemd/credential.secret``);
 * logs (files under ``/var/log``; directories stay for the packages that own them);
 * caches and backups (``/var/cache/apt/*.bin``, ``/var/cache/debconf/*-old``,
-  the dpkg database's ``*-old`` files).
+  ``/var/cache/ldconfig/aux-cache``, the dpkg database's ``*-old`` files).
 
 Everything works on a :class:`MutableTree` in the image's own layout
 (``etc`` or ``usr/etc``), so it is the same on every machine.
@@ -123,6 +123,9 @@ def _candidates(tree: MutableTree, etc_dirs: tuple[str, ...]) -> dict[Removed, l
     found[Removed.LOGS] += _files_below(tree, "var/log")
     found[Removed.CACHES] += _files(tree, "var/cache/apt", lambda n: n.endswith(".bin"))
     found[Removed.CACHES] += _files(tree, "var/cache/debconf", lambda n: n.endswith("-old"))
+    # ldconfig's aux-cache records the inode and ctime of each library: a different file
+    # on every run (ldconfig remakes it)
+    found[Removed.CACHES] += _files(tree, "var/cache/ldconfig", lambda n: n == "aux-cache")
     for db in _DB_DIRS:
         found[Removed.CACHES] += _files(tree, db, lambda n: n.endswith("-old"))
     return found

@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from layering.cli.context import Context, cli, pass_ctx
+from layering.cli.progress import cli_progress, progress_option
 
 
 @cli.group("bundle")
@@ -15,6 +16,7 @@ def bundle_group() -> None:
 
 
 @bundle_group.command("create")
+@progress_option
 @click.option("-o", "--output", "out", type=click.Path(path_type=Path, dir_okay=False),
               required=True, help="The bundle file to write.")
 @click.option("--from", "from_rev", metavar="COMMIT",
@@ -32,7 +34,8 @@ def create_cmd(ctx: Context, out: Path, from_rev: str | None, packages: tuple[st
 
     if more and not packages:
         raise click.UsageError("extra arguments after REF (did you mean --packages?)")
-    r = create(ctx.repo, ref, out, from_rev=from_rev, packages=(*packages, *more))
+    r = create(ctx.repo, ref, out, from_rev=from_rev, packages=(*packages, *more),
+               progress=cli_progress())
     if ctx.json:
         import json
 
@@ -43,6 +46,7 @@ def create_cmd(ctx: Context, out: Path, from_rev: str | None, packages: tuple[st
 
 
 @bundle_group.command("apply")
+@progress_option
 @click.option("--allow-downgrade", is_flag=True,
               help="Accept a commit older than the one the ref points at.")
 @click.argument("file", type=click.Path(path_type=Path, dir_okay=False, exists=True))
@@ -51,6 +55,6 @@ def apply_cmd(ctx: Context, allow_downgrade: bool, file: Path) -> None:
     """Verify and import FILE into the repository (no network)."""
     from layering.bundle_apply import apply
 
-    r = apply(ctx.repo, file, allow_downgrade=allow_downgrade)
+    r = apply(ctx.repo, file, allow_downgrade=allow_downgrade, progress=cli_progress())
     ref = f"{r.ref} -> " if r.ref else ""
     click.echo(f"{ref}{r.commit}: {r.objects} objects, {r.packages} packages")

@@ -79,8 +79,8 @@ def compose(c: Context, branch: str | None, base: str | None, install: tuple[str
             no_scripts: bool, offline: bool, no_recommends: bool, dry_run: bool,
             file: Path | None) -> None:
     """Build BRANCH = BASE + packages, resolved client-side; print the commit."""
-    from layering.compose import ComposeRequest
-    from layering.compose import compose as do_compose
+    from layering.composekey import Unchanged, compose_image
+    from layering.composerequest import ComposeRequest
     from store.repo import Repo
 
     if file is not None:
@@ -96,7 +96,17 @@ def compose(c: Context, branch: str | None, base: str | None, install: tuple[str
             base=base, branch=branch, install=install, install_local=install_local,
             remove=remove, sources=source, no_scripts=no_scripts, offline=offline,
             no_recommends=no_recommends, dry_run=dry_run)
-    result = do_compose(Repo.open(c.repo), request, progress=cli_progress())
+    result = compose_image(Repo.open(c.repo), request, progress=cli_progress(),
+                           keyed=not c.json)  # --json always reports the transaction
+    if isinstance(result, Unchanged):
+        if not c.quiet:
+            click.echo(f"No change: {result.branch} is at {result.checksum}", err=True)
+            for line in result.left_out:
+                click.echo(line, err=True)
+        click.echo(result.checksum)
+        return
+    for warning in result.warnings:
+        click.echo(f"warning: {warning}", err=True)
     if dry_run and c.json:
         click.echo(json.dumps({"base": result.base, **transaction_dict(result)}, indent=2))
         return

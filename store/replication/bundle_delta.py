@@ -22,11 +22,13 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from store.errors import CorruptObject, ObjectNotFound
 from store.gvariant import Variant, decode
 from store.objects import METADATA_SIG, ObjectType
+from store.progress import ProgressFn, Stage
 from store.replication.delta_format import PartPayload, Superblock, delta_dir, delta_name
 from store.replication.delta_generate import MAX_CHUNK_SIZE, build_parts
 from store.replication.delta_pull import PartExecutor
@@ -48,11 +50,13 @@ class InlineDelta:
 
 
 def generate_inline(repo: Repo, from_csum: str | None, to_csum: str, *,
-                    max_chunk_size: int = MAX_CHUNK_SIZE) -> InlineDelta:
+                    max_chunk_size: int = MAX_CHUNK_SIZE,
+                    progress: ProgressFn | None = None) -> InlineDelta:
     """The inline static delta FROM -> TO (from scratch when ``from_csum`` is None), with the
-    commit's detached metadata; nothing is written to the repository."""
+    commit's detached metadata; nothing is written to the repository.  ``progress`` hears
+    the stage ``delta-objects``."""
     parts, fallbacks = build_parts(repo, from_csum, to_csum, min_fallback_size=NO_FALLBACKS,
-                                   max_chunk_size=max_chunk_size)
+                                   max_chunk_size=max_chunk_size, progress=progress)
     assert not fallbacks
     name = delta_name(from_csum, to_csum)
     base = delta_dir(name)
@@ -94,9 +98,14 @@ def commitmeta_of(sb: Superblock) -> bytes | None:
     return encode(METADATA_SIG, v.value)
 
 
-def apply_inline(repo: Repo, txn: Transaction, sb: Superblock, where: str) -> int:
+def apply_inline(repo: Repo, txn: Transaction, sb: Superblock, where: str, *,
+                 read_part: Callable[[int], bytes] | None = None,
+                 progress: ProgressFn | None = None) -> int:
     """Stage every object of ``sb`` (from :func:`parse_inline`) in ``txn``, then the commit and
-    its detached metadata; return the objects written.
+    its detached metadata; return the objects written.  ``read_part(i)`` gives part ``i``
+    (by default taken from the superblock's metadata): with
+    :func:`store.replication.inline_read.open_inline`, one part at a time is in memory.
+    ``progress`` hears the stage ``bundle-apply`` (parts applied, their bytes).
 
     Raises ObjectNotFound when the delta starts from a commit this repository lacks or
     leaves an object of the new tree missing, CorruptObject when a part or object does
@@ -107,13 +116,15 @@ def apply_inline(repo: Repo, txn: Transaction, sb: Superblock, where: str) -> in
                              f"which is not in {repo.path}")
     base = delta_dir(delta_name(sb.from_csum, sb.to_csum))
     written = 0
+    applying = Stage(progress, "bundle-apply", len(sb.parts))
     for i, part in enumerate(sb.parts):
-        y, body = sb.metadata[f"{base}/{i}"].value
-        raw = bytes([y]) + bytes(body)
+        raw = read_part(i) if read_part is not None else _inline_part(sb, base, i)
         if hashlib.sha256(raw).hexdigest() != part.checksum:
             raise CorruptObject(f"static delta part {i} in {where} does not match its checksum")
         payload = PartPayload.from_bytes(raw, max_size=part.max_payload)
+        del raw  # one part's bytes at a time: the compressed copy goes before it runs
         written += PartExecutor(repo, txn, part, payload, f"{i} in {where}").run()
+        applying.advance(1, part.size)
     commit = repo_commit(sb)
     reached = _check_complete(repo, commit.root_tree, commit.root_meta, where)
     for part in sb.parts:
@@ -126,7 +137,13 @@ def apply_inline(repo: Repo, txn: Transaction, sb: Superblock, where: str) -> in
     if meta is not None:
         decode(METADATA_SIG, meta)
         txn.write_raw_object(sb.to_csum, ObjectType.COMMIT_META, meta)
+    applying.finish()
     return written
+
+
+def _inline_part(sb: Superblock, base: str, i: int) -> bytes:
+    y, body = sb.metadata[f"{base}/{i}"].value
+    return bytes([y]) + bytes(body)
 
 
 def repo_commit(sb: Superblock):  # type: ignore[no-untyped-def]

@@ -51,19 +51,18 @@ def find_delta(summary: Summary, from_csum: str | None, to_csum: str) -> str | N
 
 def try_delta(st: PullState, txn: Transaction, summary: Summary, local: str,
               csum: str) -> tuple[bytes, bytes | None] | None:
-    """Apply a delta to ``csum`` if the summary offers one from what ``local`` points at.
+    """Apply a delta to ``csum`` if the summary offers one from what ``local`` points at,
+    else from another complete commit a local ref points at (a host rebasing onto an image
+    holds the image's base), else from scratch.
 
     Returns (commit bytes, commitmeta bytes or None) when a delta was applied,
     None when no delta applies.  Raises on a corrupt or unreachable delta.
     """
-    from store.replication.pull import is_complete
-
     repo: Repo = st.repo
-    current = repo.read_ref(local)
-    from_csum = current if current is not None and is_complete(repo, current) else None
-    name = find_delta(summary, from_csum, csum)
-    if name is None:
+    found = _delta_from(repo, summary, local, csum)
+    if found is None:
         return None
+    name, from_csum = found
     base = delta_dir(name)
     sb_bytes = st.fetcher.get(f"{base}/superblock", limit=METADATA_CAP)
     if hashlib.sha256(sb_bytes).hexdigest() != summary.deltas[name]:
@@ -73,6 +72,23 @@ def try_delta(st: PullState, txn: Transaction, summary: Summary, local: str,
     if sb.to_csum != csum or sb.from_csum != from_csum or checksum_bytes(sb.commit_bytes) != csum:
         raise CorruptObject(f"static delta {name} does not lead to commit {csum}")
     return sb.commit_bytes, _apply(st, txn, sb, base)
+
+
+def _delta_from(repo: Repo, summary: Summary, local: str,
+                csum: str) -> tuple[str, str | None] | None:
+    """The delta to ``csum`` to apply and the complete local commit it starts from."""
+    from store.replication.pull import is_complete
+
+    current = repo.read_ref(local)
+    others = sorted(set(repo.list_refs().values()) - {current, csum})
+    for from_csum in (current, *others):
+        if from_csum is not None and find_delta(summary, from_csum, csum) is not None \
+                and is_complete(repo, from_csum):
+            return delta_name(from_csum, csum), from_csum
+    if current is not None and is_complete(repo, current):
+        return None  # loose objects: only what the current commit lacks
+    name = find_delta(summary, None, csum)
+    return None if name is None else (name, None)
 
 
 def _apply(st: PullState, txn: Transaction, sb: Superblock, base: str) -> bytes | None:

@@ -39,11 +39,14 @@ if [ "$1" = configure ]; then
   echo "seed $stamp" > /var/lib/systemd/random-seed
   echo "installed at $stamp" > /var/log/keygen/install.log
   echo "cache $stamp" > /var/cache/apt/pkgcache.bin
+  mkdir -p /var/cache/ldconfig
+  echo "inodes $stamp" > /var/cache/ldconfig/aux-cache
 fi
 """
 LEFT_OUT = ["/etc/ssh/ssh_host_ed25519_key", "/etc/ssh/ssh_host_ed25519_key.pub",
             "/etc/machine-id", "/var/lib/dbus/machine-id", "/var/lib/systemd/random-seed",
-            "/var/log/keygen/install.log", "/var/cache/apt/pkgcache.bin"]
+            "/var/log/keygen/install.log", "/var/cache/apt/pkgcache.bin",
+            "/var/cache/ldconfig/aux-cache"]
 
 
 @dataclass
@@ -164,8 +167,8 @@ def test_two_machines_make_the_same_commit_and_a_rerun_makes_none(world: World,
     again = run_strata("--repo", repo.path, "compose", "--file", conf)
     times.append(time.monotonic() - t0)
     assert again.stdout.strip() == sums[1] and repo.read_ref("acme/web") == sums[1]
-    assert "0 downloaded, 0 unpacked (existing commit)" in again.stderr
-    assert "left out SSH host keys" in again.stderr  # the reused commit reports it too
+    assert again.stderr.startswith(f"No change: acme/web is at {sums[1]}\n"), again.stderr
+    assert "left out SSH host keys" in again.stderr  # the unchanged commit reports it too
     assert [c for c in run_strata("--repo", repo.path, "log", "acme/web").stdout.split()
             if len(c) == 64][:1] == [sums[1]]
     print(f"first compose {times[0]:.2f} s and {times[1]:.2f} s; unchanged rerun {times[2]:.2f} s")
@@ -248,39 +251,49 @@ def test_derived_image_walkthrough(world: World, tmp_path: Path) -> None:
     conf = image_file(world, tmp_path / "image", version='"2026.12.1"',
                       kargs='["console=ttyS0"]')
     csum = compose_file(build.path, conf)
-    has_run = run_strata("run", "--help", check=False).returncode == 0
-    if has_run:  # `strata run` is another branch's; the walkthrough uses it when present
-        out = run_strata("--repo", build.path, "run", "acme/web", "--", "/usr/bin/acme")
-        assert out.stdout == "acme\n"
+    rerun = run_strata("--repo", build.path, "compose", "--file", conf)
+    assert rerun.stderr.startswith(f"No change: acme/web is at {csum}\n")
+    out = run_strata("--repo", build.path, "run", "acme/web", "--", "/usr/bin/acme")
+    assert out.stdout == "acme\n"
     run_strata("--repo", build.path, "static-delta", "generate", "--to", csum)
     run_strata("--repo", build.path, "summary", "-u")
     run(["ostree", "fsck", f"--repo={build.path}"])
     sysroot = tmp_path / "host"
-    run_strata("--sysroot", sysroot, "os-init", "test")
+    host = ("--sysroot", sysroot)
+    run_strata(*host, "os-init", "test")
+    log = tmp_path / "nginx/access.log"
     with nginx_server(build.path, tmp_path / "nginx") as srv:
-        host = ("--sysroot", sysroot)
         run_strata(*host, "remote", "add", "--no-sign-verify", "origin", srv.url)
         run_strata(*host, "pull", "origin", "base/stable")
-        run_strata(*host, "deploy", "origin:base/stable")
+        run_strata(*host, "deploy", "--karg", "root=/dev/vda", "origin:base/stable")
+        log.write_text("")
         run_strata(*host, "rebase", "origin:acme/web")
+        fetched = [line.split('"')[1] for line in log.read_text().splitlines()]
+        objects = [r for r in fetched if "/objects/" in r and ".commitmeta " not in r]
+        assert any("/deltas/" in r for r in fetched) and objects == [], fetched  # the delta
         st = json.loads(run_strata(*host, "status", "--json").stdout)["deployments"]
         assert st[0]["checksum"] == csum and st[0]["origin"] == "origin:acme/web"
-        assert st[1]["checksum"] == base
+        assert st[0]["version"] == "2026.12.1" and st[1]["checksum"] == base
+        opts = _options(sysroot)
+        assert "console=ttyS0" in opts and "root=/dev/vda" in opts, opts
+        deployed = next((sysroot / "ostree/deploy/test/deploy").glob(f"{csum}.*[0-9]"))
+        for path in ("usr/bin/acme", "usr/bin/hello", "usr/share/keygen/README"):
+            assert (deployed / path).exists(), path
+        assert not (deployed / "etc/ssh/ssh_host_ed25519_key").exists()
+        assert (deployed / "usr/lib/systemd/system/strata-ssh-keygen.service").exists()
         # the next version of the image reaches the host as a static delta
         conf.write_text(conf.read_text().replace("2026.12.1", "2026.12.2"))
         v2 = compose_file(build.path, conf)
         run_strata("--repo", build.path, "static-delta", "generate", "--from", csum, "--to", v2)
         run_strata("--repo", build.path, "summary", "-u")
-        (tmp_path / "nginx/access.log").write_text("")
+        log.write_text("")
         run_strata(*host, "upgrade")
-        assert "/deltas/" in (tmp_path / "nginx/access.log").read_text()
+        assert "/deltas/" in log.read_text()
     st = json.loads(run_strata(*host, "status", "--json").stdout)["deployments"]
     assert [d["checksum"] for d in st[:2]] == [v2, csum] and st[0]["version"] == "2026.12.2"
     assert "console=ttyS0" in _options(sysroot)
     deployed = next((sysroot / "ostree/deploy/test/deploy").glob(f"{v2}.*[0-9]"))
     assert (deployed / "usr/bin/acme").exists()
-    assert not (deployed / "etc/ssh/ssh_host_ed25519_key").exists()
-    assert (deployed / "usr/lib/systemd/system/strata-ssh-keygen.service").exists()
     run(["ostree", "fsck", f"--repo={sysroot / 'ostree/repo'}"])
 
 

@@ -34,7 +34,7 @@ def strata_fd(*args: object, env: dict[str, str] | None = None) -> tuple[
     argv = [os.fspath(a) for a in args]
     cmd_at = next(i for i, a in enumerate(argv) if not a.startswith("-")
                   and (i == 0 or argv[i - 1] not in ("--repo", "--sysroot")))
-    words = 2 if argv[cmd_at] == "static-delta" else 1
+    words = 2 if argv[cmd_at] in ("static-delta", "bundle") else 1
     argv[cmd_at + words:cmd_at + words] = ["--progress-fd", str(write)]
     full_env = {k: v for k, v in os.environ.items() if k not in ("STRATA_REPO", "STRATA_SYSROOT")}
     proc = subprocess.Popen([sys.executable, "-m", "layering", *argv], stdout=subprocess.PIPE,
@@ -168,6 +168,23 @@ def test_static_delta_generate_progress_fd(source: OstreeSource, tmp_path: Path)
                              "--to", source.c2)
     assert check_events(events) == ["delta-objects", "delta-write"]
     assert proc.stderr == "" and len(proc.stdout.split()) == 1
+
+
+def test_bundle_create_and_apply_progress_fd(source: OstreeSource, tmp_path: Path) -> None:
+    import shutil
+
+    repo = tmp_path / "src"
+    shutil.copytree(source.path, repo, symlinks=True)
+    bundle = tmp_path / "main.bundle"
+    proc, events = strata_fd("--repo", repo, "bundle", "create", "-o", bundle, "main")
+    assert check_events(events) == ["delta-objects", "bundle-write"]
+    last = events[-1]  # the manifest and the delta, their bytes all but the tar's headers
+    assert last["done"] == 2 and 0 < last["bytes"] < bundle.stat().st_size  # type: ignore[operator]
+    dst = tmp_path / "dst"
+    Repo.init(dst, RepoMode.BARE)
+    proc, events = strata_fd("--repo", dst, "bundle", "apply", bundle)
+    assert check_events(events) == ["bundle-read", "bundle-apply"]
+    assert events[-1]["total"] and proc.stdout.startswith(f"main -> {source.c2}")
 
 
 def test_import_progress_fd_counts_both_unpacking_processes(tmp_path: Path) -> None:
