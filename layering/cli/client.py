@@ -55,8 +55,8 @@ def _report(c: Context, result: object, *, dry_run: bool) -> None:
                    f"({comp.downloaded} downloaded, {comp.unpacked} unpacked), "
                    f"{len(comp.resolution.remove)} base packages removed")
     verb = "Staged" if result.deployed.staged else "Deployed"
-    click.echo(f"{verb} {d.checksum} ({d.stateroot}, serial {d.deployserial}) "
-               f"on base {result.base[:12]}")
+    on_base = f" on base {result.base[:12]}" if result.base != d.checksum else ""
+    click.echo(f"{verb} {d.checksum} ({d.stateroot}, serial {d.deployserial}){on_base}")
     if result.deployed.staged:
         click.echo("It becomes the default at shutdown; /etc is merged then.")
     for path in result.deployed.etc.conflicts:

@@ -267,7 +267,8 @@ def test_derived_image_walkthrough(world: World, tmp_path: Path) -> None:
         run_strata(*host, "pull", "origin", "base/stable")
         run_strata(*host, "deploy", "--karg", "root=/dev/vda", "origin:base/stable")
         log.write_text("")
-        run_strata(*host, "rebase", "origin:acme/web")
+        out = run_strata(*host, "rebase", "origin:acme/web").stdout
+        assert out.strip() == f"Deployed {csum} (test, serial 0)", out  # no layer: no "on base"
         fetched = [line.split('"')[1] for line in log.read_text().splitlines()]
         objects = [r for r in fetched if "/objects/" in r and ".commitmeta " not in r]
         assert any("/deltas/" in r for r in fetched) and objects == [], fetched  # the delta
