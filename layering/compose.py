@@ -37,9 +37,19 @@ from importers.rpmdb import DB_DIRS as RPM_DB_DIRS
 from importers.sources import Sources, parse_spec, sources_from_commit
 from layering import dpkgdb, rpmdbupdate
 from layering.assemble import Assembler
+from layering.composescripts import (
+    dpkg_db,
+    find_dir,
+    has_preinst,
+    run_configure,
+    run_preinst,
+    run_prerm,
+)
 from layering.convert import config_dir, to_ostree_layout
+from layering.diversions import read_diversions
+from layering.dpkgtriggers import Activation, update_interests
 from layering.errors import ComposeError
-from layering.hoststate import read_host, restore_image, show_host
+from layering.hoststate import read_host
 from layering.imageclean import clean_image
 from layering.packages import (
     Layer,
@@ -53,8 +63,8 @@ from layering.packages import (
     source_label,
 )
 from layering.resolve import Request, Resolution, resolve
-from layering.scriptplan import plan_removal, plan_scripts
-from layering.scripts import ScriptLog, ScriptRun, run_scripts
+from layering.scriptplan import dependency_order
+from layering.scripts import ScriptLog
 from layering.vartmpfiles import write_var_tmpfiles
 from store.checkoutcache import CheckoutCache
 from store.commit import write_commit
@@ -362,14 +372,6 @@ def _check_inactive(request: ComposeRequest, resolution: Resolution) -> None:
                            f"{request.base[:12]}; use --allow-inactive to request it anyway")
 
 
-def _find_dir(tree: MutableTree, candidates: tuple[str, ...], marker: str) -> str | None:
-    for d in candidates:
-        node = tree.lookup(d)
-        if isinstance(node, MutableTree) and marker in node.files:
-            return d
-    return None
-
-
 def _build(repo: Repo, request: ComposeRequest, result: ComposeResult,
            installed: list[PackageMeta], ihash: str, fetcher: Fetcher,
            checkouts: CheckoutCache, progress: ProgressFn | None) -> str:
@@ -381,22 +383,24 @@ def _build(repo: Repo, request: ComposeRequest, result: ComposeResult,
         to_ostree_layout(tree, txn)
         with_files = functools.cache(lambda: _with_files(repo, result, installed))
         asm = Assembler(repo, tree, result.kind, installed, file_lists=with_files)
-        removed = {p.name for p in res.remove}
-        kept = {p.name for p in installed} - removed
+        kept = {p.name for p in installed} - {p.name for p in res.remove}
         full = {p.name: p for p in with_files()} if res.remove else {}
-        postrm = _run_prerm(repo, txn, tree, request, result, checkouts)
+        postrm = [] if request.no_scripts else run_prerm(
+            repo, txn, tree, result.kind, _gone(result), checkouts, result.script_log)
         for pkg in res.remove:
             asm.remove_package(full.get(pkg.name, pkg), kept)
             assembling.advance()
-        for layer in result.layers:
-            asm.add_package(layer.meta, layer.commit, removed)
-            assembling.advance()
+        preinst_done = _add_packages(repo, txn, tree, request, result, asm, checkouts,
+                                     assembling)
         added = [layer.meta for layer in result.layers]
-        _update_db(repo, txn, tree, result, added, asm, fetcher)
+        activations = _update_db(repo, txn, tree, result, added, asm, fetcher)
         assembling.finish()
         fail_point("compose-before-scripts")
         if not request.no_scripts:
-            _scripts(repo, txn, tree, request, result, added, checkouts, postrm, progress)
+            run_configure(repo, txn, tree, result.kind, added, postrm,
+                          activations=activations, preinst_done=preinst_done,
+                          checkouts=checkouts, log=result.script_log,
+                          host_etc=request.host_etc, progress=progress)
         if not request.client_layer:  # a host's own layer keeps the host's identity
             result.left_out = clean_image(tree, txn).lines()
         write_var_tmpfiles(MutableTree.from_commit(repo, result.base), tree, txn, added,
@@ -414,43 +418,33 @@ def _build(repo: Repo, request: ComposeRequest, result: ComposeResult,
     return csum
 
 
-def _run_prerm(repo: Repo, txn: Transaction, tree: MutableTree, request: ComposeRequest,
-               result: ComposeResult, checkouts: CheckoutCache) -> list[ScriptRun]:
-    """Run ``prerm remove`` of the base packages being removed (not replaced), over the
-    tree that still holds their files; return their ``postrm remove`` runs for later."""
+def _gone(result: ComposeResult) -> list[PackageMeta]:
+    """The base packages being removed, not replaced by a local package."""
     replaced = {layer.meta.name for layer in result.layers
                 if layer.sha256 in result.replace_sha256}
-    gone = [p for p in result.resolution.remove if p.name not in replaced]
-    if request.no_scripts or not gone:
-        return []
-    db = _find_dir(tree, DPKG_DB_DIRS, "status") or "var/lib/dpkg"
-
-    def read(path: str) -> bytes | None:
-        node = tree.lookup(path)
-        return repo.load_file(node)[1] if isinstance(node, str) else None
-
-    prerm, postrm = plan_removal(result.kind, gone, db, read)
-    log = run_scripts(repo, txn, tree, prerm, checkouts=checkouts)
-    result.script_log.entries.extend(log.entries)
-    return postrm
+    return [p for p in result.resolution.remove if p.name not in replaced]
 
 
-def _scripts(repo: Repo, txn: Transaction, tree: MutableTree, request: ComposeRequest,
-             result: ComposeResult, added: list[PackageMeta], checkouts: CheckoutCache,
-             postrm: list[ScriptRun], progress: ProgressFn | None) -> None:
-    """Run the removed packages' postrm and the added ones' scripts, showing them the host's
-    users and identity when known."""
-    db = _find_dir(tree, DPKG_DB_DIRS, "status") or "var/lib/dpkg"
-    runs = postrm + plan_scripts(result.kind, added, tree, db)
-    view = None
-    if runs and request.host_etc is not None:
-        view = show_host(tree, txn, read_host(request.host_etc), config_dir(tree))
-    scripts = Stage(progress, "scripts", len(runs))
-    log = run_scripts(repo, txn, tree, runs, checkouts=checkouts, counted=scripts)
-    result.script_log.entries.extend(log.entries)
-    scripts.finish()
-    if view is not None:
-        restore_image(repo, tree, txn, view)
+def _add_packages(repo: Repo, txn: Transaction, tree: MutableTree, request: ComposeRequest,
+                  result: ComposeResult, asm: Assembler, checkouts: CheckoutCache,
+                  assembling: Stage) -> bool:
+    """Place the added packages, those with a Debian preinst after it ran (see
+    :mod:`layering.composescripts`), honouring dpkg's diversions; whether preinsts ran."""
+    removed = {p.name for p in result.resolution.remove}
+    late = [] if request.no_scripts else [x for x in result.layers if has_preinst(x.meta)]
+    if result.kind is PackageType.DEB:
+        asm.diversions = read_diversions(repo, tree, dpkg_db(tree))
+    for layer in [x for x in result.layers if x not in late]:
+        asm.add_package(layer.meta, layer.commit, removed)
+        assembling.advance()
+    if late:
+        run_preinst(repo, txn, tree, [x.meta for x in late], checkouts, result.script_log,
+                    request.host_etc)
+        asm.diversions = read_diversions(repo, tree, dpkg_db(tree))
+    for layer in late:
+        asm.add_package(layer.meta, layer.commit, removed)
+        assembling.advance()
+    return bool(late)
 
 
 def _with_files(repo: Repo, result: ComposeResult,
@@ -462,18 +456,23 @@ def _with_files(repo: Repo, result: ComposeResult,
 
 
 def _update_db(repo: Repo, txn: Transaction, tree: MutableTree, result: ComposeResult,
-               added: list[PackageMeta], asm: Assembler, fetcher: Fetcher) -> None:
+               added: list[PackageMeta], asm: Assembler, fetcher: Fetcher) -> list[Activation]:
+    """Update the image's package database; for dpkg, also its trigger interests, and
+    return the triggers the added files activate."""
     res = result.resolution
     if result.kind is PackageType.DEB:
-        db = _find_dir(tree, DPKG_DB_DIRS, "status")
-        if db is not None:
-            dpkgdb.update(repo, txn, tree, db, add=added, remove=list(res.remove),
-                          taken_over=asm.taken_over, etc_dir=config_dir(tree))
-        return
-    db = _find_dir(tree, RPM_DB_DIRS, "rpmdb.sqlite")
+        db = find_dir(tree, DPKG_DB_DIRS, "status")
+        if db is None:
+            return []
+        dpkgdb.update(repo, txn, tree, db, add=added, remove=list(res.remove),
+                      taken_over=asm.taken_over, etc_dir=config_dir(tree))
+        return update_interests(repo, txn, tree, db, add=dependency_order(added),
+                                remove=list(res.remove))
+    db = find_dir(tree, RPM_DB_DIRS, "rpmdb.sqlite")
     if db is not None:
         files = [_package_file(repo, layer, fetcher) for layer in result.layers]
         rpmdbupdate.update(repo, txn, tree, db, add=files, remove=[p.name for p in res.remove])
+    return []
 
 
 def _package_file(repo: Repo, layer: Layer, fetcher: Fetcher) -> Path:

@@ -8,7 +8,10 @@ dpkg's ``DPKG_*`` variables.  RPM:
 ``%posttrans``.  Removed Debian base packages run ``prerm remove`` (while their
 files are still there) and ``postrm remove`` (after), as dpkg does; removed RPM
 base packages run none, as with rpm-ostree's overrides.  Triggers: ``ldconfig``
-runs once at the end when an added package ships a shared library.
+runs once at the end when an added package ships a shared library; for Debian,
+the image's dpkg then processes dpkg's triggers (:mod:`layering.dpkgtriggers`).
+A compose runs Debian ``preinst`` before the package's files are placed
+(:func:`plan_preinst`, :mod:`layering.composescripts`).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from collections.abc import Callable
 
 from importers.model import DepKind, PackageMeta, PackageType
 from layering.dpkgdb import info_name
+from layering.dpkgtriggers import Activation, trigger_run
 from layering.errors import ScriptError
 from layering.scripts import ScriptRun
 from store.mtree import MutableTree
@@ -65,11 +69,20 @@ def dependency_order(added: list[PackageMeta]) -> list[PackageMeta]:
     return out
 
 
-def _deb_runs(added: list[PackageMeta], db: str) -> list[ScriptRun]:
+def plan_preinst(added: list[PackageMeta], db: str) -> list[ScriptRun]:
+    """The ``preinst install`` runs of ``added`` (in the given order), from dpkg's info
+    directory."""
+    return _deb_runs(added, db, ("preinst",))
+
+
+def _deb_runs(added: list[PackageMeta], db: str,
+              phases: tuple[str, ...] = ("preinst", "postinst")) -> list[ScriptRun]:
     """Scripts run from dpkg's info directory, as dpkg runs them: debconf's confmodule
     finds ``PKG.templates`` and ``PKG.config`` beside the running script."""
     runs = []
     for phase, args in (("preinst", ("install",)), ("postinst", ("configure",))):
+        if phase not in phases:
+            continue
         for pkg in added:
             for s in pkg.scripts:
                 if s.name == phase:
@@ -122,11 +135,21 @@ def _ldconfig(added: list[PackageMeta], tree: MutableTree) -> list[ScriptRun]:
 
 
 def plan_scripts(kind: PackageType, added: list[PackageMeta], tree: MutableTree,
-                 db: str = "var/lib/dpkg") -> list[ScriptRun]:
-    """The script invocations for ``added`` packages, in order (empty when none ship any).
+                 db: str = "var/lib/dpkg", *, preinst: bool = True,
+                 activations: list[Activation] | None = None) -> list[ScriptRun]:
+    """The script invocations for ``added`` packages, in order (empty when none ship any
+    and no trigger is activated).
 
-    ``db`` is the image's dpkg database directory, where Debian scripts are run from.
+    ``db`` is the image's dpkg database directory, where Debian scripts are run from;
+    Debian ``preinst`` runs are left out unless ``preinst``.  For Debian, the last run
+    hands ``activations`` to the image's dpkg and lets it process the pending triggers.
     """
     ordered = dependency_order(added)
-    runs = _deb_runs(ordered, db) if kind is PackageType.DEB else _rpm_runs(ordered)
-    return runs + _ldconfig(added, tree) if runs or added else runs
+    if kind is not PackageType.DEB:
+        runs = _rpm_runs(ordered)
+        return runs + _ldconfig(added, tree) if runs or added else runs
+    runs = _deb_runs(ordered, db, ("preinst", "postinst") if preinst else ("postinst",))
+    runs += _ldconfig(added, tree) if runs or added else []
+    if runs or activations:
+        runs.append(trigger_run(db, activations or []))
+    return runs

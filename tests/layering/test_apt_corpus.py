@@ -50,15 +50,10 @@ pytestmark = [pytest.mark.slow, pytest.mark.integration, pytest.mark.timeout(900
 
 # Packages that cannot match apt yet, each with the exact causes (remove a package once its
 # causes are fixed: strict, so an unexpected pass fails).  Found by this corpus, 2026-12:
-TRIGGERS = ("dpkg's triggers database is not written: the new packages' interests "
-            "(triggers/File, triggers/NAME) are missing and triggers the scripts activated stay "
-            "in triggers/Unincorp")
 VAR_FILES = ("/var files that already exist (debconf's config.dat and templates.dat, "
              "/var/lib/pam/*) change only in the image: an existing stateroot keeps its copies")
 MACHINE_ID = ("first boot: dbus.conf's 'L /var/lib/dbus/machine-id' comes before strata's C line "
               "for the file dbus-uuidgen made, so the booted /var has a symlink")
-PREINST = ("preinst runs after the package's files are placed (dpkg runs it before unpacking): "
-           "molly-guard's dpkg-divert --rename moves its own /usr/sbin/pm-* links")
 DPKG_INFO = ("a file in dpkg's info directory differs from the one dpkg writes (e.g. "
              "exim4-config.config, a debconf config script pulled in as a dependency)")
 
@@ -68,29 +63,27 @@ def _why(*parts: str) -> str:
 
 
 XFAIL: dict[str, str] = {  # from the corpus report of 2026-12-06, after the sandbox merge
-    "curl": _why(TRIGGERS, VAR_FILES),
-    "ca-certificates": _why(TRIGGERS, VAR_FILES),
-    "openssh-server": _why(DPKG_INFO, TRIGGERS, VAR_FILES, MACHINE_ID),
-    "nginx": _why(TRIGGERS, VAR_FILES),
-    "cron": _why(DPKG_INFO, TRIGGERS, VAR_FILES),
-    "rsyslog": _why(DPKG_INFO, TRIGGERS, VAR_FILES),
-    "logrotate": _why(DPKG_INFO, TRIGGERS, VAR_FILES),
-    "git": _why(TRIGGERS, VAR_FILES),
-    "man-db": _why(TRIGGERS, VAR_FILES),
-    "fontconfig": _why(TRIGGERS, VAR_FILES),
-    "dbus": _why(TRIGGERS, MACHINE_ID),
-    "systemd-timesyncd": _why(TRIGGERS, MACHINE_ID),
+    "curl": VAR_FILES,
+    "ca-certificates": VAR_FILES,
+    "openssh-server": _why(DPKG_INFO, VAR_FILES, MACHINE_ID),
+    "nginx": VAR_FILES,
+    "cron": _why(DPKG_INFO, VAR_FILES),
+    "rsyslog": _why(DPKG_INFO, VAR_FILES),
+    "logrotate": _why(DPKG_INFO, VAR_FILES),
+    "git": VAR_FILES,
+    "man-db": VAR_FILES,
+    "fontconfig": VAR_FILES,
+    "dbus": MACHINE_ID,
+    "systemd-timesyncd": MACHINE_ID,
     "chrony": VAR_FILES,
-    "postfix": _why(DPKG_INFO, TRIGGERS, VAR_FILES),
-    "bsd-mailx": _why(DPKG_INFO, TRIGGERS, VAR_FILES),
-    "python3": _why(TRIGGERS, VAR_FILES),
-    "shared-mime-info": TRIGGERS,
+    "postfix": _why(DPKG_INFO, VAR_FILES),
+    "bsd-mailx": _why(DPKG_INFO, VAR_FILES),
+    "python3": VAR_FILES,
     "locales": VAR_FILES,
     "iproute2": VAR_FILES,
     "iputils-ping": VAR_FILES,
-    "ufw": _why(TRIGGERS, VAR_FILES),
-    "molly-guard": PREINST,
-    "at": _why(DPKG_INFO, TRIGGERS, VAR_FILES),
+    "ufw": VAR_FILES,
+    "at": _why(DPKG_INFO, VAR_FILES),
 }
 
 

@@ -36,4 +36,5 @@ def test_virtual_alternatives_and_cycles() -> None:
 
 def test_postinst_runs_in_dependency_order() -> None:
     runs = plan_scripts(PackageType.DEB, [_pkg("a", depends=[["b"]]), _pkg("b")], MutableTree())
-    assert [(r.package, r.name) for r in runs] == [("b", "postinst"), ("a", "postinst")]
+    assert [(r.package, r.name) for r in runs] == [("b", "postinst"), ("a", "postinst"),
+                                                   ("dpkg", "triggers")]
