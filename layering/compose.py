@@ -37,16 +37,8 @@ from importers.rpmdb import DB_DIRS as RPM_DB_DIRS
 from importers.sources import Sources, parse_spec, sources_from_commit
 from layering import dpkgdb, rpmdbupdate
 from layering.assemble import Assembler
-from layering.composescripts import (
-    dpkg_db,
-    find_dir,
-    has_preinst,
-    run_configure,
-    run_preinst,
-    run_prerm,
-)
+from layering.composescripts import find_dir, place_packages, run_configure, run_prerm
 from layering.convert import config_dir, to_ostree_layout
-from layering.diversions import read_diversions
 from layering.dpkgtriggers import Activation, update_interests
 from layering.errors import ComposeError
 from layering.hoststate import read_host
@@ -390,10 +382,14 @@ def _build(repo: Repo, request: ComposeRequest, result: ComposeResult,
         for pkg in res.remove:
             asm.remove_package(full.get(pkg.name, pkg), kept)
             assembling.advance()
-        preinst_done = _add_packages(repo, txn, tree, request, result, asm, checkouts,
-                                     assembling)
+        preinst_done = place_packages(repo, txn, asm, result.layers,
+                                      {p.name for p in res.remove},
+                                      scripts=not request.no_scripts, checkouts=checkouts,
+                                      log=result.script_log, host_etc=request.host_etc,
+                                      assembling=assembling)
         added = [layer.meta for layer in result.layers]
-        activations = _update_db(repo, txn, tree, result, added, asm, fetcher)
+        activations = _update_db(repo, txn, tree, result, added, asm, fetcher,
+                                 [full.get(p.name, p) for p in res.remove])
         assembling.finish()
         fail_point("compose-before-scripts")
         if not request.no_scripts:
@@ -425,28 +421,6 @@ def _gone(result: ComposeResult) -> list[PackageMeta]:
     return [p for p in result.resolution.remove if p.name not in replaced]
 
 
-def _add_packages(repo: Repo, txn: Transaction, tree: MutableTree, request: ComposeRequest,
-                  result: ComposeResult, asm: Assembler, checkouts: CheckoutCache,
-                  assembling: Stage) -> bool:
-    """Place the added packages, those with a Debian preinst after it ran (see
-    :mod:`layering.composescripts`), honouring dpkg's diversions; whether preinsts ran."""
-    removed = {p.name for p in result.resolution.remove}
-    late = [] if request.no_scripts else [x for x in result.layers if has_preinst(x.meta)]
-    if result.kind is PackageType.DEB:
-        asm.diversions = read_diversions(repo, tree, dpkg_db(tree))
-    for layer in [x for x in result.layers if x not in late]:
-        asm.add_package(layer.meta, layer.commit, removed)
-        assembling.advance()
-    if late:
-        run_preinst(repo, txn, tree, [x.meta for x in late], checkouts, result.script_log,
-                    request.host_etc)
-        asm.diversions = read_diversions(repo, tree, dpkg_db(tree))
-    for layer in late:
-        asm.add_package(layer.meta, layer.commit, removed)
-        assembling.advance()
-    return bool(late)
-
-
 def _with_files(repo: Repo, result: ComposeResult,
                 installed: list[PackageMeta]) -> list[PackageMeta]:
     """The installed packages with their file lists (read from the base only when needed)."""
@@ -456,9 +430,10 @@ def _with_files(repo: Repo, result: ComposeResult,
 
 
 def _update_db(repo: Repo, txn: Transaction, tree: MutableTree, result: ComposeResult,
-               added: list[PackageMeta], asm: Assembler, fetcher: Fetcher) -> list[Activation]:
+               added: list[PackageMeta], asm: Assembler, fetcher: Fetcher,
+               removed: list[PackageMeta]) -> list[Activation]:
     """Update the image's package database; for dpkg, also its trigger interests, and
-    return the triggers the added files activate."""
+    return the triggers the added and ``removed`` (with their file lists) files activate."""
     res = result.resolution
     if result.kind is PackageType.DEB:
         db = find_dir(tree, DPKG_DB_DIRS, "status")
@@ -467,7 +442,7 @@ def _update_db(repo: Repo, txn: Transaction, tree: MutableTree, result: ComposeR
         dpkgdb.update(repo, txn, tree, db, add=added, remove=list(res.remove),
                       taken_over=asm.taken_over, etc_dir=config_dir(tree))
         return update_interests(repo, txn, tree, db, add=dependency_order(added),
-                                remove=list(res.remove))
+                                remove=removed)
     db = find_dir(tree, RPM_DB_DIRS, "rpmdb.sqlite")
     if db is not None:
         files = [_package_file(repo, layer, fetcher) for layer in result.layers]

@@ -19,10 +19,13 @@ from pathlib import Path
 
 from importers.dpkgdb import DB_DIRS as DPKG_DB_DIRS
 from importers.model import PackageMeta, PackageType
+from layering.assemble import Assembler
 from layering.convert import config_dir
+from layering.diversions import read_diversions
 from layering.dpkgdb import write_info
 from layering.dpkgtriggers import Activation
 from layering.hoststate import read_host, restore_image, show_host
+from layering.packages import Layer
 from layering.scriptplan import dependency_order, plan_preinst, plan_removal, plan_scripts
 from layering.scripts import ScriptLog, ScriptRun, run_scripts
 from store.checkoutcache import CheckoutCache
@@ -79,6 +82,26 @@ def run_preinst(repo: Repo, txn: Transaction, tree: MutableTree, pkgs: list[Pack
     for pkg in ordered:
         write_info(txn, tree, db, pkg, set())
     _run(repo, txn, tree, plan_preinst(ordered, db), checkouts, log, host_etc, None)
+
+
+def place_packages(repo: Repo, txn: Transaction, asm: Assembler, layers: list[Layer],
+                   removed: set[str], *, scripts: bool, checkouts: CheckoutCache,
+                   log: ScriptLog, host_etc: Path | None, assembling: Stage) -> bool:
+    """Place the added packages into ``asm``'s tree, those with a Debian preinst after it
+    ran (when ``scripts``), honouring dpkg's diversions; whether any preinst ran."""
+    late = [x for x in layers if has_preinst(x.meta)] if scripts else []
+    if asm.kind is PackageType.DEB:
+        asm.diversions = read_diversions(repo, asm.tree, dpkg_db(asm.tree))
+    for layer in [x for x in layers if x not in late]:
+        asm.add_package(layer.meta, layer.commit, removed)
+        assembling.advance()
+    if late:
+        run_preinst(repo, txn, asm.tree, [x.meta for x in late], checkouts, log, host_etc)
+        asm.diversions = read_diversions(repo, asm.tree, dpkg_db(asm.tree))
+    for layer in late:
+        asm.add_package(layer.meta, layer.commit, removed)
+        assembling.advance()
+    return bool(late)
 
 
 def run_configure(repo: Repo, txn: Transaction, tree: MutableTree, kind: PackageType,

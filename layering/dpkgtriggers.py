@@ -8,8 +8,8 @@ database's ``triggers/File`` (``/path package[/noawait]`` lines, new ones
 last) and ``triggers/NAME`` (``package[/noawait]`` lines) and drops those of
 removed packages, in dpkg's own format (``lib/dpkg/triglib.c``).  It returns
 the activations dpkg makes while unpacking: a file trigger of a kept package
-whose path is (or is above) a path an added package ships, and each added
-package's ``activate`` lines.  :func:`trigger_run` is the last script of a
+whose path is (or is above) a path an added package ships or a removed one
+shipped, and each added package's ``activate`` lines.  :func:`trigger_run` is the last script of a
 compose: it hands those activations to the image's own ``dpkg-trigger`` and
 runs the image's ``dpkg --triggers-only --pending``, so that the image's dpkg
 incorporates them with those the maintainer scripts made (``triggers/Unincorp``)
@@ -129,6 +129,7 @@ def update_interests(repo: Repo, txn: Transaction, tree: MutableTree, db: str, *
     kept = [line for line in file_lines if line.startswith("/") and " " in line
             and _owner(line.split(" ", 1)[1]) not in gone]
     activations = _file_activations(add, kept)
+    activations += _file_activations([p for p in remove if p.name not in parsed], kept, True)
     new = [f"{t.name} {info_name(p)}{t.suffix}" for p in add for t in parsed[p.name]
            if t.directive is Directive.INTEREST and t.is_file]
     if kept + new != file_lines:
@@ -158,13 +159,15 @@ def _update_explicit(repo: Repo, txn: Transaction, tree: MutableTree, tdir: str,
             _write(txn, tree, f"{tdir}/{name}", lines)
 
 
-def _file_activations(add: list[PackageMeta], interests: list[str]) -> list[Activation]:
-    """File triggers of ``interests`` (``/path package`` lines) that ``add``'s paths hit:
-    a path is the interest's or below it (dpkg activates every unpacked path and, for
-    the tar's directory entries, each directory above a file)."""
+def _file_activations(pkgs: list[PackageMeta], interests: list[str],
+                      noawait: bool = False) -> list[Activation]:
+    """File triggers of ``interests`` (``/path package`` lines) that ``pkgs``' paths hit:
+    a path is the interest's or below it (dpkg activates every unpacked or removed path
+    and, for the tar's directory entries, each directory above a file); a removed
+    package awaits nothing."""
     paths = {line.split(" ", 1)[0] for line in interests}
     out: list[Activation] = []
-    for pkg in add:
+    for pkg in pkgs:
         hit: set[str] = set()
         for f in pkg.files:
             path = "/" + f.path.strip("/")
@@ -172,7 +175,7 @@ def _file_activations(add: list[PackageMeta], interests: list[str]) -> list[Acti
                 if path in paths:
                     hit.add(path)
                 path = path.rpartition("/")[0]
-        out += [Activation(p, info_name(pkg), False) for p in sorted(hit)]
+        out += [Activation(p, info_name(pkg), noawait) for p in sorted(hit)]
     return out
 
 
