@@ -17,7 +17,7 @@ A compose runs Debian ``preinst`` before the package's files are placed
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from importers.model import DepKind, PackageMeta, PackageType
 from layering.dpkgdb import info_name
@@ -40,7 +40,8 @@ def _deb_env(pkg: PackageMeta, script: str) -> tuple[tuple[str, str], ...]:
 
 def dependency_order(added: list[PackageMeta]) -> list[PackageMeta]:
     """``added`` with each package after the added packages it (pre-)depends on, directly or
-    through a virtual package, as dpkg configures them; ties and cycles by name."""
+    through a virtual package, as dpkg configures them; pre-dependencies (and what they
+    need) first, as apt orders them, then ties and cycles by name."""
     names = {p.name: p for p in added}
     providers: dict[str, set[str]] = {}
     for p in added:
@@ -64,9 +65,20 @@ def dependency_order(added: list[PackageMeta]) -> list[PackageMeta]:
             visit(dep)
         out.append(names[name])
 
-    for name in sorted(names):
+    for name in sorted(_pre_depended(added, names.keys(), providers)) + sorted(names):
         visit(name)
     return out
+
+
+def _pre_depended(added: list[PackageMeta], names: Iterable[str],
+                  providers: dict[str, set[str]]) -> set[str]:
+    """The added packages another added package pre-depends on: apt unpacks and
+    configures them before the rest (``systemd`` before ``dbus`` when ``systemd-sysv``
+    comes along), which dpkg's ``triggers/File`` order shows."""
+    wanted = {r.name for p in added for group in p.relations(DepKind.PRE_DEPENDS)
+              for r in group}
+    known = set(names)
+    return {t for w in wanted for t in ({w} & known) | providers.get(w, set())}
 
 
 def plan_preinst(added: list[PackageMeta], db: str) -> list[ScriptRun]:

@@ -34,6 +34,13 @@ def test_dependencies_and_pre_depends_first_then_names() -> None:
         "cron-daemon-common", "cron", "dbus-system-bus-common", "dbus"]
 
 
+def test_pre_dependencies_come_before_other_ties() -> None:
+    # apt unpacks systemd (systemd-sysv pre-depends on it) before dbus: triggers/File's order
+    sysv = _pkg("systemd-sysv", pre_depends=[["systemd"]])
+    order = [p.name for p in dependency_order([_pkg("dbus"), sysv, _pkg("systemd")])]
+    assert order == ["systemd", "dbus", "systemd-sysv"]
+
+
 def test_virtual_alternatives_and_cycles() -> None:
     mailx = _pkg("bsd-mailx", depends=[["default-mta", "mail-transport-agent"]])
     exim = _pkg("exim4-daemon-light", provides=[["mail-transport-agent"]],
