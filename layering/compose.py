@@ -386,15 +386,16 @@ def _build(repo: Repo, request: ComposeRequest, result: ComposeResult,
                                       {p.name for p in res.remove},
                                       scripts=not request.no_scripts, checkouts=checkouts,
                                       log=result.script_log, host_etc=request.host_etc,
-                                      assembling=assembling)
+                                      assembling=assembling, requested=request.install)
         added = [layer.meta for layer in result.layers]
-        activations = _update_db(repo, txn, tree, result, added, asm, fetcher,
-                                 [full.get(p.name, p) for p in res.remove])
+        activations = _update_db(repo, txn, tree, result, dependency_order(
+            added, request.install), asm, fetcher, [full.get(p.name, p) for p in res.remove])
         assembling.finish()
         fail_point("compose-before-scripts")
         if not request.no_scripts:
             run_configure(repo, txn, tree, result.kind, added, postrm,
                           activations=activations, preinst_done=preinst_done,
+                          requested=request.install,
                           checkouts=checkouts, log=result.script_log,
                           host_etc=request.host_etc, progress=progress)
         if not request.client_layer:  # a host's own layer keeps the host's identity
@@ -432,8 +433,9 @@ def _with_files(repo: Repo, result: ComposeResult,
 def _update_db(repo: Repo, txn: Transaction, tree: MutableTree, result: ComposeResult,
                added: list[PackageMeta], asm: Assembler, fetcher: Fetcher,
                removed: list[PackageMeta]) -> list[Activation]:
-    """Update the image's package database; for dpkg, also its trigger interests, and
-    return the triggers the added and ``removed`` (with their file lists) files activate."""
+    """Update the image's package database; for dpkg, also its trigger interests (in the
+    order of ``added``), and return the triggers the added and ``removed`` (with their
+    file lists) files activate."""
     res = result.resolution
     if result.kind is PackageType.DEB:
         db = find_dir(tree, DPKG_DB_DIRS, "status")
@@ -441,8 +443,7 @@ def _update_db(repo: Repo, txn: Transaction, tree: MutableTree, result: ComposeR
             return []
         dpkgdb.update(repo, txn, tree, db, add=added, remove=list(res.remove),
                       taken_over=asm.taken_over, etc_dir=config_dir(tree))
-        return update_interests(repo, txn, tree, db, add=dependency_order(added),
-                                remove=removed)
+        return update_interests(repo, txn, tree, db, add=added, remove=removed)
     db = find_dir(tree, RPM_DB_DIRS, "rpmdb.sqlite")
     if db is not None:
         files = [_package_file(repo, layer, fetcher) for layer in result.layers]

@@ -17,7 +17,7 @@ A compose runs Debian ``preinst`` before the package's files are placed
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 
 from importers.model import DepKind, PackageMeta, PackageType
 from layering.dpkgdb import info_name
@@ -38,10 +38,11 @@ def _deb_env(pkg: PackageMeta, script: str) -> tuple[tuple[str, str], ...]:
             ("DPKG_RUNNING_VERSION", DPKG_VERSION), ("DEBIAN_FRONTEND", "noninteractive"))
 
 
-def dependency_order(added: list[PackageMeta]) -> list[PackageMeta]:
+def dependency_order(added: list[PackageMeta], first: Sequence[str] = ()) -> list[PackageMeta]:
     """``added`` with each package after the added packages it (pre-)depends on, directly or
-    through a virtual package, as dpkg configures them; pre-dependencies (and what they
-    need) first, as apt orders them, then ties and cycles by name."""
+    through a virtual package, as dpkg configures them.  Ties as apt unpacks them: the
+    packages others pre-depend on (and what they need) first, then the requested ones
+    (``first``, with what they need), then the rest by name; cycles broken by name."""
     names = {p.name: p for p in added}
     providers: dict[str, set[str]] = {}
     for p in added:
@@ -65,7 +66,8 @@ def dependency_order(added: list[PackageMeta]) -> list[PackageMeta]:
             visit(dep)
         out.append(names[name])
 
-    for name in sorted(_pre_depended(added, names.keys(), providers)) + sorted(names):
+    roots = [n for n in first if n in names]
+    for name in sorted(_pre_depended(added, names.keys(), providers)) + roots + sorted(names):
         visit(name)
     return out
 
@@ -148,15 +150,17 @@ def _ldconfig(added: list[PackageMeta], tree: MutableTree) -> list[ScriptRun]:
 
 def plan_scripts(kind: PackageType, added: list[PackageMeta], tree: MutableTree,
                  db: str = "var/lib/dpkg", *, preinst: bool = True,
-                 activations: list[Activation] | None = None) -> list[ScriptRun]:
+                 activations: list[Activation] | None = None,
+                 requested: Sequence[str] = ()) -> list[ScriptRun]:
     """The script invocations for ``added`` packages, in order (empty when none ship any
     and no trigger is activated).
 
     ``db`` is the image's dpkg database directory, where Debian scripts are run from;
     Debian ``preinst`` runs are left out unless ``preinst``.  For Debian, the last run
     hands ``activations`` to the image's dpkg and lets it process the pending triggers.
+    ``requested`` names break ties of :func:`dependency_order`.
     """
-    ordered = dependency_order(added)
+    ordered = dependency_order(added, requested)
     if kind is not PackageType.DEB:
         runs = _rpm_runs(ordered)
         return runs + _ldconfig(added, tree) if runs or added else runs

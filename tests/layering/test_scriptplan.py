@@ -41,6 +41,14 @@ def test_pre_dependencies_come_before_other_ties() -> None:
     assert order == ["systemd", "dbus", "systemd-sysv"]
 
 
+def test_requested_packages_come_before_other_ties() -> None:
+    # systemd-timesyncd needs systemd; dbus came in by a Recommends: apt unpacks systemd first
+    timesyncd = _pkg("systemd-timesyncd", depends=[["systemd"]])
+    order = [p.name for p in dependency_order([_pkg("dbus"), timesyncd, _pkg("systemd")],
+                                              ("systemd-timesyncd",))]
+    assert order == ["systemd", "systemd-timesyncd", "dbus"]
+
+
 def test_virtual_alternatives_and_cycles() -> None:
     mailx = _pkg("bsd-mailx", depends=[["default-mta", "mail-transport-agent"]])
     exim = _pkg("exim4-daemon-light", provides=[["mail-transport-agent"]],
