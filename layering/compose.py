@@ -55,7 +55,7 @@ from layering.packages import (
     source_label,
 )
 from layering.resolve import Request, Resolution, resolve
-from layering.scriptplan import dependency_order
+from layering.scriptplan import unpack_order
 from layering.scripts import ScriptLog
 from layering.vartmpfiles import write_var_tmpfiles
 from store.checkoutcache import CheckoutCache
@@ -386,16 +386,15 @@ def _build(repo: Repo, request: ComposeRequest, result: ComposeResult,
                                       {p.name for p in res.remove},
                                       scripts=not request.no_scripts, checkouts=checkouts,
                                       log=result.script_log, host_etc=request.host_etc,
-                                      assembling=assembling, requested=request.install)
+                                      assembling=assembling)
         added = [layer.meta for layer in result.layers]
-        activations = _update_db(repo, txn, tree, result, dependency_order(
+        activations = _update_db(repo, txn, tree, result, unpack_order(
             added, request.install), asm, fetcher, [full.get(p.name, p) for p in res.remove])
         assembling.finish()
         fail_point("compose-before-scripts")
         if not request.no_scripts:
             run_configure(repo, txn, tree, result.kind, added, postrm,
                           activations=activations, preinst_done=preinst_done,
-                          requested=request.install,
                           checkouts=checkouts, log=result.script_log,
                           host_etc=request.host_etc, progress=progress)
         if not request.client_layer:  # a host's own layer keeps the host's identity

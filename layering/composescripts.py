@@ -73,13 +73,12 @@ def run_prerm(repo: Repo, txn: Transaction, tree: MutableTree, kind: PackageType
 
 
 def run_preinst(repo: Repo, txn: Transaction, tree: MutableTree, pkgs: list[PackageMeta],
-                checkouts: CheckoutCache, log: ScriptLog, host_etc: Path | None,
-                requested: Sequence[str] = ()) -> None:
+                checkouts: CheckoutCache, log: ScriptLog, host_etc: Path | None) -> None:
     """Run ``preinst install`` of ``pkgs`` (dependencies first) before their files are in
     the tree; their control files are put in the dpkg database first, where the scripts
     run from (debconf finds ``PKG.templates`` beside them)."""
     db = dpkg_db(tree)
-    ordered = dependency_order(pkgs, requested)
+    ordered = dependency_order(pkgs)
     for pkg in ordered:
         write_info(txn, tree, db, pkg, set())
     _run(repo, txn, tree, plan_preinst(ordered, db), checkouts, log, host_etc, None)
@@ -87,8 +86,7 @@ def run_preinst(repo: Repo, txn: Transaction, tree: MutableTree, pkgs: list[Pack
 
 def place_packages(repo: Repo, txn: Transaction, asm: Assembler, layers: list[Layer],
                    removed: set[str], *, scripts: bool, checkouts: CheckoutCache,
-                   log: ScriptLog, host_etc: Path | None, assembling: Stage,
-                   requested: Sequence[str] = ()) -> bool:
+                   log: ScriptLog, host_etc: Path | None, assembling: Stage) -> bool:
     """Place the added packages into ``asm``'s tree, those with a Debian preinst after it
     ran (when ``scripts``), honouring dpkg's diversions; whether any preinst ran."""
     late = [x for x in layers if has_preinst(x.meta)] if scripts else []
@@ -98,8 +96,7 @@ def place_packages(repo: Repo, txn: Transaction, asm: Assembler, layers: list[La
         asm.add_package(layer.meta, layer.commit, removed)
         assembling.advance()
     if late:
-        run_preinst(repo, txn, asm.tree, [x.meta for x in late], checkouts, log, host_etc,
-                    requested)
+        run_preinst(repo, txn, asm.tree, [x.meta for x in late], checkouts, log, host_etc)
         asm.diversions = read_diversions(repo, asm.tree, dpkg_db(asm.tree))
     for layer in late:
         asm.add_package(layer.meta, layer.commit, removed)
@@ -110,14 +107,13 @@ def place_packages(repo: Repo, txn: Transaction, asm: Assembler, layers: list[La
 def run_configure(repo: Repo, txn: Transaction, tree: MutableTree, kind: PackageType,
                   added: list[PackageMeta], postrm: list[ScriptRun], *,
                   activations: list[Activation], preinst_done: bool,
-                  requested: Sequence[str],
                   checkouts: CheckoutCache, log: ScriptLog, host_etc: Path | None,
                   progress: ProgressFn | None) -> None:
     """Run the removed packages' postrm, then the added ones' scripts (their preinst too
-    unless ``preinst_done``; ``requested`` names first among ties) and the triggers,
-    showing them the host's users and identity when ``host_etc`` is given."""
+    unless ``preinst_done``) and the triggers, showing them the host's users and
+    identity when ``host_etc`` is given."""
     runs = postrm + plan_scripts(kind, added, tree, dpkg_db(tree), preinst=not preinst_done,
-                                 activations=activations, requested=requested)
+                                 activations=activations)
     scripts = Stage(progress, "scripts", len(runs))
     _run(repo, txn, tree, runs, checkouts, log, host_etc, scripts)
     scripts.finish()

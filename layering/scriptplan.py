@@ -38,11 +38,20 @@ def _deb_env(pkg: PackageMeta, script: str) -> tuple[tuple[str, str], ...]:
             ("DPKG_RUNNING_VERSION", DPKG_VERSION), ("DEBIAN_FRONTEND", "noninteractive"))
 
 
-def dependency_order(added: list[PackageMeta], first: Sequence[str] = ()) -> list[PackageMeta]:
+def dependency_order(added: list[PackageMeta]) -> list[PackageMeta]:
     """``added`` with each package after the added packages it (pre-)depends on, directly or
-    through a virtual package, as dpkg configures them.  Ties as apt unpacks them: the
-    packages others pre-depend on (and what they need) first, then the requested ones
-    (``first``, with what they need), then the rest by name; cycles broken by name."""
+    through a virtual package, as dpkg configures them; ties and cycles by name."""
+    return _ordered(added, None)
+
+
+def unpack_order(added: list[PackageMeta], requested: Sequence[str]) -> list[PackageMeta]:
+    """``added`` in :func:`dependency_order` but with ties as apt unpacks them, which
+    dpkg's ``triggers/File`` shows: the packages others pre-depend on (and what they
+    need) first, then the ``requested`` ones (with what they need), then the rest."""
+    return _ordered(added, requested)
+
+
+def _ordered(added: list[PackageMeta], requested: Sequence[str] | None) -> list[PackageMeta]:
     names = {p.name: p for p in added}
     providers: dict[str, set[str]] = {}
     for p in added:
@@ -66,17 +75,17 @@ def dependency_order(added: list[PackageMeta], first: Sequence[str] = ()) -> lis
             visit(dep)
         out.append(names[name])
 
-    roots = [n for n in first if n in names]
-    for name in sorted(_pre_depended(added, names.keys(), providers)) + roots + sorted(names):
+    lead = [] if requested is None else (sorted(_pre_depended(added, names, providers))
+                                         + [n for n in requested if n in names])
+    for name in lead + sorted(names):
         visit(name)
     return out
 
 
 def _pre_depended(added: list[PackageMeta], names: Iterable[str],
                   providers: dict[str, set[str]]) -> set[str]:
-    """The added packages another added package pre-depends on: apt unpacks and
-    configures them before the rest (``systemd`` before ``dbus`` when ``systemd-sysv``
-    comes along), which dpkg's ``triggers/File`` order shows."""
+    """The added packages another added package pre-depends on: apt unpacks them before
+    the rest (``systemd`` before ``dbus`` when ``systemd-sysv`` comes along)."""
     wanted = {r.name for p in added for group in p.relations(DepKind.PRE_DEPENDS)
               for r in group}
     known = set(names)
@@ -150,17 +159,15 @@ def _ldconfig(added: list[PackageMeta], tree: MutableTree) -> list[ScriptRun]:
 
 def plan_scripts(kind: PackageType, added: list[PackageMeta], tree: MutableTree,
                  db: str = "var/lib/dpkg", *, preinst: bool = True,
-                 activations: list[Activation] | None = None,
-                 requested: Sequence[str] = ()) -> list[ScriptRun]:
+                 activations: list[Activation] | None = None) -> list[ScriptRun]:
     """The script invocations for ``added`` packages, in order (empty when none ship any
     and no trigger is activated).
 
     ``db`` is the image's dpkg database directory, where Debian scripts are run from;
     Debian ``preinst`` runs are left out unless ``preinst``.  For Debian, the last run
     hands ``activations`` to the image's dpkg and lets it process the pending triggers.
-    ``requested`` names break ties of :func:`dependency_order`.
     """
-    ordered = dependency_order(added, requested)
+    ordered = dependency_order(added)
     if kind is not PackageType.DEB:
         runs = _rpm_runs(ordered)
         return runs + _ldconfig(added, tree) if runs or added else runs

@@ -11,7 +11,7 @@ from importers.model import DepKind, PackageMeta, PackageType, Relation, Script
 from layering.diversions import Diversion, read_diversions
 from layering.dpkgtriggers import Activation, parse_triggers
 from layering.errors import ComposeError
-from layering.scriptplan import dependency_order, plan_scripts
+from layering.scriptplan import dependency_order, plan_scripts, unpack_order
 from store.mtree import MutableTree
 from store.objects import FileMeta
 from store.repo import Repo, RepoMode
@@ -34,18 +34,21 @@ def test_dependencies_and_pre_depends_first_then_names() -> None:
         "cron-daemon-common", "cron", "dbus-system-bus-common", "dbus"]
 
 
-def test_pre_dependencies_come_before_other_ties() -> None:
+def test_unpack_order_puts_pre_dependencies_before_other_ties() -> None:
     # apt unpacks systemd (systemd-sysv pre-depends on it) before dbus: triggers/File's order
     sysv = _pkg("systemd-sysv", pre_depends=[["systemd"]])
-    order = [p.name for p in dependency_order([_pkg("dbus"), sysv, _pkg("systemd")])]
+    order = [p.name for p in unpack_order([_pkg("dbus"), sysv, _pkg("systemd")], ())]
     assert order == ["systemd", "dbus", "systemd-sysv"]
+    # dpkg configures by name among ties: dbus before systemd (messagebus gets its gid first)
+    order = [p.name for p in dependency_order([_pkg("dbus"), sysv, _pkg("systemd")])]
+    assert order == ["dbus", "systemd", "systemd-sysv"]
 
 
-def test_requested_packages_come_before_other_ties() -> None:
+def test_unpack_order_puts_requested_packages_before_other_ties() -> None:
     # systemd-timesyncd needs systemd; dbus came in by a Recommends: apt unpacks systemd first
     timesyncd = _pkg("systemd-timesyncd", depends=[["systemd"]])
-    order = [p.name for p in dependency_order([_pkg("dbus"), timesyncd, _pkg("systemd")],
-                                              ("systemd-timesyncd",))]
+    order = [p.name for p in unpack_order([_pkg("dbus"), timesyncd, _pkg("systemd")],
+                                          ("systemd-timesyncd",))]
     assert order == ["systemd", "systemd-timesyncd", "dbus"]
 
 
