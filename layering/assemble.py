@@ -6,6 +6,8 @@
   scripts have run, because a deployment's ``/var`` is shared and not replaced
   by new images.
 - Directory symlinks of the base (``lib -> usr/lib``) are followed, as dpkg does.
+- A file at a path another package (or the admin) diverted lands at the
+  diversion's target (:mod:`layering.diversions`), as dpkg unpacks it.
 - A path delivered by two packages, or by a package over a base file, must
   be identical, owned by a package being removed, or covered by ``Replaces``;
   otherwise :class:`FileConflictError` names both owners and the path.
@@ -18,6 +20,7 @@ from dataclasses import dataclass, field
 
 from importers.model import DepKind, PackageMeta, PackageType
 from importers.versions import satisfies
+from layering.diversions import Diversion
 from layering.errors import FileConflictError
 from store.mtree import MutableTree
 from store.objects import FileMeta
@@ -45,6 +48,7 @@ class Assembler:
     added_owners: dict[str, str] = field(default_factory=dict)
     grafts: dict[str, str] = field(default_factory=dict)
     taken_over: dict[str, set[str]] = field(default_factory=dict)
+    diversions: dict[str, Diversion] = field(default_factory=dict)  # by package path /x/y
     _meta_cache: dict[str, FileMeta] = field(default_factory=dict)
     _dir_cache: dict[str, str] = field(default_factory=dict)
 
@@ -173,6 +177,14 @@ class Assembler:
         node = self.tree.subdir_for_update(dest_dir)
         for name in sorted(src.files):
             prel = f"{rel}/{name}" if rel else name
+            diverted = self.diversions.get(f"/{prel}")
+            if diverted is not None and diverted.applies(pkg.name):
+                dest = self.real_path(diverted.to)
+                parent, _, leaf = dest.rpartition("/")
+                self.tree.ensure_dir(parent)
+                self._place_file(pkg, prel, dest, self.tree.subdir_for_update(parent), leaf,
+                                 src.files[name], removed)
+                continue
             dest = f"{dest_dir}/{name}" if dest_dir else name
             self._place_file(pkg, prel, dest, node, name, src.files[name], removed)
 
@@ -180,6 +192,8 @@ class Assembler:
         """Place a package directory absent from the tree whole, by its stored checksums."""
         if prel in ("etc", "var") or prel.startswith("var/"):
             return False
+        if any(d.startswith(f"/{prel}/") for d in self.diversions):
+            return False  # a file below may be diverted
         dest = self.resolve_dir(runtime_path(prel))
         parent = dest.rpartition("/")[0]
         if self.tree.lookup(dest) is not None or (parent and not isinstance(

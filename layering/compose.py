@@ -21,7 +21,6 @@ import os
 import re
 import time
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -40,9 +39,11 @@ from layering import dpkgdb, rpmdbupdate
 from layering.assemble import Assembler
 from layering.composekey import LEFT_OUT_KEY
 from layering.composerequest import ComposeRequest, image_inputs, source_list
+from layering.composescripts import find_dir, place_packages, run_configure, run_prerm
 from layering.convert import config_dir, to_ostree_layout
+from layering.dpkgtriggers import Activation, update_interests
 from layering.errors import ComposeError
-from layering.hoststate import read_host, restore_image, show_host
+from layering.hoststate import read_host
 from layering.imageclean import clean_image
 from layering.packages import (
     Layer,
@@ -56,8 +57,8 @@ from layering.packages import (
     source_label,
 )
 from layering.resolve import Request, Resolution, resolve
-from layering.scriptplan import plan_removal, plan_scripts
-from layering.scripts import ScriptLog, ScriptRun, run_scripts
+from layering.scriptplan import unpack_order
+from layering.scripts import ScriptLog
 from layering.vartmpfiles import write_var_tmpfiles
 from store.checkoutcache import CheckoutCache
 from store.commit import write_commit
@@ -311,14 +312,6 @@ def _check_inactive(request: ComposeRequest, resolution: Resolution) -> None:
                            f"{request.base[:12]}; use --allow-inactive to request it anyway")
 
 
-def _find_dir(tree: MutableTree, candidates: tuple[str, ...], marker: str) -> str | None:
-    for d in candidates:
-        node = tree.lookup(d)
-        if isinstance(node, MutableTree) and marker in node.files:
-            return d
-    return None
-
-
 def _build(repo: Repo, request: ComposeRequest, result: ComposeResult,
            installed: list[PackageMeta], ihash: str, fetcher: Fetcher,
            checkouts: CheckoutCache, progress: ProgressFn | None) -> str:
@@ -330,25 +323,31 @@ def _build(repo: Repo, request: ComposeRequest, result: ComposeResult,
         to_ostree_layout(tree, txn)
         with_files = functools.cache(lambda: _with_files(repo, result, installed))
         asm = Assembler(repo, tree, result.kind, installed, file_lists=with_files)
-        removed = {p.name for p in res.remove}
-        kept = {p.name for p in installed} - removed
+        kept = {p.name for p in installed} - {p.name for p in res.remove}
         full = {p.name: p for p in with_files()} if res.remove else {}
-        postrm = _run_prerm(repo, txn, tree, request, result, checkouts)
+        postrm = [] if request.no_scripts else run_prerm(
+            repo, txn, tree, result.kind, _gone(result), checkouts, result.script_log)
         for pkg in res.remove:
             asm.remove_package(full.get(pkg.name, pkg), kept)
             assembling.advance()
-        for layer in result.layers:
-            asm.add_package(layer.meta, layer.commit, removed)
-            assembling.advance()
+        preinst_done = place_packages(repo, txn, asm, result.layers,
+                                      {p.name for p in res.remove},
+                                      scripts=not request.no_scripts, checkouts=checkouts,
+                                      log=result.script_log, host_etc=request.host_etc,
+                                      assembling=assembling)
         added = [layer.meta for layer in result.layers]
-        _update_db(repo, txn, tree, result, added, asm, fetcher)
+        activations = _update_db(repo, txn, tree, result, unpack_order(
+            added, request.install), asm, fetcher, [full.get(p.name, p) for p in res.remove])
         assembling.finish()
         fail_point("compose-before-scripts")
         if not request.no_scripts:
             base = [p for p in installed if p.name in kept]
-            _scripts(repo, txn, tree, request, result, added, checkouts, postrm, progress,
-                     (base, lambda: [p for p in rpmdb.read_installed(repo, result.base,
-                                     db_order=True) if p.name in kept]))
+            run_configure(repo, txn, tree, result.kind, added, postrm,
+                          activations=activations, preinst_done=preinst_done,
+                          checkouts=checkouts, log=result.script_log,
+                          host_etc=request.host_etc, progress=progress,
+                          base=(base, lambda: [p for p in rpmdb.read_installed(
+                              repo, result.base, db_order=True) if p.name in kept]))
         if not request.client_layer:  # a host's own layer keeps the host's identity
             result.left_out = clean_image(tree, txn).lines()
         write_var_tmpfiles(MutableTree.from_commit(repo, result.base), tree, txn, added,
@@ -366,45 +365,11 @@ def _build(repo: Repo, request: ComposeRequest, result: ComposeResult,
     return csum
 
 
-def _run_prerm(repo: Repo, txn: Transaction, tree: MutableTree, request: ComposeRequest,
-               result: ComposeResult, checkouts: CheckoutCache) -> list[ScriptRun]:
-    """Run ``prerm remove`` of the base packages being removed (not replaced), over the
-    tree that still holds their files; return their ``postrm remove`` runs for later."""
+def _gone(result: ComposeResult) -> list[PackageMeta]:
+    """The base packages being removed, not replaced by a local package."""
     replaced = {layer.meta.name for layer in result.layers
                 if layer.sha256 in result.replace_sha256}
-    gone = [p for p in result.resolution.remove if p.name not in replaced]
-    if request.no_scripts or not gone:
-        return []
-    db = _find_dir(tree, DPKG_DB_DIRS, "status") or "var/lib/dpkg"
-
-    def read(path: str) -> bytes | None:
-        node = tree.lookup(path)
-        return repo.load_file(node)[1] if isinstance(node, str) else None
-
-    prerm, postrm = plan_removal(result.kind, gone, db, read)
-    log = run_scripts(repo, txn, tree, prerm, checkouts=checkouts)
-    result.script_log.entries.extend(log.entries)
-    return postrm
-
-
-def _scripts(repo: Repo, txn: Transaction, tree: MutableTree, request: ComposeRequest,
-             result: ComposeResult, added: list[PackageMeta], checkouts: CheckoutCache,
-             postrm: list[ScriptRun], progress: ProgressFn | None,
-             base: tuple[list[PackageMeta], Callable[[], list[PackageMeta]]]) -> None:
-    """Run the removed packages' postrm and the added ones' scripts, showing them the host's
-    users and identity when known (``base``: the kept base packages, and the same with file
-    lists, for rpm's file triggers)."""
-    db = _find_dir(tree, DPKG_DB_DIRS, "status") or "var/lib/dpkg"
-    runs = postrm + plan_scripts(result.kind, added, tree, db, base[0], base[1])
-    view = None
-    if runs and request.host_etc is not None:
-        view = show_host(tree, txn, read_host(request.host_etc), config_dir(tree))
-    scripts = Stage(progress, "scripts", len(runs))
-    log = run_scripts(repo, txn, tree, runs, checkouts=checkouts, counted=scripts)
-    result.script_log.entries.extend(log.entries)
-    scripts.finish()
-    if view is not None:
-        restore_image(repo, tree, txn, view)
+    return [p for p in result.resolution.remove if p.name not in replaced]
 
 
 def _with_files(repo: Repo, result: ComposeResult,
@@ -416,18 +381,24 @@ def _with_files(repo: Repo, result: ComposeResult,
 
 
 def _update_db(repo: Repo, txn: Transaction, tree: MutableTree, result: ComposeResult,
-               added: list[PackageMeta], asm: Assembler, fetcher: Fetcher) -> None:
+               added: list[PackageMeta], asm: Assembler, fetcher: Fetcher,
+               removed: list[PackageMeta]) -> list[Activation]:
+    """Update the image's package database; for dpkg, also its trigger interests (in the
+    order of ``added``), and return the triggers the added and ``removed`` (with their
+    file lists) files activate."""
     res = result.resolution
     if result.kind is PackageType.DEB:
-        db = _find_dir(tree, DPKG_DB_DIRS, "status")
-        if db is not None:
-            dpkgdb.update(repo, txn, tree, db, add=added, remove=list(res.remove),
-                          taken_over=asm.taken_over, etc_dir=config_dir(tree))
-        return
-    db = _find_dir(tree, RPM_DB_DIRS, "rpmdb.sqlite")
+        db = find_dir(tree, DPKG_DB_DIRS, "status")
+        if db is None:
+            return []
+        dpkgdb.update(repo, txn, tree, db, add=added, remove=list(res.remove),
+                      taken_over=asm.taken_over, etc_dir=config_dir(tree))
+        return update_interests(repo, txn, tree, db, add=added, remove=removed)
+    db = find_dir(tree, RPM_DB_DIRS, "rpmdb.sqlite")
     if db is not None:
         files = [_package_file(repo, layer, fetcher) for layer in result.layers]
         rpmdbupdate.update(repo, txn, tree, db, add=files, remove=[p.name for p in res.remove])
+    return []
 
 
 def _package_file(repo: Repo, layer: Layer, fetcher: Fetcher) -> Path:

@@ -100,7 +100,7 @@ def update(repo: Repo, txn: Transaction, tree: MutableTree, db: str, *,
         md5 = {c: _conffile_md5(repo, tree, etc_dir + c[3:] if c.startswith("etc/") else c)
                for c in pkg.conffiles}
         stanzas[pkg.name] = status_stanza(pkg, md5)
-        _write_info(txn, tree, db, pkg, taken_over.get(pkg.name, set()))
+        write_info(txn, tree, db, pkg, taken_over.get(pkg.name, set()))
     for owner, paths in taken_over.items():
         if owner in added:
             continue
@@ -112,8 +112,10 @@ def update(repo: Repo, txn: Transaction, tree: MutableTree, db: str, *,
     _write(txn, tree, f"{db}/status", body.encode())
 
 
-def _write_info(txn: Transaction, tree: MutableTree, db: str, pkg: PackageMeta,
-                drop: set[str]) -> None:
+def write_info(txn: Transaction, tree: MutableTree, db: str, pkg: PackageMeta,
+               drop: set[str]) -> None:
+    """Write ``db/info/NAME.*`` of an added package: its file list (without the paths in
+    ``drop``), md5sums, conffiles and control files (scripts executable)."""
     base = f"{db}/info/{info_name(pkg)}"
     _write(txn, tree, f"{base}.list", list_file(pkg, drop))
     sums = md5sums_file(pkg)

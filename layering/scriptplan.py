@@ -11,17 +11,21 @@ and the ``%transfiletriggerin`` runs (:mod:`layering.rpmtriggers`).  Removed Deb
 base packages run ``prerm remove`` (while their files are still there) and
 ``postrm remove`` (after), as dpkg does; removed RPM base packages run none, as with
 rpm-ostree's overrides.  Triggers: ``ldconfig`` runs once at the end when an added
-package ships a shared library.
+package ships a shared library.  For Debian, the image's dpkg then processes
+dpkg's triggers (:mod:`layering.dpkgtriggers`).  A compose runs Debian ``preinst``
+before the package's files are placed (:func:`plan_preinst`,
+:mod:`layering.composescripts`).
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 from importers.model import DepKind, PackageMeta, PackageType
 from layering import rpmtriggers
 from layering.dpkgdb import info_name
+from layering.dpkgtriggers import Activation, trigger_run
 from layering.errors import ScriptError
 from layering.rpmorder import install_order
 from layering.scripts import ScriptRun
@@ -48,6 +52,17 @@ def _deb_env(pkg: PackageMeta, script: str) -> tuple[tuple[str, str], ...]:
 def dependency_order(added: list[PackageMeta]) -> list[PackageMeta]:
     """``added`` with each package after the added packages it (pre-)depends on, directly or
     through a virtual package, as dpkg configures them; ties and cycles by name."""
+    return _ordered(added, None)
+
+
+def unpack_order(added: list[PackageMeta], requested: Sequence[str]) -> list[PackageMeta]:
+    """``added`` in :func:`dependency_order` but with ties as apt unpacks them, which
+    dpkg's ``triggers/File`` shows: the packages others pre-depend on (and what they
+    need) first, then the ``requested`` ones (with what they need), then the rest."""
+    return _ordered(added, requested)
+
+
+def _ordered(added: list[PackageMeta], requested: Sequence[str] | None) -> list[PackageMeta]:
     names = {p.name: p for p in added}
     providers: dict[str, set[str]] = {}
     for p in added:
@@ -71,16 +86,37 @@ def dependency_order(added: list[PackageMeta]) -> list[PackageMeta]:
             visit(dep)
         out.append(names[name])
 
-    for name in sorted(names):
+    lead = [] if requested is None else (sorted(_pre_depended(added, names, providers))
+                                         + [n for n in requested if n in names])
+    for name in lead + sorted(names):
         visit(name)
     return out
 
 
-def _deb_runs(added: list[PackageMeta], db: str) -> list[ScriptRun]:
+def _pre_depended(added: list[PackageMeta], names: Iterable[str],
+                  providers: dict[str, set[str]]) -> set[str]:
+    """The added packages another added package pre-depends on: apt unpacks them before
+    the rest (``systemd`` before ``dbus`` when ``systemd-sysv`` comes along)."""
+    wanted = {r.name for p in added for group in p.relations(DepKind.PRE_DEPENDS)
+              for r in group}
+    known = set(names)
+    return {t for w in wanted for t in ({w} & known) | providers.get(w, set())}
+
+
+def plan_preinst(added: list[PackageMeta], db: str) -> list[ScriptRun]:
+    """The ``preinst install`` runs of ``added`` (in the given order), from dpkg's info
+    directory."""
+    return _deb_runs(added, db, ("preinst",))
+
+
+def _deb_runs(added: list[PackageMeta], db: str,
+              phases: tuple[str, ...] = ("preinst", "postinst")) -> list[ScriptRun]:
     """Scripts run from dpkg's info directory, as dpkg runs them: debconf's confmodule
     finds ``PKG.templates`` and ``PKG.config`` beside the running script."""
     runs = []
     for phase, args in (("preinst", ("install",)), ("postinst", ("configure",))):
+        if phase not in phases:
+            continue
         for pkg in added:
             for s in pkg.scripts:
                 if s.name == phase:
@@ -152,17 +188,25 @@ def _may_trigger(pkgs: Sequence[PackageMeta]) -> bool:
 
 def plan_scripts(kind: PackageType, added: list[PackageMeta], tree: MutableTree,
                  db: str = "var/lib/dpkg", installed: Sequence[PackageMeta] = (),
-                 base: Callable[[], Sequence[PackageMeta]] = list) -> list[ScriptRun]:
-    """The script invocations for ``added`` packages, in order (empty when none ship any).
+                 base: Callable[[], Sequence[PackageMeta]] = list, *, preinst: bool = True,
+                 activations: list[Activation] | None = None) -> list[ScriptRun]:
+    """The script invocations for ``added`` packages, in order (empty when none ship any
+    and no trigger is activated).
 
-    ``db`` is the image's dpkg database directory, where Debian scripts are run from.
+    ``db`` is the image's dpkg database directory, where Debian scripts are run from;
+    Debian ``preinst`` runs are left out unless ``preinst``.  For Debian, the last run
+    hands ``activations`` to the image's dpkg and lets it process the pending triggers.
     For rpm's file triggers, ``installed`` are the base's package records and ``base``
-    gives the ones that stay with their file lists in database order (called only when an added or
-    installed package has a file trigger).
+    gives the ones that stay with their file lists in database order (called only when
+    an added or installed package has a file trigger).
     """
-    if kind is PackageType.DEB:
-        runs = _deb_runs(dependency_order(added), db)
-    else:
+    if kind is not PackageType.DEB:
         ordered = install_order(sorted(added, key=lambda p: (p.name, p.evr, p.arch)))
         runs = _rpm_runs(ordered, base() if _may_trigger([*added, *installed]) else [])
-    return runs + _ldconfig(added, tree) if runs or added else runs
+        return runs + _ldconfig(added, tree) if runs or added else runs
+    runs = _deb_runs(dependency_order(added), db,
+                     ("preinst", "postinst") if preinst else ("postinst",))
+    runs += _ldconfig(added, tree) if runs or added else []
+    if runs or activations:
+        runs.append(trigger_run(db, activations or []))
+    return runs

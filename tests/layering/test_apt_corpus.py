@@ -57,11 +57,6 @@ pytestmark = [pytest.mark.slow, pytest.mark.integration, pytest.mark.timeout(900
 
 # Packages that cannot match apt yet, each with the exact causes (remove a package once its
 # causes are fixed: strict, so an unexpected pass fails).  Found by this corpus, 2026-12:
-TRIGGERS = ("dpkg's triggers database is not written: the new packages' interests "
-            "(triggers/File, triggers/NAME) are missing and triggers the scripts activated stay "
-            "in triggers/Unincorp")
-PREINST = ("preinst runs after the package's files are placed (dpkg runs it before unpacking): "
-           "molly-guard's dpkg-divert --rename moves its own /usr/sbin/pm-* links")
 USER_ORDER = ("configure order: postinsts run in dependency order, ties by name, apt's order "
               "differs (systemd, systemd-timesyncd, then dbus-system-bus-common): adduser "
               "appends the same users and groups with the same ids in another line order "
@@ -74,30 +69,9 @@ MANDB = ("man-db's index /var/cache/man/index.db marks gpic, gtbl and hd (symlin
          "missed run; the other 22 index.db files match once page mtimes are left out")
 
 
-def _why(*parts: str) -> str:
-    return "; ".join(parts)
-
-
-XFAIL: dict[str, str] = {  # from the corpus report of 2026-12-06, after the /var carry
-    "curl": TRIGGERS,
-    "ca-certificates": TRIGGERS,
-    "openssh-server": _why(TRIGGERS, USER_ORDER),
-    "nginx": TRIGGERS,
-    "cron": TRIGGERS,
-    "rsyslog": TRIGGERS,
-    "logrotate": TRIGGERS,
-    "git": TRIGGERS,
-    "man-db": _why(TRIGGERS, MANDB),
-    "fontconfig": TRIGGERS,
-    "dbus": TRIGGERS,
-    "systemd-timesyncd": TRIGGERS,
-    "postfix": TRIGGERS,
-    "bsd-mailx": TRIGGERS,
-    "python3": TRIGGERS,
-    "shared-mime-info": TRIGGERS,
-    "ufw": TRIGGERS,
-    "molly-guard": PREINST,
-    "at": TRIGGERS,
+XFAIL: dict[str, str] = {  # from the corpus report of 2026-12-06, after triggers and /var carry
+    "openssh-server": USER_ORDER,
+    "man-db": MANDB,
 }
 
 

@@ -1,0 +1,134 @@
+"""The maintainer-script steps of a compose, in dpkg's order.
+
+1. ``prerm remove`` of removed base packages, over the tree that still holds their
+   files (:func:`run_prerm`); their ``postrm remove`` runs are kept for step 4.
+2. The added packages without a ``preinst`` are placed.
+3. ``preinst install`` of the other added packages, before their files are placed
+   (:func:`run_preinst`), as dpkg runs it before unpacking: a preinst sees the tree
+   without its package's files, and the diversions it registers apply to the files
+   of other packages placed after it (:mod:`layering.diversions`).  Packages
+   without a preinst need no extra sandbox run.
+4. The removed packages' ``postrm``, the added packages' ``postinst configure`` and
+   the trigger processing (:func:`run_configure`, :mod:`layering.dpkgtriggers`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from importers.dpkgdb import DB_DIRS as DPKG_DB_DIRS
+from importers.model import PackageMeta, PackageType
+from layering.assemble import Assembler
+from layering.convert import config_dir
+from layering.diversions import read_diversions
+from layering.dpkgdb import write_info
+from layering.dpkgtriggers import Activation
+from layering.hoststate import read_host, restore_image, show_host
+from layering.packages import Layer
+from layering.scriptplan import dependency_order, plan_preinst, plan_removal, plan_scripts
+from layering.scripts import ScriptLog, ScriptRun, run_scripts
+from store.checkoutcache import CheckoutCache
+from store.mtree import MutableTree
+from store.progress import ProgressFn, Stage
+from store.repo import Repo
+from store.txn import Transaction
+
+
+def find_dir(tree: MutableTree, candidates: tuple[str, ...], marker: str) -> str | None:
+    """The first of ``candidates`` that is a directory of ``tree`` holding ``marker``."""
+    for d in candidates:
+        node = tree.lookup(d)
+        if isinstance(node, MutableTree) and marker in node.files:
+            return d
+    return None
+
+
+def dpkg_db(tree: MutableTree) -> str:
+    """The image's dpkg database directory (``var/lib/dpkg`` when it has none)."""
+    return find_dir(tree, DPKG_DB_DIRS, "status") or "var/lib/dpkg"
+
+
+def has_preinst(pkg: PackageMeta) -> bool:
+    """Whether a Debian package ships a ``preinst``."""
+    return pkg.type is PackageType.DEB and any(s.name == "preinst" for s in pkg.scripts)
+
+
+def run_prerm(repo: Repo, txn: Transaction, tree: MutableTree, kind: PackageType,
+              gone: list[PackageMeta], checkouts: CheckoutCache,
+              log: ScriptLog) -> list[ScriptRun]:
+    """Run ``prerm remove`` of the base packages ``gone`` (removed, not replaced), over
+    the tree that still holds their files; return their ``postrm remove`` runs."""
+    if not gone:
+        return []
+    db = dpkg_db(tree)
+
+    def read(path: str) -> bytes | None:
+        node = tree.lookup(path)
+        return repo.load_file(node)[1] if isinstance(node, str) else None
+
+    prerm, postrm = plan_removal(kind, gone, db, read)
+    log.entries.extend(run_scripts(repo, txn, tree, prerm, checkouts=checkouts).entries)
+    return postrm
+
+
+def run_preinst(repo: Repo, txn: Transaction, tree: MutableTree, pkgs: list[PackageMeta],
+                checkouts: CheckoutCache, log: ScriptLog, host_etc: Path | None) -> None:
+    """Run ``preinst install`` of ``pkgs`` (dependencies first) before their files are in
+    the tree; their control files are put in the dpkg database first, where the scripts
+    run from (debconf finds ``PKG.templates`` beside them)."""
+    db = dpkg_db(tree)
+    ordered = dependency_order(pkgs)
+    for pkg in ordered:
+        write_info(txn, tree, db, pkg, set())
+    _run(repo, txn, tree, plan_preinst(ordered, db), checkouts, log, host_etc, None)
+
+
+def place_packages(repo: Repo, txn: Transaction, asm: Assembler, layers: list[Layer],
+                   removed: set[str], *, scripts: bool, checkouts: CheckoutCache,
+                   log: ScriptLog, host_etc: Path | None, assembling: Stage) -> bool:
+    """Place the added packages into ``asm``'s tree, those with a Debian preinst after it
+    ran (when ``scripts``), honouring dpkg's diversions; whether any preinst ran."""
+    late = [x for x in layers if has_preinst(x.meta)] if scripts else []
+    if asm.kind is PackageType.DEB:
+        asm.diversions = read_diversions(repo, asm.tree, dpkg_db(asm.tree))
+    for layer in [x for x in layers if x not in late]:
+        asm.add_package(layer.meta, layer.commit, removed)
+        assembling.advance()
+    if late:
+        run_preinst(repo, txn, asm.tree, [x.meta for x in late], checkouts, log, host_etc)
+        asm.diversions = read_diversions(repo, asm.tree, dpkg_db(asm.tree))
+    for layer in late:
+        asm.add_package(layer.meta, layer.commit, removed)
+        assembling.advance()
+    return bool(late)
+
+
+def run_configure(repo: Repo, txn: Transaction, tree: MutableTree, kind: PackageType,
+                  added: list[PackageMeta], postrm: list[ScriptRun], *,
+                  activations: list[Activation], preinst_done: bool,
+                  checkouts: CheckoutCache, log: ScriptLog, host_etc: Path | None,
+                  progress: ProgressFn | None,
+                  base: tuple[list[PackageMeta], Callable[[], list[PackageMeta]]] = ([], list),
+                  ) -> None:
+    """Run the removed packages' postrm, then the added ones' scripts (their preinst too
+    unless ``preinst_done``) and the triggers, showing them the host's users and
+    identity when ``host_etc`` is given (``base``: the kept base packages, and the same
+    with file lists in database order, for rpm's file triggers)."""
+    runs = postrm + plan_scripts(kind, added, tree, dpkg_db(tree), base[0], base[1],
+                                 preinst=not preinst_done, activations=activations)
+    scripts = Stage(progress, "scripts", len(runs))
+    _run(repo, txn, tree, runs, checkouts, log, host_etc, scripts)
+    scripts.finish()
+
+
+def _run(repo: Repo, txn: Transaction, tree: MutableTree, runs: Sequence[ScriptRun],
+         checkouts: CheckoutCache, log: ScriptLog, host_etc: Path | None,
+         counted: Stage | None) -> None:
+    view = None
+    if runs and host_etc is not None:
+        view = show_host(tree, txn, read_host(host_etc), config_dir(tree))
+    log.entries.extend(run_scripts(repo, txn, tree, runs, checkouts=checkouts,
+                                   counted=counted).entries)
+    if view is not None:
+        restore_image(repo, tree, txn, view)
