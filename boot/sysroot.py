@@ -191,7 +191,7 @@ class Sysroot:
         :func:`store.lock.file_lock`); waits as :meth:`lock`."""
         return file_lock(self.path / "ostree" / "lock", exclusive=False, wait=wait,
                          what=f"sysroot {self.path}", kind=LockKind.OFD, reentrant=True,
-                         mode=0o600)
+                         mode=0o600, reader=True)
 
 
 def with_indices(deployments: list[Deployment]) -> list[Deployment]:

@@ -221,13 +221,13 @@ def _leave(key: str, h: _Held) -> None:
                 del _held[key]
 
 
-def _open(path: str | os.PathLike[str], exclusive: bool, mode: int) -> int | None:
-    """The lock file opened to lock it; read-only (None: absent) for a shared lock by a
-    reader who may not write it."""
+def _open(path: str | os.PathLike[str], reader: bool, mode: int) -> int | None:
+    """The lock file opened to lock it; for a ``reader`` who may not write it, read-only
+    (None: it cannot even be read)."""
     try:
         return os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, mode)
     except OSError as e:
-        if exclusive or e.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
+        if not reader or e.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
             raise
     try:
         return os.open(path, os.O_RDONLY | os.O_CLOEXEC)
@@ -239,12 +239,14 @@ def _open(path: str | os.PathLike[str], exclusive: bool, mode: int) -> int | Non
 def file_lock(
     path: str | os.PathLike[str], *, exclusive: bool, wait: float = 0.0, what: str = "",
     kind: LockKind = LockKind.FLOCK, reentrant: bool = False, mode: int = 0o644,
+    reader: bool = False,
 ) -> Iterator[None]:
     """Hold a shared or exclusive lock on ``path`` (created if absent) for the block.
 
-    A shared lock needs only read access: a reader who may not write the lock file
-    opens it read-only, and goes without a lock when it may neither create nor read it
-    (a lock file that is absent or private to its owner).
+    ``reader`` (a shared lock of someone who only reads): a process that may not write
+    the lock file opens it read-only, and goes without a lock when it may neither
+    create nor read it (a lock file that is absent or private to its owner).  Other
+    shared locks (writers that may run side by side) need write access.
 
     Waits up to ``wait`` seconds (or the policy's timeout, see the module), then
     raises :class:`LockedError` naming ``what`` and the holder.  With ``reentrant``
@@ -262,8 +264,8 @@ def file_lock(
         return
     if wait > 0:
         _check_self(key, exclusive, what)
-    fd = _open(path, exclusive, mode)
-    if fd is None:  # shared, by a reader who may neither create nor read the lock file
+    fd = _open(path, reader and not exclusive, mode)
+    if fd is None:  # a reader who may neither create nor read the lock file
         yield
         return
     try:
