@@ -8,6 +8,7 @@ order, the rollback is the first one of its stateroot after it.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -21,7 +22,7 @@ from boot.kargs import Kargs
 from boot.stage import discard_staged
 from boot.sysroot import Sysroot, SysrootState
 from store.errors import ObjectNotFound, ToolError
-from store.fsutil import atomic_write, scratch_dir
+from store.fsutil import atomic_write, scratch_dir, writable
 from store.prune import PruneResult
 from store.repo import Repo
 
@@ -257,10 +258,12 @@ def _edit_kargs(sysroot: Sysroot, append: Sequence[str], delete: Sequence[str],
     return kargs.without("ostree"), res
 
 
-def preview_etc(sysroot: Sysroot, new_etc: Path, *, stateroot: str | None = None) -> EtcMergePlan:
+def preview_etc(sysroot: Sysroot, new_etc: Path, *, stateroot: str | None = None,
+                owners: bool = True) -> EtcMergePlan:
     """The /etc merge onto ``new_etc`` (a new image's usr/etc) a deploy would do, unwritten.
 
-    With no deployment to merge from, nothing is carried.
+    With no deployment to merge from, nothing is carried; ``owners=False``: see
+    :func:`boot.etcmerge.preview_merge`.
     """
     state = sysroot.load()
     sr = stateroot or (state.default.stateroot if state.default else "")
@@ -268,7 +271,7 @@ def preview_etc(sysroot: Sysroot, new_etc: Path, *, stateroot: str | None = None
     if merge is None:
         return EtcMergePlan(EtcDiff(), (), ())
     mdir = sysroot.deployment_dir(merge)
-    return preview_merge(mdir / "usr" / "etc", mdir / "etc", new_etc)
+    return preview_merge(mdir / "usr" / "etc", mdir / "etc", new_etc, owners=owners)
 
 
 def preview_deploy(sysroot: Sysroot, refspec: str, *,
@@ -278,14 +281,18 @@ def preview_deploy(sysroot: Sysroot, refspec: str, *,
 
     repo = Repo.open(sysroot.repo_path)
     csum = repo.resolve(refspec)
-    with scratch_dir(repo.tmp_dir, "strata-etc-preview-") as tmp:
+    # a dry run by a user who may not write the repository previews in $TMPDIR, checked
+    # out in user mode (files cannot be given their owners)
+    parent = repo.tmp_dir if writable(repo.tmp_dir) else None
+    root = os.geteuid() == 0
+    with scratch_dir(parent, "strata-etc-preview-") as tmp:
         dest = tmp / "etc"
         for sub in ("usr/etc", "etc"):
             try:
-                checkout(repo, csum, dest, subpath=sub, copy=True)
+                checkout(repo, csum, dest, subpath=sub, copy=True, user_mode=not root)
                 break
             except ObjectNotFound:
                 continue
         else:
             raise DeploymentError(f"commit {csum} has no /usr/etc (nor /etc)")
-        return csum, preview_etc(sysroot, dest, stateroot=stateroot)
+        return csum, preview_etc(sysroot, dest, stateroot=stateroot, owners=root)

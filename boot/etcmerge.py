@@ -94,21 +94,21 @@ def _same_content(a: tuple[int, str], b: tuple[int, str], sa: os.stat_result,
 
 
 def _same(a: tuple[int, str], b: tuple[int, str], sa: os.stat_result | None,
-          sb: os.stat_result | None) -> bool:
+          sb: os.stat_result | None, owners: bool = True) -> bool:
     if sa is None or sb is None:
         return sa is None and sb is None
-    if (sa.st_mode, sa.st_uid, sa.st_gid) != (sb.st_mode, sb.st_uid, sb.st_gid):
+    if sa.st_mode != sb.st_mode or (owners and (sa.st_uid, sa.st_gid) != (sb.st_uid, sb.st_gid)):
         return False
     return stat.S_ISDIR(sa.st_mode) or _same_content(a, b, sa, sb)
 
 
-def _same_at(ra: int, rb: int, rel: str) -> bool:
+def _same_at(ra: int, rb: int, rel: str, owners: bool = True) -> bool:
     """``rel`` below roots ``ra`` and ``rb`` is the same (absent if reached through a symlink)."""
     sa, sb = beneath.lstat(ra, rel), beneath.lstat(rb, rel)
     if sa is None or sb is None:
         return sa is None and sb is None
     with beneath.parent_of(ra, rel) as a, beneath.parent_of(rb, rel) as b:
-        return _same(a, b, sa, sb)
+        return _same(a, b, sa, sb, owners)
 
 
 def _names(root: int, rel: str) -> set[str]:
@@ -337,16 +337,20 @@ def _blocked(old: int, new_usr: int, rel: str) -> bool:
             and d is not None and stat.S_ISDIR(d.st_mode))
 
 
-def preview_merge(old_usr_etc: Path, old_etc: Path, new_usr_etc: Path) -> EtcMergePlan:
+def preview_merge(old_usr_etc: Path, old_etc: Path, new_usr_etc: Path, *,
+                  owners: bool = True) -> EtcMergePlan:
     """The merge :func:`merge_etc` would do, without writing anything.
 
     ``conflicts`` are user-changed paths that differ between the old and new
     image defaults (the user's version will win); ``blocked`` are the ones the
     merge will refuse (a user's file where the new image has a directory).
+    ``owners=False`` (``new_usr_etc`` checked out by a user who cannot give files their
+    owners) compares modes and contents only.
     """
     with _root(old_usr_etc) as ou, _root(old_etc) as oe, _root(new_usr_etc) as nu:
         changes = _diff(ou, oe)
         paths = sorted({*changes.modified, *changes.removed, *changes.added})
-        conflicts = tuple(p for p in paths if not is_host_file(p) and not _same_at(ou, nu, p))
+        conflicts = tuple(p for p in paths if not is_host_file(p)
+                          and not _same_at(ou, nu, p, owners))
         blocked = tuple(p for p in (*changes.modified, *changes.added) if _blocked(oe, nu, p))
     return EtcMergePlan(changes, conflicts, tuple(sorted(blocked)))

@@ -225,6 +225,14 @@ class Sysroot:
                          what=f"sysroot {self.path}", kind=LockKind.OFD, reentrant=True,
                          mode=0o600)
 
+    def read_lock(self, *, wait: float = 0.0) -> contextlib.AbstractContextManager[None]:
+        """Hold ``ostree/lock`` shared (an OFD read lock): no writer (:meth:`lock`, or
+        ``ostree admin``) changes the sysroot meanwhile.  Needs only read access (see
+        :func:`store.lock.file_lock`); waits as :meth:`lock`."""
+        return file_lock(self.path / "ostree" / "lock", exclusive=False, wait=wait,
+                         what=f"sysroot {self.path}", kind=LockKind.OFD, reentrant=True,
+                         mode=0o600, reader=True)
+
 
 def with_indices(deployments: list[Deployment]) -> list[Deployment]:
     """Renumber indices and boot serials for a new boot order."""

@@ -30,7 +30,7 @@ from typing import IO
 
 from importers.errors import ChecksumMismatch, FetchError
 from store.errors import NetworkError
-from store.fsutil import atomic_write
+from store.fsutil import atomic_write, rmtree, writable
 from store.replication.http import Fetcher as HttpFetcher
 from store.replication.http import FileSink, NotFoundError, TooLargeError
 
@@ -54,20 +54,39 @@ class Expected:
 
 
 class Fetcher:
-    """One HTTP client and one cache directory; ``offline`` forbids network access."""
+    """One HTTP client and one cache directory; ``offline`` forbids network access.
+
+    ``read_only`` (a dry run): when ``cache_dir`` may not be written (an unprivileged
+    user), cached copies are still read from it, and whatever is fetched goes to a
+    private temporary directory (``$TMPDIR/strata-cache-*/cache``) removed by
+    :meth:`close`; ``root`` is then that directory and ``shared`` the cache it reads.
+    """
 
     def __init__(self, cache_dir: Path, *, offline: bool = False, timeout: float = 30.0,
-                 retries: int = 3) -> None:
-        self.root = Path(cache_dir)
-        self.root.mkdir(parents=True, exist_ok=True)
+                 retries: int = 3, read_only: bool = False) -> None:
+        self.shared: Path | None = None
+        if read_only and not writable(Path(cache_dir)):
+            self.shared = Path(cache_dir)
+            self.root = Path(tempfile.mkdtemp(prefix="strata-cache-")) / cache_dir.name
+            self.root.mkdir()
+        else:
+            self.root = Path(cache_dir)
+            self.root.mkdir(parents=True, exist_ok=True)
         self.cache_dir = self.root / "http"
         self.offline = offline
         self.went_offline = False
         self.http = HttpFetcher(max_in_flight=4, timeout=timeout, retries=retries)
 
     def close(self) -> None:
-        """Close the pooled connections."""
+        """Close the pooled connections; remove the private cache of a read-only fetcher."""
         self.http.close()
+        if self.shared is not None:
+            rmtree(self.root.parent)
+
+    def read_dirs(self, name: str) -> tuple[Path, ...]:
+        """Where cached files of kind ``name`` (``http``, ``solv``) are looked for: this
+        fetcher's own cache, then the shared one it may only read."""
+        return (self.root / name, *((self.shared / name,) if self.shared else ()))
 
     def __enter__(self) -> Fetcher:
         return self
@@ -86,7 +105,7 @@ class Fetcher:
         """
         if url.startswith("file://"):
             return self._local(url, expected, label)
-        body, info = self._paths(url)
+        body, info = self._cached(url)
         if body.exists() and expected is not None and _matches(body, expected):
             return body
         if self.offline:
@@ -96,7 +115,7 @@ class Fetcher:
         if expected is not None and expected.algo not in hashlib.algorithms_available:
             raise ChecksumMismatch(f"{label or url}: unsupported checksum type {expected.algo}")
         cap = expected.size if expected is not None and expected.size is not None else limit
-        return self._download(url, body, info, expected, label, cap)
+        return self._download(url, (body, info), expected, label, cap)
 
     def fetch_bytes(self, url: str, *, expected: Expected | None = None, label: str = "",
                     limit: int = SMALL_CAP) -> bytes:
@@ -108,10 +127,19 @@ class Fetcher:
             raise FetchError(f"{label or url} is larger than {limit} bytes")
         return data
 
-    def _paths(self, url: str) -> tuple[Path, Path]:
+    def _paths(self, url: str, cache_dir: Path | None = None) -> tuple[Path, Path]:
         key = hashlib.sha256(url.encode()).hexdigest()
-        d = self.cache_dir / key[:2]
+        d = (cache_dir or self.cache_dir) / key[:2]
         return d / key, d / f"{key}.json"
+
+    def _cached(self, url: str) -> tuple[Path, Path]:
+        """The (body, info) paths of the cached copy of ``url``: in this fetcher's cache, else
+        in the shared one (read only), else where a download will go."""
+        for d in self.read_dirs("http"):
+            body, info = self._paths(url, d)
+            if body.exists():
+                return body, info
+        return self._paths(url)
 
     def _local(self, url: str, expected: Expected | None, label: str) -> Path:
         path = Path(urllib.parse.unquote(urllib.parse.urlparse(url).path))
@@ -121,9 +149,13 @@ class Fetcher:
             raise ChecksumMismatch(f"{label or url}: {expected.algo} does not match the index")
         return path
 
-    def _download(self, url: str, body: Path, info: Path, expected: Expected | None,
+    def _download(self, url: str, old: tuple[Path, Path], expected: Expected | None,
                   label: str, cap: int) -> Path:
+        """Fetch ``url`` into this fetcher's cache, conditionally on the cached copy ``old``
+        (body, info) when there is one; a 304 or an unreachable server keeps ``old``."""
         what = label or url
+        body, info = self._paths(url)
+        cached, cached_info = old
         body.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=".part-", dir=body.parent)
         try:
@@ -131,7 +163,7 @@ class Fetcher:
                 sink = _HashingSink(f, expected.algo if expected else None)
                 try:
                     reply = self.http.get_into(url, sink, limit=cap,
-                                               headers=_conditional_headers(body, info))
+                                               headers=_conditional_headers(cached, cached_info))
                 except TooLargeError as e:
                     if expected is not None and expected.size == cap:
                         raise ChecksumMismatch(f"{what}: {expected.algo} does not match the index "
@@ -140,12 +172,12 @@ class Fetcher:
                 except NotFoundError as e:
                     raise FetchError(_name(what, url, e)) from e
                 except NetworkError as e:
-                    if body.exists():  # unreachable, but cached: go on offline, as --offline would
+                    if cached.exists():  # unreachable, but cached: go on offline as --offline
                         self.offline = self.went_offline = True
-                        return self._checked(body, expected, what)
+                        return self._checked(cached, expected, what)
                     raise FetchError(_name(what, url, e)) from e
-            if reply.status == 304 and body.exists():
-                return self._checked(body, expected, what)
+            if reply.status == 304 and cached.exists():
+                return self._checked(cached, expected, what)
             if reply.status != 200:
                 raise FetchError(f"cannot fetch {what}: HTTP {reply.status}")
             if expected is not None and sink.hexdigest() != expected.digest:
@@ -161,7 +193,8 @@ class Fetcher:
 
     def _checked(self, body: Path, expected: Expected | None, what: str) -> Path:
         if expected is not None and not _matches(body, expected):
-            body.unlink()
+            if body.is_relative_to(self.root):  # the shared cache of a read-only one stays
+                body.unlink()
             raise ChecksumMismatch(f"{what}: {expected.algo} does not match the index")
         return body
 

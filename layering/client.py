@@ -79,6 +79,7 @@ class ClientResult:
     etc_plan: EtcMergePlan | None = None
     pulled: list[str] = field(default_factory=list)
     no_upgrade: bool = False  # an upgrade found the same base and the same packages
+    warnings: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -261,9 +262,9 @@ def _new_base(sysroot: Sysroot, repo: Repo, lay: Layering, req: ClientRequest) -
     may go to an older base, but its ref still never moves backwards unasked.
     """
     floor = None if req.allow_downgrade or not req.upgrade else deployment_floor(sysroot, repo)
-    pulled = not _offline(req) and _pull(sysroot, lay.refspec, floor=floor,
-                                         allow_downgrade=req.allow_downgrade,
-                                         progress=req.progress)
+    pulled = not _offline(req) and not _read_only(req, repo) and _pull(
+        sysroot, lay.refspec, floor=floor, allow_downgrade=req.allow_downgrade,
+        progress=req.progress)
     if req.version is not None:
         return commit_of_version(repo, lay.refspec, req.version), pulled
     base = repo.resolve(lay.refspec)
@@ -274,6 +275,13 @@ def _new_base(sysroot: Sysroot, repo: Repo, lay: Layering, req: ClientRequest) -
 
 def _offline(req: ClientRequest) -> bool:
     return req.offline or req.cache_only
+
+
+def _read_only(req: ClientRequest, repo: Repo) -> bool:
+    """A dry run by a user who may not write the repository: it pulls nothing."""
+    from store.fsutil import writable
+
+    return req.dry_run and not writable(repo.path / "objects")
 
 
 MAX_HISTORY = 10_000  # commits walked back from a ref looking for a version
@@ -345,12 +353,10 @@ def apply(sysroot: Sysroot, req: ClientRequest) -> ClientResult:
 
     The sysroot lock is held from reading the default deployment's origin to the
     deploy, so two commands never build on the same default and lose a request;
-    a dry run reads without it.
+    a dry run holds it shared (it writes nothing: see importers.fetch.Fetcher's
+    ``read_only``), so it never reads what a writer is changing.
     """
-    if req.dry_run:
-        ensure_writable(sysroot.path)  # a dry run fills the repository's caches, unlocked
-        return _apply(sysroot, req)
-    with sysroot.lock(wait=LOCK_WAIT):
+    with sysroot.read_lock(wait=LOCK_WAIT) if req.dry_run else sysroot.lock(wait=LOCK_WAIT):
         return _apply(sysroot, req)
 
 
@@ -362,12 +368,16 @@ def _apply(sysroot: Sysroot, req: ClientRequest) -> ClientResult:
     lay = _edit(old, req, fresh)
     pulled = []
     base = base_of(repo, d.checksum)
+    warnings = []
     if req.upgrade or req.rebase:
         base, was_pulled = _new_base(sysroot, repo, lay, req)
         pulled += [lay.refspec] if was_pulled else []
         lay = replace(lay, override_commit=base if req.version is not None else None)
+        if not _offline(req) and _read_only(req, repo) and split_refspec(lay.refspec)[0]:
+            warnings.append(f"{lay.refspec} not pulled: this user may not write {repo.path}; "
+                            "the dry run uses the commits the repository holds")
     origin = lay.to_origin(d.origin)
-    result = ClientResult(base, None, origin, pulled=pulled)
+    result = ClientResult(base, None, origin, pulled=pulled, warnings=warnings)
     target = base
     if lay.layered:
         result.compose = _compose(sysroot, repo, d, lay, old, req, base, fresh)

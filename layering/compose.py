@@ -151,13 +151,15 @@ def compose(repo: Repo, request: ComposeRequest, *,
         base_commit = repo.load_commit(base)
         checkouts.prepare((base_commit.root_tree, base_commit.root_meta))
     try:
-        return _compose(repo, request, base, checkouts, progress)
+        with Fetcher(repo_cache_dir(repo.tmp_dir), offline=request.offline,
+                     read_only=request.dry_run) as fetcher:
+            return _compose(repo, request, base, checkouts, fetcher, progress)
     finally:
         checkouts.cancel()  # a checkout nobody leased (no scripts, reuse, error) is not waited for
 
 
-def _compose(repo: Repo, request: ComposeRequest, base: str,
-             checkouts: CheckoutCache, progress: ProgressFn | None) -> ComposeResult:
+def _compose(repo: Repo, request: ComposeRequest, base: str, checkouts: CheckoutCache,
+             fetcher: Fetcher, progress: ProgressFn | None) -> ComposeResult:
     resolving = Stage(progress, "resolve", 1)
     # rpm file dependencies need the file lists up front; dpkg's are read when needed
     kind, installed = read_installed(
@@ -168,7 +170,6 @@ def _compose(repo: Repo, request: ComposeRequest, base: str,
     owners = OwnerMap.from_commit(repo, base)
     local = {r.sha256: r for r in _local(repo, request.install_local, owners, request.dry_run)}
     replace = {r.sha256: r for r in _local(repo, request.replace_local, owners, request.dry_run)}
-    fetcher = Fetcher(repo_cache_dir(repo.tmp_dir), offline=request.offline)
     arch = image_arch(kind, installed)
     available, indexes, uncached = _available(source_list(repo, base, request), fetcher, kind, arch)
     _check_kind(kind, [*local.values(), *replace.values()])
@@ -176,7 +177,8 @@ def _compose(repo: Repo, request: ComposeRequest, base: str,
         resolution = resolve(kind, arch, installed, available, Request(
             install=request.install, install_local=tuple(r.meta for r in local.values()),
             remove=request.remove, replace_local=tuple(r.meta for r in replace.values()),
-            no_recommends=request.no_recommends), indexes, repo.tmp_dir)
+            no_recommends=request.no_recommends), indexes, fetcher.root.parent,
+            fetcher.read_dirs("solv")[1:])
     except ToolError as e:
         if not uncached:
             raise

@@ -12,6 +12,7 @@ written atomically; a missing or unreadable one is rebuilt.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import urllib.parse
 from collections.abc import Iterator
@@ -30,19 +31,27 @@ def cache_dir(tmp_dir: Path) -> Path:
     return tmp_dir / "cache" / "solv"
 
 
-def load(repo: solv.Repo, index: IndexFile, tmp_dir: Path) -> dict[tuple[str, str, str], str]:
-    """Fill ``repo`` from ``index``; return (name, evr, arch) -> table line for records."""
+def load(repo: solv.Repo, index: IndexFile, tmp_dir: Path,
+         also: tuple[Path, ...] = ()) -> dict[tuple[str, str, str], str]:
+    """Fill ``repo`` from ``index``; return (name, evr, arch) -> table line for records.
+
+    The cache is looked for in ``tmp_dir``'s, then in the solv directories ``also``
+    (only read); a parse is written to ``tmp_dir``'s."""
     d = cache_dir(tmp_dir)
     key = index.sha256
+    for where in (d, *also) if key else ():
+        solv_file, table = where / f"{key}.solv", where / f"{key}.tsv"
+        if solv_file.exists() and table.exists():
+            f = solv.xfopen(str(solv_file))
+            if f is None:  # unreadable: parse the index again
+                continue
+            try:
+                if repo.add_solv(f):
+                    return _read_table(table)
+            finally:
+                f.close()
+            repo.empty()
     solv_file, table = d / f"{key}.solv", d / f"{key}.tsv"
-    if key and solv_file.exists() and table.exists():
-        f = solv.xfopen(str(solv_file))
-        try:
-            if repo.add_solv(f):
-                return _read_table(table)
-        finally:
-            f.close()
-        repo.empty()
     data = read_index(index)
     _add_packages(repo, data, index, d)
     lines = ["\t".join(fields) for fields in download_fields(data)]
@@ -114,14 +123,17 @@ def dep_lines(data: bytes) -> Iterator[str]:
                             for k in DEP_FIELDS)
 
 
-def load_dep_fields(index: IndexFile, tmp_dir: Path) -> dict[str, str]:
+def load_dep_fields(index: IndexFile, tmp_dir: Path,
+                    also: tuple[Path, ...] = ()) -> dict[str, str]:
     """``name\tevr\tarch`` -> the relation fields of that package (``dep_lines`` less the
-    key, tab-separated), cached beside the ``.solv`` file as ``<sha256>.deps``."""
+    key, tab-separated), cached beside the ``.solv`` file as ``<sha256>.deps`` (looked
+    for in ``also`` too, as :func:`load`)."""
     path = cache_dir(tmp_dir) / f"{index.sha256}.deps"
-    try:
-        text = path.read_text() if index.sha256 else None
-    except OSError:
-        text = None
+    text = None
+    for where in (path.parent, *also) if index.sha256 else ():
+        with contextlib.suppress(OSError):
+            text = (where / path.name).read_text()
+            break
     if text is None:
         text = "\n".join(dep_lines(read_index(index)))
         if index.sha256:

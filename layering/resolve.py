@@ -99,13 +99,16 @@ class Universe:
         self.native: dict[int, tuple[IndexFile, dict[tuple[str, str, str], str]]] = {}
         self._dep_fields: dict[str, dict[str, str]] = {}
         self._tmp_dir = Path("/tmp")
+        self._also: tuple[Path, ...] = ()
 
-    def add_deb_index(self, repo_name: str, index: IndexFile, tmp_dir: Path) -> None:
+    def add_deb_index(self, repo_name: str, index: IndexFile, tmp_dir: Path,
+                      also: tuple[Path, ...] = ()) -> None:
         """Load an apt ``Packages`` index with libsolv's own parser, through the cache of
-        :mod:`layering.indexcache` (records are built only for the packages picked)."""
+        :mod:`layering.indexcache` (records are built only for the packages picked), written
+        under ``tmp_dir`` and also read from the solv directories ``also``."""
         repo = self.pool.add_repo(repo_name)
-        self._tmp_dir = tmp_dir
-        table = indexcache.load(repo, index, tmp_dir)
+        self._tmp_dir, self._also = tmp_dir, also
+        table = indexcache.load(repo, index, tmp_dir, also)
         for s in repo.solvables:
             self.native[s.id] = (index, table)
             self.repo_name[s.id] = repo_name
@@ -118,8 +121,8 @@ class Universe:
         index = self.native[s.id][0]
         fields = self._dep_fields.get(index.url)
         if fields is None:
-            fields = self._dep_fields[index.url] = indexcache.load_dep_fields(index,
-                                                                              self._tmp_dir)
+            fields = self._dep_fields[index.url] = indexcache.load_dep_fields(
+                index, self._tmp_dir, self._also)
         line = fields.get(f"{s.name}\t{s.evr}\t{s.arch}")
         return tuple(line.split("\t")) if line is not None else None
 
@@ -170,10 +173,11 @@ class Universe:
 def resolve(kind: PackageType, arch: str, installed: list[PackageMeta],
             available: Mapping[str, list[PackageMeta]], request: Request,
             indexes: Mapping[str, list[IndexFile]] | None = None,
-            tmp_dir: Path | None = None) -> Resolution:
+            tmp_dir: Path | None = None, solv_also: tuple[Path, ...] = ()) -> Resolution:
     """Solve ``request`` against the image and the sources; raise DepsolveError when impossible.
 
-    ``indexes`` are apt indexes given to libsolv's own parser (fast for whole distributions).
+    ``indexes`` are apt indexes given to libsolv's own parser (fast for whole distributions),
+    their parse cached under ``tmp_dir`` and also looked for in ``solv_also``.
     """
     u = Universe(kind, arch)
     u.add("@System", installed)
@@ -181,7 +185,7 @@ def resolve(kind: PackageType, arch: str, installed: list[PackageMeta],
         u.add(name, pkgs)
     for name, files in (indexes or {}).items():
         for index in files:
-            u.add_deb_index(name, index, tmp_dir or Path("/tmp"))
+            u.add_deb_index(name, index, tmp_dir or Path("/tmp"), solv_also)
     u.add(LOCAL_REPO, [*request.install_local, *request.replace_local])
     u.finish()
     return solve(u, request)

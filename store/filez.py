@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from store.errors import CorruptObject
-from store.objects import FileMeta, ObjectType, file_header, parse_header
+from store.objects import FileMeta, file_header, parse_header
 from store.treecheck import check_file_meta
 from store.txn import Transaction
 
@@ -70,25 +70,20 @@ def store_filez(txn: Transaction, csum: str, body: bytes | Path, where: str) -> 
     INFLATE_IN_MEMORY whatever the body.
     """
     if isinstance(body, bytes) and _declared_size(body) <= INFLATE_IN_MEMORY:
-        meta, content = verify_filez(body, csum, where)
-        if txn.repo.is_archive:
-            txn.write_raw_object(csum, ObjectType.FILE, body)
-            return
-        got = txn.write_file(meta, None if meta.is_symlink else content)
-    else:
-        with open(body, "rb") if isinstance(body, Path) else io.BytesIO(body) as f:
-            got = _store_stream(txn, f, csum, where)
-    if got != csum:
-        raise CorruptObject(f"file object {csum} from {where} does not match its checksum")
+        meta, content = verify_filez(body, csum, where)  # hashed once, here
+        txn.write_checked_file(csum, meta, content, archived=body)
+        return
+    with open(body, "rb") if isinstance(body, Path) else io.BytesIO(body) as f:
+        _store_stream(txn, f, csum, where)
 
 
 def _declared_size(body: bytes) -> int:
     return int.from_bytes(body[8:16], "big") if len(body) >= 16 else 0
 
 
-def _store_stream(txn: Transaction, f: BinaryIO, csum: str, where: str) -> str:
-    """Check the object inflated piece by piece, then stage it the same way; return the
-    checksum of what was staged.  Nothing is written for a body that does not verify."""
+def _store_stream(txn: Transaction, f: BinaryIO, csum: str, where: str) -> None:
+    """Inflate the object piece by piece into the transaction, hashing as it goes; a body
+    that does not hash to ``csum`` is removed again and refused (CorruptObject)."""
     what = f"file object {csum} from {where}"
     try:
         start = f.read(8)
@@ -100,15 +95,12 @@ def _store_stream(txn: Transaction, f: BinaryIO, csum: str, where: str) -> str:
         raise CorruptObject(f"{what} is corrupt: {e}") from e
     check_file_meta(meta, csum)  # a device, fifo or odd mode is never stored
     if meta.is_symlink:
-        return txn.write_file(meta, None)
-    h = hashlib.sha256(file_header(meta))
-    inflater = _Inflater(f, size, what)
-    while piece := inflater.read(PIECE):
-        h.update(piece)
-    if h.hexdigest() != csum:
-        raise CorruptObject(f"{what} does not match its checksum")
+        if txn.write_file(meta, None) != csum:
+            raise CorruptObject(f"{what} does not match its checksum")
+        return
     f.seek(hlen)
-    return txn.write_file(meta, _Inflater(f, size, what))
+    if not txn.write_checked_stream(csum, meta, _Inflater(f, size, what)):
+        raise CorruptObject(f"{what} does not match its checksum")
 
 
 class _Inflater:

@@ -117,9 +117,19 @@ def rmtree(path: str | os.PathLike[str]) -> None:
             os.unlink(path)
 
 
+def writable(path: str | os.PathLike[str]) -> bool:
+    """True when this process may create files in ``path`` (or, when it does not exist,
+    in the nearest existing directory above it)."""
+    p = Path(path)
+    while not p.exists() and p.parent != p:
+        p = p.parent
+    return os.access(p, os.W_OK, effective_ids=True)
+
+
 @contextlib.contextmanager
-def scratch_dir(parent: str | os.PathLike[str], prefix: str) -> Iterator[Path]:
-    """A temporary directory under ``parent`` that is removed on exit, whatever happens."""
+def scratch_dir(parent: str | os.PathLike[str] | None, prefix: str) -> Iterator[Path]:
+    """A temporary directory under ``parent`` (None: ``$TMPDIR``) that is removed on exit,
+    whatever happens."""
     import tempfile
 
     d = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))

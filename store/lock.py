@@ -15,6 +15,7 @@ cannot start at once is reported once through the policy's ``notify``.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import math
 import os
@@ -220,12 +221,32 @@ def _leave(key: str, h: _Held) -> None:
                 del _held[key]
 
 
+def _open(path: str | os.PathLike[str], reader: bool, mode: int) -> int | None:
+    """The lock file opened to lock it; for a ``reader`` who may not write it, read-only
+    (None: it cannot even be read)."""
+    try:
+        return os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, mode)
+    except OSError as e:
+        if not reader or e.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
+            raise
+    try:
+        return os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except (FileNotFoundError, PermissionError):  # not even readable: a lock cannot be had
+        return None
+
+
 @contextlib.contextmanager
 def file_lock(
     path: str | os.PathLike[str], *, exclusive: bool, wait: float = 0.0, what: str = "",
     kind: LockKind = LockKind.FLOCK, reentrant: bool = False, mode: int = 0o644,
+    reader: bool = False,
 ) -> Iterator[None]:
     """Hold a shared or exclusive lock on ``path`` (created if absent) for the block.
+
+    ``reader`` (a shared lock of someone who only reads): a process that may not write
+    the lock file opens it read-only, and goes without a lock when it may neither
+    create nor read it (a lock file that is absent or private to its owner).  Other
+    shared locks (writers that may run side by side) need write access.
 
     Waits up to ``wait`` seconds (or the policy's timeout, see the module), then
     raises :class:`LockedError` naming ``what`` and the holder.  With ``reentrant``
@@ -243,7 +264,10 @@ def file_lock(
         return
     if wait > 0:
         _check_self(key, exclusive, what)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, mode)
+    fd = _open(path, reader and not exclusive, mode)
+    if fd is None:  # a reader who may neither create nor read the lock file
+        yield
+        return
     try:
         _acquire(fd, kind, exclusive, wait, what)
         if exclusive:

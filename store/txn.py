@@ -207,6 +207,24 @@ class Transaction:
             return self.write_file(meta, f.read())
         return self._write_stream(meta, file_header(meta), f)
 
+    def write_checked_file(self, csum: str, meta: FileMeta, content: bytes,
+                           archived: bytes | None = None) -> None:
+        """Store a content object the caller has just hashed to ``csum`` (header of ``meta``
+        plus ``content``) without hashing it again; ``archived`` is its ``.filez`` form,
+        kept as is in an archive repository.  An object already stored is left alone."""
+        if self.repo.has(csum, ObjectType.FILE):
+            return
+        if archived is not None and self.repo.is_archive:
+            self._stage_bytes(archived, csum, ObjectType.FILE)
+        else:
+            self._store_new_file(meta, b"" if meta.is_symlink else content, csum)
+
+    def write_checked_stream(self, csum: str, meta: FileMeta, stream: Readable) -> bool:
+        """Store a regular file's content from ``stream`` as object ``csum``, hashing it while
+        it is written; False when it does not hash to ``csum``: then the written copy is
+        removed again, so nothing that does not match is ever staged."""
+        return self._write_stream(meta, file_header(meta), stream, expect=csum) == csum
+
     def write_raw_object(self, csum: str, objtype: ObjectType, data: bytes) -> None:
         """Store an object received from elsewhere (archive ``.filez`` bytes for files).
 
@@ -308,9 +326,26 @@ class Transaction:
                 os.fchmod(fd, 0o644)
         os.utime(fd, (0, 0))
 
-    def _write_stream(self, meta: FileMeta, header: bytes, stream: Readable) -> str:
+    def _write_stream(self, meta: FileMeta, header: bytes, stream: Readable,
+                      expect: str | None = None) -> str:
         h = hashlib.sha256(header)
         tmp = self._tmpfile()
+        try:
+            self._copy_stream(tmp, meta, stream, h)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+            raise
+        csum = h.hexdigest()
+        if (expect is not None and csum != expect) or self.repo.has(csum, ObjectType.FILE):
+            tmp.unlink()
+        else:
+            self._stage(tmp, csum, ObjectType.FILE)
+        return csum
+
+    def _copy_stream(self, tmp: Path, meta: FileMeta, stream: Readable,
+                     h: hashlib._Hash) -> None:
+        """Write ``stream`` to ``tmp`` in this repository's on-disk form, hashing it."""
         archive = self.repo.is_archive
         z = zlib.compressobj(6, zlib.DEFLATED, -15)
         size = 0
@@ -328,12 +363,6 @@ class Transaction:
             else:
                 out.flush()
                 self._apply_meta(out.fileno(), meta)
-        csum = h.hexdigest()
-        if self.repo.has(csum, ObjectType.FILE):
-            tmp.unlink()
-        else:
-            self._stage(tmp, csum, ObjectType.FILE)
-        return csum
 
     def in_forked_child(self) -> set[tuple[str, ObjectType]]:
         """Call first in a process forked while this transaction is open, before it stages

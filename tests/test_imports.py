@@ -75,3 +75,56 @@ def test_the_object_store_never_imports_replication() -> None:
             bad += [f"{path.relative_to(ROOT)} imports {n}" for n in names
                     if n.startswith("store.replication")]
     assert not bad, bad
+
+
+# Loaded only where needed: HTTP (urllib3 pulls in ssl, http.client, email), signatures,
+# terminal progress, package payloads and the solver.
+NOT_AT_START = ("urllib3", "ssl", "http.client", "cryptography", "store.sign", "rich",
+                "libarchive", "importers.payload", "solv")
+_DUMP = ("import runpy, sys\n"
+         "sys.argv = ['strata', *sys.argv[1:]]\n"
+         "try:\n    runpy.run_module('layering', run_name='__main__')\n"
+         "except SystemExit as e:\n    code = e.code\n"
+         "print('loaded:', *(m for m in {names!r} if m in sys.modules), file=sys.__stderr__)\n")
+
+
+def _loaded_by(*argv: str) -> list[str]:
+    """Run the strata command in a fresh interpreter (stderr a pipe, not a terminal);
+    which of NOT_AT_START it loaded."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-c", _DUMP.format(names=NOT_AT_START), *argv],
+                          capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stderr.splitlines()[-1].split()[1:]  # the last line: "loaded: ..."
+
+
+def test_the_command_line_starts_without_http_signing_or_progress_bars() -> None:
+    """``strata --help`` and a command's ``--help`` load none of the heavy modules."""
+    assert _loaded_by("--help") == []
+    assert _loaded_by("pull", "--help") == []
+
+
+def test_a_file_url_pull_loads_no_http_client_signing_or_progress_bars(
+        tmp_path: Path) -> None:
+    """A pull from a ``file://`` remote without signatures, stderr not a terminal: no urllib3
+    (nor ssl, http.client), no cryptography, no rich.  Fails while urllib3 was imported
+    with the fetcher."""
+    import shutil
+    import subprocess
+
+    if shutil.which("ostree") is None:
+        pytest.skip("ostree missing")
+    src, tree, dst = tmp_path / "src", tmp_path / "tree", tmp_path / "dst"
+    (tree / "usr").mkdir(parents=True)
+    (tree / "usr/file").write_text("content\n")
+    for argv in (["init", f"--repo={src}", "--mode=archive"],
+                 ["commit", f"--repo={src}", "-b", "main", str(tree)],
+                 ["summary", "-u", f"--repo={src}"],
+                 ["init", f"--repo={dst}", "--mode=bare-user"],
+                 ["remote", "add", f"--repo={dst}", "--no-gpg-verify", "origin", src.as_uri()]):
+        subprocess.run(["ostree", *argv], check=True, capture_output=True)
+    for _first_then_noop in range(2):
+        assert _loaded_by("--repo", str(dst), "pull", "origin", "main") == []
+    assert (dst / "refs/remotes/origin/main").exists()

@@ -26,7 +26,8 @@ def _report(c: Context, result: object, *, dry_run: bool) -> None:
     from layering.client import ClientResult
 
     assert isinstance(result, ClientResult)
-    for warning in result.compose.warnings if result.compose is not None else ():
+    for warning in [*result.warnings,
+                    *(result.compose.warnings if result.compose is not None else ())]:
         click.echo(f"warning: {warning}", err=True)
     if c.json:
         _report_json(c, result, dry_run=dry_run)
@@ -117,13 +118,19 @@ def _split(args: tuple[str, ...]) -> tuple[tuple[str, ...], tuple[Path, ...]]:
 
 
 def _run(c: Context, *, dry_run: bool = False, stage: bool | None = None, **kw: object) -> None:
+    import contextlib
+
+    from boot.deploy import LOCK_WAIT
     from boot.stage import StageMode
     from layering.client import ClientRequest, apply
 
     mode = {None: StageMode.AUTO, True: StageMode.ALWAYS, False: StageMode.NEVER}[stage]
-    result = apply(_sysroot(c), ClientRequest(dry_run=dry_run, progress=cli_progress(),
+    sysroot = _sysroot(c)
+    # a dry run reads only: the shared lock (re-entered by apply) covers its /etc preview
+    with sysroot.read_lock(wait=LOCK_WAIT) if dry_run else contextlib.nullcontext():
+        result = apply(sysroot, ClientRequest(dry_run=dry_run, progress=cli_progress(),
                                               stage=mode, **kw))  # type: ignore[arg-type]
-    _report(c, result, dry_run=dry_run)
+        _report(c, result, dry_run=dry_run)
 
 
 _NO_RECOMMENDS = click.option("--no-recommends", is_flag=True,

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import stat
 import tempfile
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
@@ -103,19 +104,35 @@ def _apply(st: PullState, txn: Transaction, sb: Superblock, base: str) -> bytes 
             if not all(repo.has(c, t) for t, c in p.objects)]
     st.want(sum(len(p.objects) for _i, p in todo), "delta")  # fallbacks: counted by fetch_loose
     paths: list[Path] = []
-    try:
-        for i, part, path in st.fetcher.map_unordered(
-                lambda item: (*item, _fetch_part(st, txn, base, *item)), todo):
-            paths.append(path)
-            payload = _load_part(st, base, i, part, path)  # one part in memory at a time
-            st.tick(PartExecutor(repo, txn, part, payload, st.fetcher.url_for(f"{base}/{i}"))
-                    .run())
-    finally:
-        for path in paths:
-            path.unlink(missing_ok=True)
+    # one thread decompresses the next part while this one runs the current one: at most
+    # two parts are in memory, and xz (which lets go of the GIL) overlaps the writing
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="unxz") as unxz:
+        running: tuple[int, PartMeta, Future[PartPayload]] | None = None
+        try:
+            for i, part, path in st.fetcher.map_unordered(
+                    lambda item: (*item, _fetch_part(st, txn, base, *item)), todo):
+                paths.append(path)
+                loading = (i, part, unxz.submit(_load_part, st, base, i, part, path))
+                if running is not None:
+                    _run_part(st, txn, base, *running)
+                running = loading
+            if running is not None:
+                _run_part(st, txn, base, *running)
+        finally:
+            if running is not None:
+                running[2].cancel()
+            for path in paths:
+                path.unlink(missing_ok=True)
     fallbacks = [(f.csum, f.objtype) for f in sb.fallbacks if not repo.has(f.csum, f.objtype)]
     fetch_loose(st, txn, fallbacks)
     return meta
+
+
+def _run_part(st: PullState, txn: Transaction, base: str, index: int, part: PartMeta,
+              payload: Future[PartPayload]) -> None:
+    """Execute a part once it is decompressed (re-raising a failure to load it)."""
+    where = st.fetcher.url_for(f"{base}/{index}")
+    st.tick(PartExecutor(st.repo, txn, part, payload.result(), where).run())
 
 
 def _fetch_part(st: PullState, txn: Transaction, base: str, index: int,

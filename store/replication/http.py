@@ -33,15 +33,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
-
-import urllib3
-from urllib3.exceptions import (
-    ConnectTimeoutError,
-    HTTPError,
-    LocationValueError,
-    NewConnectionError,
-)
+from typing import TYPE_CHECKING, TypeVar
 
 from store.errors import NetworkError
 from store.replication.http_io import (
@@ -59,7 +51,10 @@ from store.replication.http_io import (
     fits,
 )
 from store.replication.http_pipe import PipeConn, PipeError
-from store.replication.http_watch import WATCHED_POOLS, Limits, Watch, watching
+from store.replication.http_watch import Limits, Watch, watching
+
+if TYPE_CHECKING:
+    import urllib3
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -231,8 +226,16 @@ class Fetcher:
     def _send(self, url: str, headers: Mapping[str, str] | None,
               watch: Watch) -> urllib3.BaseHTTPResponse:
         self._count(1, 0)
+        pool = self._pool_for(url)
+        from urllib3.exceptions import (
+            ConnectTimeoutError,
+            HTTPError,
+            LocationValueError,
+            NewConnectionError,
+        )
+
         try:
-            return self._pool_for(url).urlopen(
+            return pool.urlopen(
                 "GET", url, headers={"User-Agent": "strata", **(headers or {})},
                 retries=False, redirect=False, preload_content=False, decode_content=False)
         except (LocationValueError, ValueError) as e:
@@ -258,6 +261,8 @@ class Fetcher:
 
     def _read_body(self, resp: urllib3.BaseHTTPResponse, url: str, sink: Sink, limit: int,
                    head_limit: HeadLimit | None, watch: Watch) -> None:
+        from urllib3.exceptions import HTTPError
+
         declared = content_length(resp.headers.get("Content-Length"))
         reader = BodyReader(url, sink, limit, head_limit, declared)
         try:
@@ -279,8 +284,10 @@ class Fetcher:
         with self._lock:
             pool = self._pools.get(proxy)
             if pool is None:
-                pool = self._pools[proxy] = _make_pool(proxy, self.max_in_flight, self._timeout,
-                                                       self._ca_certs)
+                from store.replication.http_pools import make_pool  # loads urllib3
+
+                pool = self._pools[proxy] = make_pool(proxy, self.max_in_flight, self._timeout,
+                                                      self._ca_certs)
             return pool
 
     def map_unordered(self, fn: Callable[[T], R], items: Iterable[T]) -> Iterator[R]:
@@ -429,9 +436,9 @@ def _split(url: str) -> urllib.parse.SplitResult:
 
 
 def _file_path(url: str) -> str:
-    import urllib.request
-
-    return urllib.request.url2pathname(_split(url).path)
+    """The local path of a ``file://`` URL (what POSIX urllib.request.url2pathname gives,
+    without loading urllib.request and with it http.client and ssl)."""
+    return urllib.parse.unquote(_split(url).path)
 
 
 def _proxy_for(url: str) -> str | None:
@@ -445,17 +452,3 @@ def _proxy_for(url: str) -> str | None:
     if proxy and not urllib.request.proxy_bypass(parts.hostname or ""):
         return proxy
     return None
-
-
-def _make_pool(proxy: str, maxsize: int, timeout: float,
-               ca_certs: str | None) -> urllib3.PoolManager:
-    """A pool manager (through ``proxy`` unless empty) whose connections report to the
-    request's watch (store.replication.http_watch)."""
-    kw = dict(num_pools=8, maxsize=maxsize, block=True,
-              timeout=urllib3.Timeout(connect=min(timeout, 10.0), read=timeout))
-    if ca_certs:
-        kw["ca_certs"] = ca_certs
-    pool = (urllib3.ProxyManager(proxy, **kw) if proxy  # type: ignore[arg-type]
-            else urllib3.PoolManager(**kw))  # type: ignore[arg-type]
-    pool.pool_classes_by_scheme = WATCHED_POOLS
-    return pool

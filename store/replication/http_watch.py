@@ -25,9 +25,6 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from urllib3.connection import HTTPConnection, HTTPSConnection
-from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
-
 
 @dataclass(frozen=True)
 class Limits:
@@ -164,41 +161,8 @@ def watching(limits: Limits) -> Iterator[Watch]:
         _dog.remove(w)
 
 
-def _attach_current(sock: socket.socket | None) -> None:
+def attach_current(sock: socket.socket | None) -> None:
+    """Put ``sock`` under the watch of the request running in this thread, if any."""
     w: Watch | None = getattr(_current, "watch", None)
     if w is not None and sock is not None:
         w.attach(sock)
-
-
-class _Watched:
-    """Mixed into urllib3's connections: each socket joins the current request's watch."""
-
-    sock: socket.socket | None
-
-    def _new_conn(self) -> socket.socket:
-        sock = super()._new_conn()  # type: ignore[misc]
-        _attach_current(sock)
-        return sock
-
-    def getresponse(self, *args, **kw):  # type: ignore[no-untyped-def]
-        _attach_current(self.sock)
-        return super().getresponse(*args, **kw)
-
-
-class _WatchedHTTPConnection(_Watched, HTTPConnection):
-    pass
-
-
-class _WatchedHTTPSConnection(_Watched, HTTPSConnection):
-    pass
-
-
-class _WatchedPool(HTTPConnectionPool):
-    ConnectionCls = _WatchedHTTPConnection
-
-
-class _WatchedTLSPool(HTTPSConnectionPool):
-    ConnectionCls = _WatchedHTTPSConnection
-
-
-WATCHED_POOLS = {"http": _WatchedPool, "https": _WatchedTLSPool}

@@ -200,7 +200,8 @@ def _pull_all(st: PullState, summary: Summary | None, targets: list[Target], rem
             failure = e
         if failure is None:
             for local, csum in moved.items():
-                txn.set_ref(local, csum)
+                if st.repo.read_ref(local) != csum:  # a no-op pull writes and syncs nothing
+                    txn.set_ref(local, csum)
     if failure is not None:
         raise failure
     return moved, partial

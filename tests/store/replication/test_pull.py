@@ -76,11 +76,15 @@ def test_second_pull_fetches_only_the_difference(source: OstreeSource, tmp_path:
         strata("--repo", dst, "remote", "add", "--no-sign-verify", "origin", srv.url)
         strata("--repo", dst, "pull", "origin", "main")
         n_first = len(srv.fetched())
+        ref = dst / "refs/remotes/origin/main"
+        before = ref.stat()
         again = strata("--repo", dst, "pull", "origin", "main")
         time.sleep(0.1)
         second = srv.fetched()[n_first:]
     assert second == ["/summary"]
     assert again.stdout.startswith("1 ref(s) from origin: 0 objects")
+    after = ref.stat()  # a no-op pull rewrites (and syncs) no ref, as ostree
+    assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
 
 
 def test_pull_file_url_without_summary_and_depth(source: OstreeSource, tmp_path: Path,
