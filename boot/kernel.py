@@ -17,6 +17,7 @@ nothing on the host is read through it.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import shutil
@@ -126,18 +127,22 @@ def boot_dirname(stateroot: str, bootcsum: str) -> str:
 
 
 def _link_or_copy(src: int, dst: Path) -> None:
-    """Hardlink the open file ``src`` when on the same filesystem (as ostree does), else copy
-    and fsync."""
+    """Hardlink the open file ``src`` when on the same filesystem, else (a /boot partition of
+    its own) copy it with its owner and mode and fsync it, as ostree's install_into_boot."""
     try:
         os.link(f"/proc/self/fd/{src}", dst, follow_symlinks=True)  # the open file itself
         return
-    except OSError:
-        pass
-    out = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    except OSError as e:
+        if e.errno not in (errno.EXDEV, errno.EMLINK, errno.EPERM):
+            raise
+    st = os.fstat(src)
+    out = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     try:
         os.lseek(src, 0, os.SEEK_SET)
         with open(out, "wb", closefd=False) as f, open(src, "rb", closefd=False) as fin:
             shutil.copyfileobj(fin, f, 1 << 20)
+        os.fchown(out, st.st_uid, st.st_gid)
+        os.fchmod(out, stat.S_IMODE(st.st_mode))
         os.fsync(out)
     finally:
         os.close(out)
