@@ -28,9 +28,10 @@ from boot.errors import BootError
 from boot.kernel import boot_dirname
 from boot.sysroot import Sysroot, SysrootState, with_indices
 from store import beneath
+from store.errors import ToolError
 from store.faults import fail_point
 from store.fsutil import atomic_symlink, atomic_write, fsync_dir, rmtree
-from store.repo import new_config
+from store.repo import Repo, new_config
 
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -99,15 +100,28 @@ def boot_files(sysroot: Sysroot, d: Deployment, prefix: str = "") -> tuple[str, 
             f"{prefix}/ostree/{name}/{initrds[0]}" if initrds else None)
 
 
+def commit_version(sysroot: Sysroot, csum: str) -> str | None:
+    """The commit's ``version`` metadata string, None when absent or the commit unreadable."""
+    try:
+        v = Repo.open(sysroot.repo_path).load_commit(csum).metadata.get("version")
+    except ToolError:
+        return None
+    return v.value if v is not None and v.sig == "s" else None
+
+
 def make_entry(sysroot: Sysroot, d: Deployment, count: int, bootversion: int, *,
                multi_stateroot: bool = False, prefix: str = "") -> BlsEntry:
     """The BLS entry ostree writes for deployment ``d`` among ``count`` deployments.
 
-    With several stateroots in the list the title names the stateroot too; the kernel
-    paths start with ``prefix`` (see :func:`boot_prefix`).
+    The title is the os-release name, then the commit's ``version`` unless the name holds
+    it already; with several stateroots in the list it names the stateroot too.  The
+    kernel paths start with ``prefix`` (see :func:`boot_prefix`).
     """
     rel = _os_release(sysroot.deployment_dir(d))
     title = rel.get("PRETTY_NAME") or rel.get("ID") or d.stateroot
+    version = commit_version(sysroot, d.checksum)
+    if version and version not in title:
+        title = f"{title} {version}"
     kargs = d.kargs
     link = bootlink_path(bootversion, d)
     options = kargs.replace(f"ostree={link}") if kargs.values("ostree") else kargs.append(

@@ -162,3 +162,22 @@ def test_bootprefix_config_prefixes_entry_paths(work: Path, bootfs: list[Path]) 
         deploy(s, refspec="os/x")
     assert _boot_listing(s.boot) == before
     assert len(list((s.stateroot_dir("testos") / "deploy").iterdir())) == 2  # tree + origin
+
+
+@pytest.mark.parametrize("version", ["42.1", "1"])  # "1" is in PRETTY_NAME "Test OS 1"
+def test_entry_title_carries_the_commit_version_as_ostree(work: Path, version: str) -> None:
+    """ostree appends the commit's ``version`` metadata to the title unless the os-release
+    name holds it already: the entries of both tools are the same bytes."""
+    theirs = ostree_sysroot(work / "theirs")
+    ours = Sysroot(work / "ours")
+    os_init(ours, "testos")
+    tree = make_tree(work / "tree")
+    for root in (theirs, ours.path):
+        subprocess.run(["ostree", f"--repo={root}/ostree/repo", "commit", "-b", "os/x",
+                        "--timestamp=@1700000000", f"--add-metadata-string=version={version}",
+                        str(tree)], check=True, capture_output=True)
+    ostree_admin("deploy", f"--sysroot={theirs}", "--os=testos", "os/x")
+    deploy(ours, refspec="os/x")
+    (want,) = (theirs / "boot/loader/entries").iterdir()
+    assert (ours.boot / "loader/entries" / want.name).read_text() == want.read_text()
+    assert ("42.1 (ostree:0)" in want.read_text()) is (version == "42.1")
