@@ -20,6 +20,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
+import re
 import shutil
 import stat
 from dataclasses import dataclass
@@ -96,8 +97,20 @@ def _hash_into(h: hashlib._Hash, root: int, rel: str) -> None:
             h.update(chunk)
 
 
+def kver_key(kver: str) -> tuple[str | int, ...]:
+    """Sort key ordering kernel versions as numbers where they are digits
+    (``6.1.0-9`` < ``6.1.0-57`` < ``6.12.0-1``)."""
+    return tuple(int(p) if i % 2 else p for i, p in enumerate(re.split(r"(\d+)", kver)))
+
+
 def find_kernel(tree: Path) -> Kernel:
-    """The kernel of ``tree`` (first KVER in sorted order); KernelError when there is none."""
+    """The kernel of ``tree``, the newest KVER when there are several; KernelError when there
+    is none.
+
+    A Debian tree that took a kernel update through apt keeps the old kernel package
+    beside the new one; the new one is what the image means to boot (Debian points
+    ``/vmlinuz`` at it).  ostree takes the first in directory order.
+    """
     try:
         root = beneath.open_root(tree)
     except OSError as e:
@@ -107,7 +120,7 @@ def find_kernel(tree: Path) -> Kernel:
         if not kvers:
             raise KernelError(f"no kernel in {tree}: expected {MODULES}/KVER/vmlinuz "
                               "(a regular file, not through a symlink)")
-        kver = kvers[0]
+        kver = max(kvers, key=kver_key)
         kdir = f"{MODULES}/{kver}"
         h = hashlib.sha256()
         _hash_into(h, root, f"{kdir}/vmlinuz")
