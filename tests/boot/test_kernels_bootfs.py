@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from boot.admin import rollback
+from boot.admin import cleanup, rollback
 from boot.bls import BlsEntry
 from boot.deploy import deploy, os_init
 from boot.errors import BootError
@@ -64,6 +64,9 @@ def test_each_kernel_has_its_dir_until_no_deployment_uses_it(work: Path) -> None
     assert (s.boot / "ostree" / dirs[4] / "vmlinuz-6.12.0-1-test").read_bytes() == b"kernel three"
     ostree_admin("cleanup", f"--sysroot={s.path}")  # ostree agrees: nothing more to remove
     assert _kernel_dirs(s) == {dirs[3], dirs[4]}
+    cleanup(s, rollback=True)  # v3 goes, and the last user of kernel two with it
+    assert _kernel_dirs(s) == {dirs[4]}
+    assert [e.get("linux") for e in _entries(s)] == [f"/ostree/{dirs[4]}/vmlinuz-6.12.0-1-test"]
 
 
 @pytest.fixture
