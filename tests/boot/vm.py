@@ -66,18 +66,25 @@ Gateway=10.0.2.2
 GUEST_HOST = "10.0.2.2"  # QEMU user networking: the host's loopback, seen from the guest
 
 
-def _key(packages: tuple[str, ...]) -> str:
+SUITES = ("bookworm",)
+UPDATED_SUITES = ("bookworm", "bookworm-security")  # a newer kernel than bookworm's own
+
+
+def _key(packages: tuple[str, ...], suites: tuple[str, ...] = SUITES) -> str:
     text = "\n".join(packages) + DRIVERS + "v1"
+    if suites != SUITES:
+        text += "\n".join(suites)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def bootable_rootfs(packages: tuple[str, ...] = PACKAGES) -> Path:
+def bootable_rootfs(packages: tuple[str, ...] = PACKAGES,
+                    suites: tuple[str, ...] = SUITES) -> Path:
     """A cached bootable root filesystem (plain layout, as mmdebstrap makes it).
 
-    Built with the machine's own apt mirror; ``usr/lib/modules/KVER/{vmlinuz,
-    initramfs.img}`` are where strata's deploy looks for the kernel.
+    Built with the machine's own apt mirrors of ``suites`` (main); ``usr/lib/modules/KVER/
+    {vmlinuz,initramfs.img}`` are where strata's deploy looks for the kernel.
     """
-    final = CACHE / f"bootable-{_key(packages)}"
+    final = CACHE / f"bootable-{_key(packages, suites)}"
     if (final / "usr/lib/os-release").exists():
         return _finish(final)
     CACHE.mkdir(parents=True, exist_ok=True)
@@ -96,7 +103,8 @@ def bootable_rootfs(packages: tuple[str, ...] = PACKAGES) -> Path:
         f"--include={','.join(packages)}"]
     for h in hooks:
         argv.append(f"--customize-hook={h}")
-    run([*argv, "bookworm", tmp, f"deb {host_mirror()} bookworm main"], timeout=1800)
+    sources = [f"deb {host_mirror(suite)} {suite} main" for suite in suites]
+    run([*argv, "bookworm", tmp, *sources], timeout=1800)
     for dev in (tmp / "dev").iterdir():  # ostree refuses device nodes; the kernel mounts /dev
         if dev.is_dir() and not dev.is_symlink():
             shutil.rmtree(dev)
@@ -132,6 +140,18 @@ def _finish(tree: Path) -> Path:
     if not (tree / "ostree").is_symlink():
         (tree / "ostree").symlink_to("sysroot/ostree")
     return tree
+
+
+def newer_kernel_rootfs(old_kver: str) -> Path:
+    """A cached bootable tree whose kernel version is not ``old_kver``: the same packages with
+    the security suite's updates (a kernel update as a host gets it), else, when that
+    kernel is bookworm's own, Debian 12's other kernel series (6.12)."""
+    tree = bootable_rootfs(PACKAGES, UPDATED_SUITES)
+    if kernel_version(tree) != old_kver:
+        return tree
+    other = tuple("linux-image-6.12-cloud-amd64" if p == "linux-image-cloud-amd64" else p
+                  for p in PACKAGES)
+    return bootable_rootfs(other, UPDATED_SUITES)
 
 
 def kernel_version(rootfs: Path) -> str:
@@ -243,6 +263,31 @@ def boot(sysroot: Path, workdir: Path, *, name: str = "boot", retries: int = 1) 
     raise last
 
 
+def boot_split(sysroot: Path, workdir: Path, *, name: str) -> BootResult:
+    """Boot the sysroot's default entry with ``boot/`` on a second disk (``/dev/vdb``, the
+    guest's fstab must mount it) and the rest on the first; retried once."""
+    entry = default_entry(sysroot)
+    root, bootfs = workdir / f"{name}.img", workdir / f"{name}-boot.img"
+    aside = sysroot.with_name(f"{sysroot.name}-boot-aside")
+    last: BootFailed | None = None
+    for attempt in range(2):
+        os.rename(sysroot / "boot", aside)
+        try:
+            (sysroot / "boot").mkdir()
+            make_disk(sysroot, root)
+            (sysroot / "boot").rmdir()
+        finally:
+            os.rename(aside, sysroot / "boot")
+        make_disk(sysroot / "boot", bootfs, size="512M")
+        try:
+            return _boot_once(root, entry, workdir / f"{name}-{attempt}.console.log",
+                              extra=(bootfs,))
+        except BootFailed as e:
+            last = e
+    assert last is not None
+    raise last
+
+
 def boot_disk(image: Path, workdir: Path, *, name: str, network: bool = False) -> BootResult:
     """Boot a disk image as it is (the guest's own changes kept) from its default entry.
 
@@ -278,13 +323,14 @@ def _entry_of_image(image: Path, dest: Path) -> BootEntry:
     return default_entry(dest)
 
 
-def _boot_once(image: Path, entry: BootEntry, log: Path, *, network: bool = False
-               ) -> BootResult:
+def _boot_once(image: Path, entry: BootEntry, log: Path, *, network: bool = False,
+               extra: tuple[Path, ...] = ()) -> BootResult:
     accel = accelerator(entry.linux)
     nic = ["-nic", "user,model=virtio-net-pci"] if network else ["-nic", "none"]
+    drives = [a for d in (image, *extra) for a in ("-drive", f"file={d},format=raw,if=virtio")]
     argv = ["qemu-system-x86_64", *accel, "-m", "1G", "-smp", "2", "-nographic",
             "-no-reboot", "-kernel", str(entry.linux), "-initrd", str(entry.initrd),
-            "-append", entry.options, "-drive", f"file={image},format=raw,if=virtio", *nic]
+            "-append", entry.options, *drives, *nic]
     start = time.monotonic()
     with open(log, "wb") as out:
         proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT,
