@@ -150,12 +150,12 @@ def _write_bootlinks(sysroot: Sysroot, bv: int, deployments: list[Deployment]) -
 
 
 def _write_loader(sysroot: Sysroot, bv: int, deployments: list[Deployment]) -> None:
+    prefix = boot_prefix(sysroot)  # a bad config fails before anything is written
     loader = sysroot.boot / f"loader.{bv}"
     rmtree(loader)
     (loader / "entries").mkdir(parents=True)
     n = len(deployments)
     multi = len({d.stateroot for d in deployments}) > 1
-    prefix = boot_prefix(sysroot)
     for d in deployments:
         entry = make_entry(sysroot, d, n, bv, multi_stateroot=multi, prefix=prefix)
         atomic_write(loader / "entries" / entry_filename(d, n), entry.to_text().encode(),
