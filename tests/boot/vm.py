@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import resource
 import shutil
 import subprocess
 import time
@@ -233,13 +234,15 @@ def _probe_kvm(kernel: Path) -> list[str]:
 
 @dataclass(frozen=True)
 class BootResult:
-    """One boot: the probe's output (between the markers), its exit status, the log."""
+    """One boot: the probe's output (between the markers), its exit status, the log, wall
+    seconds, the accelerator and the CPU seconds QEMU used (user + system)."""
 
     probe: str
     rc: int
     log: Path
     seconds: float
     accel: str
+    cpu: float = 0.0
 
 
 class BootFailed(AssertionError):
@@ -331,7 +334,7 @@ def _boot_once(image: Path, entry: BootEntry, log: Path, *, network: bool = Fals
     argv = ["qemu-system-x86_64", *accel, "-m", "1G", "-smp", "2", "-nographic",
             "-no-reboot", "-kernel", str(entry.linux), "-initrd", str(entry.initrd),
             "-append", entry.options, *drives, *nic]
-    start = time.monotonic()
+    start, used = time.monotonic(), _children_cpu()
     with open(log, "wb") as out:
         proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL)
@@ -341,6 +344,7 @@ def _boot_once(image: Path, entry: BootEntry, log: Path, *, network: bool = Fals
             if proc.poll() is None:
                 proc.kill()
             proc.wait()
+    cpu = _children_cpu() - used
     text = log.read_text(errors="replace")
     m = re.search(rf"{BEGIN}\r?\n(.*?){END} rc=(\d+)", text, re.S)
     if failure or m is None:
@@ -350,7 +354,12 @@ def _boot_once(image: Path, entry: BootEntry, log: Path, *, network: bool = Fals
                          f"log {log}:\n{tail}")
     probe = re.sub(r"\r", "", m.group(1))
     probe = "\n".join(line for line in probe.splitlines() if not _is_kernel_noise(line))
-    return BootResult(probe, int(m.group(2)), log, time.monotonic() - start, accel[1])
+    return BootResult(probe, int(m.group(2)), log, time.monotonic() - start, accel[1], cpu)
+
+
+def _children_cpu() -> float:
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
 
 
 def _is_kernel_noise(line: str) -> bool:
