@@ -14,6 +14,7 @@ A crash before 3 leaves the old ``loader`` and everything it reaches intact.
 
 from __future__ import annotations
 
+import configparser
 import ctypes
 import os
 from dataclasses import dataclass
@@ -27,8 +28,10 @@ from boot.errors import BootError
 from boot.kernel import boot_dirname
 from boot.sysroot import Sysroot, SysrootState, with_indices
 from store import beneath
+from store.errors import ToolError
 from store.faults import fail_point
 from store.fsutil import atomic_symlink, atomic_write, fsync_dir, rmtree
+from store.repo import Repo, new_config
 
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -59,31 +62,71 @@ def _os_release(tree: Path) -> dict[str, str]:
     return {}
 
 
-def boot_files(sysroot: Sysroot, d: Deployment) -> tuple[str, str | None]:
-    """``linux`` and ``initrd`` paths (relative to boot/) of the deployment's kernel."""
+BOOTPREFIX_KEY = "bootprefix"  # [sysroot] bootprefix in the repository config
+
+
+def boot_prefix(sysroot: Sysroot) -> str:
+    """``/boot`` when the sysroot repository's config says ``[sysroot] bootprefix=true``, else
+    empty: the prefix of the kernel paths in boot entries.
+
+    As newer ostree (bootc and anaconda set the key, for GRUB reading entries from a root
+    filesystem that holds /boot): the default paths are relative to the
+    filesystem that holds ``boot/``, whether it is a partition of its own or not, and
+    ``boot/boot -> .`` makes the prefixed paths valid on a /boot partition too.  ostree
+    2022.7 ignores the key and always writes unprefixed paths.
+    """
+    cfg = sysroot.repo_path / "config"
+    try:
+        cp = new_config()
+        cp.read(cfg, encoding="utf-8")
+        value = cp.get("sysroot", BOOTPREFIX_KEY, fallback="false").strip()
+    except (OSError, configparser.Error, UnicodeDecodeError) as e:
+        raise BootError(f"unreadable config in {cfg}: {e}") from None
+    if value not in ("true", "false", "1", "0"):
+        raise BootError(f"sysroot.{BOOTPREFIX_KEY} is {value!r}, not a boolean, in {cfg}")
+    return "/boot" if value in ("true", "1") else ""
+
+
+def boot_files(sysroot: Sysroot, d: Deployment, prefix: str = "") -> tuple[str, str | None]:
+    """``linux`` and ``initrd`` paths (relative to boot/, after ``prefix``) of the
+    deployment's kernel."""
     name = boot_dirname(d.stateroot, d.bootcsum)
     kdir = sysroot.boot / "ostree" / name
     kernels = sorted(p.name for p in kdir.glob("vmlinuz-*")) if kdir.is_dir() else []
     if not kernels:
         raise BootError(f"kernel of deployment {d.dirname} missing: no vmlinuz-* in {kdir}")
     initrds = sorted(p.name for p in kdir.glob("initramfs-*.img"))
-    return (f"/ostree/{name}/{kernels[0]}",
-            f"/ostree/{name}/{initrds[0]}" if initrds else None)
+    return (f"{prefix}/ostree/{name}/{kernels[0]}",
+            f"{prefix}/ostree/{name}/{initrds[0]}" if initrds else None)
+
+
+def commit_version(sysroot: Sysroot, csum: str) -> str | None:
+    """The commit's ``version`` metadata string, None when absent or the commit unreadable."""
+    try:
+        v = Repo.open(sysroot.repo_path).load_commit(csum).metadata.get("version")
+    except ToolError:
+        return None
+    return v.value if v is not None and v.sig == "s" else None
 
 
 def make_entry(sysroot: Sysroot, d: Deployment, count: int, bootversion: int, *,
-               multi_stateroot: bool = False) -> BlsEntry:
+               multi_stateroot: bool = False, prefix: str = "") -> BlsEntry:
     """The BLS entry ostree writes for deployment ``d`` among ``count`` deployments.
 
-    With several stateroots in the list the title names the stateroot too.
+    The title is the os-release name, then the commit's ``version`` unless the name holds
+    it already; with several stateroots in the list it names the stateroot too.  The
+    kernel paths start with ``prefix`` (see :func:`boot_prefix`).
     """
     rel = _os_release(sysroot.deployment_dir(d))
     title = rel.get("PRETTY_NAME") or rel.get("ID") or d.stateroot
+    version = commit_version(sysroot, d.checksum)
+    if version and version not in title:
+        title = f"{title} {version}"
     kargs = d.kargs
     link = bootlink_path(bootversion, d)
     options = kargs.replace(f"ostree={link}") if kargs.values("ostree") else kargs.append(
         f"ostree={link}")
-    linux, initrd = boot_files(sysroot, d)
+    linux, initrd = boot_files(sysroot, d, prefix)
     tag = f"{d.stateroot}:{d.index}" if multi_stateroot else str(d.index)
     return BlsEntry.of(title=f"{title} (ostree:{tag})", version=str(count - d.index),
                        options=options.to_text(), linux=linux, initrd=initrd)
@@ -107,13 +150,14 @@ def _write_bootlinks(sysroot: Sysroot, bv: int, deployments: list[Deployment]) -
 
 
 def _write_loader(sysroot: Sysroot, bv: int, deployments: list[Deployment]) -> None:
+    prefix = boot_prefix(sysroot)  # a bad config fails before anything is written
     loader = sysroot.boot / f"loader.{bv}"
     rmtree(loader)
     (loader / "entries").mkdir(parents=True)
     n = len(deployments)
     multi = len({d.stateroot for d in deployments}) > 1
     for d in deployments:
-        entry = make_entry(sysroot, d, n, bv, multi_stateroot=multi)
+        entry = make_entry(sysroot, d, n, bv, multi_stateroot=multi, prefix=prefix)
         atomic_write(loader / "entries" / entry_filename(d, n), entry.to_text().encode(),
                      sync=False)
     fsync_dir(loader / "entries")

@@ -17,8 +17,10 @@ nothing on the host is read through it.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
+import re
 import shutil
 import stat
 from dataclasses import dataclass
@@ -95,8 +97,20 @@ def _hash_into(h: hashlib._Hash, root: int, rel: str) -> None:
             h.update(chunk)
 
 
+def kver_key(kver: str) -> tuple[str | int, ...]:
+    """Sort key ordering kernel versions as numbers where they are digits
+    (``6.1.0-9`` < ``6.1.0-57`` < ``6.12.0-1``)."""
+    return tuple(int(p) if i % 2 else p for i, p in enumerate(re.split(r"(\d+)", kver)))
+
+
 def find_kernel(tree: Path) -> Kernel:
-    """The kernel of ``tree`` (first KVER in sorted order); KernelError when there is none."""
+    """The kernel of ``tree``, the newest KVER when there are several; KernelError when there
+    is none.
+
+    A Debian tree that took a kernel update through apt keeps the old kernel package
+    beside the new one; the new one is what the image means to boot (Debian points
+    ``/vmlinuz`` at it).  ostree takes the first in directory order.
+    """
     try:
         root = beneath.open_root(tree)
     except OSError as e:
@@ -106,7 +120,7 @@ def find_kernel(tree: Path) -> Kernel:
         if not kvers:
             raise KernelError(f"no kernel in {tree}: expected {MODULES}/KVER/vmlinuz "
                               "(a regular file, not through a symlink)")
-        kver = kvers[0]
+        kver = max(kvers, key=kver_key)
         kdir = f"{MODULES}/{kver}"
         h = hashlib.sha256()
         _hash_into(h, root, f"{kdir}/vmlinuz")
@@ -126,18 +140,22 @@ def boot_dirname(stateroot: str, bootcsum: str) -> str:
 
 
 def _link_or_copy(src: int, dst: Path) -> None:
-    """Hardlink the open file ``src`` when on the same filesystem (as ostree does), else copy
-    and fsync."""
+    """Hardlink the open file ``src`` when on the same filesystem, else (a /boot partition of
+    its own) copy it with its owner and mode and fsync it, as ostree's install_into_boot."""
     try:
         os.link(f"/proc/self/fd/{src}", dst, follow_symlinks=True)  # the open file itself
         return
-    except OSError:
-        pass
-    out = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    except OSError as e:
+        if e.errno not in (errno.EXDEV, errno.EMLINK, errno.EPERM):
+            raise
+    st = os.fstat(src)
+    out = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     try:
         os.lseek(src, 0, os.SEEK_SET)
         with open(out, "wb", closefd=False) as f, open(src, "rb", closefd=False) as fin:
             shutil.copyfileobj(fin, f, 1 << 20)
+        os.fchown(out, st.st_uid, st.st_gid)
+        os.fchmod(out, stat.S_IMODE(st.st_mode))
         os.fsync(out)
     finally:
         os.close(out)

@@ -29,6 +29,15 @@ if TYPE_CHECKING:
 AUTO = "auto"
 
 
+def special_kind(mode: int) -> str:
+    """What a file that a commit cannot hold is (``ostree commit`` refuses all of them)."""
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "device node"
+    if stat.S_ISFIFO(mode):
+        return "FIFO"
+    return "socket" if stat.S_ISSOCK(mode) else "special file"
+
+
 @dataclass(frozen=True)
 class CommitResult:
     """The new commit and what was left out of it."""
@@ -93,6 +102,8 @@ class _Walker:
     owner_uid: int | None
     owner_gid: int | None
     repo_dev: int
+    src: str
+    skip_special: bool = False
     devino: dict[int, str] | None = None
     seen: dict[tuple[int, int], str] = field(default_factory=dict)
     skipped: list[str] = field(default_factory=list)
@@ -145,8 +156,12 @@ class _Walker:
                 dirs.append((name, *self.directory(e.path, erel, est)))
             elif stat.S_ISREG(est.st_mode) or stat.S_ISLNK(est.st_mode):
                 files.append((name, self.file(e.path, erel, est)))
-            else:
+            elif self.skip_special:
                 self.skipped.append(erel)
+            else:
+                raise InputError(f"{special_kind(est.st_mode)} in {self.src}/{erel}: a commit "
+                                 "holds only regular files, symlinks and directories (as "
+                                 "ostree commit); remove it or pass --skip-special-files")
         uid, gid = self.owner(st)
         meta = DirMeta(uid, gid, st.st_mode, read_xattrs(path))
         tree = DirTree(tuple(files), tuple(dirs))
@@ -173,15 +188,21 @@ def _readlink(path: str, rel: str) -> str:
 
 
 def write_directory(txn: Transaction, src: Path, *, owner_uid: int | None = None,
-                    owner_gid: int | None = None) -> tuple[str, str, _Walker]:
-    """Write every object of the tree at ``src``; return (tree, meta, walk statistics)."""
+                    owner_gid: int | None = None,
+                    skip_special: bool = False) -> tuple[str, str, _Walker]:
+    """Write every object of the tree at ``src``; return (tree, meta, walk statistics).
+
+    A device node, FIFO or socket raises InputError naming it, unless ``skip_special``:
+    then it is left out (its directory stays) and listed in the statistics.
+    """
     try:
         st = os.lstat(src)
     except FileNotFoundError:
         raise InputError(f"no such directory: {src}") from None
     if not stat.S_ISDIR(st.st_mode):
         raise InputError(f"not a directory: {src}")
-    walker = _Walker(txn.repo, txn, owner_uid, owner_gid, os.stat(txn.repo.objects_dir).st_dev)
+    walker = _Walker(txn.repo, txn, owner_uid, owner_gid, os.stat(txn.repo.objects_dir).st_dev,
+                     os.fspath(src).rstrip("/") or "/", skip_special)
     tree, meta = walker.directory(os.fspath(src), "", st)
     return tree, meta, walker
 
@@ -190,13 +211,16 @@ def commit_directory(repo: Repo, src: str | os.PathLike[str], *, branch: str | N
                      subject: str = "", body: str = "", timestamp: int | None = None,
                      metadata: Iterable[tuple[str, str]] = (), parent: str | None = AUTO,
                      owner_uid: int | None = None, owner_gid: int | None = None,
-                     bind_ref: bool = True, sign_key: Path | None = None) -> CommitResult:
+                     bind_ref: bool = True, sign_key: Path | None = None,
+                     skip_special: bool = False) -> CommitResult:
     """Commit the directory ``src`` and move ``branch`` to it, all or nothing.
 
     ``parent`` is ``"auto"`` (the branch's current head), None, or a revision.
     With ``sign_key`` (an ed25519 secret key file) the commit is signed before
     the branch moves; an unreadable key fails before anything is written.
-    Sockets, FIFOs and device nodes are skipped and listed in the result.
+    A device node, FIFO or socket in the tree fails the commit (InputError naming it,
+    nothing written), as ``ostree commit`` fails; with ``skip_special`` it is left out
+    and listed in the result's ``skipped``.
     """
     src = Path(src)
     key = None
@@ -213,7 +237,8 @@ def commit_directory(repo: Repo, src: str | os.PathLike[str], *, branch: str | N
     ts = int(time.time()) if timestamp is None else timestamp
     md = commit_metadata(metadata, branch, bind_ref=bind_ref)
     with repo.transaction() as txn:
-        tree, meta, walk = write_directory(txn, src, owner_uid=owner_uid, owner_gid=owner_gid)
+        tree, meta, walk = write_directory(txn, src, owner_uid=owner_uid, owner_gid=owner_gid,
+                                           skip_special=skip_special)
         csum = write_commit(txn, root_tree=tree, root_meta=meta, timestamp=ts, parent=parent,
                             subject=subject, body=body, metadata=md, sign_key=key)
         if branch is not None:

@@ -89,11 +89,15 @@ def _kv(values: tuple[str, ...]) -> list[tuple[str, str]]:
               help="Record every file as owned by this uid.")
 @click.option("--owner-gid", type=int, default=None, metavar="N",
               help="Record every file as owned by this gid.")
+@click.option("--skip-special-files", "skip_special", is_flag=True,
+              help="Leave out device nodes, FIFOs and sockets (a warning each) instead of "
+                   "failing, as ostree commit fails on them; their directories stay.")
 @click.argument("directory", type=click.Path(path_type=Path))
 @pass_ctx
 def commit(c: Context, branch: str, subject: str, body: str, metadata: tuple[str, ...],
            parent: str | None, timestamp: int | None, sign_key: Path | None,
-           owner_uid: int | None, owner_gid: int | None, directory: Path) -> None:
+           owner_uid: int | None, owner_gid: int | None, skip_special: bool,
+           directory: Path) -> None:
     """Commit a directory tree; print the commit checksum."""
     from store.commit import AUTO, commit_directory
 
@@ -101,7 +105,8 @@ def commit(c: Context, branch: str, subject: str, body: str, metadata: tuple[str
     par = AUTO if parent is None else (None if parent == "none" else parent)
     result = commit_directory(repo, directory, branch=branch, subject=subject, body=body,
                               timestamp=timestamp, metadata=_kv(metadata), parent=par,
-                              owner_uid=owner_uid, owner_gid=owner_gid, sign_key=sign_key)
+                              owner_uid=owner_uid, owner_gid=owner_gid, sign_key=sign_key,
+                              skip_special=skip_special)
     for p in result.skipped:
         _warn(c, f"skipped special file (not a regular file, symlink or directory): /{p}")
     click.echo(result.checksum)

@@ -42,3 +42,16 @@ def test_install_is_idempotent_and_leaves_no_temp(tmp_path: Path) -> None:
     assert (d / "vmlinuz-6.1.0-test").read_bytes() == b"kernel-1\n"
     assert install_kernel(boot, "os", k) == d
     assert [p.name for p in (boot / "ostree").iterdir()] == [d.name]
+
+
+def test_newest_of_several_kernels_is_taken(tmp_path: Path) -> None:
+    """A tree updated by apt keeps the old kernel beside the new one: the newest version
+    (compared as numbers, not as text) is the one deployed."""
+    tree = make_tree(tmp_path / "t", kver="6.1.0-50-cloud-amd64", kernel=b"old")
+    for kver in ("6.1.0-57-cloud-amd64", "6.1.0-9-cloud-amd64"):
+        make_tree(tree, kver=kver, kernel=kver.encode())
+    k = find_kernel(tree)
+    assert k.kver == "6.1.0-57-cloud-amd64" and k.vmlinuz.read_bytes() == b"6.1.0-57-cloud-amd64"
+    d = install_kernel(tmp_path / "boot", "os", k)
+    assert sorted(p.name for p in d.iterdir()) == ["initramfs-6.1.0-57-cloud-amd64.img",
+                                                   "vmlinuz-6.1.0-57-cloud-amd64"]

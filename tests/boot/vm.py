@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import resource
 import shutil
 import subprocess
 import time
@@ -66,18 +67,25 @@ Gateway=10.0.2.2
 GUEST_HOST = "10.0.2.2"  # QEMU user networking: the host's loopback, seen from the guest
 
 
-def _key(packages: tuple[str, ...]) -> str:
+SUITES = ("bookworm",)
+UPDATED_SUITES = ("bookworm", "bookworm-security")  # a newer kernel than bookworm's own
+
+
+def _key(packages: tuple[str, ...], suites: tuple[str, ...] = SUITES) -> str:
     text = "\n".join(packages) + DRIVERS + "v1"
+    if suites != SUITES:
+        text += "\n".join(suites)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def bootable_rootfs(packages: tuple[str, ...] = PACKAGES) -> Path:
+def bootable_rootfs(packages: tuple[str, ...] = PACKAGES,
+                    suites: tuple[str, ...] = SUITES) -> Path:
     """A cached bootable root filesystem (plain layout, as mmdebstrap makes it).
 
-    Built with the machine's own apt mirror; ``usr/lib/modules/KVER/{vmlinuz,
-    initramfs.img}`` are where strata's deploy looks for the kernel.
+    Built with the machine's own apt mirrors of ``suites`` (main); ``usr/lib/modules/KVER/
+    {vmlinuz,initramfs.img}`` are where strata's deploy looks for the kernel.
     """
-    final = CACHE / f"bootable-{_key(packages)}"
+    final = CACHE / f"bootable-{_key(packages, suites)}"
     if (final / "usr/lib/os-release").exists():
         return _finish(final)
     CACHE.mkdir(parents=True, exist_ok=True)
@@ -96,7 +104,8 @@ def bootable_rootfs(packages: tuple[str, ...] = PACKAGES) -> Path:
         f"--include={','.join(packages)}"]
     for h in hooks:
         argv.append(f"--customize-hook={h}")
-    run([*argv, "bookworm", tmp, f"deb {host_mirror()} bookworm main"], timeout=1800)
+    sources = [f"deb {host_mirror(suite)} {suite} main" for suite in suites]
+    run([*argv, "bookworm", tmp, *sources], timeout=1800)
     for dev in (tmp / "dev").iterdir():  # ostree refuses device nodes; the kernel mounts /dev
         if dev.is_dir() and not dev.is_symlink():
             shutil.rmtree(dev)
@@ -132,6 +141,18 @@ def _finish(tree: Path) -> Path:
     if not (tree / "ostree").is_symlink():
         (tree / "ostree").symlink_to("sysroot/ostree")
     return tree
+
+
+def newer_kernel_rootfs(old_kver: str) -> Path:
+    """A cached bootable tree whose kernel version is not ``old_kver``: the same packages with
+    the security suite's updates (a kernel update as a host gets it), else, when that
+    kernel is bookworm's own, Debian 12's other kernel series (6.12)."""
+    tree = bootable_rootfs(PACKAGES, UPDATED_SUITES)
+    if kernel_version(tree) != old_kver:
+        return tree
+    other = tuple("linux-image-6.12-cloud-amd64" if p == "linux-image-cloud-amd64" else p
+                  for p in PACKAGES)
+    return bootable_rootfs(other, UPDATED_SUITES)
 
 
 def kernel_version(rootfs: Path) -> str:
@@ -213,13 +234,15 @@ def _probe_kvm(kernel: Path) -> list[str]:
 
 @dataclass(frozen=True)
 class BootResult:
-    """One boot: the probe's output (between the markers), its exit status, the log."""
+    """One boot: the probe's output (between the markers), its exit status, the log, wall
+    seconds, the accelerator and the CPU seconds QEMU used (user + system)."""
 
     probe: str
     rc: int
     log: Path
     seconds: float
     accel: str
+    cpu: float = 0.0
 
 
 class BootFailed(AssertionError):
@@ -239,6 +262,31 @@ def boot(sysroot: Path, workdir: Path, *, name: str = "boot", retries: int = 1) 
         except BootFailed as e:
             last = e
             make_disk(sysroot, image)  # the failed boot may have written to the disk
+    assert last is not None
+    raise last
+
+
+def boot_split(sysroot: Path, workdir: Path, *, name: str) -> BootResult:
+    """Boot the sysroot's default entry with ``boot/`` on a second disk (``/dev/vdb``, the
+    guest's fstab must mount it) and the rest on the first; retried once."""
+    entry = default_entry(sysroot)
+    root, bootfs = workdir / f"{name}.img", workdir / f"{name}-boot.img"
+    aside = sysroot.with_name(f"{sysroot.name}-boot-aside")
+    last: BootFailed | None = None
+    for attempt in range(2):
+        os.rename(sysroot / "boot", aside)
+        try:
+            (sysroot / "boot").mkdir()
+            make_disk(sysroot, root)
+            (sysroot / "boot").rmdir()
+        finally:
+            os.rename(aside, sysroot / "boot")
+        make_disk(sysroot / "boot", bootfs, size="512M")
+        try:
+            return _boot_once(root, entry, workdir / f"{name}-{attempt}.console.log",
+                              extra=(bootfs,))
+        except BootFailed as e:
+            last = e
     assert last is not None
     raise last
 
@@ -278,14 +326,15 @@ def _entry_of_image(image: Path, dest: Path) -> BootEntry:
     return default_entry(dest)
 
 
-def _boot_once(image: Path, entry: BootEntry, log: Path, *, network: bool = False
-               ) -> BootResult:
+def _boot_once(image: Path, entry: BootEntry, log: Path, *, network: bool = False,
+               extra: tuple[Path, ...] = ()) -> BootResult:
     accel = accelerator(entry.linux)
     nic = ["-nic", "user,model=virtio-net-pci"] if network else ["-nic", "none"]
+    drives = [a for d in (image, *extra) for a in ("-drive", f"file={d},format=raw,if=virtio")]
     argv = ["qemu-system-x86_64", *accel, "-m", "1G", "-smp", "2", "-nographic",
             "-no-reboot", "-kernel", str(entry.linux), "-initrd", str(entry.initrd),
-            "-append", entry.options, "-drive", f"file={image},format=raw,if=virtio", *nic]
-    start = time.monotonic()
+            "-append", entry.options, *drives, *nic]
+    start, used = time.monotonic(), _children_cpu()
     with open(log, "wb") as out:
         proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL)
@@ -295,6 +344,7 @@ def _boot_once(image: Path, entry: BootEntry, log: Path, *, network: bool = Fals
             if proc.poll() is None:
                 proc.kill()
             proc.wait()
+    cpu = _children_cpu() - used
     text = log.read_text(errors="replace")
     m = re.search(rf"{BEGIN}\r?\n(.*?){END} rc=(\d+)", text, re.S)
     if failure or m is None:
@@ -304,7 +354,12 @@ def _boot_once(image: Path, entry: BootEntry, log: Path, *, network: bool = Fals
                          f"log {log}:\n{tail}")
     probe = re.sub(r"\r", "", m.group(1))
     probe = "\n".join(line for line in probe.splitlines() if not _is_kernel_noise(line))
-    return BootResult(probe, int(m.group(2)), log, time.monotonic() - start, accel[1])
+    return BootResult(probe, int(m.group(2)), log, time.monotonic() - start, accel[1], cpu)
+
+
+def _children_cpu() -> float:
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
 
 
 def _is_kernel_noise(line: str) -> bool:

@@ -88,7 +88,7 @@ def test_special_files_skipped_with_warning(tmp_path: Path, repo: Path, strata) 
     os.mkfifo(src / "fifo")
     s = socket.socket(socket.AF_UNIX)
     s.bind(str(src / "sock"))
-    proc = strata("--repo", repo, "commit", "-b", "main", src)
+    proc = strata("--repo", repo, "commit", "-b", "main", "--skip-special-files", src)
     s.close()
     assert "warning: skipped special file" in proc.stderr and "/dev/null" in proc.stderr
     listed = strata("--repo", repo, "ls", "-R", "main").stdout
