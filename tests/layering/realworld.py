@@ -61,9 +61,12 @@ def minbase_tar(suite: str = "bookworm") -> Path:
 
 
 def build_minbase(dest: Path, suite: str = "bookworm") -> Path:
-    """A minbase root filesystem at ``dest`` (from the cached :func:`minbase_tar`)."""
+    """A minbase root filesystem at ``dest`` (from the cached :func:`minbase_tar`), with an
+    empty ``/dev`` as an image has it (``ostree commit`` and ``strata commit`` refuse the
+    device nodes mmdebstrap leaves there; the booted kernel mounts devtmpfs)."""
     dest.mkdir(parents=True, exist_ok=True)
-    run(["tar", "-xf", minbase_tar(suite), "-C", dest, "--numeric-owner"], timeout=300)
+    run(["tar", "-xf", minbase_tar(suite), "-C", dest, "--numeric-owner",
+         "--exclude=./dev/*"], timeout=300)
     return dest
 
 
