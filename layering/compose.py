@@ -43,7 +43,7 @@ from layering.composescripts import find_dir, place_packages, run_configure, run
 from layering.convert import config_dir, to_ostree_layout
 from layering.dpkgtriggers import Activation, update_interests
 from layering.errors import ComposeError
-from layering.hoststate import read_host
+from layering.hoststate import HostSession, read_host
 from layering.imageclean import clean_image
 from layering.packages import (
     Layer,
@@ -327,6 +327,8 @@ def _build(repo: Repo, request: ComposeRequest, result: ComposeResult,
         asm = Assembler(repo, tree, result.kind, installed, file_lists=with_files)
         kept = {p.name for p in installed} - {p.name for p in res.remove}
         full = {p.name: p for p in with_files()} if res.remove else {}
+        host = (HostSession(read_host(request.host_etc))
+                if request.host_etc is not None and not request.no_scripts else None)
         postrm = [] if request.no_scripts else run_prerm(
             repo, txn, tree, result.kind, _gone(result), checkouts, result.script_log)
         for pkg in res.remove:
@@ -335,7 +337,7 @@ def _build(repo: Repo, request: ComposeRequest, result: ComposeResult,
         preinst_done = place_packages(repo, txn, asm, result.layers,
                                       {p.name for p in res.remove},
                                       scripts=not request.no_scripts, checkouts=checkouts,
-                                      log=result.script_log, host_etc=request.host_etc,
+                                      log=result.script_log, host=host,
                                       assembling=assembling)
         added = [layer.meta for layer in result.layers]
         activations = _update_db(repo, txn, tree, result, unpack_order(
@@ -347,7 +349,7 @@ def _build(repo: Repo, request: ComposeRequest, result: ComposeResult,
             run_configure(repo, txn, tree, result.kind, added, postrm,
                           activations=activations, preinst_done=preinst_done,
                           checkouts=checkouts, log=result.script_log,
-                          host_etc=request.host_etc, progress=progress,
+                          host=host, progress=progress,
                           base=(base, lambda: [p for p in rpmdb.read_installed(
                               repo, result.base, db_order=True) if p.name in kept]))
         if not request.client_layer:  # a host's own layer keeps the host's identity

@@ -15,7 +15,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from pathlib import Path
 
 from importers.dpkgdb import DB_DIRS as DPKG_DB_DIRS
 from importers.model import PackageMeta, PackageType
@@ -24,9 +23,16 @@ from layering.convert import config_dir
 from layering.diversions import read_diversions
 from layering.dpkgdb import write_info
 from layering.dpkgtriggers import Activation
-from layering.hoststate import read_host, restore_image, show_host
+from layering.hoststate import HostSession, restore_image, seen_by_scripts, show_host
 from layering.packages import Layer
-from layering.scriptplan import dependency_order, plan_preinst, plan_removal, plan_scripts
+from layering.scriptplan import (
+    dependency_order,
+    plan_preinst,
+    plan_removal,
+    plan_rpm_pre,
+    plan_scripts,
+    rpm_install_order,
+)
 from layering.scripts import ScriptLog, ScriptRun, run_scripts
 from store.checkoutcache import CheckoutCache
 from store.mtree import MutableTree
@@ -50,8 +56,10 @@ def dpkg_db(tree: MutableTree) -> str:
 
 
 def has_preinst(pkg: PackageMeta) -> bool:
-    """Whether a Debian package ships a ``preinst``."""
-    return pkg.type is PackageType.DEB and any(s.name == "preinst" for s in pkg.scripts)
+    """Whether a package ships a script that runs before its files are placed: a Debian
+    ``preinst`` or an rpm ``%pre``."""
+    name = "preinst" if pkg.type is PackageType.DEB else "prein"
+    return any(s.name == name for s in pkg.scripts)
 
 
 def run_prerm(repo: Repo, txn: Transaction, tree: MutableTree, kind: PackageType,
@@ -73,22 +81,31 @@ def run_prerm(repo: Repo, txn: Transaction, tree: MutableTree, kind: PackageType
 
 
 def run_preinst(repo: Repo, txn: Transaction, tree: MutableTree, pkgs: list[PackageMeta],
-                checkouts: CheckoutCache, log: ScriptLog, host_etc: Path | None) -> None:
+                checkouts: CheckoutCache, log: ScriptLog, host: HostSession | None) -> None:
     """Run ``preinst install`` of ``pkgs`` (dependencies first) before their files are in
     the tree; their control files are put in the dpkg database first, where the scripts
-    run from (debconf finds ``PKG.templates`` beside them)."""
+    run from (debconf finds ``PKG.templates`` beside them).  rpm packages: their ``%pre``
+    (``$1 = 1``) in rpm's install order."""
+    if pkgs and pkgs[0].type is PackageType.RPM:
+        _run(repo, txn, tree, plan_rpm_pre(pkgs), checkouts, log, host, None)
+        return
     db = dpkg_db(tree)
     ordered = dependency_order(pkgs)
     for pkg in ordered:
         write_info(txn, tree, db, pkg, set())
-    _run(repo, txn, tree, plan_preinst(ordered, db), checkouts, log, host_etc, None)
+    _run(repo, txn, tree, plan_preinst(ordered, db), checkouts, log, host, None)
 
 
 def place_packages(repo: Repo, txn: Transaction, asm: Assembler, layers: list[Layer],
                    removed: set[str], *, scripts: bool, checkouts: CheckoutCache,
-                   log: ScriptLog, host_etc: Path | None, assembling: Stage) -> bool:
+                   log: ScriptLog, host: HostSession | None, assembling: Stage) -> bool:
     """Place the added packages into ``asm``'s tree, those with a Debian preinst after it
-    ran (when ``scripts``), honouring dpkg's diversions; whether any preinst ran."""
+    ran (when ``scripts``), honouring dpkg's diversions; whether any preinst ran.  rpm
+    packages are placed in rpm's install order, each ``%pre`` run just before its package
+    (:func:`_place_rpm`)."""
+    if asm.kind is PackageType.RPM and scripts:
+        return _place_rpm(repo, txn, asm, layers, removed, checkouts=checkouts, log=log,
+                          host=host, assembling=assembling)
     late = [x for x in layers if has_preinst(x.meta)] if scripts else []
     if asm.kind is PackageType.DEB:
         asm.diversions = read_diversions(repo, asm.tree, dpkg_db(asm.tree))
@@ -96,7 +113,7 @@ def place_packages(repo: Repo, txn: Transaction, asm: Assembler, layers: list[La
         asm.add_package(layer.meta, layer.commit, removed)
         assembling.advance()
     if late:
-        run_preinst(repo, txn, asm.tree, [x.meta for x in late], checkouts, log, host_etc)
+        run_preinst(repo, txn, asm.tree, [x.meta for x in late], checkouts, log, host)
         asm.diversions = read_diversions(repo, asm.tree, dpkg_db(asm.tree))
     for layer in late:
         asm.add_package(layer.meta, layer.commit, removed)
@@ -104,31 +121,50 @@ def place_packages(repo: Repo, txn: Transaction, asm: Assembler, layers: list[La
     return bool(late)
 
 
+def _place_rpm(repo: Repo, txn: Transaction, asm: Assembler, layers: list[Layer],
+               removed: set[str], *, checkouts: CheckoutCache, log: ScriptLog,
+               host: HostSession | None, assembling: Stage) -> bool:
+    """As rpm unpacks a transaction: in install order, a package's ``%pre`` runs over the
+    packages placed before it, then its files are placed (their owners resolved by the
+    users that ``%pre`` and the earlier ones created). One sandbox run per ``%pre``."""
+    by_meta = {id(x.meta): x for x in layers}
+    ran = False
+    for meta in rpm_install_order([x.meta for x in layers]):
+        if has_preinst(meta):
+            run_preinst(repo, txn, asm.tree, [meta], checkouts, log, host)
+            ran = True
+        layer = by_meta[id(meta)]
+        asm.add_package(layer.meta, layer.commit, removed)
+        assembling.advance()
+    return ran
+
+
 def run_configure(repo: Repo, txn: Transaction, tree: MutableTree, kind: PackageType,
                   added: list[PackageMeta], postrm: list[ScriptRun], *,
                   activations: list[Activation], preinst_done: bool,
-                  checkouts: CheckoutCache, log: ScriptLog, host_etc: Path | None,
+                  checkouts: CheckoutCache, log: ScriptLog, host: HostSession | None,
                   progress: ProgressFn | None,
                   base: tuple[list[PackageMeta], Callable[[], list[PackageMeta]]] = ([], list),
                   ) -> None:
     """Run the removed packages' postrm, then the added ones' scripts (their preinst too
     unless ``preinst_done``) and the triggers, showing them the host's users and
-    identity when ``host_etc`` is given (``base``: the kept base packages, and the same
+    identity when ``host`` is given (``base``: the kept base packages, and the same
     with file lists in database order, for rpm's file triggers)."""
     runs = postrm + plan_scripts(kind, added, tree, dpkg_db(tree), base[0], base[1],
                                  preinst=not preinst_done, activations=activations)
     scripts = Stage(progress, "scripts", len(runs))
-    _run(repo, txn, tree, runs, checkouts, log, host_etc, scripts)
+    _run(repo, txn, tree, runs, checkouts, log, host, scripts)
     scripts.finish()
 
 
 def _run(repo: Repo, txn: Transaction, tree: MutableTree, runs: Sequence[ScriptRun],
-         checkouts: CheckoutCache, log: ScriptLog, host_etc: Path | None,
+         checkouts: CheckoutCache, log: ScriptLog, host: HostSession | None,
          counted: Stage | None) -> None:
     view = None
-    if runs and host_etc is not None:
-        view = show_host(tree, txn, read_host(host_etc), config_dir(tree))
+    if runs and host is not None:
+        view = show_host(tree, txn, host.state, config_dir(tree))
     log.entries.extend(run_scripts(repo, txn, tree, runs, checkouts=checkouts,
                                    counted=counted).entries)
-    if view is not None:
+    if view is not None and host is not None:
+        host.state = seen_by_scripts(repo, tree, view)
         restore_image(repo, tree, txn, view)

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import stat
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from boot.hostfiles import (
@@ -80,6 +80,24 @@ def read_host(etc: Path) -> HostState:
     ident = [f for rel in identity_files(etc)
              if (f := _host_file(etc, rel, IDENTITY_LIMIT)) is not None]
     return HostState(tuple(users), tuple(ident))
+
+
+@dataclass
+class HostSession:
+    """The host as one compose's maintainer scripts see it, run after run: what an earlier
+    sandbox run added (an rpm ``%pre``'s or a preinst's ``useradd``) is there for the next."""
+
+    state: HostState
+
+
+def seen_by_scripts(repo: Repo, tree: MutableTree, view: ScriptView) -> HostState:
+    """The host's user database as the scripts left it in ``tree`` (call before
+    :func:`restore_image`); the identity files as they were."""
+    files = []
+    for f in view.host.user_db:
+        node = tree.lookup(f"{view.etc_dir}/{f.rel}")
+        files.append(replace(f, data=_read(repo, node)[1]) if isinstance(node, str) else f)
+    return HostState(tuple(files), view.host.identity)
 
 
 @dataclass

@@ -157,10 +157,22 @@ def _rpm_phase(pkg: PackageMeta, phase: str, label: str, arg: str) -> list[Scrip
     return runs
 
 
-def _rpm_runs(added: list[PackageMeta], base: Sequence[PackageMeta]) -> list[ScriptRun]:
-    """%pre of each, %post of each amid the file triggers it sets off, %posttrans of each,
-    then the transaction's file triggers (``base``: the kept base packages, with files)."""
-    runs = [r for pkg in added for r in _rpm_phase(pkg, "prein", "%pre", "1")]
+def rpm_install_order(added: Sequence[PackageMeta]) -> list[PackageMeta]:
+    """``added`` in the order ``rpm -i`` installs them (:mod:`layering.rpmorder`)."""
+    return install_order(sorted(added, key=lambda p: (p.name, p.evr, p.arch)))
+
+
+def plan_rpm_pre(added: Sequence[PackageMeta]) -> list[ScriptRun]:
+    """The ``%pre`` runs (``$1 = 1``) of rpm packages ``added``, in rpm's install order."""
+    return [r for pkg in rpm_install_order(added) for r in _rpm_phase(pkg, "prein", "%pre", "1")]
+
+
+def _rpm_runs(added: list[PackageMeta], base: Sequence[PackageMeta],
+              pre: bool = True) -> list[ScriptRun]:
+    """%pre of each (unless ``pre`` is False: run before the files were placed), %post of
+    each amid the file triggers it sets off, %posttrans of each, then the transaction's
+    file triggers (``base``: the kept base packages, with files)."""
+    runs = [r for pkg in added for r in _rpm_phase(pkg, "prein", "%pre", "1")] if pre else []
     db = list(base)
     for pkg in added:
         db.append(pkg)
@@ -194,15 +206,16 @@ def plan_scripts(kind: PackageType, added: list[PackageMeta], tree: MutableTree,
     and no trigger is activated).
 
     ``db`` is the image's dpkg database directory, where Debian scripts are run from;
-    Debian ``preinst`` runs are left out unless ``preinst``.  For Debian, the last run
-    hands ``activations`` to the image's dpkg and lets it process the pending triggers.
+    Debian ``preinst`` and rpm ``%pre`` runs are left out unless ``preinst``.  For
+    Debian, the last run hands ``activations`` to the image's dpkg and lets it process
+    the pending triggers.
     For rpm's file triggers, ``installed`` are the base's package records and ``base``
     gives the ones that stay with their file lists in database order (called only when
     an added or installed package has a file trigger).
     """
     if kind is not PackageType.DEB:
-        ordered = install_order(sorted(added, key=lambda p: (p.name, p.evr, p.arch)))
-        runs = _rpm_runs(ordered, base() if _may_trigger([*added, *installed]) else [])
+        with_files = base() if _may_trigger([*added, *installed]) else []
+        runs = _rpm_runs(rpm_install_order(added), with_files, pre=preinst)
         return runs + _ldconfig(added, tree) if runs or added else runs
     runs = _deb_runs(dependency_order(added), db,
                      ("preinst", "postinst") if preinst else ("postinst",))

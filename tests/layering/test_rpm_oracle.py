@@ -187,9 +187,6 @@ def test_same_users_and_groups(world: World) -> None:
     assert "foosvc:x:999:999:foo service:/var/lib/foo-daemon:/sbin/nologin" in passwd
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "%pre runs after every package's files are in the tree (strata assembles, then runs "
-    "the scripts in one sandbox); rpm runs it before unpacking the package"))
 def test_pre_runs_before_the_package_files(world: World) -> None:
     rel = "usr/lib/foo-user/pre-saw-own-file"
     assert (world.rpm_root / rel).read_text() == "absent\n"
