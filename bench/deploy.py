@@ -26,6 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "bench" / "out"
 sys.path[0] = str(ROOT)  # bench/store.py would shadow the store package
 from bench.common import STRATA, loop_ext4  # noqa: E402
+from tests.layering.realworld import minbase_tar  # noqa: E402
 
 
 def sh(*argv: str | os.PathLike[str], **kw: object) -> subprocess.CompletedProcess[str]:
@@ -34,11 +35,9 @@ def sh(*argv: str | os.PathLike[str], **kw: object) -> subprocess.CompletedProce
 
 
 def minbase(dest: Path) -> None:
-    cache = OUT / "minbase.tar"
-    if not cache.exists():
-        sh("mmdebstrap", "--variant=minbase", "--quiet", "bookworm", cache)
+    cache = minbase_tar()  # from this machine's apt sources, cached for the tests
     dest.mkdir()
-    sh("tar", "-C", dest, "-xf", cache)
+    sh("tar", "-C", dest, "-xf", cache, "--exclude=./dev/*")
     shutil.rmtree(dest / "dev")
     (dest / "dev").mkdir()
     os.rename(dest / "etc", dest / "usr" / "etc")
