@@ -12,9 +12,7 @@ catalogue and packages are served by nginx.
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
-import stat
 import subprocess
 import sys
 from collections.abc import Callable
@@ -33,11 +31,11 @@ TOOLS = ["jq", "tree", "curl", "less", "vim-tiny", "file", "procps", "nano", "wg
 
 def fetch_closure(rootfs: Path, dest: Path) -> list[Path]:
     """The .debs apt would install into this minbase for TOOLS (no recommends)."""
-    null = rootfs / "dev/null"  # apt needs it; the minbase has an empty /dev
-    if not null.exists():
-        os.mknod(null, stat.S_IFCHR | 0o666, os.makedev(1, 3))
-    subprocess.run(["chroot", rootfs, "apt-get", "update", "-qq"], check=True)
-    subprocess.run(["chroot", rootfs, "apt-get", "install", "-qq", "-y", "--download-only",
+    # apt needs /dev (the minbase has an empty one, and the bench's mount may be nodev)
+    inside = ["bwrap", "--bind", rootfs, "/", "--dev", "/dev", "--proc", "/proc",
+              "--ro-bind", "/etc/resolv.conf", "/etc/resolv.conf"]
+    subprocess.run([*inside, "apt-get", "update", "-qq"], check=True)
+    subprocess.run([*inside, "apt-get", "install", "-qq", "-y", "--download-only",
                     "--no-install-recommends", *TOOLS], check=True, stdout=subprocess.DEVNULL)
     dest.mkdir()
     for deb in (rootfs / "var/cache/apt/archives").glob("*.deb"):
