@@ -475,6 +475,14 @@ def _switch(sysroot: Sysroot, state: SysrootState, deployments: list[Deployment]
         raise
 
 
+def _oserror_in(e: OSError, tree: Path) -> str:
+    """``<reason>[: <name>] in deployment <tree>``: an fd-relative error names only the
+    entry, so the deployment says where it happened."""
+    reason = (e.strerror or str(e) or type(e).__name__).lower()
+    name = f": {os.fspath(e.filename)}" if e.filename is not None else ""
+    return f"{reason}{name} in deployment {tree}"
+
+
 def _create(sysroot: Sysroot, repo: Repo, merge: Deployment | None,
             csum: str, sr: str, serial: int, origin: Origin,
             kargs: Kargs) -> tuple[Deployment, EtcMergePlan]:
@@ -492,7 +500,7 @@ def _create(sysroot: Sysroot, repo: Repo, merge: Deployment | None,
         if isinstance(e, (ToolError, KeyboardInterrupt)):
             raise
         if isinstance(e, OSError):
-            raise DeploymentError(f"deploy {csum} to {tree}: {e}") from e
+            raise DeploymentError(_oserror_in(e, tree)) from e
         raise
     return Deployment(sr, csum, serial, bootcsum, 0, 0, kargs, origin), plan
 

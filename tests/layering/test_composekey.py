@@ -50,11 +50,14 @@ def _keypair(base: Path, name: str) -> tuple[Path, Path]:
 def publish(apt: Path, home: Path, debs: list[Path]) -> None:
     """(Re)build the repository with ``debs`` added, and sign its Release as InRelease;
     the files' times move on so that a conditional GET sees the change."""
+    inrelease = apt / "dists/stable/InRelease"
+    # strictly later than the last publish, even within one second: nginx's ETag is the
+    # mtime (in seconds) and the size, which a republished InRelease may share
+    before = inrelease.stat().st_mtime if inrelease.exists() else 0.0
     apt_repo(apt, debs)
-    (apt / "dists/stable/InRelease").unlink(missing_ok=True)
-    _gpg(home, "--clearsign", "--output", apt / "dists/stable/InRelease",
-         apt / "dists/stable/Release")
-    later = (apt / "dists/stable/Release").stat().st_mtime + 10
+    inrelease.unlink(missing_ok=True)
+    _gpg(home, "--clearsign", "--output", inrelease, apt / "dists/stable/Release")
+    later = max((apt / "dists/stable/Release").stat().st_mtime, before) + 10
     for f in (apt / "dists/stable").rglob("*"):
         os.utime(f, (later, later))
 

@@ -43,7 +43,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     tmp = tmp_path_factory.mktemp("dpkgworld")
     rootfs = ostree_layout(build_minbase(tmp / "rootfs"))  # as a deployed image has it
     repo = Repo.init(tmp / "repo", RepoMode.BARE)
-    base = commit_directory(repo, rootfs, branch="minbase", skip_special=True).checksum
+    base = commit_directory(repo, rootfs, branch="minbase").checksum
     subprocess.run(["rm", "-rf", "--one-file-system", str(rootfs)], check=True)
     apt_repo(tmp / "apt", cached_debs(NANO_VIM + NGINX_COMMON))
     with http_server(tmp / "apt") as served:
