@@ -24,11 +24,12 @@ from boot.bootloader import cleanup_boot_versions, syncfs, write_deployments
 from boot.deployment import Deployment, parse_dirname
 from boot.errors import DeploymentError, SysrootError
 from boot.etcmerge import EtcDiff, EtcMergePlan, copy_at, merge_etc, preview_merge
-from boot.kargs import Kargs, key_of
+from boot.kargs import Kargs
 from boot.kernel import boot_dirname, find_kernel, install_kernel
 from boot.origin import Origin
 from boot.staged import clear_record
 from boot.sysroot import Sysroot, SysrootState
+from boot.target import target_of
 from boot.varcarry import VarCarry, carry_var
 from store import beneath
 from store.checkout import checkout_tree
@@ -348,21 +349,7 @@ def _retained(state: SysrootState, stateroot: str, merge: Deployment | None) -> 
             if d.stateroot != stateroot or d.pinned or d.same(state.booted) or d.same(merge)]
 
 
-def _pick_stateroot(sysroot: Sysroot, state: SysrootState, stateroot: str | None) -> str:
-    if stateroot:
-        if not sysroot.stateroot_dir(stateroot).is_dir():
-            raise SysrootError(f"stateroot {stateroot!r} not initialized in {sysroot.path}; "
-                               "run os-init first")
-        return stateroot
-    if state.booted is not None:
-        return state.booted.stateroot
-    if state.default is not None:
-        return state.default.stateroot
-    roots = sysroot.stateroots()
-    if len(roots) != 1:
-        raise SysrootError(f"cannot choose a stateroot in {sysroot.path} "
-                           f"(found {roots or 'none'}); give --stateroot")
-    return roots[0]
+
 
 
 def deploy(sysroot: Sysroot, *, refspec: str | None = None, checksum: str | None = None,
@@ -386,15 +373,12 @@ def deploy(sysroot: Sysroot, *, refspec: str | None = None, checksum: str | None
         remove_leftovers(sysroot, state)
         if not refspec and (checksum is None or origin is None):
             raise DeploymentError("deploy needs a refspec, or a checksum and an origin")
-        repo = Repo.open(sysroot.repo_path)
-        csum = checksum or repo.resolve(refspec or "")
-        origin = (origin or Origin.for_refspec(refspec or "")).without_transient()
-        sr = _pick_stateroot(sysroot, state, stateroot)
-        merge = state.merge_deployment(sr)
-        base = new_kargs(repo, merge, csum, kargs, karg_replace)
+        t = target_of(sysroot, state, refspec=refspec, checksum=checksum, origin=origin,
+                      stateroot=stateroot, kargs=kargs, karg_replace=karg_replace)
+        repo, csum, sr, merge = t.repo, t.checksum, t.stateroot, t.merge
         serial = _next_serial(sysroot, state, sr, csum)
         steps = Stage(progress, "deploy", 3)
-        dep, plan = _create(sysroot, repo, merge, csum, sr, serial, origin, base)
+        dep, plan = _create(sysroot, repo, merge, csum, sr, serial, t.origin, t.kargs)
         steps.advance()
         if state.staged is not None:  # as ostree: a deployment written now drops the staged one
             clear_record()
@@ -410,7 +394,7 @@ def deploy(sysroot: Sysroot, *, refspec: str | None = None, checksum: str | None
 
 
 def merge_var_files(sysroot: Sysroot, repo: Repo, merge: Deployment | None, csum: str,
-               stateroot: str) -> VarCarry:
+                    stateroot: str) -> VarCarry:
     """:func:`boot.varcarry.carry_var` from the merge deployment's commit to ``csum``; it runs
     after the switch (the deployment exists), so a failure is reported, not raised."""
     if merge is None or merge.checksum == csum:
@@ -421,47 +405,6 @@ def merge_var_files(sysroot: Sysroot, repo: Repo, merge: Deployment | None, csum
                              csum)
     except (OSError, ToolError) as e:
         return VarCarry(failed=str(e))
-
-
-def new_kargs(repo: Repo, merge: Deployment | None, csum: str, kargs: Kargs | None,
-              karg_replace: Sequence[str]) -> Kargs:
-    """A new deployment's kernel arguments: ``kargs``, else the merge deployment's, with the
-    image's own (:func:`image_kargs`) and ``karg_replace`` applied."""
-    base = kargs if kargs is not None else (merge.kargs if merge else Kargs())
-    base = image_kargs(repo, base, merge.checksum if merge else None, csum)
-    for k in karg_replace:
-        base = base.replace(k)
-    return base
-
-
-IMAGE_KARGS_KEY = "strata.kargs"  # written by ``strata compose`` (kargs of a compose file)
-MAX_IMAGE_KARGS = 256
-
-
-def _commit_kargs(repo: Repo, csum: str | None) -> list[str]:
-    if csum is None or not repo.has(csum, ObjectType.COMMIT):
-        return []
-    value = repo.load_commit(csum).meta_value(IMAGE_KARGS_KEY, [])
-    if not isinstance(value, list) or len(value) > MAX_IMAGE_KARGS:
-        raise DeploymentError(f"commit {csum}: {IMAGE_KARGS_KEY} is not a list of at most "
-                              f"{MAX_IMAGE_KARGS} kernel arguments")
-    # the deployment's own ostree= argument is strata's to set, never an image's
-    return [a for a in value if isinstance(a, str) and key_of(a) != "ostree"]
-
-
-def image_kargs(repo: Repo, kargs: Kargs, old: str | None, new: str) -> Kargs:
-    """``kargs`` with the image's own kernel arguments (commit metadata ``strata.kargs``)
-    applied as bootc applies ``kargs.d``: those the old commit had and the new one has not
-    are deleted, the new commit's that the old lacked are set (``--karg`` semantics), and
-    unchanged ones are left as the host has them."""
-    before, after = _commit_kargs(repo, old), _commit_kargs(repo, new)
-    for arg in before:
-        if arg not in after and arg in kargs.args:
-            kargs = kargs.delete(arg)
-    for arg in after:
-        if arg not in before:
-            kargs = kargs.replace(arg)
-    return kargs
 
 
 def _switch(sysroot: Sysroot, state: SysrootState, deployments: list[Deployment]) -> SysrootState:

@@ -29,14 +29,12 @@ from boot.deploy import (
     DeployResult,
     _create,
     _next_serial,
-    _pick_stateroot,
     _retained,
     _switch,
     _sync_tree,
     deploy,
     finish,
     merge_var_files,
-    new_kargs,
     remove_leftovers,
     set_immutable,
 )
@@ -47,6 +45,7 @@ from boot.kargs import Kargs
 from boot.origin import Origin
 from boot.staged import StagedRecord, clear_record, read_record, write_record
 from boot.sysroot import Sysroot, SysrootState
+from boot.target import target_of
 from boot.varcarry import VarCarry
 from store.errors import ToolError
 from store.faults import fail_point
@@ -127,15 +126,12 @@ def stage(sysroot: Sysroot, *, refspec: str | None = None, checksum: str | None 
         if state.booted is None:
             raise StageError(f"cannot stage a deployment in {sysroot.path}: no booted deployment")
         remove_leftovers(sysroot, state)
-        repo = Repo.open(sysroot.repo_path)
-        csum = checksum or repo.resolve(refspec or "")
-        origin = (origin or Origin.for_refspec(refspec or "")).without_transient()
-        sr = _pick_stateroot(sysroot, state, stateroot)
-        merge = state.merge_deployment(sr)
-        base = new_kargs(repo, merge, csum, kargs, karg_replace)
+        t = target_of(sysroot, state, refspec=refspec, checksum=checksum, origin=origin,
+                      stateroot=stateroot, kargs=kargs, karg_replace=karg_replace)
+        merge = t.merge
         steps = Stage(progress, "deploy", 2)
-        dep, _ = _create(sysroot, repo, None, csum, sr, _next_serial(sysroot, state, sr, csum),
-                         origin, base)
+        dep, _ = _create(sysroot, t.repo, None, t.checksum, t.stateroot,
+                         _next_serial(sysroot, state, t.stateroot, t.checksum), t.origin, t.kargs)
         steps.advance()
         write_record(StagedRecord.of(dep, merge, merge_var))
         finish(sysroot, replace(state, staged=dep), prune_objects=prune and bool(state.staged))

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from boot.deploy import image_kargs
 from boot.errors import DeploymentError
 from boot.kargs import Kargs, KargsError
+from boot.target import image_kargs
 from fixtures.images import apt_repo, build_deb, deb_base_rootfs, ostree_layout
 from layering.composefile import ComposeFileError, load
 from store.checkout import checkout
