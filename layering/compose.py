@@ -43,7 +43,7 @@ from layering.composescripts import find_dir, place_packages, run_configure, run
 from layering.convert import config_dir, to_ostree_layout
 from layering.dpkgtriggers import Activation, update_interests
 from layering.errors import ComposeError
-from layering.hoststate import HostSession, read_host
+from layering.hoststate import HostSession, HostState, read_host
 from layering.imageclean import clean_image
 from layering.packages import (
     Layer,
@@ -110,8 +110,9 @@ def image_arch(kind: PackageType, installed: list[PackageMeta]) -> str:
 
 
 def input_hash(base: str, request: ComposeRequest, resolution: Resolution,
-               local: dict[str, object]) -> str:
-    """sha256 over the base, the resolved package checksums and the request."""
+               local: dict[str, object], host: HostState | None = None) -> str:
+    """sha256 over the base, the resolved package checksums, the request and the host's
+    user database the scripts will see (``host``)."""
     doc = {"base": base, "packages": sorted(p.checksum or p.nevra for p in resolution.install),
            "remove": sorted(p.nevra for p in resolution.remove),
            "request": {"install": sorted(request.install), "local": sorted(local),
@@ -119,8 +120,8 @@ def input_hash(base: str, request: ComposeRequest, resolution: Resolution,
                        "no-recommends": request.no_recommends,
                        **({"client-layer": True} if request.client_layer else {}),
                        **image_inputs(request)}}
-    if request.host_etc is not None and not request.no_scripts:
-        doc["host-users"] = read_host(request.host_etc).digest()
+    if host is not None:
+        doc["host-users"] = host.digest()
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
 
 
@@ -195,7 +196,10 @@ def _compose(repo: Repo, request: ComposeRequest, base: str, checkouts: Checkout
                            - sum(p.installed_size for p in resolution.remove),
                            local_sha256=sorted(local), replace_sha256=sorted(replace))
     resolving.finish()
-    ihash = input_hash(base, request, resolution, {**local, **replace})
+    # read once: the input hash and the scripts see the same host
+    host = (read_host(request.host_etc)
+            if request.host_etc is not None and not request.no_scripts else None)
+    ihash = input_hash(base, request, resolution, {**local, **replace}, host)
     existing = _existing(repo, request.branch, ihash) or _existing_commit(repo, request.reuse,
                                                                           ihash)
     if existing is not None or request.dry_run:
@@ -209,7 +213,7 @@ def _compose(repo: Repo, request: ComposeRequest, base: str, checkouts: Checkout
     if request.download_only:
         return result
     result.checksum = _build(repo, request, result, installed, ihash, fetcher, checkouts,
-                             progress)
+                             progress, host)
     return result
 
 
@@ -316,7 +320,8 @@ def _check_inactive(request: ComposeRequest, resolution: Resolution) -> None:
 
 def _build(repo: Repo, request: ComposeRequest, result: ComposeResult,
            installed: list[PackageMeta], ihash: str, fetcher: Fetcher,
-           checkouts: CheckoutCache, progress: ProgressFn | None) -> str:
+           checkouts: CheckoutCache, progress: ProgressFn | None,
+           host_state: HostState | None) -> str:
     res = result.resolution
     assembling = Stage(progress, "assemble", len(res.remove) + len(result.layers))
     base_commit = repo.load_commit(result.base)
@@ -327,8 +332,7 @@ def _build(repo: Repo, request: ComposeRequest, result: ComposeResult,
         asm = Assembler(repo, tree, result.kind, installed, file_lists=with_files)
         kept = {p.name for p in installed} - {p.name for p in res.remove}
         full = {p.name: p for p in with_files()} if res.remove else {}
-        host = (HostSession(read_host(request.host_etc))
-                if request.host_etc is not None and not request.no_scripts else None)
+        host = HostSession(host_state) if host_state is not None else None
         postrm = [] if request.no_scripts else run_prerm(
             repo, txn, tree, result.kind, _gone(result), checkouts, result.script_log)
         for pkg in res.remove:
