@@ -187,10 +187,16 @@ class IndexFile:
 
 def release_text(source: AptSource, fetcher: Fetcher) -> str:
     """The source's Release text, fetched (a conditional GET when cached) and verified as
-    :func:`fetch_release` does, in a private scratch directory removed afterwards."""
+    :func:`fetch_release` does, in a private scratch directory removed afterwards; once
+    per ``fetcher`` (later calls return the same text, see ``Fetcher.snapshot``)."""
+    key = f"release {source!r}"
+    if key in fetcher.snapshot:
+        return fetcher.snapshot[key].decode("utf-8", "surrogateescape")
     with scratch_dir(fetcher.root, "gpgv-") as scratch:
         scratch.chmod(0o700)
-        return fetch_release(source, fetcher, scratch)
+        text = fetch_release(source, fetcher, scratch)
+    fetcher.snapshot[key] = text.encode("utf-8", "surrogateescape")
+    return text
 
 
 def index_files(source: AptSource, fetcher: Fetcher, *, arch: str) -> list[IndexFile]:

@@ -75,6 +75,9 @@ class Fetcher:
         self.cache_dir = self.root / "http"
         self.offline = offline
         self.went_offline = False
+        # verified Release/repomd.xml per source, read once per command: every step of one
+        # command (the compose key, the resolution) sees the same snapshot of a source
+        self.snapshot: dict[str, bytes] = {}
         self.http = HttpFetcher(max_in_flight=4, timeout=timeout, retries=retries)
 
     def close(self) -> None:

@@ -260,12 +260,17 @@ def load_catalogue(repo: RpmRepo, fetcher: Fetcher, *, filelists: bool = False
 
 def fetch_repomd(repo: RpmRepo, fetcher: Fetcher) -> bytes:
     """The repository's repomd.xml (a conditional GET when cached), its signature verified
-    when ``repo_gpgcheck`` is set; the repository must be enabled and have a baseurl."""
+    when ``repo_gpgcheck`` is set; the repository must be enabled and have a baseurl.
+    Once per ``fetcher`` (later calls return the same bytes, see ``Fetcher.snapshot``)."""
+    key = f"repomd {repo!r}"
+    if key in fetcher.snapshot:
+        return fetcher.snapshot[key]
     base = repo.baseurls[0]
     repomd = fetcher.fetch_bytes(f"{base}/repodata/repomd.xml",
                                  label=f"{base}/repodata/repomd.xml", limit=REPOMD_CAP)
     if repo.repo_gpgcheck:
         _verify_repomd(repo, fetcher, repomd, base)
+    fetcher.snapshot[key] = repomd
     return repomd
 
 

@@ -140,21 +140,24 @@ def commit_timestamp(request: ComposeRequest, base_timestamp: int) -> int:
     return int(epoch)
 
 
-def compose(repo: Repo, request: ComposeRequest, *,
-            progress: ProgressFn | None = None) -> ComposeResult:
+def compose(repo: Repo, request: ComposeRequest, *, progress: ProgressFn | None = None,
+            fetcher: Fetcher | None = None) -> ComposeResult:
     """Build base + packages as a new commit on ``request.branch``; see the module docstring.
 
     ``progress`` hears the stages resolve, download, unpack, assemble, scripts, commit
-    (the last four only when a new commit is built)."""
+    (the last four only when a new commit is built).  ``fetcher``: the caller's (whose
+    snapshot of the sources the compose then uses), else one of its own."""
     base = repo.resolve(request.base)
     checkouts = CheckoutCache(repo)
     if not request.dry_run and not request.no_scripts:
         base_commit = repo.load_commit(base)
         checkouts.prepare((base_commit.root_tree, base_commit.root_meta))
     try:
-        with Fetcher(repo_cache_dir(repo.tmp_dir), offline=request.offline,
-                     read_only=request.dry_run) as fetcher:
+        if fetcher is not None:
             return _compose(repo, request, base, checkouts, fetcher, progress)
+        with Fetcher(repo_cache_dir(repo.tmp_dir), offline=request.offline,
+                     read_only=request.dry_run) as own:
+            return _compose(repo, request, base, checkouts, own, progress)
     finally:
         checkouts.cancel()  # a checkout nobody leased (no scripts, reuse, error) is not waited for
 

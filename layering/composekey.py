@@ -17,8 +17,8 @@ them, computed without resolving, downloading or unpacking anything:
   same catalogue; the signature is verified on every run, as the full compose does.
 
 After a compose commits (or finds its commit by input hash) on a branch, the key is
-recorded beside the repository's download cache, when the sources did not change
-while it ran::
+recorded beside the repository's download cache; the compose read the same Release
+and repomd.xml texts the key hashed (one fetcher, each read once)::
 
     <repo>/tmp/cache/compose/<sha256(branch)>.json   {"branch", "key", "commit"}
 
@@ -74,23 +74,27 @@ def compose_image(repo: Repo, request: ComposeRequest, *, progress: ProgressFn |
                   keyed: bool = True) -> ComposeResult | Unchanged:
     """:func:`layering.compose.compose`, unless the compose key shows that nothing changed
     since the branch's commit was composed (then :class:`Unchanged`, before anything is
-    resolved, downloaded or written). With ``keyed`` False, always the full compose."""
-    key = compose_key(repo, request) if keyed else None
-    if key is not None and request.branch is not None:
-        found = _unchanged(repo, request.branch, key)
-        if found is not None:
-            return found
-    # imported here: the unchanged path stays clear of libsolv, deb822 and the assembler
-    from layering.compose import compose
+    resolved, downloaded or written). With ``keyed`` False, always the full compose.
 
-    result = compose(repo, request, progress=progress)
-    if key is not None and request.branch and result.checksum is not None \
-            and compose_key(repo, request) == key:  # the sources did not move meanwhile
+    The key and the compose read each source's Release (repomd.xml) through one fetcher,
+    once: the key recorded after the compose names the very metadata it was built from."""
+    with Fetcher(repo_cache_dir(repo.tmp_dir), offline=request.offline,
+                 read_only=request.dry_run) as fetcher:
+        key = compose_key(repo, request, fetcher) if keyed else None
+        if key is not None and request.branch is not None:
+            found = _unchanged(repo, request.branch, key)
+            if found is not None:
+                return found
+        # imported here: the unchanged path stays clear of libsolv, deb822 and the assembler
+        from layering.compose import compose
+
+        result = compose(repo, request, progress=progress, fetcher=fetcher)
+    if key is not None and request.branch and result.checksum is not None:
         _record(repo, request.branch, key, result.checksum)
     return result
 
 
-def compose_key(repo: Repo, request: ComposeRequest) -> str | None:
+def compose_key(repo: Repo, request: ComposeRequest, fetcher: Fetcher) -> str | None:
     """The request's compose key (see the module docstring), or None when it has none: a
     host layer, a dry or download-only run, no branch, or an input that cannot be read
     (a missing file, an unreachable source: the full compose reports it)."""
@@ -101,7 +105,7 @@ def compose_key(repo: Repo, request: ComposeRequest) -> str | None:
         base = repo.resolve(request.base)
         doc = {"strata": code_fingerprint(), "python": sys.version, "libsolv": _solv_stamp(),
                "base": base, "request": _request_doc(request),
-               "sources": _source_digests(repo, base, request)}
+               "sources": _source_digests(repo, base, request, fetcher)}
     except (ToolError, OSError):
         return None
     if doc["sources"] is None:
@@ -118,20 +122,20 @@ def _request_doc(request: ComposeRequest) -> dict[str, object]:
             **image_inputs(request)}
 
 
-def _source_digests(repo: Repo, base: str, request: ComposeRequest) -> list[str] | None:
+def _source_digests(repo: Repo, base: str, request: ComposeRequest,
+                    fetcher: Fetcher) -> list[str] | None:
     """An entry and metadata digest per source; None when the network went away (the
     cached metadata served, which the full compose reports)."""
     sources = source_list(repo, base, request)
     out: list[str] = []
-    with Fetcher(repo_cache_dir(repo.tmp_dir), offline=request.offline) as fetcher:
-        for apt in sources.apt:
-            text = release_text(apt, fetcher).encode()
-            out.append(f"{apt!r} {hashlib.sha256(text).hexdigest()}")
-        for rpm in sources.rpmmd:
-            live = rpm.enabled and rpm.baseurls
-            data = fetch_repomd(rpm, fetcher) if live else b""
-            out.append(f"{rpm!r} {hashlib.sha256(data).hexdigest()}")
-        return None if fetcher.went_offline else out
+    for apt in sources.apt:
+        text = release_text(apt, fetcher).encode()
+        out.append(f"{apt!r} {hashlib.sha256(text).hexdigest()}")
+    for rpm in sources.rpmmd:
+        live = rpm.enabled and rpm.baseurls
+        data = fetch_repomd(rpm, fetcher) if live else b""
+        out.append(f"{rpm!r} {hashlib.sha256(data).hexdigest()}")
+    return None if fetcher.went_offline else out
 
 
 @functools.cache

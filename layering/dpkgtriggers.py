@@ -183,11 +183,29 @@ def _quote(s: str) -> str:
     return "'" + s.replace("'", "'\\''") + "'"
 
 
+def needed_activations(activations: list[Activation]) -> list[Activation]:
+    """``activations`` without those that would leave ``triggers/Unincorp`` as it is.
+
+    ``dpkg-trigger`` writes the trigger's line as ``NAME AWAITER OTHERS...``: the
+    awaiter (``-`` for ``--no-await``, whatever ``--by-package`` says) first, the
+    others after it in their order (``src/trigger/main.c``).  A call whose awaiter is
+    already first on its trigger's line changes nothing, so it is left out: 24
+    libraries activating ``ldconfig`` with ``--no-await`` make one call, not 24."""
+    first: dict[str, str] = {}
+    out: list[Activation] = []
+    for a in activations:
+        awaiter = "-" if a.noawait else a.by
+        if first.get(a.name) != awaiter:
+            first[a.name] = awaiter
+            out.append(a)
+    return out
+
+
 def trigger_run(db: str, activations: list[Activation]) -> ScriptRun:
     """The script that activates ``activations`` with the image's ``dpkg-trigger`` and lets
     the image's dpkg process every pending trigger (``postinst triggered``), when any."""
     lines = ["#!/bin/sh", "set -e", "command -v dpkg >/dev/null 2>&1 || exit 0"]
-    for a in dict.fromkeys(activations):
+    for a in needed_activations(activations):
         lines.append(f"dpkg-trigger --by-package={_quote(a.by)}"
                      f"{' --no-await' if a.noawait else ''} {_quote(a.name)}")
     lines += [f"[ -s /{db}/triggers/Unincorp ] || grep -q '^Triggers-Pending:' /{db}/status "

@@ -191,6 +191,13 @@ def _ldconfig(added: list[PackageMeta], tree: MutableTree) -> list[ScriptRun]:
     return [ScriptRun("ldconfig", "trigger", "#!/bin/sh\nexec ldconfig\n")]
 
 
+def _dpkg_runs_ldconfig(tree: MutableTree, db: str, activations: list[Activation]) -> bool:
+    """Whether the image's dpkg will run ldconfig itself: ``ldconfig`` is activated and a
+    package of the image (libc-bin) is interested in it (``triggers/ldconfig``)."""
+    return (any(a.name == "ldconfig" for a in activations)
+            and isinstance(tree.lookup(f"{db}/triggers/ldconfig"), str))
+
+
 def _may_trigger(pkgs: Sequence[PackageMeta]) -> bool:
     """Whether one of ``pkgs`` has a file trigger (records carry their scripts even
     without file lists)."""
@@ -219,7 +226,8 @@ def plan_scripts(kind: PackageType, added: list[PackageMeta], tree: MutableTree,
         return runs + _ldconfig(added, tree) if runs or added else runs
     runs = _deb_runs(dependency_order(added), db,
                      ("preinst", "postinst") if preinst else ("postinst",))
-    runs += _ldconfig(added, tree) if runs or added else []
+    if not _dpkg_runs_ldconfig(tree, db, activations or []):
+        runs += _ldconfig(added, tree) if runs or added else []
     if runs or activations:
         runs.append(trigger_run(db, activations or []))
     return runs

@@ -175,8 +175,12 @@ def test_a_new_release_of_the_source_is_seen(world: World, served: tuple[Path, S
     publish(apt, home, [build_deb(tmp_path / "new", "hello", "2.10-4", arch="amd64",
                                   control="Depends: libgreet (>= 1.0)\n",
                                   files={"usr/bin/hello": b"#!/bin/sh\necho newer\n"})])
+    assert srv.log is not None
+    srv.log.write_text("")
     newer, err = compose(repo, conf)
     assert newer != first and "No change" not in err, err
+    # the key and the compose read one snapshot of the source: its Release once
+    assert srv.fetched().count("/dists/stable/InRelease") == 1, srv.fetched()
     assert "hello 2.10-4" in run_strata("--repo", repo.path, "db", "list", newer).stdout
 
 

@@ -179,6 +179,26 @@ def test_triggers_processed_last_even_without_scripts() -> None:
     assert runs[0].body.rstrip().endswith("exec dpkg --triggers-only --pending")
 
 
+def test_strata_runs_ldconfig_only_when_the_images_dpkg_will_not() -> None:
+    lib = PackageMeta(PackageType.DEB, "libx1", "1.0", "amd64",
+                      files=(FileEntry("usr/lib/x86_64-linux-gnu/libx.so.1"),))
+    db, tree = "usr/lib/sysimage/dpkg", MutableTree()
+    tree.ensure_dir("usr/sbin")
+    tree.set_file("usr/sbin/ldconfig", "0" * 64)
+    activated = [Activation("ldconfig", "libx1:amd64", True)]
+
+    def names() -> list[str]:
+        return [f"{r.package} {r.name}" for r in plan_scripts(PackageType.DEB, [lib], tree, db,
+                                                              activations=activated)]
+
+    assert names() == ["ldconfig trigger", "dpkg triggers"]  # nobody is interested in it
+    tree.ensure_dir(f"{db}/triggers")
+    tree.set_file(f"{db}/triggers/ldconfig", "1" * 64)  # libc-bin's interest
+    assert names() == ["dpkg triggers"]  # dpkg runs libc-bin's postinst triggered ldconfig
+    activated = []
+    assert names() == ["ldconfig trigger", "dpkg triggers"]  # a library without a triggers file
+
+
 def _diversions(tmp_path: Path, text: str) -> dict[str, Diversion]:
     repo = Repo.init(tmp_path / "repo", RepoMode.BARE)
     tree = MutableTree()
