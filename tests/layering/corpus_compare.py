@@ -67,10 +67,11 @@ RANDOM_CONTENT: dict[str, str] = {
     "file's inode, device and the time when newaliases created it)",
 }
 # compared semantically, without the fields that record how the tree is stored
+PYC, MAN_INDEX = "*.pyc", "var/cache/man/*index.db"
 STORAGE_DEPENDENT: dict[str, str] = {
-    "*.pyc": "a timestamp-based .pyc records its source's mtime: 0 in an OSTree tree, the "
+    PYC: "a timestamp-based .pyc records its source's mtime: 0 in an OSTree tree, the "
     ".deb's in apt's (compared without that field)",
-    "var/cache/man/*index.db": "man-db's index cache (the daily man-db timer rebuilds it) "
+    MAN_INDEX: "man-db's index cache (man-db.timer runs mandb daily to update it) "
     "records each page's lstat mtime (0 for files in an OSTree tree, the object's write time for "
     "symlinks) and marks a page 'A' or 'B' by man-db's hard-link rule (every OSTree file is a "
     "hard link of its object): compared entry by entry without the mtimes, the flag only where "
@@ -164,9 +165,9 @@ def _content_diff(a: Entry, b: Entry, rel: str, roots: tuple[Path, Path] | None)
             a.size == b.size and _digest(a.real) == _digest(b.real)):
         return None
     what = f"content differs ({a.size}B | {b.size}B)"
-    if a.real.endswith(".pyc"):
+    if fnmatch.fnmatchcase(rel, PYC):
         return None if _pyc_without_mtime(a.real) == _pyc_without_mtime(b.real) else what
-    if fnmatch.fnmatchcase(rel, "var/cache/man/*index.db") and shutil.which("accessdb"):
+    if fnmatch.fnmatchcase(rel, MAN_INDEX) and shutil.which("accessdb"):
         entries = index_diff(a.real, b.real, roots, manpath_of(rel))
         return f"{len(entries)} entries differ: {'; '.join(entries[:5])}" if entries else None
     return what
@@ -181,8 +182,8 @@ def _describe(e: Entry) -> str:
 def tree_diff(strata: dict[str, Entry], apt: dict[str, Entry],
               roots: tuple[Path, Path] | None = None) -> list[str]:
     """One line per differing path: ``+ path`` only strata has it, ``- path`` only apt,
-    ``M path: strata ... | apt ...`` metadata, ``C path`` content (man-db's indexes entry
-    by entry when the sides' ``roots`` are given, else byte by byte)."""
+    ``M path: strata ... | apt ...`` metadata, ``C path`` content (man-db's indexes entry by
+    entry; their hard-link flag is explained only when the sides' ``roots`` are given)."""
     lines = []
     for rel in sorted(strata.keys() | apt.keys()):
         s, a = strata.get(rel), apt.get(rel)
@@ -266,9 +267,9 @@ CAUSES: tuple[tuple[str, str], ...] = (
     (r"^C /etc/(passwd|group|shadow|gshadow)-?:",
      "configure order: postinsts run in dependency order, ties by name (apt's order differs), "
      "so adduser appends the same users and groups, same ids, in another line order"),
-    (r"^C /var/cache/man/(.*/)?index[.]db",
-     "man-db's index: entries differ beyond page mtimes and the hard-link flag (a man-db "
-     "index update missed or run on other pages)"),
+    (r"^[-C] /var/cache/man/(.*/)?index[.]db",
+     "man-db's index missing or with entries that differ beyond page mtimes and the hard-link "
+     "flag (man-db's postinst or trigger did not run mandb, or ran it on other pages)"),
     (r"^[-+CM] /var/",
      "/var: what scripts made or changed is not on an existing stateroot"),
 )
