@@ -7,7 +7,7 @@ objects) and by SHA-256 otherwise.  Paths that are not installed state are left
 out, each for the reason in :data:`EXCLUDED` (:data:`ENTRY_ONLY`: the entry,
 not what is below it); files whose content is random by design are compared
 by metadata only (:data:`RANDOM_CONTENT`); bytecode and man-db's index are compared
-without the source mtimes they record (every mtime is 0 in an OSTree tree); D-Bus's
+without what depends on how the tree is stored (:data:`STORAGE_DEPENDENT`); D-Bus's
 machine ID is checked against the host's /etc/machine-id (:func:`machine_id_diff`).
 """
 
@@ -19,12 +19,13 @@ import os
 import re
 import shutil
 import stat
-import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from debian.deb822 import Deb822
+
+from tests.layering.corpus_mandb import index_diff, manpath_of
 
 # path pattern (fnmatch on the relative path; a directory pattern drops what is below) -> why
 EXCLUDED: dict[str, str] = {
@@ -64,6 +65,17 @@ RANDOM_CONTENT: dict[str, str] = {
     "random key", "etc/ssl/certs/ssl-cert-snakeoil.pem": "self-signed with that random key",
     "etc/aliases.db": "a Berkeley DB file: its meta page holds a unique file ID (made from the "
     "file's inode, device and the time when newaliases created it)",
+}
+# compared semantically, without the fields that record how the tree is stored
+PYC, MAN_INDEX = "*.pyc", "var/cache/man/*index.db"
+STORAGE_DEPENDENT: dict[str, str] = {
+    PYC: "a timestamp-based .pyc records its source's mtime: 0 in an OSTree tree, the "
+    ".deb's in apt's (compared without that field)",
+    MAN_INDEX: "man-db's index cache (man-db.timer runs mandb daily to update it) "
+    "records each page's lstat mtime (0 for files in an OSTree tree, the object's write time for "
+    "symlinks) and marks a page 'A' or 'B' by man-db's hard-link rule (every OSTree file is a "
+    "hard link of its object): compared entry by entry without the mtimes, the flag only where "
+    "that rule on each side's own page explains it (tests/layering/corpus_mandb.py)",
 }
 
 
@@ -146,27 +158,19 @@ def _pyc_without_mtime(path: str) -> bytes:
     return data[:8] + data[12:] if data[4:8] == b"\0\0\0\0" else data
 
 
-_MANDB_MTIME = re.compile(r'^(\S+ -> "\S+ \S+ \S+ )\d+ \d+ ', re.M)
-
-
-def _mandb_without_mtimes(path: str) -> list[str]:
-    """man-db's index (``accessdb`` dump, sorted) without each page's mtime: OSTree stores every
-    mtime as 0, so mandb run in a layered tree records 0 where apt's records the .deb's."""
-    out = subprocess.run(["accessdb", path], capture_output=True, text=True, check=True).stdout
-    return sorted(_MANDB_MTIME.sub(r"\g<1>0 0 ", out).splitlines())
-
-
-def _same_content(a: Entry, b: Entry, rel: str) -> bool:
-    if a.size != b.size:
-        return False
+def _content_diff(a: Entry, b: Entry, rel: str, roots: tuple[Path, Path] | None) -> str | None:
+    """None when strata's ``a`` and apt's ``b`` hold the same content, else what differs."""
     sa, sb = os.stat(a.real), os.stat(b.real)
-    if (sa.st_dev, sa.st_ino) == (sb.st_dev, sb.st_ino) or _digest(a.real) == _digest(b.real):
-        return True
-    if a.real.endswith(".pyc"):
-        return _pyc_without_mtime(a.real) == _pyc_without_mtime(b.real)
-    if fnmatch.fnmatchcase(rel, "var/cache/man/*index.db") and shutil.which("accessdb"):
-        return _mandb_without_mtimes(a.real) == _mandb_without_mtimes(b.real)
-    return False
+    if (sa.st_dev, sa.st_ino) == (sb.st_dev, sb.st_ino) or (
+            a.size == b.size and _digest(a.real) == _digest(b.real)):
+        return None
+    what = f"content differs ({a.size}B | {b.size}B)"
+    if fnmatch.fnmatchcase(rel, PYC):
+        return None if _pyc_without_mtime(a.real) == _pyc_without_mtime(b.real) else what
+    if fnmatch.fnmatchcase(rel, MAN_INDEX) and shutil.which("accessdb"):
+        entries = index_diff(a.real, b.real, roots, manpath_of(rel))
+        return f"{len(entries)} entries differ: {'; '.join(entries[:5])}" if entries else None
+    return what
 
 
 def _describe(e: Entry) -> str:
@@ -175,9 +179,11 @@ def _describe(e: Entry) -> str:
     return f"{e.kind} {e.mode:04o} {e.uid}:{e.gid}{extra}{caps}"
 
 
-def tree_diff(strata: dict[str, Entry], apt: dict[str, Entry]) -> list[str]:
+def tree_diff(strata: dict[str, Entry], apt: dict[str, Entry],
+              roots: tuple[Path, Path] | None = None) -> list[str]:
     """One line per differing path: ``+ path`` only strata has it, ``- path`` only apt,
-    ``M path: strata ... | apt ...`` metadata, ``C path`` content."""
+    ``M path: strata ... | apt ...`` metadata, ``C path`` content (man-db's indexes entry by
+    entry; their hard-link flag is explained only when the sides' ``roots`` are given)."""
     lines = []
     for rel in sorted(strata.keys() | apt.keys()):
         s, a = strata.get(rel), apt.get(rel)
@@ -189,8 +195,8 @@ def tree_diff(strata: dict[str, Entry], apt: dict[str, Entry]) -> list[str]:
             if s.meta() != a.meta():
                 lines.append(f"M /{rel}: strata {_describe(s)} | apt {_describe(a)}")
             elif s.kind == "f" and not any(fnmatch.fnmatchcase(rel, p) for p in RANDOM_CONTENT) \
-                    and not _same_content(s, a, rel):
-                lines.append(f"C /{rel}: content differs ({s.size}B | {a.size}B)")
+                    and (what := _content_diff(s, a, rel, roots)) is not None:
+                lines.append(f"C /{rel}: {what}")
     return lines
 
 
@@ -261,8 +267,9 @@ CAUSES: tuple[tuple[str, str], ...] = (
     (r"^C /etc/(passwd|group|shadow|gshadow)-?:",
      "configure order: postinsts run in dependency order, ties by name (apt's order differs), "
      "so adduser appends the same users and groups, same ids, in another line order"),
-    (r"^C /var/cache/man/index[.]db",
-     "man-db's index: mandb in the layered tree marks some symlinked pages as pages, not links"),
+    (r"^[-C] /var/cache/man/(.*/)?index[.]db",
+     "man-db's index missing or with entries that differ beyond page mtimes and the hard-link "
+     "flag (man-db's postinst or trigger did not run mandb, or ran it on other pages)"),
     (r"^[-+CM] /var/",
      "/var: what scripts made or changed is not on an existing stateroot"),
 )
