@@ -121,11 +121,13 @@ class Cgroup:
         read what they may still be writing).
         """
         deadline = time.monotonic() + EMPTY_WAIT
+        pause = 0.0005  # the sandbox's processes are usually gone within a millisecond
         while self.tasks():
             if time.monotonic() > deadline:
                 raise ScriptError(f"maintainer script processes survived SIGKILL in {self.dirs[0]}")
             self.kill()
-            time.sleep(0.01)
+            time.sleep(pause)
+            pause = min(pause * 2, 0.01)
         for d in self.dirs:
             with contextlib.suppress(OSError):
                 d.rmdir()
