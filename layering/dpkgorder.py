@@ -21,7 +21,7 @@ version, and, within one hash bin (two names out of 65521), dpkg's insertion ord
 
 from __future__ import annotations
 
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
 
@@ -30,7 +30,6 @@ from importers.model import DepKind, PackageMeta, Relation
 BINS = 65521
 FNV_OFFSET, FNV_PRIME = 2166136261, 16777619
 DEPEND_TRY_CYCLES = 2
-DEPEND_TRY_TRIGGERS = 3
 DEPEND_TRY_FORCE = 5  # dpkg gives up (internal error) past its last try; this forces
 MAX_STEPS = 2_000_000  # links walked looking for cycles, before configuring in queue order
 NONE, DEFER, OK = 0, 1, 3  # dpkg's found_status
@@ -79,10 +78,8 @@ class Graph:
 
 
 class DpkgRun:
-    """One ``dpkg --configure`` process over ``queue`` (in its queue order): ``done`` are the
-    configured packages (the base's and earlier runs'), ``present`` the unpacked ones whose
-    relations dpkg knows, ``triggered`` packages with pending triggers, which wait in the
-    queue until ``DEPEND_TRY_TRIGGERS``."""
+    """``dpkg --configure`` runs of one apt-get: ``done`` are the configured packages (the
+    base's and earlier runs'), ``present`` the unpacked ones whose relations dpkg knows."""
 
     def __init__(self, graph: Graph, done: set[str], present: Collection[str]) -> None:
         self.graph, self.done, self.present = graph, done, present
@@ -90,8 +87,10 @@ class DpkgRun:
         self.broken: set[Link] = set()
         self.steps = 0
 
-    def configure(self, queue: Sequence[str], triggered: Collection[str] = ()) -> list[str]:
-        """The packages of ``queue`` in the order dpkg configures them (added to ``done``)."""
+    def configure(self, queue: Sequence[str]) -> list[str]:
+        """The packages of ``queue`` in the order one dpkg process configures them (then in
+        ``done``).  Packages with pending triggers (dpkg's queue has them too, waiting until
+        its third try) are left out: they change the order only where a cycle is broken."""
         q = deque(queue)
         self.queued = set(queue)
         out: list[str] = []
@@ -101,13 +100,6 @@ class DpkgRun:
             sincenothing += 1
             if sincenothing - 1 > len(q) * 3 + 2 or sincenothing > len(q) * 2 + 2:
                 dependtry, sincenothing = dependtry + 1, 0
-            if pkg in triggered:
-                if dependtry < DEPEND_TRY_TRIGGERS:
-                    q.append(pkg)
-                else:
-                    self.queued.discard(pkg)
-                    sincenothing = 0
-                continue
             if self.steps > MAX_STEPS:
                 dependtry = DEPEND_TRY_FORCE  # bounded time on a hostile web of cycles
             elif dependtry >= DEPEND_TRY_CYCLES and self.break_cycle(pkg):
@@ -167,6 +159,7 @@ class DpkgRun:
         black: set[str] = set()
         stack: list[tuple[str, Iterator[tuple[Link, str]]]] = [(start, self._edges(start))]
         links: list[Link | None] = [None]
+        below = Counter([start])  # packages on the stack
         while stack:
             pkg, edges = stack[-1]
             nxt = next(edges, None)
@@ -175,12 +168,14 @@ class DpkgRun:
                 black.add(pkg)
                 stack.pop()
                 links.pop()
+                below[pkg] -= 1
                 continue
             links[-1], target = nxt
-            if all(p != target for p, _ in stack[:-1]):
+            if below[target] - (target == pkg) <= 0:  # not in the search path below
                 if target not in black:
                     stack.append((target, self._edges(target)))
                     links.append(None)
+                    below[target] += 1
                 continue
             j = len(stack) - 1
             while not (j != len(stack) - 1 and stack[j][0] == target):
@@ -195,12 +190,11 @@ class DpkgRun:
 
 
 def apt_configure_order(added: Sequence[PackageMeta], base: Sequence[PackageMeta],
-                        walk: Sequence[PackageMeta], triggered: Collection[str] = ()) -> list[str]:
+                        walk: Sequence[PackageMeta]) -> list[str]:
     """The names of ``added`` in the order apt and dpkg configure them: before each package
     of ``walk`` (``added`` in unpack order) that pre-depends on added packages not yet
     configured, one dpkg run over those and the added packages they need (depth-first,
-    in field order); then ``dpkg --configure --pending`` over the rest in hash order
-    (``triggered``: base packages with pending triggers, which share its queue)."""
+    in field order); then ``dpkg --configure --pending`` over the rest in hash order."""
     graph = Graph.of(added, base)
     names = {p.name for p in added}
     done = {p.name for p in base} - names
@@ -211,9 +205,7 @@ def apt_configure_order(added: Sequence[PackageMeta], base: Sequence[PackageMeta
             for target in _targets(group, graph, names):
                 if target not in done:
                     out += run.configure(_closure(target, graph, names, done))
-    rest = [n for n in hash_order(names) if n not in done]
-    waiting = set(triggered) - names
-    return out + run.configure(hash_order([*rest, *waiting]), waiting)
+    return out + run.configure([n for n in hash_order(names) if n not in done])
 
 
 def _targets(group: Sequence[Relation], graph: Graph, names: Collection[str]) -> list[str]:
