@@ -1,9 +1,11 @@
 """Which maintainer scripts run, in what order, with which arguments and environment.
 
-Debian: every added package's ``preinst install``, then every ``postinst
-configure``, dependencies first (:func:`dependency_order`: ``cron`` after
-``cron-daemon-common``, which creates the group its postinst needs), with
-dpkg's ``DPKG_*`` variables.  RPM, in
+Debian: every added package's ``preinst install``, dependencies first
+(:func:`dependency_order`), then every ``postinst configure`` in the order
+apt-get and dpkg configure them (:func:`configure_order`: a pre-depended package
+at once, the rest in dpkg's hash-table order with each package put back until its
+dependencies are configured, so ``cron`` after ``cron-daemon-common``, which creates
+the group its postinst needs), with dpkg's ``DPKG_*`` variables.  RPM, in
 the order ``rpm -i`` installs them (:mod:`layering.rpmorder`):
 ``%pre``/``%post`` with ``$1 = 1`` (one instance installed), each ``%post`` between
 the file triggers its package sets off, then ``%posttrans`` (``$1 = 1`` too, as rpm 4.18 gives)
@@ -25,6 +27,7 @@ from collections.abc import Callable, Iterable, Sequence
 from importers.model import DepKind, PackageMeta, PackageType
 from layering import rpmtriggers
 from layering.dpkgdb import info_name
+from layering.dpkgorder import apt_configure_order
 from layering.dpkgtriggers import Activation, trigger_run
 from layering.errors import ScriptError
 from layering.rpmorder import install_order
@@ -53,6 +56,16 @@ def dependency_order(added: list[PackageMeta]) -> list[PackageMeta]:
     """``added`` with each package after the added packages it (pre-)depends on, directly or
     through a virtual package, as dpkg configures them; ties and cycles by name."""
     return _ordered(added, None)
+
+
+def configure_order(added: list[PackageMeta],
+                    installed: Sequence[PackageMeta] = ()) -> list[PackageMeta]:
+    """``added`` in the order apt-get's dpkg runs configure them over the base packages
+    ``installed`` (:mod:`layering.dpkgorder`): the packages an added one pre-depends on
+    (with what they need) at once, the rest as ``dpkg --configure --pending`` does."""
+    rank = {n: i for i, n in enumerate(apt_configure_order(added, installed,
+                                                          dependency_order(added)))}
+    return sorted(added, key=lambda p: rank.get(p.name, len(rank)))
 
 
 def unpack_order(added: list[PackageMeta], requested: Sequence[str]) -> list[PackageMeta]:
@@ -224,8 +237,8 @@ def plan_scripts(kind: PackageType, added: list[PackageMeta], tree: MutableTree,
         with_files = base() if _may_trigger([*added, *installed]) else []
         runs = _rpm_runs(rpm_install_order(added), with_files, pre=preinst)
         return runs + _ldconfig(added, tree) if runs or added else runs
-    runs = _deb_runs(dependency_order(added), db,
-                     ("preinst", "postinst") if preinst else ("postinst",))
+    runs = _deb_runs(dependency_order(added), db, ("preinst",)) if preinst else []
+    runs += _deb_runs(configure_order(added, installed), db, ("postinst",))
     if not _dpkg_runs_ldconfig(tree, db, activations or []):
         runs += _ldconfig(added, tree) if runs or added else []
     if runs or activations:

@@ -25,6 +25,11 @@ from pathlib import Path
 
 import pytest
 
+from importers.deb import open_deb
+from importers.debcontrol import meta_from_control
+from importers.model import Origin, PackageType
+from layering.scriptplan import plan_scripts
+from store.mtree import MutableTree
 from tests.layering.corpus import (
     CACHE,
     CORPUS,
@@ -57,14 +62,13 @@ pytestmark = [pytest.mark.slow, pytest.mark.integration, pytest.mark.timeout(900
 
 # Packages that cannot match apt yet, each with the exact causes (remove a package once its
 # causes are fixed: strict, so an unexpected pass fails).  Found by this corpus, 2026-12:
-USER_ORDER = ("configure order: postinsts run in dependency order, ties by name, apt's order "
-              "differs (systemd, systemd-timesyncd, then dbus-system-bus-common): adduser "
-              "appends the same users and groups with the same ids in another line order "
-              "(/etc/passwd, group, shadow, gshadow and their - backups)")
+XFAIL: dict[str, str] = {}  # none left: 2026-12-06, after the configure order and man-db's index
 
-XFAIL: dict[str, str] = {  # from the corpus report of 2026-12-06, after triggers and /var carry
-    "openssh-server": USER_ORDER,
-}
+
+# packages whose dpkg.log configure order strata's plan is checked against: pre-depended
+# packages configured at once (systemd, cron-daemon-common, python3.11-minimal, libmpfr6),
+# a cycle (dmsetup and libdevmapper1.02.1), long pending queues
+ORDER_CHECKED = ("openssh-server", "systemd-timesyncd", "postfix", "cron", "gawk", "git")
 
 
 @dataclass
@@ -191,3 +195,34 @@ def _write_report(w: World) -> None:
     CACHE.mkdir(parents=True, exist_ok=True)
     report = CACHE / os.environ.get("STRATA_CORPUS_REPORT", "report.txt")
     report.write_text("\n".join(lines) + "\n")
+
+
+def _order_params() -> list[str]:
+    only = [n for n in os.environ.get("STRATA_CORPUS", "").split(",") if n]
+    return [n for n in ORDER_CHECKED if not only or n in only]
+
+
+@pytest.mark.parametrize("name", _order_params())
+def test_postinsts_planned_in_dpkg_logs_configure_order(world: World, name: str) -> None:
+    """strata's postinst order for what apt-get installed equals the ``configure`` lines
+    of that run's /var/log/dpkg.log (packages without a postinst left out)."""
+    work = world.tmp / f"order-{name}"
+    work.mkdir()
+    try:
+        with world.apt.installed(work / "apt", name) as (root, _upper, _s, error):
+            assert not error, error
+            log = [line.split() for line in (root / "var/log/dpkg.log").read_text().splitlines()]
+            status = (root / "usr/lib/sysimage/dpkg/status").read_text()
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    new = [w[3].split(":")[0] for w in log if len(w) > 3 and w[2] == "install"]
+    configured = [w[3].split(":")[0] for w in log if len(w) > 3 and w[2] == "configure"]
+    pool = local_repo() / "pool"
+    added = [open_deb(deb).meta for n in new for deb in sorted(pool.glob(f"{n}_*.deb"))]
+    assert sorted(p.name for p in added) == sorted(new)
+    base = [meta_from_control(s, origin=Origin.INSTALLED) for s in status.split("\n\n")
+            if s.strip() and meta_from_control(s, origin=Origin.INSTALLED).name not in new]
+    runs = plan_scripts(PackageType.DEB, added, MutableTree(), installed=base)
+    with_postinst = {p.name for p in added if any(s.name == "postinst" for s in p.scripts)}
+    assert [r.package for r in runs if r.name == "postinst"] == [
+        n for n in configured if n in with_postinst]

@@ -48,7 +48,7 @@ def test_unpack_order_puts_pre_dependencies_before_other_ties() -> None:
     sysv = _pkg("systemd-sysv", pre_depends=[["systemd"]])
     order = [p.name for p in unpack_order([_pkg("dbus"), sysv, _pkg("systemd")], ())]
     assert order == ["systemd", "dbus", "systemd-sysv"]
-    # dpkg configures by name among ties: dbus before systemd (messagebus gets its gid first)
+    # preinsts run dependencies first, ties by name
     order = [p.name for p in dependency_order([_pkg("dbus"), sysv, _pkg("systemd")])]
     assert order == ["dbus", "systemd", "systemd-sysv"]
 
@@ -75,6 +75,21 @@ def test_postinst_runs_in_dependency_order() -> None:
     runs = plan_scripts(PackageType.DEB, [_pkg("a", depends=[["b"]]), _pkg("b")], MutableTree())
     assert [(r.package, r.name) for r in runs] == [("b", "postinst"), ("a", "postinst"),
                                                    ("dpkg", "triggers")]
+
+
+def test_postinsts_run_as_apt_configures_pre_depended_packages_then_pending() -> None:
+    # openssh-server's install (bookworm, dpkg.log): apt configures systemd (and what it
+    # needs) before it unpacks systemd-sysv, which pre-depends on it; dpkg --configure
+    # --pending then takes the rest in its hash table's order, so systemd-timesyncd's
+    # postinst runs before dbus-system-bus-common's (the systemd-timesync user gets its
+    # uid before messagebus)
+    added = [_pkg("dbus-system-bus-common"), _pkg("systemd-timesyncd", depends=[["systemd"]]),
+             _pkg("systemd-sysv", pre_depends=[["systemd"]]), _pkg("libsystemd-shared"),
+             _pkg("systemd", depends=[["libsystemd-shared"], ["libc6"]])]
+    runs = plan_scripts(PackageType.DEB, added, MutableTree(), installed=[_pkg("libc6")])
+    assert [r.package for r in runs if r.name == "postinst"] == [
+        "libsystemd-shared", "systemd", "systemd-sysv", "systemd-timesyncd",
+        "dbus-system-bus-common"]
 
 
 def _rpm(name: str, files: tuple[str, ...] = (), *scripts: Script,
