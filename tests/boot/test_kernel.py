@@ -55,3 +55,13 @@ def test_newest_of_several_kernels_is_taken(tmp_path: Path) -> None:
     d = install_kernel(tmp_path / "boot", "os", k)
     assert sorted(p.name for p in d.iterdir()) == ["initramfs-6.1.0-57-cloud-amd64.img",
                                                    "vmlinuz-6.1.0-57-cloud-amd64"]
+
+
+def test_install_on_the_same_filesystem_hardlinks(tmp_path: Path) -> None:
+    """As ostree's install_into_boot: on the tree's filesystem kernel and initramfs are the
+    tree's files (its repository objects), not copies (they were always copied: os.link
+    without a directory fd calls link(2), which does not follow /proc/self/fd/N)."""
+    k = find_kernel(make_tree(tmp_path / "t"))
+    d = install_kernel(tmp_path / "boot", "os", k)
+    for rel, name in k.sources():
+        assert (d / name).stat().st_ino == (k.tree / rel).stat().st_ino, name
