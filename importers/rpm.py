@@ -67,8 +67,8 @@ _FILE_TRIGGERS = {
                          Tag.TRANSFILETRIGGERNAME, Tag.TRANSFILETRIGGERINDEX,
                          Tag.TRANSFILETRIGGERFLAGS, Tag.TRANSFILETRIGGERPRIORITIES),
 }
-# rpm's trigger senses (rpmds.h): fired by installing, by erasing, after erasing
-_TRIGGER_SENSES = ((1 << 16, "in"), (1 << 17, "un"), (1 << 18, "postun"))
+# rpm's trigger senses (rpmds.h): fired by installing, by erasing, after erasing, before installing
+_TRIGGER_SENSES = ((1 << 16, "in"), (1 << 17, "un"), (1 << 18, "postun"), (1 << 25, "prein"))
 TRIGGER_PRIORITY = 1000000  # rpm's default file trigger priority
 _DIGEST_ALGOS = {1: "md5", 2: "sha1", 8: "sha256", 9: "sha384", 10: "sha512"}
 
@@ -150,7 +150,28 @@ def header_scripts(h: Header) -> tuple[Script, ...]:
         body = h.text(body_tag)
         if body or prog:
             out.append(Script(name, body, prog))
-    return tuple(out) + file_triggers(h)
+    return tuple(out) + package_triggers(h) + file_triggers(h)
+
+
+def package_triggers(h: Header) -> tuple[Script, ...]:
+    """The ``%triggerin`` / ``%triggerun`` / ``%triggerpostun`` scripts (named e.g.
+    ``triggerun``) in index order, each with the packages that fire it (``NAME`` or
+    ``NAME OP VERSION``); a script no name points at (rpmbuild merges some) is left out."""
+    bodies, progs = h.texts(Tag.TRIGGERSCRIPTS), h.texts(Tag.TRIGGERSCRIPTPROG)
+    names, vers = h.texts(Tag.TRIGGERNAME), h.texts(Tag.TRIGGERVERSION)
+    flags, index = h.ints(Tag.TRIGGERFLAGS), h.ints(Tag.TRIGGERINDEX)
+    n = min(len(names), len(flags), len(index))
+    out = []
+    for i, body in enumerate(bodies):
+        picked = [j for j in range(n) if index[j] == i]
+        if not picked:
+            continue
+        sense = next((s for bit, s in _TRIGGER_SENSES if flags[picked[0]] & bit), "in")
+        targets = tuple(f"{names[j]} {op} {vers[j]}" if (op := sense_op(flags[j])) and
+                        j < len(vers) and vers[j] else names[j] for j in picked)
+        out.append(Script(f"trigger{sense}", body, progs[i] if i < len(progs) else "",
+                          targets=targets))
+    return tuple(out)
 
 
 def file_triggers(h: Header) -> tuple[Script, ...]:
