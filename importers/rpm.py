@@ -160,11 +160,10 @@ def package_triggers(h: Header) -> tuple[Script, ...]:
     bodies, progs = h.texts(Tag.TRIGGERSCRIPTS), h.texts(Tag.TRIGGERSCRIPTPROG)
     names, vers = h.texts(Tag.TRIGGERNAME), h.texts(Tag.TRIGGERVERSION)
     flags, index = h.ints(Tag.TRIGGERFLAGS), h.ints(Tag.TRIGGERINDEX)
-    n = min(len(names), len(flags), len(index))
+    groups = _by_index(index, min(len(names), len(flags), len(index)))
     out = []
     for i, body in enumerate(bodies):
-        picked = [j for j in range(n) if index[j] == i]
-        if not picked:
+        if not (picked := groups.get(i)):
             continue
         sense = next((s for bit, s in _TRIGGER_SENSES if flags[picked[0]] & bit), "in")
         targets = tuple(f"{names[j]} {op} {vers[j]}" if (op := sense_op(flags[j])) and
@@ -174,6 +173,15 @@ def package_triggers(h: Header) -> tuple[Script, ...]:
     return tuple(out)
 
 
+def _by_index(index: tuple[int, ...], n: int) -> dict[int, list[int]]:
+    """script index -> the positions of the first ``n`` entries naming it, in order (one
+    pass: a header with many scripts and names stays linear)."""
+    out: dict[int, list[int]] = {}
+    for j in range(n):
+        out.setdefault(index[j], []).append(j)
+    return out
+
+
 def file_triggers(h: Header) -> tuple[Script, ...]:
     """The ``%filetrigger*`` and ``%transfiletrigger*`` scripts (named e.g.
     ``filetriggerin``), each with its path prefixes and priority."""
@@ -181,9 +189,9 @@ def file_triggers(h: Header) -> tuple[Script, ...]:
     for kind, (body_t, prog_t, name_t, index_t, flags_t, prio_t) in _FILE_TRIGGERS.items():
         bodies, progs, prios = h.texts(body_t), h.texts(prog_t), h.ints(prio_t)
         names, index, flags = h.texts(name_t), h.ints(index_t), h.ints(flags_t)
+        groups = _by_index(index, min(len(names), len(index), len(flags)))
         for i, body in enumerate(bodies):
-            picked = [j for j in range(min(len(names), len(index), len(flags))) if index[j] == i]
-            if not picked:
+            if not (picked := groups.get(i)):
                 continue
             sense = next((s for bit, s in _TRIGGER_SENSES if flags[picked[0]] & bit), "in")
             out.append(Script(f"{kind}{sense}", body, progs[i] if i < len(progs) else "",

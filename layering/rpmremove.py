@@ -111,14 +111,20 @@ def _fires(script: Script, sense: str, source: PackageMeta) -> bool:
     """Whether package trigger ``script`` of ``sense`` names ``source`` (at its version)."""
     if script.name != sense:
         return False
-    for target in script.targets:
-        name, _, rest = target.partition(" ")
-        op, _, version = rest.partition(" ")
-        if name == source.name and satisfies(
-                PackageType.RPM, Relation(name, Op(op) if op else None, version),
-                _evr_as(source, version)):
+    for rel in map(_target, script.targets):
+        if rel.name == source.name and satisfies(PackageType.RPM, rel,
+                                                 _evr_as(source, rel.version)):
             return True
     return False
+
+
+def _target(text: str) -> Relation:
+    """``NAME`` or ``NAME OP VERSION`` (as the importer writes it) as a relation; text of
+    another shape (a hostile name with spaces) is all name."""
+    parts = text.rsplit(" ", 2)
+    if len(parts) == 3 and parts[1] in {o.value for o in Op}:
+        return Relation(parts[0], Op(parts[1]), parts[2])
+    return Relation(text)
 
 
 def _evr_as(pkg: PackageMeta, version: str) -> str:
@@ -148,7 +154,7 @@ def _own_triggers(pkg: PackageMeta, db: Sequence[PackageMeta]) -> list[ScriptRun
     """``runImmedTriggers``: ``pkg``'s ``%triggerun`` on the installed packages it names,
     each script once."""
     runs, done = [], set()
-    names = [t.partition(" ")[0] for s in pkg.scripts for t in s.targets]
+    names = [_target(t).name for s in pkg.scripts for t in s.targets]
     for name in dict.fromkeys(names):
         for source in (p for p in db if p.name == name):
             script = next((s for s in pkg.scripts if _fires(s, "triggerun", source)), None)

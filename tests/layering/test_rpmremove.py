@@ -123,6 +123,11 @@ def test_a_trigger_on_a_version_not_met_does_not_fire() -> None:
     assert _flat([watch, _rpm("gone", version="1.1")], {"gone"}) == [("watch", "w", "1", "0")]
 
 
+def test_a_hostile_trigger_target_matches_nothing() -> None:
+    watch = _rpm("watch", (), _tr("triggerun", "w", "gone ~= 1", "gone  >= ", " "))
+    assert _flat([watch, _rpm("gone")], {"gone"}) == []
+
+
 def test_lua_scriptlets_are_refused_naming_the_package() -> None:
     lua = _rpm("gone", (), Script("postun", "print('x')", "<lua>"))
     with pytest.raises(ScriptError, match="%postun of gone is a lua scriptlet"):
