@@ -42,8 +42,8 @@ from dataclasses import dataclass
 
 from importers.model import Op, PackageMeta, PackageType, Relation, Script
 from importers.versions import satisfies
+from layering import rpmorder
 from layering.errors import ScriptError
-from layering.rpmorder import install_order
 from layering.scripts import ScriptRun
 
 BOUND = 10000  # rpm's TRIGGER_PRIORITY_BOUND
@@ -187,9 +187,9 @@ def _erase(pkg: PackageMeta, db: Sequence[PackageMeta]) -> Erase:
 
 
 def erase_order(removed: Sequence[PackageMeta]) -> list[PackageMeta]:
-    """``removed`` in the order rpm erases them: a package before those it requires (the
-    reverse of :func:`layering.rpmorder.install_order`)."""
-    return install_order(sorted(removed, key=lambda p: (p.name, p.evr, p.arch)))[::-1]
+    """``removed`` in the order ``rpm -e`` erases them given their names sorted
+    (:func:`layering.rpmorder.erase_order`): a package before those it requires."""
+    return rpmorder.erase_order(sorted(removed, key=lambda p: (p.name, p.evr, p.arch)))
 
 
 def plan_erase(db: Sequence[PackageMeta], removed: set[str]) -> ErasePlan:

@@ -20,6 +20,7 @@ from importers.model import (
     Script,
 )
 from importers.rpm import open_rpm
+from layering import rpmorder
 from layering.errors import ScriptError
 from layering.rpmremove import erase_order, plan_erase
 from tests.layering.realworld import cache_root
@@ -29,7 +30,8 @@ SHARE = "/usr/share/foo"
 
 def _rpm(name: str, files: tuple[str, ...] = (), *scripts: Script, version: str = "1.0",
          requires: str = "") -> PackageMeta:
-    deps: dict[DepKind, CNF] = {DepKind.DEPENDS: ((Relation(requires),),)} if requires else {}
+    groups = tuple((Relation(r),) for r in requires.split())
+    deps: dict[DepKind, CNF] = {DepKind.DEPENDS: groups} if groups else {}
     return PackageMeta(PackageType.RPM, name, version, "noarch", release="1", deps=deps,
                        scripts=scripts,
                        files=tuple(FileEntry(f, FileKind.FILE, 0o100644) for f in files))
@@ -115,6 +117,20 @@ def test_a_package_is_erased_before_what_it_requires() -> None:
     assert _flat([lib, app, watch], {"lib", "app"}) == [
         ("app", "app-preun", "0"), ("watch", "w-app", "1", "0"),
         ("lib", "lib-preun", "0"), ("watch", "w-lib", "1", "0")]
+
+
+@pytest.mark.parametrize(("given", "erased"), [
+    ("gone watch app lib free top", "top app lib free watch gone"),
+    ("free top lib app watch gone", "top app lib free gone watch"),
+    ("lib top gone watch free app", "top app lib free watch gone"),
+])
+def test_erase_order_as_rpm_tsort_gave(given: str, erased: str) -> None:
+    """``rpm -e --test -vv`` with the arguments in the ``given`` order (rpm 4.18's
+    rpmtsOrder: installs' queue, relations reversed)."""
+    pkgs = {"gone": _rpm("gone"), "watch": _rpm("watch"), "app": _rpm("app", requires="lib"),
+            "lib": _rpm("lib"), "free": _rpm("free"), "top": _rpm("top", requires="app free")}
+    assert [p.name for p in rpmorder.erase_order([pkgs[n] for n in given.split()])] == \
+        erased.split()
 
 
 def test_a_trigger_on_a_version_not_met_does_not_fire() -> None:
