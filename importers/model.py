@@ -107,22 +107,29 @@ class Script:
     """A maintainer script / scriptlet: name (preinst, %post...), interpreter and body.
 
     An rpm file trigger (``filetriggerin``, ``transfiletriggerin``) also has the path
-    prefixes that fire it and its priority (higher runs first)."""
+    prefixes that fire it and its priority (higher runs first); an rpm package trigger
+    (``triggerin``, ``triggerun``, ``triggerpostun``) the packages that fire it, each
+    ``NAME`` or ``NAME OP VERSION`` (``targets``)."""
 
     name: str
     body: str
     interpreter: str = ""
     prefixes: tuple[str, ...] = ()
     priority: int = 0
+    targets: tuple[str, ...] = ()
 
     def to_list(self) -> list[Any]:
         """A JSON-safe list (the trigger fields only when set)."""
         head: list[Any] = [self.name, self.body, self.interpreter]
+        if self.targets:
+            return head + [list(self.prefixes), self.priority, list(self.targets)]
         return head + [list(self.prefixes), self.priority] if self.prefixes else head
 
     @classmethod
     def from_list(cls, v: list[Any]) -> Script:
         """Inverse of :meth:`to_list`."""
+        if len(v) > 5:
+            return cls(v[0], v[1], v[2], tuple(v[3]), int(v[4]), tuple(v[5]))
         if len(v) > 3:
             return cls(v[0], v[1], v[2], tuple(v[3]), int(v[4]))
         return cls(*v)

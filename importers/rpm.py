@@ -67,8 +67,8 @@ _FILE_TRIGGERS = {
                          Tag.TRANSFILETRIGGERNAME, Tag.TRANSFILETRIGGERINDEX,
                          Tag.TRANSFILETRIGGERFLAGS, Tag.TRANSFILETRIGGERPRIORITIES),
 }
-# rpm's trigger senses (rpmds.h): fired by installing, by erasing, after erasing
-_TRIGGER_SENSES = ((1 << 16, "in"), (1 << 17, "un"), (1 << 18, "postun"))
+# rpm's trigger senses (rpmds.h): fired by installing, by erasing, after erasing, before installing
+_TRIGGER_SENSES = ((1 << 16, "in"), (1 << 17, "un"), (1 << 18, "postun"), (1 << 25, "prein"))
 TRIGGER_PRIORITY = 1000000  # rpm's default file trigger priority
 _DIGEST_ALGOS = {1: "md5", 2: "sha1", 8: "sha256", 9: "sha384", 10: "sha512"}
 
@@ -150,7 +150,36 @@ def header_scripts(h: Header) -> tuple[Script, ...]:
         body = h.text(body_tag)
         if body or prog:
             out.append(Script(name, body, prog))
-    return tuple(out) + file_triggers(h)
+    return tuple(out) + package_triggers(h) + file_triggers(h)
+
+
+def package_triggers(h: Header) -> tuple[Script, ...]:
+    """The ``%triggerin`` / ``%triggerun`` / ``%triggerpostun`` scripts (named e.g.
+    ``triggerun``) in index order, each with the packages that fire it (``NAME`` or
+    ``NAME OP VERSION``); a script no name points at (rpmbuild merges some) is left out."""
+    bodies, progs = h.texts(Tag.TRIGGERSCRIPTS), h.texts(Tag.TRIGGERSCRIPTPROG)
+    names, vers = h.texts(Tag.TRIGGERNAME), h.texts(Tag.TRIGGERVERSION)
+    flags, index = h.ints(Tag.TRIGGERFLAGS), h.ints(Tag.TRIGGERINDEX)
+    groups = _by_index(index, min(len(names), len(flags), len(index)))
+    out = []
+    for i, body in enumerate(bodies):
+        if not (picked := groups.get(i)):
+            continue
+        sense = next((s for bit, s in _TRIGGER_SENSES if flags[picked[0]] & bit), "in")
+        targets = tuple(f"{names[j]} {op} {vers[j]}" if (op := sense_op(flags[j])) and
+                        j < len(vers) and vers[j] else names[j] for j in picked)
+        out.append(Script(f"trigger{sense}", body, progs[i] if i < len(progs) else "",
+                          targets=targets))
+    return tuple(out)
+
+
+def _by_index(index: tuple[int, ...], n: int) -> dict[int, list[int]]:
+    """script index -> the positions of the first ``n`` entries naming it, in order (one
+    pass: a header with many scripts and names stays linear)."""
+    out: dict[int, list[int]] = {}
+    for j in range(n):
+        out.setdefault(index[j], []).append(j)
+    return out
 
 
 def file_triggers(h: Header) -> tuple[Script, ...]:
@@ -160,9 +189,9 @@ def file_triggers(h: Header) -> tuple[Script, ...]:
     for kind, (body_t, prog_t, name_t, index_t, flags_t, prio_t) in _FILE_TRIGGERS.items():
         bodies, progs, prios = h.texts(body_t), h.texts(prog_t), h.ints(prio_t)
         names, index, flags = h.texts(name_t), h.ints(index_t), h.ints(flags_t)
+        groups = _by_index(index, min(len(names), len(index), len(flags)))
         for i, body in enumerate(bodies):
-            picked = [j for j in range(min(len(names), len(index), len(flags))) if index[j] == i]
-            if not picked:
+            if not (picked := groups.get(i)):
                 continue
             sense = next((s for bit, s in _TRIGGER_SENSES if flags[picked[0]] & bit), "in")
             out.append(Script(f"{kind}{sense}", body, progs[i] if i < len(progs) else "",

@@ -39,7 +39,13 @@ from layering import dpkgdb, rpmdbupdate
 from layering.assemble import Assembler
 from layering.composekey import LEFT_OUT_KEY
 from layering.composerequest import ComposeRequest, image_inputs, source_list
-from layering.composescripts import find_dir, place_packages, run_configure, run_prerm
+from layering.composescripts import (
+    find_dir,
+    place_packages,
+    run_configure,
+    run_prerm,
+    run_rpm_erase,
+)
 from layering.convert import config_dir, to_ostree_layout
 from layering.dpkgtriggers import Activation, update_interests
 from layering.errors import ComposeError
@@ -336,10 +342,21 @@ def _build(repo: Repo, request: ComposeRequest, result: ComposeResult,
         kept = {p.name for p in installed} - {p.name for p in res.remove}
         full = {p.name: p for p in with_files()} if res.remove else {}
         host = HostSession(host_state) if host_state is not None else None
-        postrm = [] if request.no_scripts else run_prerm(
-            repo, txn, tree, result.kind, _gone(result), checkouts, result.script_log)
+        erased: set[str] = set()
+        if request.no_scripts:
+            postrm = []
+        elif result.kind is PackageType.RPM and (gone := {p.name for p in _gone(result)}):
+            postrm = run_rpm_erase(
+                repo, txn, tree, rpmdb.read_installed(repo, result.base, db_order=True), gone,
+                lambda p: asm.remove_package(full.get(p.name, p), kept), checkouts,
+                result.script_log)
+            erased = gone
+        else:
+            postrm = run_prerm(repo, txn, tree, result.kind, _gone(result), checkouts,
+                               result.script_log)
         for pkg in res.remove:
-            asm.remove_package(full.get(pkg.name, pkg), kept)
+            if pkg.name not in erased:
+                asm.remove_package(full.get(pkg.name, pkg), kept)
             assembling.advance()
         preinst_done = place_packages(repo, txn, asm, result.layers,
                                       {p.name for p in res.remove},

@@ -10,6 +10,11 @@
    without a preinst need no extra sandbox run.
 4. The removed packages' ``postrm``, the added packages' ``postinst configure`` and
    the trigger processing (:func:`run_configure`, :mod:`layering.dpkgtriggers`).
+
+rpm images remove base packages as ``rpm -e`` does (:func:`run_rpm_erase`,
+:mod:`layering.rpmremove`): each package's ``%preun`` and triggers run over the tree
+that still holds its files, its files go, then its ``%postun`` and triggers; the
+``%transfiletriggerpostun`` runs come after the added packages' scripts.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from layering.dpkgdb import write_info
 from layering.dpkgtriggers import Activation
 from layering.hoststate import HostSession, restore_image, seen_by_scripts, show_host
 from layering.packages import Layer
+from layering.rpmremove import plan_erase
 from layering.scriptplan import (
     dependency_order,
     plan_preinst,
@@ -78,6 +84,26 @@ def run_prerm(repo: Repo, txn: Transaction, tree: MutableTree, kind: PackageType
     prerm, postrm = plan_removal(kind, gone, db, read)
     log.entries.extend(run_scripts(repo, txn, tree, prerm, checkouts=checkouts).entries)
     return postrm
+
+
+def run_rpm_erase(repo: Repo, txn: Transaction, tree: MutableTree, db: list[PackageMeta],
+                  gone: set[str], remove: Callable[[PackageMeta], None],
+                  checkouts: CheckoutCache, log: ScriptLog) -> list[ScriptRun]:
+    """Remove the rpm base packages named ``gone`` as ``rpm -e`` does: their scripts and
+    triggers before ``remove`` takes each one's files out of ``tree``, then those after;
+    ``db`` is the base's database in order, with file lists.  Return the
+    ``%transfiletriggerpostun`` runs, which rpm runs after the transaction."""
+    plan = plan_erase(db, gone)
+    pending = list(plan.first)
+    for erase in plan.erases:
+        pending += erase.before
+        if pending:
+            log.entries.extend(run_scripts(repo, txn, tree, pending, checkouts=checkouts).entries)
+        remove(erase.pkg)
+        pending = list(erase.after)
+    if pending:
+        log.entries.extend(run_scripts(repo, txn, tree, pending, checkouts=checkouts).entries)
+    return list(plan.last)
 
 
 def run_preinst(repo: Repo, txn: Transaction, tree: MutableTree, pkgs: list[PackageMeta],
@@ -149,9 +175,11 @@ def run_configure(repo: Repo, txn: Transaction, tree: MutableTree, kind: Package
     """Run the removed packages' postrm, then the added ones' scripts (their preinst too
     unless ``preinst_done``) and the triggers, showing them the host's users and
     identity when ``host`` is given (``base``: the kept base packages, and the same
-    with file lists in database order, for rpm's file triggers)."""
-    runs = postrm + plan_scripts(kind, added, tree, dpkg_db(tree), base[0], base[1],
-                                 preinst=not preinst_done, activations=activations)
+    with file lists in database order, for rpm's file triggers).  For rpm, ``postrm``
+    (the removal's ``%transfiletriggerpostun``) runs after the added packages' scripts."""
+    planned = plan_scripts(kind, added, tree, dpkg_db(tree), base[0], base[1],
+                           preinst=not preinst_done, activations=activations)
+    runs = planned + postrm if kind is PackageType.RPM else postrm + planned
     scripts = Stage(progress, "scripts", len(runs))
     _run(repo, txn, tree, runs, checkouts, log, host, scripts)
     scripts.finish()

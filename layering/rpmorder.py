@@ -43,7 +43,19 @@ def _add(queue: list[int], start: int, p: int, qcnt: list[int]) -> None:
 
 def install_order(pkgs: list[PackageMeta]) -> list[PackageMeta]:
     """``pkgs`` (in rpm's transaction order) in the order rpm installs them."""
+    return _kahn(pkgs, _requires(pkgs))
+
+
+def erase_order(pkgs: list[PackageMeta]) -> list[PackageMeta]:
+    """``pkgs`` (in rpm's transaction order: ``rpm -e``'s arguments) in the order rpm
+    erases them: the same sort with every relation reversed (``addSingleRelation``:
+    "Erasures are reversed installs"), so a package goes before those it requires."""
     reqs = _requires(pkgs)
+    return _kahn(pkgs, [{j for j, r in enumerate(reqs) if i in r} for i in range(len(pkgs))])
+
+
+def _kahn(pkgs: list[PackageMeta], reqs: list[set[int]]) -> list[PackageMeta]:
+    """``pkgs`` with each after the ones ``reqs`` names for it, rpm's queue order."""
     count = [len(r) for r in reqs]
     dependents: list[list[int]] = [[] for _ in pkgs]
     for i, r in enumerate(reqs):

@@ -11,11 +11,11 @@ the order ``rpm -i`` installs them (:mod:`layering.rpmorder`):
 the file triggers its package sets off, then ``%posttrans`` (``$1 = 1`` too, as rpm 4.18 gives)
 and the ``%transfiletriggerin`` runs (:mod:`layering.rpmtriggers`).  Removed Debian
 base packages run ``prerm remove`` (while their files are still there) and
-``postrm remove`` (after), as dpkg does; removed RPM base packages run none, as with
-rpm-ostree's overrides.  Triggers: ``ldconfig`` runs once at the end when an added
-package ships a shared library.  For Debian, the image's dpkg then processes
-dpkg's triggers (:mod:`layering.dpkgtriggers`).  A compose runs Debian ``preinst``
-before the package's files are placed (:func:`plan_preinst`,
+``postrm remove`` (after), as dpkg does; removed RPM base packages run their scripts
+and triggers as ``rpm -e`` does (:mod:`layering.rpmremove`).  Triggers: ``ldconfig``
+runs once at the end when an added package ships a shared library.  For Debian, the
+image's dpkg then processes dpkg's triggers (:mod:`layering.dpkgtriggers`).  A compose
+runs Debian ``preinst`` before the package's files are placed (:func:`plan_preinst`,
 :mod:`layering.composescripts`).
 """
 
@@ -142,7 +142,8 @@ def _deb_runs(added: list[PackageMeta], db: str,
 def plan_removal(kind: PackageType, removed: list[PackageMeta], db: str,
                  read: Callable[[str], bytes | None]) -> tuple[list[ScriptRun], list[ScriptRun]]:
     """(``prerm remove`` runs, ``postrm remove`` runs) of removed Debian packages, their
-    bodies read now from the image's dpkg database (``read`` gives a tree file's bytes)."""
+    bodies read now from the image's dpkg database (``read`` gives a tree file's bytes);
+    none for rpm (:func:`layering.composescripts.run_rpm_erase` removes those)."""
     if kind is not PackageType.DEB:
         return [], []
     out: tuple[list[ScriptRun], list[ScriptRun]] = ([], [])
