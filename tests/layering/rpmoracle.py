@@ -31,8 +31,8 @@ EXCLUDED_RPM: dict[str, str] = {
     "var/log": "logs of the installing tool (none are written by the packages here)",
     "var/lib/rpm": "strata's compatibility symlink to the database moved under /usr "
     "(layering/convert.py, its tmpfiles line makes it at boot), like rpm-ostree's",
-    "usr/lib/foo-user/pre-saw-own-file": "compared by its own strict xfail "
-    "(test_pre_runs_before_the_package_files)",
+    "usr/lib/foo-user/pre-saw-own-file": "compared by its own test, which names the "
+    "order it checks (test_pre_runs_before_the_package_files)",
     "usr/lib/tmpfiles.d/strata-": "strata's transport of /var content to a stateroot "
     "(strata-*.conf, as in the apt corpus)",
 }
