@@ -8,9 +8,10 @@ Enhances (in that tag order) is looked up among the transaction's packages:
 - a dependency whose flags make it unordered is skipped (``isUnorderedReq``: only
   ``rpmlib()``, ``config()``, ``Requires(pretrans)``/``(posttrans)``/``(verify)``, meta),
   and so is one the package itself satisfies or no package of the set satisfies;
-- a path is first looked up among the packages' files, then among the Provides; the
-  provider is the requiring package itself if it is one, else the first package of the
-  set (in transaction order) providing it;
+- a path is first looked up among the packages' files, then among the Provides (whose
+  version range must overlap the dependency's: ``rpmdsCompare``); the provider is the
+  requiring package itself if it is one, else the first package of the set (in
+  transaction order) providing it;
 - a rich dependency adds its left operand, and for ``and``/``or`` every operand;
 - a relation is strong ("prerequired") when the dependency is ``Requires(pre)`` or
   ``Requires(post)`` (or a legacy PreReq); Requires(preun)/(postun) and plain Requires
@@ -19,16 +20,17 @@ Enhances (in that tag order) is looked up among the transaction's packages:
 - one relation per pair of packages, its strength the union of the dependencies that made
   it (rpm merges a repeated pair only when it is the last one recorded, as here).
 
-Not modelled: dependency versions (rpm matches a provider's version range; a transaction
-that passed the dependency check has a matching provider for each), package colours
-(multilib) and ``OrderWithRequires`` (strata's package model does not keep it).
+Not modelled: package colours (multilib: rpm prefers a provider of the preferred colour),
+the directory fingerprints rpm compares for a path dependency in another directory (a
+symlinked ``/bin``), and ``OrderWithRequires`` (strata's package model does not keep it).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from importers.model import DepKind, PackageMeta, Relation
+from importers.model import DepKind, Op, PackageMeta, PackageType, Relation
+from importers.versions import evrcmp
 
 # rpmds.h sense bits
 PREREQ = 1 << 6
@@ -47,6 +49,10 @@ _FORCE_ORDER = SCRIPT_PRE | SCRIPT_POST | SCRIPT_PREUN | SCRIPT_POSTUN
 _ORDER_KINDS = (DepKind.DEPENDS, DepKind.RECOMMENDS, DepKind.SUGGESTS, DepKind.SUPPLEMENTS,
                 DepKind.ENHANCES)
 _RICH_OPS = frozenset({"and", "or", "if", "unless", "else", "with", "without"})
+_RICH_CMP = {"<": Op.LT, "<=": Op.LE, "=": Op.EQ, "==": Op.EQ, ">=": Op.GE, ">": Op.GT}
+LESS, GREATER, EQUAL = 1 << 1, 1 << 2, 1 << 3
+_SENSE = {Op.LT: LESS, Op.LE: LESS | EQUAL, Op.EQ: EQUAL, Op.GE: GREATER | EQUAL,
+          Op.GT: GREATER}
 
 
 @dataclass(frozen=True)
@@ -76,9 +82,9 @@ def strength(flags: int, *, weak: bool) -> int:
     return out
 
 
-def rich_terms(text: str) -> list[str]:
-    """The names rpm orders on in a rich dependency ``(A op B ...)``: the left operand, and
-    every operand of an ``and``/``or`` chain; nested operands recursively."""
+def rich_terms(text: str) -> list[Relation]:
+    """The dependencies rpm orders on in a rich dependency ``(A op B ...)``: the left
+    operand, and every operand of an ``and``/``or`` chain; nested operands recursively."""
     words = _split_top(text[1:-1] if text.startswith("(") and text.endswith(")") else text)
     groups: list[list[str]] = [[]]
     ops: list[str] = []
@@ -90,12 +96,14 @@ def rich_terms(text: str) -> list[str]:
             groups[-1].append(w)
     first = ops[0] if ops else ""
     picked = groups if first in ("and", "or") else [] if first == "else" else groups[:1]
-    out: list[str] = []
+    out: list[Relation] = []
     for g in picked:
         if g and g[0].startswith("("):
             out.extend(rich_terms(g[0]))
+        elif len(g) == 3 and g[1] in _RICH_CMP:
+            out.append(Relation(g[0], _RICH_CMP[g[1]], g[2]))
         elif g and not g[0].startswith("rpmlib("):
-            out.append(g[0])
+            out.append(Relation(g[0]))
     return out
 
 
@@ -114,25 +122,61 @@ def _split_top(text: str) -> list[str]:
 
 
 class _Index:
-    """rpm's added-packages index: file paths and Provides (with each package's own name)
-    -> packages in transaction order."""
+    """rpm's added-packages index: file paths and Provides (with each package's own
+    ``name = EVR``) -> packages in transaction order."""
 
     def __init__(self, pkgs: list[PackageMeta]) -> None:
         self.files: dict[str, list[int]] = {}
-        self.provides: dict[str, list[int]] = {}
+        self.provides: dict[str, list[tuple[int, Relation]]] = {}
         for i, p in enumerate(pkgs):
-            names = [p.name, *(r.name for g in p.relations(DepKind.PROVIDES) for r in g)]
-            for name in dict.fromkeys(names):
-                self.provides.setdefault(name, []).append(i)
+            own = Relation(p.name, Op.EQ, p.evr)
+            for prov in [own, *(r for g in p.relations(DepKind.PROVIDES) for r in g)]:
+                self.provides.setdefault(prov.name, []).append((i, prov))
             for path in dict.fromkeys("/" + f.path.lstrip("/") for f in p.files):
                 self.files.setdefault(path, []).append(i)
 
-    def provider(self, name: str, asking: int) -> int | None:
-        """``rpmalSatisfiesDepend``: the package itself if it provides ``name``, else the
-        first provider; ``None`` when the set has none."""
-        found = self.files.get(name, []) if name.startswith("/") else []
-        found = found or self.provides.get(name, [])
+    def provider(self, dep: Relation, asking: int) -> int | None:
+        """``rpmalSatisfiesDepend``: the package itself if it satisfies ``dep``, else the
+        first that does (a path: among files first, versions not compared); ``None`` when
+        no package of the set does."""
+        found = self.files.get(dep.name, []) if dep.name.startswith("/") else []
+        found = found or [i for i, prov in self.provides.get(dep.name, []) if overlap(prov, dep)]
         return asking if asking in found else found[0] if found else None
+
+
+def overlap(a: Relation, b: Relation) -> bool:
+    """rpm's ``rpmdsCompare`` of two relations of the same name: whether their version
+    ranges overlap (an unversioned one overlaps everything)."""
+    if a.op is None or b.op is None or not a.version or not b.version:
+        return True
+    (ea, va, ra), (eb, vb, rb) = _evr(a.version), _evr(b.version)
+    fa, fb = _SENSE[a.op], _SENSE[b.op]
+    sense = _vercmp(ea, eb) if ea and eb else 1 if ea and int(ea) > 0 else \
+        -1 if eb and int(eb) > 0 else 0
+    if sense == 0:
+        sense = _vercmp(va, vb)
+        if sense == 0 and ra and rb:
+            sense = _vercmp(ra, rb)
+        elif sense == 0 and ((ra and fb & EQUAL) or (rb and fa & EQUAL)):
+            return True  # the side without a release matches any release when it has =
+    if sense < 0:
+        return bool(fa & GREATER or fb & LESS)
+    if sense > 0:
+        return bool(fa & LESS or fb & GREATER)
+    return bool(fa & fb & (EQUAL | LESS | GREATER))
+
+
+def _evr(text: str) -> tuple[str, str, str]:
+    """rpmverParse: (epoch, version, release), missing parts empty."""
+    head, colon, rest = text.partition(":")
+    epoch, rest = (head or "0", rest) if colon and (head.isdigit() or not head) else ("", text)
+    version, _, release = rest.rpartition("-") if "-" in rest else (rest, "", "")
+    return epoch, version, release
+
+
+def _vercmp(a: str, b: str) -> int:
+    """rpmvercmp of two version (or release, or epoch) strings."""
+    return evrcmp(PackageType.RPM, a, b)
 
 
 class _Recorder:
@@ -185,12 +229,12 @@ def record(pkgs: list[PackageMeta]) -> Relations:
         for rel, flags, requires, reverse in _deps(p):
             if is_unordered(flags):
                 continue
-            names = [rel.name]
+            terms = [rel]
             if rel.name.startswith("("):  # its operands carry its flags but for missing-ok
-                names, flags = rich_terms(rel.name), flags & ~(SENSEMASK | MISSINGOK)
+                terms, flags = rich_terms(rel.name), flags & ~(SENSEMASK | MISSINGOK)
             strong = strength(flags, weak=not requires or bool(flags & MISSINGOK))
-            for name in names:
-                q = None if name.startswith("rpmlib(") else index.provider(name, i)
+            for term in terms:
+                q = None if term.name.startswith("rpmlib(") else index.provider(term, i)
                 if q is not None and q != i:
                     rec.add(i, q, strong, reverse=reverse)
     return rec.done()

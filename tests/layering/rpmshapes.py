@@ -12,9 +12,18 @@ from __future__ import annotations
 
 import random
 import re
+from dataclasses import replace
 
 from fixtures.rpmimages import Spec, spec
-from importers.model import DepKind, FileEntry, FileKind, PackageMeta, PackageType, Relation
+from importers.model import (
+    DepKind,
+    FileEntry,
+    FileKind,
+    Op,
+    PackageMeta,
+    PackageType,
+    Relation,
+)
 
 Shape = dict[str, tuple[str, ...]]
 
@@ -47,6 +56,13 @@ SHAPES: dict[str, Shape] = {
         "systemd-libs": ("Requires: (systemd if bash) glibc",),
         "zz-tools": ("Requires: bash", "Supplements: systemd-libs"),
     },
+    # two providers of virt: c's versioned Requires takes b (not the first, a), closing the
+    # loop b <-> c; d's unversioned one takes a; e's Requires(post) on its own provide
+    # orders nothing
+    "versioned-providers": {"a": ("Provides: virt = 1",),
+                            "b": ("Provides: virt = 2", "Requires: c"),
+                            "c": ("Requires: virt >= 2",), "d": ("Requires: virt e",),
+                            "e": ("Provides: virt = 3", "Requires(post): virt", "Requires: a")},
 }
 
 # the order rpm -i (4.18.0) ran each set's %post in, packages given by file name
@@ -59,18 +75,24 @@ RPM_ORDERS: dict[str, list[str]] = {
     "cycle-and-independents": ["z", "n", "m", "p", "q", "a"],
     "distro-like": ["setup", "filesystem", "glibc-common", "bash", "glibc", "zz-tools",
                     "systemd", "systemd-libs"],
+    "versioned-providers": ["a", "e", "c", "b", "d"],
 }
 
 _QUALIFIERS = {"pre": 1 << 9, "post": 1 << 10, "preun": 1 << 11, "postun": 1 << 12,
                "pretrans": 1 << 7, "posttrans": 1 << 5}
+_SENSES = {Op.LT: 2, Op.LE: 10, Op.EQ: 8, Op.GE: 12, Op.GT: 4, None: 0}
 _KINDS = {"Requires": DepKind.DEPENDS, "Recommends": DepKind.RECOMMENDS,
-          "Supplements": DepKind.SUPPLEMENTS, "Provides": DepKind.PROVIDES}
-_LINE = re.compile(r"(\w+)(?:\((\w+)\))?:\s*(.*)")
+          "Suggests": DepKind.SUGGESTS, "Supplements": DepKind.SUPPLEMENTS,
+          "Enhances": DepKind.ENHANCES, "Provides": DepKind.PROVIDES}
+_LINE = re.compile(r"(\w+)(?:\(([\w,]+)\))?:\s*(.*)")
+_TERM = re.compile(r"(\([^()]*\)|[^\s<>=]+)(?:\s*([<>=]+)\s*(\S+))?")
 
 
-def _terms(text: str) -> list[str]:
-    """Space-separated names, a parenthesised rich dependency kept whole."""
-    return re.findall(r"\([^()]*\)|\S+", text)
+def _terms(text: str) -> list[Relation]:
+    """Dependencies of a spec line: names with an optional ``op version``, a parenthesised
+    rich dependency kept whole."""
+    return [Relation(m.group(1), Op(m.group(2)) if m.group(2) else None, m.group(3) or "")
+            for m in _TERM.finditer(text)]
 
 
 def files_of(name: str, lines: tuple[str, ...]) -> list[str]:
@@ -98,12 +120,13 @@ def meta_of(name: str, lines: tuple[str, ...]) -> PackageMeta:
         m = _LINE.fullmatch(ln)
         if m is None or m.group(1) not in _KINDS:
             continue
-        flags = _QUALIFIERS[m.group(2)] if m.group(2) else 0
+        flags = sum(_QUALIFIERS[q] for q in (m.group(2) or "").split(",") if q)
         deps.setdefault(_KINDS[m.group(1)], []).extend(
-            (Relation(t, flags=flags),) for t in _terms(m.group(3)))
+            (replace(t, flags=flags | _SENSES.get(t.op, 0)),) for t in _terms(m.group(3)))
     files = tuple(FileEntry(p.lstrip("/"), FileKind.FILE, 0o100644) for p in files_of(name, lines))
     # rpmbuild keeps each tag's dependencies sorted by name (and flags), duplicates merged
-    sorted_deps = {k: tuple(sorted(set(v), key=lambda g: (g[0].name.encode(), g[0].flags)))
+    sorted_deps = {k: tuple(sorted(set(v), key=lambda g: (g[0].name.encode(),
+                                                         g[0].version, g[0].flags)))
                    for k, v in deps.items()}
     return PackageMeta(PackageType.RPM, name, "1.0", "noarch", release="1",
                        deps=sorted_deps, files=files)
@@ -114,29 +137,40 @@ def metas(shape: Shape) -> list[PackageMeta]:
     return [meta_of(n, shape[n]) for n in sorted(shape)]
 
 
-_RANDOM_KINDS = ("Requires",) * 6 + ("Requires(pre)", "Requires(post)", "Requires(postun)",
-                                     "Recommends", "Supplements")
+_RANDOM_KINDS = ("Requires",) * 6 + (
+    "Requires(pre)", "Requires(post)", "Requires(postun)", "Requires(preun)",
+    "Requires(posttrans)", "Recommends", "Suggests", "Supplements", "Enhances",
+    "Requires(pre,post)")
 
 
 def random_shape(seed: int) -> Shape:
-    """A seeded random set of 3-8 packages: Requires of every strength, Recommends,
-    Supplements, a virtual Provides some share and files others require."""
+    """A seeded random set of 4-12 packages: dependencies of every kind and strength on a
+    package, a versioned or unversioned virtual some packages provide at versions 1-3, a
+    rich ``or``/``and``/``if`` dependency, or a file another package owns."""
     r = random.Random(seed)
-    names = [f"p{i}{r.choice('abcxyz')}" for i in range(r.randint(3, 8))]
+    names = [f"q{i}{r.choice('abcxyz')}" for i in range(r.randint(4, 12))]
     r.shuffle(names)
     lines: dict[str, list[str]] = {n: [] for n in names}
+    versions = []
     for n in names:
+        if r.random() < 0.3:
+            versions.append(r.randint(1, 3))
+            lines[n].append(f"Provides: virt = {versions[-1]}")
         if r.random() < 0.2:
-            lines[n].append("Provides: virt")
-        if r.random() < 0.15:
             lines[n].append(f"File: /opt/shared/{n}")
-    for _ in range(r.randint(len(names) - 1, 2 * len(names) + 2)):
+    for _ in range(r.randint(len(names) - 1, 3 * len(names))):
         a, b = r.sample(names, 2)
-        kind, target = r.choice(_RANDOM_KINDS), b
-        if r.random() < 0.1 and "Provides: virt" in lines[b]:
+        kind, target, x = r.choice(_RANDOM_KINDS), b, r.random()
+        if x < 0.1 and versions:
+            target = f"virt >= {r.choice(versions)}"
+        elif x < 0.15 and versions:
             target = "virt"
+        elif x < 0.25:
+            other = r.choice(names)
+            target = f"({b} {r.choice(['or', 'and', 'if'])} {other})"
+            kind = "Requires" if " if " in target else kind  # rpmbuild's rule
         owned = [ln[6:] for ln in lines[b] if ln.startswith("File:")]
-        if r.random() < 0.1 and owned:
+        if x > 0.9 and owned:
             target = owned[0]
         lines[a].append(f"{kind}: {target}")
     return {n: tuple(v) for n, v in lines.items()}

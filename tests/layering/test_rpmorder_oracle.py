@@ -25,10 +25,10 @@ from tests.util import require_tool
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration, pytest.mark.timeout(600)]
 
-# seeds where the former order (loops appended in input order) differed from rpm; 200 seeds
-# (STRATA_RPMORDER_SEEDS=200) all agreed with rpm 4.18.0
+# seeds where the former order (loops appended in input order) differed from rpm; the first
+# 150 seeds (STRATA_RPMORDER_SEEDS=150) all agreed with rpm 4.18.0
 RANDOM_SEEDS = tuple(range(int(os.environ["STRATA_RPMORDER_SEEDS"]))) \
-    if os.environ.get("STRATA_RPMORDER_SEEDS") else (0, 17, 42, 77, 101, 150)
+    if os.environ.get("STRATA_RPMORDER_SEEDS") else (0, 2, 4, 11, 29, 40)
 
 
 def _rpm_order(shape: Shape, root: Path) -> tuple[list[str], list[str]]:

@@ -3,7 +3,7 @@ lib/rpmal.c and include/rpm/rpmds.h define them."""
 
 from __future__ import annotations
 
-from importers.model import DepKind, PackageMeta, PackageType, Relation
+from importers.model import DepKind, Op, PackageMeta, PackageType, Relation
 from layering.rpmrelations import (
     MISSINGOK,
     POSTTRANS,
@@ -13,6 +13,7 @@ from layering.rpmrelations import (
     SCRIPT_POSTUN,
     SCRIPT_PRE,
     is_unordered,
+    overlap,
     record,
     rich_terms,
     strength,
@@ -30,12 +31,33 @@ def test_dependency_strengths() -> None:
     assert not is_unordered(MISSINGOK) and not is_unordered(0)
 
 
+def _names_of(text: str) -> list[str]:
+    return [r.name for r in rich_terms(text)]
+
+
 def test_rich_dependency_operands() -> None:
-    assert rich_terms("(a or b or c)") == ["a", "b", "c"]
-    assert rich_terms("(a >= 1.0 and (b or c(x86-64)))") == ["a", "b", "c(x86-64)"]
-    assert rich_terms("(a if b else c)") == ["a"]  # rpm 4.18 never orders on the else part
-    assert rich_terms("(a with b)") == ["a"]
-    assert rich_terms("(a unless (b and c))") == ["a"]
+    assert _names_of("(a or b or c)") == ["a", "b", "c"]
+    assert _names_of("(a >= 1.0 and (b or c(x86-64)))") == ["a", "b", "c(x86-64)"]
+    assert rich_terms("(a >= 1.0 or b)")[0] == Relation("a", Op.GE, "1.0")
+    assert _names_of("(a if b else c)") == ["a"]  # rpm 4.18 never orders on the else part
+    assert _names_of("(a with b)") == ["a"]
+    assert _names_of("(a unless (b and c))") == ["a"]
+    assert _names_of("(rpmlib(RichDependencies) or a)") == ["a"]
+
+
+def test_version_ranges_overlap_as_rpmdscompare() -> None:
+    def ov(a: str, b: str) -> bool:
+        (na, oa, va), (nb, ob, vb) = a.split(), b.split()
+        return overlap(Relation(na, Op(oa), va), Relation(nb, Op(ob), vb))
+
+    assert ov("v = 2", "v >= 2") and not ov("v = 1", "v >= 2")
+    assert ov("v = 1.0-3", "v = 1.0")  # no release on one side: any release
+    assert not ov("v = 1.0-3", "v < 1.0")
+    assert not ov("v = 1.0-3", "v = 1.0-4") and ov("v = 1.0-3", "v <= 1.0-4")
+    assert ov("v = 1:0.5", "v > 2") and not ov("v = 0.5", "v > 2")  # epoch wins
+    assert ov("v = 2", "v > 1:1") is False  # a missing epoch is below epoch 1
+    assert ov("v >= 1", "v < 2") and not ov("v > 2", "v < 2")
+    assert overlap(Relation("v"), Relation("v", Op.LT, "0"))  # unversioned: always
 
 
 def _pkg(name: str, **deps: tuple[Relation, ...]) -> PackageMeta:
@@ -45,13 +67,15 @@ def _pkg(name: str, **deps: tuple[Relation, ...]) -> PackageMeta:
 
 def test_provider_is_the_package_itself_or_the_first() -> None:
     # rpmalSatisfiesDepend: a self-provided dependency orders nothing; else the first
-    # provider of the transaction is taken, not every one
-    a = _pkg("a", depends=(Relation("virt"),), provides=(Relation("virt"),))
-    b = _pkg("b", provides=(Relation("virt"),))
+    # provider of the transaction whose version matches is taken, not every one
+    a = _pkg("a", depends=(Relation("virt"),), provides=(Relation("virt", Op.EQ, "1"),))
+    b = _pkg("b", provides=(Relation("virt", Op.EQ, "2"),))
     c = _pkg("c", depends=(Relation("virt"),))
-    rel = record([a, b, c])
-    assert rel.count == (0, 0, 1)
+    d = _pkg("d", depends=(Relation("virt", Op.GE, "2"), Relation("c", Op.LT, "1")))
+    rel = record([a, b, c, d])
+    assert rel.count == (0, 0, 1, 1)
     assert rel.requires[2] == ((0, 0),)
+    assert rel.requires[3] == ((1, 0),)  # c is at version 1: not < 1
 
 
 def test_reverse_and_weak_relations() -> None:
