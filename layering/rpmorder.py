@@ -21,7 +21,7 @@ The relations (which package requires which, and how strongly) are recorded as r
    loop is done; packages outside the loop it releases join the outer queue.
 
 The packages enter in the order given (``rpm -i *.rpm``: by file name). Not modelled:
-multilib colours, directory fingerprints and OrderWithRequires (see rpmrelations).
+multilib colours and directory fingerprints (see rpmrelations).
 """
 
 from __future__ import annotations

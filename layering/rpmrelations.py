@@ -2,8 +2,9 @@
 (``lib/order.c``: ``addRelation``, ``addSingleRelation``; ``lib/rpmal.c``:
 ``rpmalSatisfiesDepend``), for :mod:`layering.rpmorder`.
 
-Per package, in transaction order, every Requires, Recommends, Suggests, Supplements and
-Enhances (in that tag order) is looked up among the transaction's packages:
+Per package, in transaction order, every Requires, Recommends, Suggests, Supplements,
+Enhances and OrderWithRequires (in that tag order) is looked up among the transaction's
+packages:
 
 - a dependency whose flags make it unordered is skipped (``isUnorderedReq``: only
   ``rpmlib()``, ``config()``, ``Requires(pretrans)``/``(posttrans)``/``(verify)``, meta),
@@ -15,14 +16,15 @@ Enhances (in that tag order) is looked up among the transaction's packages:
 - a rich dependency adds its left operand, and for ``and``/``or`` every operand;
 - a relation is strong ("prerequired") when the dependency is ``Requires(pre)`` or
   ``Requires(post)`` (or a legacy PreReq); Requires(preun)/(postun) and plain Requires
-  are ordinary relations; weak dependencies (Recommends, Suggests, missing-ok) are
-  ordinary relations too; Supplements/Enhances point the other way;
+  are ordinary relations; weak dependencies (Recommends, Suggests, missing-ok) and
+  OrderWithRequires are ordinary relations too; Supplements/Enhances point the other way;
 - one relation per pair of packages, its strength the union of the dependencies that made
   it (rpm merges a repeated pair only when it is the last one recorded, as here).
 
 Not modelled: package colours (multilib: rpm prefers a provider of the preferred colour),
 the directory fingerprints rpm compares for a path dependency in another directory (a
-symlinked ``/bin``), and ``OrderWithRequires`` (strata's package model does not keep it).
+symlinked ``/bin``: rpm resolves it on the filesystem it runs on, the host's for
+``rpm --root``).
 """
 
 from __future__ import annotations
@@ -45,9 +47,9 @@ _ALL_REQUIRES = (INTERP | SCRIPT_PRE | SCRIPT_POST | SCRIPT_PREUN | SCRIPT_POSTU
 _INSTALL_ONLY = SCRIPT_PRE | SCRIPT_POST | RPMLIB | KEYRING | PRETRANS | POSTTRANS
 _UNORDERED_ONLY = RPMLIB | CONFIG | PRETRANS | POSTTRANS | SCRIPT_VERIFY | META
 _FORCE_ORDER = SCRIPT_PRE | SCRIPT_POST | SCRIPT_PREUN | SCRIPT_POSTUN
-# rpmtsOrder's ordertags, in its order (RPMTAG_ORDERNAME is not kept by the model)
+# rpmtsOrder's ordertags, in its order
 _ORDER_KINDS = (DepKind.DEPENDS, DepKind.RECOMMENDS, DepKind.SUGGESTS, DepKind.SUPPLEMENTS,
-                DepKind.ENHANCES)
+                DepKind.ENHANCES, DepKind.ORDER)
 _RICH_OPS = frozenset({"and", "or", "if", "unless", "else", "with", "without"})
 _RICH_CMP = {"<": Op.LT, "<=": Op.LE, "=": Op.EQ, "==": Op.EQ, ">=": Op.GE, ">": Op.GT}
 LESS, GREATER, EQUAL = 1 << 1, 1 << 2, 1 << 3

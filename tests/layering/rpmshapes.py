@@ -63,6 +63,9 @@ SHAPES: dict[str, Shape] = {
                             "b": ("Provides: virt = 2", "Requires: c"),
                             "c": ("Requires: virt >= 2",), "d": ("Requires: virt e",),
                             "e": ("Provides: virt = 3", "Requires(post): virt", "Requires: a")},
+    # OrderWithRequires orders without requiring: c before the loop a <-> b
+    "order-with-requires": {"a": ("Requires: b", "OrderWithRequires: c"), "b": ("Requires: a",),
+                            "c": ()},
 }
 
 # the order rpm -i (4.18.0) ran each set's %post in, packages given by file name
@@ -76,6 +79,7 @@ RPM_ORDERS: dict[str, list[str]] = {
     "distro-like": ["setup", "filesystem", "glibc-common", "bash", "glibc", "zz-tools",
                     "systemd", "systemd-libs"],
     "versioned-providers": ["a", "e", "c", "b", "d"],
+    "order-with-requires": ["c", "b", "a"],
 }
 
 _QUALIFIERS = {"pre": 1 << 9, "post": 1 << 10, "preun": 1 << 11, "postun": 1 << 12,
@@ -83,7 +87,8 @@ _QUALIFIERS = {"pre": 1 << 9, "post": 1 << 10, "preun": 1 << 11, "postun": 1 << 
 _SENSES = {Op.LT: 2, Op.LE: 10, Op.EQ: 8, Op.GE: 12, Op.GT: 4, None: 0}
 _KINDS = {"Requires": DepKind.DEPENDS, "Recommends": DepKind.RECOMMENDS,
           "Suggests": DepKind.SUGGESTS, "Supplements": DepKind.SUPPLEMENTS,
-          "Enhances": DepKind.ENHANCES, "Provides": DepKind.PROVIDES}
+          "Enhances": DepKind.ENHANCES, "OrderWithRequires": DepKind.ORDER,
+          "Provides": DepKind.PROVIDES}
 _LINE = re.compile(r"(\w+)(?:\(([\w,]+)\))?:\s*(.*)")
 _TERM = re.compile(r"(\([^()]*\)|[^\s<>=]+)(?:\s*([<>=]+)\s*(\S+))?")
 
@@ -140,7 +145,7 @@ def metas(shape: Shape) -> list[PackageMeta]:
 _RANDOM_KINDS = ("Requires",) * 6 + (
     "Requires(pre)", "Requires(post)", "Requires(postun)", "Requires(preun)",
     "Requires(posttrans)", "Recommends", "Suggests", "Supplements", "Enhances",
-    "Requires(pre,post)")
+    "Requires(pre,post)", "OrderWithRequires")
 
 
 def random_shape(seed: int) -> Shape:
@@ -168,7 +173,8 @@ def random_shape(seed: int) -> Shape:
         elif x < 0.25:
             other = r.choice(names)
             target = f"({b} {r.choice(['or', 'and', 'if'])} {other})"
-            kind = "Requires" if " if " in target else kind  # rpmbuild's rule
+            # rpmbuild's rules: "if" only in Requires, no rich OrderWithRequires
+            kind = "Requires" if " if " in target or kind == "OrderWithRequires" else kind
         owned = [ln[6:] for ln in lines[b] if ln.startswith("File:")]
         if x > 0.9 and owned:
             target = owned[0]
