@@ -50,6 +50,7 @@ _FORCE_ORDER = SCRIPT_PRE | SCRIPT_POST | SCRIPT_PREUN | SCRIPT_POSTUN
 # rpmtsOrder's ordertags, in its order
 _ORDER_KINDS = (DepKind.DEPENDS, DepKind.RECOMMENDS, DepKind.SUGGESTS, DepKind.SUPPLEMENTS,
                 DepKind.ENHANCES, DepKind.ORDER)
+RICH_DEPTH = 32  # nesting levels of a rich dependency followed (a header is hostile input)
 _RICH_OPS = frozenset({"and", "or", "if", "unless", "else", "with", "without"})
 _RICH_CMP = {"<": Op.LT, "<=": Op.LE, "=": Op.EQ, "==": Op.EQ, ">=": Op.GE, ">": Op.GT}
 LESS, GREATER, EQUAL = 1 << 1, 1 << 2, 1 << 3
@@ -84,9 +85,12 @@ def strength(flags: int, *, weak: bool) -> int:
     return out
 
 
-def rich_terms(text: str) -> list[Relation]:
+def rich_terms(text: str, depth: int = 0) -> list[Relation]:
     """The dependencies rpm orders on in a rich dependency ``(A op B ...)``: the left
-    operand, and every operand of an ``and``/``or`` chain; nested operands recursively."""
+    operand, and every operand of an ``and``/``or`` chain; nested operands recursively
+    (below :data:`RICH_DEPTH` levels: a deeper one orders nothing)."""
+    if depth >= RICH_DEPTH:
+        return []
     words = _split_top(text[1:-1] if text.startswith("(") and text.endswith(")") else text)
     groups: list[list[str]] = [[]]
     ops: list[str] = []
@@ -101,7 +105,7 @@ def rich_terms(text: str) -> list[Relation]:
     out: list[Relation] = []
     for g in picked:
         if g and g[0].startswith("("):
-            out.extend(rich_terms(g[0]))
+            out.extend(rich_terms(g[0], depth + 1))
         elif len(g) == 3 and g[1] in _RICH_CMP:
             out.append(Relation(g[0], _RICH_CMP[g[1]], g[2]))
         elif g and not g[0].startswith("rpmlib("):

@@ -43,6 +43,9 @@ def test_rich_dependency_operands() -> None:
     assert _names_of("(a with b)") == ["a"]
     assert _names_of("(a unless (b and c))") == ["a"]
     assert _names_of("(rpmlib(RichDependencies) or a)") == ["a"]
+    deep = "(" * 5000 + "a" + ")" * 5000  # a hostile header: bounded, no RecursionError
+    assert rich_terms(deep) == []
+    assert rich_terms("((a or b") == []  # unbalanced: nothing
 
 
 def test_version_ranges_overlap_as_rpmdscompare() -> None:
