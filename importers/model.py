@@ -64,6 +64,7 @@ class DepKind(enum.StrEnum):
     PROVIDES = "provides"
     REPLACES = "replaces"
     OBSOLETES = "obsoletes"
+    ORDER = "order"  # rpm's OrderWithRequires: orders an install, never resolved
 
 
 @dataclass(frozen=True)

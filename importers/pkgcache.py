@@ -55,7 +55,8 @@ if TYPE_CHECKING:
 
 CACHE_PREFIX = "strata/pkg/"
 UNPACK_PROCESSES = min(2, os.cpu_count() or 1)  # this one and, with two cores, a forked one
-UNPACK_VERSION = 3  # 3: maintainer scripts kept byte for byte (not UTF-8 with replacements)
+UNPACK_VERSION = 4  # 3: maintainer scripts kept byte for byte (not UTF-8 with replacements);
+# 4: rpm OrderWithRequires kept (DepKind.ORDER, for the install order)
 DEFAULT_CAP = 1 << 30  # payload.DEFAULT_CAP, without importing libarchive here
 _SAFE = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789.-")
 
