@@ -341,6 +341,9 @@ def _build(repo: Repo, request: ComposeRequest, result: ComposeResult,
         asm = Assembler(repo, tree, result.kind, installed, file_lists=with_files)
         kept = {p.name for p in installed} - {p.name for p in res.remove}
         full = {p.name: p for p in with_files()} if res.remove else {}
+        later = _upgraded(result) if not request.no_scripts else set()  # removed after %post
+        rpm_db = functools.cache(lambda: [p for p in rpmdb.read_installed(
+            repo, result.base, db_order=True) if p.name in kept | later])
         host = HostSession(host_state) if host_state is not None else None
         erased: set[str] = set()
         if request.no_scripts:
@@ -355,27 +358,26 @@ def _build(repo: Repo, request: ComposeRequest, result: ComposeResult,
             postrm = run_prerm(repo, txn, tree, result.kind, _gone(result), checkouts,
                                result.script_log)
         for pkg in res.remove:
-            if pkg.name not in erased:
+            if pkg.name not in erased | later:
                 asm.remove_package(full.get(pkg.name, pkg), kept)
             assembling.advance()
         preinst_done = place_packages(repo, txn, asm, result.layers,
                                       {p.name for p in res.remove},
                                       scripts=not request.no_scripts, checkouts=checkouts,
                                       log=result.script_log, host=host,
-                                      assembling=assembling)
+                                      assembling=assembling, rpm_db=rpm_db)
         added = [layer.meta for layer in result.layers]
         activations = _update_db(repo, txn, tree, result, unpack_order(
             added, request.install), asm, fetcher, [full.get(p.name, p) for p in res.remove])
         assembling.finish()
         fail_point("compose-before-scripts")
         if not request.no_scripts:
-            base = [p for p in installed if p.name in kept]
+            base = [p for p in installed if p.name in kept | later]
             run_configure(repo, txn, tree, result.kind, added, postrm,
                           activations=activations, preinst_done=preinst_done,
-                          checkouts=checkouts, log=result.script_log,
-                          host=host, progress=progress,
-                          base=(base, lambda: [p for p in rpmdb.read_installed(
-                              repo, result.base, db_order=True) if p.name in kept]))
+                          checkouts=checkouts, log=result.script_log, host=host,
+                          progress=progress, base=(base, rpm_db),
+                          remove=lambda p: asm.remove_package(p, kept))
         if not request.client_layer:  # a host's own layer keeps the host's identity
             result.left_out = clean_image(tree, txn).lines()
         write_var_tmpfiles(MutableTree.from_commit(repo, result.base), tree, txn, added,
@@ -394,10 +396,19 @@ def _build(repo: Repo, request: ComposeRequest, result: ComposeResult,
 
 
 def _gone(result: ComposeResult) -> list[PackageMeta]:
-    """The base packages being removed, not replaced by a local package."""
+    """The base packages being removed, not replaced by a local package (nor, on rpm
+    images, upgraded: :func:`_upgraded`)."""
     replaced = {layer.meta.name for layer in result.layers
-                if layer.sha256 in result.replace_sha256}
+                if layer.sha256 in result.replace_sha256} | _upgraded(result)
     return [p for p in result.resolution.remove if p.name not in replaced]
+
+
+def _upgraded(result: ComposeResult) -> set[str]:
+    """rpm images: the base packages an added package of the same name upgrades, whose
+    removal runs as ``rpm -U`` erases them (:mod:`layering.rpmtrans`)."""
+    if result.kind is not PackageType.RPM:
+        return set()
+    return {p.name for p in result.resolution.remove} & {x.meta.name for x in result.layers}
 
 
 def _with_files(repo: Repo, result: ComposeResult,

@@ -11,7 +11,10 @@
 4. The removed packages' ``postrm``, the added packages' ``postinst configure`` and
    the trigger processing (:func:`run_configure`, :mod:`layering.dpkgtriggers`).
 
-rpm images remove base packages as ``rpm -e`` does (:func:`run_rpm_erase`,
+rpm images upgrade a base package as ``rpm -U`` does (:mod:`layering.rpmtrans`): the new
+version is placed over the old one, and the old one's ``%preun``, its files the new one
+lacks and ``%postun`` go after the new one's ``%post``.  They remove base packages as
+``rpm -e`` does (:func:`run_rpm_erase`,
 :mod:`layering.rpmremove`): each package's ``%preun`` and triggers run over the tree
 that still holds its files, its files go, then its ``%postun`` and triggers; the
 ``%transfiletriggerpostun`` runs come after the added packages' scripts.
@@ -19,10 +22,11 @@ that still holds its files, its files go, then its ``%postun`` and triggers; the
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 
 from importers.dpkgdb import DB_DIRS as DPKG_DB_DIRS
 from importers.model import PackageMeta, PackageType
+from layering import rpmtrans
 from layering.assemble import Assembler
 from layering.convert import config_dir
 from layering.diversions import read_diversions
@@ -36,6 +40,7 @@ from layering.scriptplan import (
     plan_preinst,
     plan_removal,
     plan_rpm_pre,
+    plan_rpm_steps,
     plan_scripts,
     rpm_install_order,
 )
@@ -107,13 +112,15 @@ def run_rpm_erase(repo: Repo, txn: Transaction, tree: MutableTree, db: list[Pack
 
 
 def run_preinst(repo: Repo, txn: Transaction, tree: MutableTree, pkgs: list[PackageMeta],
-                checkouts: CheckoutCache, log: ScriptLog, host: HostSession | None) -> None:
+                checkouts: CheckoutCache, log: ScriptLog, host: HostSession | None,
+                upgraded: Collection[str] = ()) -> None:
     """Run ``preinst install`` of ``pkgs`` (dependencies first) before their files are in
     the tree; their control files are put in the dpkg database first, where the scripts
     run from (debconf finds ``PKG.templates`` beside them).  rpm packages: their ``%pre``
-    (``$1 = 1``) in rpm's install order."""
+    (``$1 = 2`` for one upgrading a package named in ``upgraded``, else 1) in rpm's
+    install order."""
     if pkgs and pkgs[0].type is PackageType.RPM:
-        _run(repo, txn, tree, plan_rpm_pre(pkgs), checkouts, log, host, None)
+        _run(repo, txn, tree, plan_rpm_pre(pkgs, upgraded), checkouts, log, host, None)
         return
     db = dpkg_db(tree)
     ordered = dependency_order(pkgs)
@@ -124,14 +131,16 @@ def run_preinst(repo: Repo, txn: Transaction, tree: MutableTree, pkgs: list[Pack
 
 def place_packages(repo: Repo, txn: Transaction, asm: Assembler, layers: list[Layer],
                    removed: set[str], *, scripts: bool, checkouts: CheckoutCache,
-                   log: ScriptLog, host: HostSession | None, assembling: Stage) -> bool:
+                   log: ScriptLog, host: HostSession | None, assembling: Stage,
+                   rpm_db: Callable[[], Sequence[PackageMeta]] = list) -> bool:
     """Place the added packages into ``asm``'s tree, those with a Debian preinst after it
     ran (when ``scripts``), honouring dpkg's diversions; whether any preinst ran.  rpm
     packages are placed in rpm's install order, each ``%pre`` run just before its package
-    (:func:`_place_rpm`)."""
+    (:func:`_place_rpm`; ``rpm_db``: the base's database with file lists, for an upgrade's
+    ``%transfiletriggerun``)."""
     if asm.kind is PackageType.RPM and scripts:
         return _place_rpm(repo, txn, asm, layers, removed, checkouts=checkouts, log=log,
-                          host=host, assembling=assembling)
+                          host=host, assembling=assembling, rpm_db=rpm_db)
     late = [x for x in layers if has_preinst(x.meta)] if scripts else []
     if asm.kind is PackageType.DEB:
         asm.diversions = read_diversions(repo, asm.tree, dpkg_db(asm.tree))
@@ -149,20 +158,25 @@ def place_packages(repo: Repo, txn: Transaction, asm: Assembler, layers: list[La
 
 def _place_rpm(repo: Repo, txn: Transaction, asm: Assembler, layers: list[Layer],
                removed: set[str], *, checkouts: CheckoutCache, log: ScriptLog,
-               host: HostSession | None, assembling: Stage) -> bool:
-    """As rpm unpacks a transaction: in install order, a package's ``%pre`` runs over the
-    packages placed before it, then its files are placed (their owners resolved by the
-    users that ``%pre`` and the earlier ones created). One sandbox run per ``%pre``."""
+               host: HostSession | None, assembling: Stage,
+               rpm_db: Callable[[], Sequence[PackageMeta]]) -> bool:
+    """As rpm unpacks a transaction: the ``%transfiletriggerun`` of an upgrade first, then
+    in install order a package's ``%pre`` runs over the packages placed before it, then
+    its files are placed (their owners resolved by the users that ``%pre`` and the earlier
+    ones created). One sandbox run per ``%pre``.  True: every run before the files is
+    done."""
     by_meta = {id(x.meta): x for x in layers}
-    ran = False
+    upgraded = removed & {x.meta.name for x in layers}
+    if upgraded:
+        first = rpmtrans.trans_un([x.meta for x in layers], rpm_db())
+        _run(repo, txn, asm.tree, first, checkouts, log, host, None)
     for meta in rpm_install_order([x.meta for x in layers]):
         if has_preinst(meta):
-            run_preinst(repo, txn, asm.tree, [meta], checkouts, log, host)
-            ran = True
+            run_preinst(repo, txn, asm.tree, [meta], checkouts, log, host, upgraded)
         layer = by_meta[id(meta)]
         asm.add_package(layer.meta, layer.commit, removed)
         assembling.advance()
-    return ran
+    return True
 
 
 def run_configure(repo: Repo, txn: Transaction, tree: MutableTree, kind: PackageType,
@@ -171,15 +185,27 @@ def run_configure(repo: Repo, txn: Transaction, tree: MutableTree, kind: Package
                   checkouts: CheckoutCache, log: ScriptLog, host: HostSession | None,
                   progress: ProgressFn | None,
                   base: tuple[list[PackageMeta], Callable[[], list[PackageMeta]]] = ([], list),
-                  ) -> None:
+                  remove: Callable[[PackageMeta], None] | None = None) -> None:
     """Run the removed packages' postrm, then the added ones' scripts (their preinst too
     unless ``preinst_done``) and the triggers, showing them the host's users and
     identity when ``host`` is given (``base``: the kept base packages, and the same
-    with file lists in database order, for rpm's file triggers).  For rpm, ``postrm``
-    (the removal's ``%transfiletriggerpostun``) runs after the added packages' scripts."""
+    with file lists in database order, for rpm's triggers, the versions added packages
+    upgrade included).  For rpm, ``postrm`` (the removal's ``%transfiletriggerpostun``)
+    runs after the added packages' scripts, and ``remove`` takes an upgraded version's
+    files out between its ``%preun`` and ``%postun``."""
+    if kind is PackageType.RPM:
+        steps = plan_rpm_steps(added, tree, base[0], base[1], preinst=not preinst_done)
+        steps[-1] = rpmtrans.Step((*steps[-1].runs, *postrm))
+        counted = Stage(progress, "scripts", sum(len(s.runs) for s in steps))
+        for step in steps:
+            _run(repo, txn, tree, step.runs, checkouts, log, host, counted)
+            if step.remove is not None and remove is not None:
+                remove(step.remove)
+        counted.finish()
+        return
     planned = plan_scripts(kind, added, tree, dpkg_db(tree), base[0], base[1],
                            preinst=not preinst_done, activations=activations)
-    runs = planned + postrm if kind is PackageType.RPM else postrm + planned
+    runs = postrm + planned
     scripts = Stage(progress, "scripts", len(runs))
     _run(repo, txn, tree, runs, checkouts, log, host, scripts)
     scripts.finish()

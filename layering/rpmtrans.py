@@ -1,0 +1,120 @@
+"""An rpm transaction of installs and upgrades, as ``rpm -i`` / ``rpm -U`` run it (rpm 4.18:
+``rpmtsRun`` in lib/transaction.c, ``rpmPackageInstall``/``rpmPackageErase`` in lib/psm.c;
+checked against ``rpm -U --root`` by tests/layering/test_rpm_upgrade_oracle.py).
+
+An added package whose name a base package has upgrades it: rpm orders every install
+before every erase (``rpmtsOrder``), so the old version is erased after all installs.
+
+1. When an old version goes: the ``%transfiletriggerun`` runs (:func:`rpmremove.trans_un`).
+2. Each added package in install order: ``%pre`` with ``$1`` = instances after it
+   (1, or 2 for an upgrade), its files, then the file triggers of priority >= 10000, its
+   ``%post`` (same ``$1``), the ``%triggerin`` of installed packages on it
+   (``runTriggers``: ``$1`` = instances of the trigger's package, ``$2`` = of the added
+   one, the old version still counted), its own ``%triggerin`` on installed packages
+   (``runImmedTriggers``: ``$1`` = its instances, ``$2`` = the other's; a package
+   triggering on itself runs twice, once each way), the lower file triggers.
+3. Each old version in erase order (:func:`rpmremove.erase_runs` with the database holding
+   both versions): ``%preun`` and ``%postun`` with ``$1 = 1``, ``%triggerun`` /
+   ``%triggerpostun`` with the instances left, its files that the new version lacks
+   removed between them (file triggers list only those).
+4. ``%posttrans`` of each added package (``$1`` = instances, plus one for an upgrade:
+   ``isUpdate``), the base's ``%transfiletriggerin`` over the added files, the noted
+   ``%transfiletriggerpostun``, the added packages' own ``%transfiletriggerin``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+
+from importers.model import PackageMeta
+from layering import rpmremove, rpmtriggers
+from layering.assemble import runtime_path
+from layering.scripts import ScriptRun
+
+
+@dataclass(frozen=True)
+class Step:
+    """Runs, then (when ``remove`` is set) that old version's files go: ``remove`` lists
+    only the files the new version does not ship."""
+
+    runs: tuple[ScriptRun, ...]
+    remove: PackageMeta | None = None
+
+
+def _count(db: Sequence[PackageMeta], name: str) -> int:
+    return sum(p.name == name for p in db)
+
+
+def pre_runs(pkg: PackageMeta, upgraded: Collection[str]) -> list[ScriptRun]:
+    """``pkg``'s ``%pre``: ``$1 = 2`` when it upgrades an installed version, else 1."""
+    return rpmremove.phase_runs(pkg, "prein", "%pre", "2" if pkg.name in upgraded else "1")
+
+
+def trans_un(added: Sequence[PackageMeta], db: Sequence[PackageMeta]) -> list[ScriptRun]:
+    """The ``%transfiletriggerun`` runs before the transaction: those of the packages that
+    stay over the files of the old versions ``added`` packages replace, then theirs."""
+    olds = _olds(added, db)
+    if not olds:
+        return []
+    return rpmremove.trans_un([p for p in db if not _in(p, olds)],
+                              rpmremove.erase_order(olds), db)
+
+
+def install_runs(pkg: PackageMeta, db: Sequence[PackageMeta]) -> list[ScriptRun]:
+    """What runs once ``pkg``'s files are in place; ``db`` holds it (last) and what was
+    installed before it."""
+    arg = str(_count(db, pkg.name))
+    return [*rpmtriggers.around_post(db, pkg, before=True),
+            *rpmremove.phase_runs(pkg, "postin", "%post", arg),
+            *rpmremove.triggers_on(pkg, db, "triggerin", 0),
+            *rpmremove.own_triggers(pkg, db, "triggerin", 0),
+            *rpmtriggers.around_post(db, pkg, before=False)]
+
+
+def plan(added: Sequence[PackageMeta], db: Sequence[PackageMeta], *,
+         pre: bool = True) -> list[Step]:
+    """Every run after the files of ``added`` (in install order) are placed, with the old
+    versions' removals between; ``db``: the installed packages in database order with file
+    lists, the versions ``added`` ones replace included.  ``pre``: include the ``%pre``
+    runs (and :func:`trans_un`), else they ran before the files were placed."""
+    olds = _olds(added, db)
+    upgraded = {p.name for p in olds}
+    runs = trans_un(added, db) if pre else []
+    now = list(db)
+    for pkg in added:
+        runs += pre_runs(pkg, upgraded) if pre else []
+        now.append(pkg)
+        runs += install_runs(pkg, now)
+    steps, noted = [], []
+    for old in rpmremove.erase_order(olds):
+        view = _leaving(old, added)
+        erase = rpmremove.erase_runs(old, now, view)
+        steps.append(Step((*runs, *erase.before), view))
+        runs = list(erase.after)
+        noted += rpmremove.noted_postun(now, old)
+        now = [p for p in now if p is not old]
+    runs += [r for p in added for r in rpmremove.phase_runs(
+        p, "posttrans", "%posttrans", str(_count(now, p.name) + (p.name in upgraded)))]
+    runs += rpmtriggers.base_trans_in(now, added)
+    runs += rpmremove.postun_trans(noted, now)
+    runs += rpmtriggers.own_trans_in(now, added)
+    return [*steps, Step(tuple(runs))]
+
+
+def _in(pkg: PackageMeta, pkgs: Sequence[PackageMeta]) -> bool:
+    return any(p is pkg for p in pkgs)
+
+
+def _olds(added: Sequence[PackageMeta], db: Sequence[PackageMeta]) -> list[PackageMeta]:
+    """The installed packages an added one of the same name replaces."""
+    names = {p.name for p in added}
+    return [p for p in db if p.name in names and not any(p is a for a in added)]
+
+
+def _leaving(old: PackageMeta, added: Sequence[PackageMeta]) -> PackageMeta:
+    """``old`` with only the files no added package of its name ships."""
+    kept = {runtime_path(f.path) for p in added if p.name == old.name for f in p.files}
+    return dataclasses.replace(old, files=tuple(f for f in old.files
+                                                if runtime_path(f.path) not in kept))
