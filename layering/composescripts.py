@@ -22,7 +22,7 @@ that still holds its files, its files go, then its ``%postun`` and triggers; the
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Sequence
 
 from importers.dpkgdb import DB_DIRS as DPKG_DB_DIRS
 from importers.model import PackageMeta, PackageType
@@ -113,14 +113,14 @@ def run_rpm_erase(repo: Repo, txn: Transaction, tree: MutableTree, db: list[Pack
 
 def run_preinst(repo: Repo, txn: Transaction, tree: MutableTree, pkgs: list[PackageMeta],
                 checkouts: CheckoutCache, log: ScriptLog, host: HostSession | None,
-                upgraded: Collection[str] = ()) -> None:
+                installed: Sequence[PackageMeta] = ()) -> None:
     """Run ``preinst install`` of ``pkgs`` (dependencies first) before their files are in
     the tree; their control files are put in the dpkg database first, where the scripts
-    run from (debconf finds ``PKG.templates`` beside them).  rpm packages: their ``%pre``
-    (``$1 = 2`` for one upgrading a package named in ``upgraded``, else 1) in rpm's
-    install order."""
+    run from (debconf finds ``PKG.templates`` beside them).  rpm packages: their
+    ``%triggerprein`` and ``%pre`` runs in rpm's install order over the installed
+    packages ``installed`` (``$1 = 2`` for one upgrading an installed version, else 1)."""
     if pkgs and pkgs[0].type is PackageType.RPM:
-        _run(repo, txn, tree, plan_rpm_pre(pkgs, upgraded), checkouts, log, host, None)
+        _run(repo, txn, tree, plan_rpm_pre(pkgs, installed), checkouts, log, host, None)
         return
     db = dpkg_db(tree)
     ordered = dependency_order(pkgs)
@@ -167,12 +167,16 @@ def _place_rpm(repo: Repo, txn: Transaction, asm: Assembler, layers: list[Layer]
     done."""
     by_meta = {id(x.meta): x for x in layers}
     upgraded = removed & {x.meta.name for x in layers}
+    prein = any(s.name == "triggerprein" for p in [*asm.installed, *(x.meta for x in layers)]
+                for s in p.scripts)
+    db = list(rpm_db()) if upgraded or prein else []
     if upgraded:
-        first = rpmtrans.trans_un([x.meta for x in layers], rpm_db())
+        first = rpmtrans.trans_un([x.meta for x in layers], db)
         _run(repo, txn, asm.tree, first, checkouts, log, host, None)
     for meta in rpm_install_order([x.meta for x in layers]):
-        if has_preinst(meta):
-            run_preinst(repo, txn, asm.tree, [meta], checkouts, log, host, upgraded)
+        if has_preinst(meta) or prein:
+            run_preinst(repo, txn, asm.tree, [meta], checkouts, log, host, db)
+        db.append(meta)
         layer = by_meta[id(meta)]
         asm.add_package(layer.meta, layer.commit, removed)
         assembling.advance()

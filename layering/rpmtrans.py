@@ -6,7 +6,8 @@ An added package whose name a base package has upgrades it: rpm orders every ins
 before every erase (``rpmtsOrder``), so the old version is erased after all installs.
 
 1. When an old version goes: the ``%transfiletriggerun`` runs (:func:`rpmremove.trans_un`).
-2. Each added package in install order: ``%pre`` with ``$1`` = instances after it
+2. Each added package in install order: the ``%triggerprein`` runs (as ``%triggerin``
+   below, but before it is counted), ``%pre`` with ``$1`` = instances after it
    (1, or 2 for an upgrade), its files, then the file triggers of priority >= 10000, its
    ``%post`` (same ``$1``), the ``%triggerin`` of installed packages on it
    (``runTriggers``: ``$1`` = instances of the trigger's package, ``$2`` = of the added
@@ -25,7 +26,7 @@ before every erase (``rpmtsOrder``), so the old version is erased after all inst
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Collection, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from importers.model import PackageMeta
@@ -47,9 +48,14 @@ def _count(db: Sequence[PackageMeta], name: str) -> int:
     return sum(p.name == name for p in db)
 
 
-def pre_runs(pkg: PackageMeta, upgraded: Collection[str]) -> list[ScriptRun]:
-    """``pkg``'s ``%pre``: ``$1 = 2`` when it upgrades an installed version, else 1."""
-    return rpmremove.phase_runs(pkg, "prein", "%pre", "2" if pkg.name in upgraded else "1")
+def pre_runs(pkg: PackageMeta, db: Sequence[PackageMeta]) -> list[ScriptRun]:
+    """What runs before ``pkg``'s files are placed, ``db`` holding what was installed
+    before it: the ``%triggerprein`` of installed packages on it (``$2`` = its instances
+    before, 0 or 1), its own on installed packages (``$1`` = the same), then its ``%pre``
+    with ``$1`` = its instances after (2 when it upgrades an installed version)."""
+    return [*rpmremove.triggers_on(pkg, db, "triggerprein", 0),
+            *rpmremove.own_triggers(pkg, db, "triggerprein", 0),
+            *rpmremove.phase_runs(pkg, "prein", "%pre", str(_count(db, pkg.name) + 1))]
 
 
 def trans_un(added: Sequence[PackageMeta], db: Sequence[PackageMeta]) -> list[ScriptRun]:
@@ -84,7 +90,7 @@ def plan(added: Sequence[PackageMeta], db: Sequence[PackageMeta], *,
     runs = trans_un(added, db) if pre else []
     now = list(db)
     for pkg in added:
-        runs += pre_runs(pkg, upgraded) if pre else []
+        runs += pre_runs(pkg, now) if pre else []
         now.append(pkg)
         runs += install_runs(pkg, now)
     steps, noted = [], []

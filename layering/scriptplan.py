@@ -23,7 +23,7 @@ runs Debian ``preinst`` before the package's files are placed (:func:`plan_prein
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Collection, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 from importers.model import DepKind, PackageMeta, PackageType
 from layering import rpmtrans, rpmtriggers
@@ -163,10 +163,16 @@ def rpm_install_order(added: Sequence[PackageMeta]) -> list[PackageMeta]:
     return install_order(sorted(added, key=lambda p: (p.name, p.evr, p.arch)))
 
 
-def plan_rpm_pre(added: Sequence[PackageMeta], upgraded: Collection[str] = ()) -> list[ScriptRun]:
-    """The ``%pre`` runs of rpm packages ``added``, in rpm's install order: ``$1 = 2`` for
-    those upgrading an installed package named in ``upgraded``, else 1."""
-    return [r for pkg in rpm_install_order(added) for r in rpmtrans.pre_runs(pkg, upgraded)]
+def plan_rpm_pre(added: Sequence[PackageMeta],
+                 db: Sequence[PackageMeta] = ()) -> list[ScriptRun]:
+    """The ``%triggerprein`` and ``%pre`` runs of rpm packages ``added``, in rpm's install
+    order, over the installed packages ``db`` (:func:`layering.rpmtrans.pre_runs`: ``$1 = 2``
+    for one upgrading an installed version, else 1)."""
+    runs, now = [], list(db)
+    for pkg in rpm_install_order(added):
+        runs += rpmtrans.pre_runs(pkg, now)
+        now.append(pkg)
+    return runs
 
 
 def plan_rpm_steps(added: list[PackageMeta], tree: MutableTree,

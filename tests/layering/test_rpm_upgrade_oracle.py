@@ -38,6 +38,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.integration, pytest.mark.timeout(600
 
 # the logs rpm 4.18 writes here (lib/psm.c rpmPackageInstall / rpmPackageErase)
 EXPECTED = {"install": """\
+triggerprein foo-peer on foo-new 2 1 0 old=y new=n
+triggerprein foo-new on foo-peer 2 0 1 old=y new=n
 pre foo-new 1 1 old=y new=n
 post foo-new 1 1 old=y new=n
 triggerin foo-peer on foo-new 2 1 1 old=y new=n
@@ -50,6 +52,7 @@ transfiletriggerun 1 0 old=y new=n
   /usr/share/foo-up
   /usr/share/foo-up/common.txt
   /usr/share/foo-up/old-only.txt
+triggerprein foo-peer on foo-up 2 1 1 old=y new=n
 pre foo-up-2.0 1 2 old=y new=n
 filetriggerin 1 0 old=y new=y
   /usr/share/foo-up
