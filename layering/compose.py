@@ -35,7 +35,7 @@ from importers.pkgcache import ImportResult, lookup_many
 from importers.pkgindex import file_sha256
 from importers.rpmdb import DB_DIRS as RPM_DB_DIRS
 from importers.sources import Sources
-from layering import dpkgdb, rpmdbupdate
+from layering import dpkgdb, rpmdbupdate, rpmtrans
 from layering.assemble import Assembler
 from layering.composekey import LEFT_OUT_KEY
 from layering.composerequest import ComposeRequest, image_inputs, source_list
@@ -341,7 +341,7 @@ def _build(repo: Repo, request: ComposeRequest, result: ComposeResult,
         asm = Assembler(repo, tree, result.kind, installed, file_lists=with_files)
         kept = {p.name for p in installed} - {p.name for p in res.remove}
         full = {p.name: p for p in with_files()} if res.remove else {}
-        later = _upgraded(result) if not request.no_scripts else set()  # removed after %post
+        later = _upgraded(result)  # placed over, then removed (after %post with scripts)
         rpm_db = functools.cache(lambda: [p for p in rpmdb.read_installed(
             repo, result.base, db_order=True) if p.name in kept | later])
         host = HostSession(host_state) if host_state is not None else None
@@ -367,6 +367,8 @@ def _build(repo: Repo, request: ComposeRequest, result: ComposeResult,
                                       log=result.script_log, host=host,
                                       assembling=assembling, rpm_db=rpm_db)
         added = [layer.meta for layer in result.layers]
+        for old in (p for p in res.remove if p.name in later and request.no_scripts):
+            asm.remove_package(rpmtrans.leaving(full.get(old.name, old), added), kept)
         activations = _update_db(repo, txn, tree, result, unpack_order(
             added, request.install), asm, fetcher, [full.get(p.name, p) for p in res.remove])
         assembling.finish()

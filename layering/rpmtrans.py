@@ -95,7 +95,7 @@ def plan(added: Sequence[PackageMeta], db: Sequence[PackageMeta], *,
         runs += install_runs(pkg, now)
     steps, noted = [], []
     for old in rpmremove.erase_order(olds):
-        view = _leaving(old, added)
+        view = leaving(old, added)
         erase = rpmremove.erase_runs(old, now, view)
         steps.append(Step((*runs, *erase.before), view))
         runs = list(erase.after)
@@ -119,7 +119,7 @@ def _olds(added: Sequence[PackageMeta], db: Sequence[PackageMeta]) -> list[Packa
     return [p for p in db if p.name in names and not any(p is a for a in added)]
 
 
-def _leaving(old: PackageMeta, added: Sequence[PackageMeta]) -> PackageMeta:
+def leaving(old: PackageMeta, added: Sequence[PackageMeta]) -> PackageMeta:
     """``old`` with only the files no added package of its name ships."""
     kept = {runtime_path(f.path) for p in added if p.name == old.name for f in p.files}
     return dataclasses.replace(old, files=tuple(f for f in old.files

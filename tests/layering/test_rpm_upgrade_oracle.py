@@ -157,3 +157,20 @@ def test_same_files_and_packages(world: World) -> None:
     diffs = tree_diff(world.strata, world.rpm)
     assert not diffs, "\n".join(diffs[:100])
     assert sorted(installed(world.strata_root)) == sorted(installed(world.rpm_root))
+
+
+def test_config_files_as_rpm_U_leaves_them(world: World) -> None:
+    """The base changed three of foo-up's config files: the upgrade puts the noreplace
+    one's new version at .rpmnew, saves the %config one (and the one no longer %config)
+    at .rpmsave, leaves the one both versions ship alike, replaces the unchanged one
+    (installing foo-new leaves them as the base has them)."""
+    base = {"foo-up.conf": "conf 1.0\nlocal\n", "foo-up.defaults": "defaults 1.0\nlocal\n",
+            "foo-up.dropped": "dropped 1.0\nlocal\n", "foo-up.plain": "plain 1.0\n",
+            "foo-up.same": "same\nlocal\n"}
+    want = base if world.scenario == "install" else {"foo-up.conf": "conf 1.0\nlocal\n", "foo-up.conf.rpmnew": "conf 2.0\n",
+            "foo-up.defaults": "defaults 2.0\n", "foo-up.defaults.rpmsave": "defaults 1.0\nlocal\n",
+            "foo-up.dropped": "dropped 2.0\n", "foo-up.dropped.rpmsave": "dropped 1.0\nlocal\n",
+            "foo-up.plain": "plain 2.0\n", "foo-up.same": "same\nlocal\n"}
+    for root in (world.rpm_root, world.strata_root):
+        got = {p.name: p.read_text() for p in sorted((root / "etc").glob("foo-up.*"))}
+        assert got == want, root
