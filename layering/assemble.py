@@ -22,7 +22,7 @@ from importers.model import DepKind, PackageMeta, PackageType
 from importers.versions import satisfies
 from layering.diversions import Diversion
 from layering.errors import FileConflictError
-from layering.rpmconfig import Fate, upgrade_fate
+from layering.rpmconfig import Fate, modified, upgrade_fate
 from store.mtree import MutableTree
 from store.objects import FileMeta
 from store.repo import Repo
@@ -147,6 +147,9 @@ class Assembler:
                 continue
             if self._kept_owner(pkg, (listed, path), keep_owned_by):
                 continue
+            if (self.kind is PackageType.RPM and isinstance(node, str)
+                    and modified(self.repo, f, node)):
+                self.tree.set_file(f"{path}.rpmsave", node)  # as rpm -e keeps it
             self.tree.remove(path)
             self.owners.pop(path, None)
             self.owners.pop(listed, None)

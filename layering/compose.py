@@ -44,7 +44,6 @@ from layering.composescripts import (
     place_packages,
     run_configure,
     run_prerm,
-    run_rpm_erase,
 )
 from layering.convert import config_dir, to_ostree_layout
 from layering.dpkgtriggers import Activation, update_interests
@@ -342,23 +341,15 @@ def _build(repo: Repo, request: ComposeRequest, result: ComposeResult,
         kept = {p.name for p in installed} - {p.name for p in res.remove}
         full = {p.name: p for p in with_files()} if res.remove else {}
         later = _upgraded(result)  # placed over, then removed (after %post with scripts)
+        if result.kind is PackageType.RPM and not request.no_scripts:
+            later |= {p.name for p in res.remove}  # rpm erases after every install
         rpm_db = functools.cache(lambda: [p for p in rpmdb.read_installed(
             repo, result.base, db_order=True) if p.name in kept | later])
         host = HostSession(host_state) if host_state is not None else None
-        erased: set[str] = set()
-        if request.no_scripts:
-            postrm = []
-        elif result.kind is PackageType.RPM and (gone := {p.name for p in _gone(result)}):
-            postrm = run_rpm_erase(
-                repo, txn, tree, rpmdb.read_installed(repo, result.base, db_order=True), gone,
-                lambda p: asm.remove_package(full.get(p.name, p), kept), checkouts,
-                result.script_log)
-            erased = gone
-        else:
-            postrm = run_prerm(repo, txn, tree, result.kind, _gone(result), checkouts,
-                               result.script_log)
+        postrm = [] if request.no_scripts or result.kind is PackageType.RPM else run_prerm(
+            repo, txn, tree, result.kind, _gone(result), checkouts, result.script_log)
         for pkg in res.remove:
-            if pkg.name not in erased | later:
+            if pkg.name not in later:
                 asm.remove_package(full.get(pkg.name, pkg), kept)
             assembling.advance()
         preinst_done = place_packages(repo, txn, asm, result.layers,
@@ -378,8 +369,8 @@ def _build(repo: Repo, request: ComposeRequest, result: ComposeResult,
             run_configure(repo, txn, tree, result.kind, added, postrm,
                           activations=activations, preinst_done=preinst_done,
                           checkouts=checkouts, log=result.script_log, host=host,
-                          progress=progress, base=(base, rpm_db),
-                          remove=lambda p: asm.remove_package(p, kept))
+                          progress=progress, base=(base, rpm_db), removed=later,
+                          remove=lambda p: asm.remove_package(p, kept | {a.name for a in added}))
         if not request.client_layer:  # a host's own layer keeps the host's identity
             result.left_out = clean_image(tree, txn).lines()
         write_var_tmpfiles(MutableTree.from_commit(repo, result.base), tree, txn, added,

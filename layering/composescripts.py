@@ -11,13 +11,13 @@
 4. The removed packages' ``postrm``, the added packages' ``postinst configure`` and
    the trigger processing (:func:`run_configure`, :mod:`layering.dpkgtriggers`).
 
-rpm images upgrade a base package as ``rpm -U`` does (:mod:`layering.rpmtrans`): the new
-version is placed over the old one, and the old one's ``%preun``, its files the new one
-lacks and ``%postun`` go after the new one's ``%post``.  They remove base packages as
-``rpm -e`` does (:func:`run_rpm_erase`,
-:mod:`layering.rpmremove`): each package's ``%preun`` and triggers run over the tree
-that still holds its files, its files go, then its ``%postun`` and triggers; the
-``%transfiletriggerpostun`` runs come after the added packages' scripts.
+rpm images run one transaction as ``rpm -U`` and ``rpm -e`` would
+(:mod:`layering.rpmtrans`): the ``%transfiletriggerun`` of what is erased, each added
+package's ``%pre`` before its files, which go over an old version of its name; after
+every ``%post`` the erased packages (removed, or upgraded) in erase order, each one's
+``%preun`` and triggers over the tree that still holds its files, then its files (those
+no added package ships) go, then its ``%postun`` and triggers
+(:mod:`layering.rpmremove`); then ``%posttrans`` and the transaction file triggers.
 """
 
 from __future__ import annotations
@@ -34,7 +34,6 @@ from layering.dpkgdb import write_info
 from layering.dpkgtriggers import Activation
 from layering.hoststate import HostSession, restore_image, seen_by_scripts, show_host
 from layering.packages import Layer
-from layering.rpmremove import plan_erase
 from layering.scriptplan import (
     dependency_order,
     plan_preinst,
@@ -91,26 +90,6 @@ def run_prerm(repo: Repo, txn: Transaction, tree: MutableTree, kind: PackageType
     return postrm
 
 
-def run_rpm_erase(repo: Repo, txn: Transaction, tree: MutableTree, db: list[PackageMeta],
-                  gone: set[str], remove: Callable[[PackageMeta], None],
-                  checkouts: CheckoutCache, log: ScriptLog) -> list[ScriptRun]:
-    """Remove the rpm base packages named ``gone`` as ``rpm -e`` does: their scripts and
-    triggers before ``remove`` takes each one's files out of ``tree``, then those after;
-    ``db`` is the base's database in order, with file lists.  Return the
-    ``%transfiletriggerpostun`` runs, which rpm runs after the transaction."""
-    plan = plan_erase(db, gone)
-    pending = list(plan.first)
-    for erase in plan.erases:
-        pending += erase.before
-        if pending:
-            log.entries.extend(run_scripts(repo, txn, tree, pending, checkouts=checkouts).entries)
-        remove(erase.pkg)
-        pending = list(erase.after)
-    if pending:
-        log.entries.extend(run_scripts(repo, txn, tree, pending, checkouts=checkouts).entries)
-    return list(plan.last)
-
-
 def run_preinst(repo: Repo, txn: Transaction, tree: MutableTree, pkgs: list[PackageMeta],
                 checkouts: CheckoutCache, log: ScriptLog, host: HostSession | None,
                 installed: Sequence[PackageMeta] = ()) -> None:
@@ -160,19 +139,18 @@ def _place_rpm(repo: Repo, txn: Transaction, asm: Assembler, layers: list[Layer]
                removed: set[str], *, checkouts: CheckoutCache, log: ScriptLog,
                host: HostSession | None, assembling: Stage,
                rpm_db: Callable[[], Sequence[PackageMeta]]) -> bool:
-    """As rpm unpacks a transaction: the ``%transfiletriggerun`` of an upgrade first, then
-    in install order a package's ``%pre`` runs over the packages placed before it, then
-    its files are placed (their owners resolved by the users that ``%pre`` and the earlier
-    ones created). One sandbox run per ``%pre``.  True: every run before the files is
-    done."""
+    """As rpm unpacks a transaction: the ``%transfiletriggerun`` of the packages erased
+    (named ``removed``) first, then in install order a package's ``%triggerprein`` and
+    ``%pre`` run over the packages placed before it, then its files are placed (their
+    owners resolved by the users that ``%pre`` and the earlier ones created).  One
+    sandbox run per ``%pre``.  True: every run before the files is done."""
     by_meta = {id(x.meta): x for x in layers}
-    upgraded = removed & {x.meta.name for x in layers}
     prein = any(s.name == "triggerprein" for p in [*asm.installed, *(x.meta for x in layers)]
                 for s in p.scripts)
-    db = list(rpm_db()) if upgraded or prein else []
-    if upgraded:
-        first = rpmtrans.trans_un([x.meta for x in layers], db)
-        _run(repo, txn, asm.tree, first, checkouts, log, host, None)
+    db = list(rpm_db()) if removed or prein else []
+    if removed:
+        first = rpmtrans.trans_un([x.meta for x in layers], db, removed)
+        _run(repo, txn, asm.tree, first, checkouts, log, None, None)  # as erase runs
     for meta in rpm_install_order([x.meta for x in layers]):
         if has_preinst(meta) or prein:
             run_preinst(repo, txn, asm.tree, [meta], checkouts, log, host, db)
@@ -189,20 +167,24 @@ def run_configure(repo: Repo, txn: Transaction, tree: MutableTree, kind: Package
                   checkouts: CheckoutCache, log: ScriptLog, host: HostSession | None,
                   progress: ProgressFn | None,
                   base: tuple[list[PackageMeta], Callable[[], list[PackageMeta]]] = ([], list),
+                  removed: set[str] | None = None,
                   remove: Callable[[PackageMeta], None] | None = None) -> None:
     """Run the removed packages' postrm, then the added ones' scripts (their preinst too
     unless ``preinst_done``) and the triggers, showing them the host's users and
     identity when ``host`` is given (``base``: the kept base packages, and the same
     with file lists in database order, for rpm's triggers, the versions added packages
     upgrade included).  For rpm, ``postrm`` (the removal's ``%transfiletriggerpostun``)
-    runs after the added packages' scripts, and ``remove`` takes an upgraded version's
-    files out between its ``%preun`` and ``%postun``."""
+    runs after the added packages' scripts; the base packages named ``removed`` (and
+    those added ones upgrade) are erased after the installs, ``remove`` taking each
+    one's files out between its ``%preun`` and ``%postun``."""
     if kind is PackageType.RPM:
-        steps = plan_rpm_steps(added, tree, base[0], base[1], preinst=not preinst_done)
+        steps = plan_rpm_steps(added, tree, base[0], base[1], preinst=not preinst_done,
+                               removed=removed or set())
         steps[-1] = rpmtrans.Step((*steps[-1].runs, *postrm))
         counted = Stage(progress, "scripts", sum(len(s.runs) for s in steps))
         for step in steps:
-            _run(repo, txn, tree, step.runs, checkouts, log, host, counted)
+            _run(repo, txn, tree, step.runs, checkouts, log, host if step.host else None,
+                 counted)
             if step.remove is not None and remove is not None:
                 remove(step.remove)
         counted.finish()

@@ -9,6 +9,9 @@
 - else ``%config(noreplace)``: the new file goes to ``NAME.rpmnew`` beside it; plain
   ``%config``: the image's copy is saved as ``NAME.rpmsave``.
 
+An erased package's ``%config`` file changed in the image is saved as ``NAME.rpmsave``
+(:func:`modified`).
+
 Only regular files are compared (rpm compares symlink targets too: a symlink is replaced).
 """
 
@@ -50,6 +53,17 @@ def _digest(repo: Repo, csum: str, algo: str) -> str:
 
 def _same(a: str, b: str) -> bool:
     return bool(a) and hmac.compare_digest(a, b)
+
+
+def modified(repo: Repo, entry: FileEntry, disk: str) -> bool:
+    """``rpmfilesConfigConflict``: whether ``entry`` is a ``%config`` regular file whose
+    copy in the image (file object ``disk``) differs from the package's; ``rpm -e`` saves
+    such a copy as ``NAME.rpmsave``."""
+    if not entry.config or entry.ghost or entry.kind is not FileKind.FILE:
+        return False
+    algo, _, want = entry.digest.partition(":")
+    here = _digest(repo, disk, algo)
+    return bool(here) and not _same(here, want)
 
 
 def upgrade_fate(repo: Repo, old: FileEntry, new: FileEntry, disk: str) -> Fate:

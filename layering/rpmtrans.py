@@ -26,7 +26,7 @@ before every erase (``rpmtsOrder``), so the old version is erased after all inst
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 from importers.model import PackageMeta
@@ -37,11 +37,14 @@ from layering.scripts import ScriptRun
 
 @dataclass(frozen=True)
 class Step:
-    """Runs, then (when ``remove`` is set) that old version's files go: ``remove`` lists
-    only the files the new version does not ship."""
+    """Runs, then (when ``remove`` is set) that erased package's files go: ``remove`` lists
+    only the files no added package ships.  ``host``: the runs see the host's users (an
+    erase's run on the image's own, so that an account its ``%postun`` deletes leaves
+    the image's defaults: docs/script-sandbox.md)."""
 
     runs: tuple[ScriptRun, ...]
     remove: PackageMeta | None = None
+    host: bool = True
 
 
 def _count(db: Sequence[PackageMeta], name: str) -> int:
@@ -58,10 +61,12 @@ def pre_runs(pkg: PackageMeta, db: Sequence[PackageMeta]) -> list[ScriptRun]:
             *rpmremove.phase_runs(pkg, "prein", "%pre", str(_count(db, pkg.name) + 1))]
 
 
-def trans_un(added: Sequence[PackageMeta], db: Sequence[PackageMeta]) -> list[ScriptRun]:
+def trans_un(added: Sequence[PackageMeta], db: Sequence[PackageMeta],
+             removed: Collection[str] = ()) -> list[ScriptRun]:
     """The ``%transfiletriggerun`` runs before the transaction: those of the packages that
-    stay over the files of the old versions ``added`` packages replace, then theirs."""
-    olds = _olds(added, db)
+    stay over the files of the packages erased (named ``removed``, or replaced by an
+    ``added`` one of their name), then theirs."""
+    olds = _olds(added, db, removed)
     if not olds:
         return []
     return rpmremove.trans_un([p for p in db if not _in(p, olds)],
@@ -80,14 +85,15 @@ def install_runs(pkg: PackageMeta, db: Sequence[PackageMeta]) -> list[ScriptRun]
 
 
 def plan(added: Sequence[PackageMeta], db: Sequence[PackageMeta], *,
-         pre: bool = True) -> list[Step]:
-    """Every run after the files of ``added`` (in install order) are placed, with the old
-    versions' removals between; ``db``: the installed packages in database order with file
-    lists, the versions ``added`` ones replace included.  ``pre``: include the ``%pre``
-    runs (and :func:`trans_un`), else they ran before the files were placed."""
-    olds = _olds(added, db)
-    upgraded = {p.name for p in olds}
-    runs = trans_un(added, db) if pre else []
+         pre: bool = True, removed: Collection[str] = ()) -> list[Step]:
+    """Every run after the files of ``added`` (in install order) are placed, with the
+    erased packages' removals between; ``db``: the installed packages in database order
+    with file lists, the packages erased included (named ``removed``, or of an added
+    one's name).  ``pre``: include the ``%pre`` runs (and :func:`trans_un`), else they
+    ran before the files were placed."""
+    olds = _olds(added, db, removed)
+    upgraded = {p.name for p in olds} & {p.name for p in added}
+    runs = trans_un(added, db, removed) if pre else []
     now = list(db)
     for pkg in added:
         runs += pre_runs(pkg, now) if pre else []
@@ -97,8 +103,9 @@ def plan(added: Sequence[PackageMeta], db: Sequence[PackageMeta], *,
     for old in rpmremove.erase_order(olds):
         view = leaving(old, added)
         erase = rpmremove.erase_runs(old, now, view)
-        steps.append(Step((*runs, *erase.before), view))
-        runs = list(erase.after)
+        steps += [Step(tuple(runs)), Step(erase.before, view, host=False),
+                  Step(erase.after, host=False)]
+        runs = []
         noted += rpmremove.noted_postun(now, old)
         now = [p for p in now if p is not old]
     runs += [r for p in added for r in rpmremove.phase_runs(
@@ -113,14 +120,16 @@ def _in(pkg: PackageMeta, pkgs: Sequence[PackageMeta]) -> bool:
     return any(p is pkg for p in pkgs)
 
 
-def _olds(added: Sequence[PackageMeta], db: Sequence[PackageMeta]) -> list[PackageMeta]:
-    """The installed packages an added one of the same name replaces."""
-    names = {p.name for p in added}
+def _olds(added: Sequence[PackageMeta], db: Sequence[PackageMeta],
+          removed: Collection[str]) -> list[PackageMeta]:
+    """The installed packages erased: named ``removed`` or of an added package's name."""
+    names = {p.name for p in added} | set(removed)
     return [p for p in db if p.name in names and not any(p is a for a in added)]
 
 
 def leaving(old: PackageMeta, added: Sequence[PackageMeta]) -> PackageMeta:
-    """``old`` with only the files no added package of its name ships."""
-    kept = {runtime_path(f.path) for p in added if p.name == old.name for f in p.files}
+    """``old`` with only the files no added package ships (rpm skips the others:
+    ``FA_SKIP`` in ``handleOverlappedFiles``)."""
+    kept = {runtime_path(f.path) for p in added for f in p.files}
     return dataclasses.replace(old, files=tuple(f for f in old.files
                                                 if runtime_path(f.path) not in kept))

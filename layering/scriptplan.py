@@ -23,7 +23,7 @@ runs Debian ``preinst`` before the package's files are placed (:func:`plan_prein
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 
 from importers.model import DepKind, PackageMeta, PackageType
 from layering import rpmtrans, rpmtriggers
@@ -143,7 +143,7 @@ def plan_removal(kind: PackageType, removed: list[PackageMeta], db: str,
                  read: Callable[[str], bytes | None]) -> tuple[list[ScriptRun], list[ScriptRun]]:
     """(``prerm remove`` runs, ``postrm remove`` runs) of removed Debian packages, their
     bodies read now from the image's dpkg database (``read`` gives a tree file's bytes);
-    none for rpm (:func:`layering.composescripts.run_rpm_erase` removes those)."""
+    none for rpm (:mod:`layering.rpmtrans` erases those)."""
     if kind is not PackageType.DEB:
         return [], []
     out: tuple[list[ScriptRun], list[ScriptRun]] = ([], [])
@@ -178,13 +178,14 @@ def plan_rpm_pre(added: Sequence[PackageMeta],
 def plan_rpm_steps(added: list[PackageMeta], tree: MutableTree,
                    installed: Sequence[PackageMeta] = (),
                    base: Callable[[], Sequence[PackageMeta]] = list, *,
-                   preinst: bool = True) -> list[rpmtrans.Step]:
-    """The rpm runs of :func:`plan_scripts` in steps: after a step's runs the old version
-    it names is removed (:mod:`layering.rpmtrans`); ldconfig last."""
+                   preinst: bool = True, removed: Collection[str] = ()) -> list[rpmtrans.Step]:
+    """The rpm runs of :func:`plan_scripts` in steps: after a step's runs the package it
+    names is erased (:mod:`layering.rpmtrans`: the base packages named ``removed`` and
+    those an added one upgrades); ldconfig last."""
     names = {p.name for p in installed}
-    db = base() if (_may_trigger([*added, *installed])
+    db = base() if (removed or _may_trigger([*added, *installed])
                     or any(p.name in names for p in added)) else []
-    steps = rpmtrans.plan(rpm_install_order(added), db, pre=preinst)
+    steps = rpmtrans.plan(rpm_install_order(added), db, pre=preinst, removed=removed)
     if any(s.runs for s in steps) or added:
         steps[-1] = rpmtrans.Step((*steps[-1].runs, *_ldconfig(added, tree)))
     return steps

@@ -7,7 +7,10 @@ The base (:func:`fixtures.rpmimages.base_specs` and
 ``foo-peer`` (package triggers on ``foo-up`` and ``foo-new``, file triggers of every kind
 on ``foo-up``'s directory) and ``foo-up`` 1.0.  Scenarios: ``install`` adds ``foo-new``
 (``%triggerin`` on foo-peer and on itself; foo-peer's fires on it) from a served
-repository; ``upgrade`` replaces ``foo-up`` 1.0 by the local ``foo-up`` 2.0.  Each scriptlet
+repository; ``upgrade`` replaces ``foo-up`` 1.0 by the local ``foo-up`` 2.0; ``mixed``
+removes ``foo-up`` and installs ``foo-new`` in one compose (``override remove`` then
+``install``; the oracle is one librpm transaction, :mod:`tests.layering.rpmts`, as dnf
+runs: rpm erases after every install).  Each scriptlet
 appends its name, ``$#``, ``$*`` and which of foo-up's old-only and new-only files are
 there to :data:`fixtures.rpmupgradeimages.LOG`: both sides must give the same log, files
 and package set.
@@ -25,7 +28,7 @@ from pathlib import Path
 import pytest
 
 from fixtures.images import BUSYBOX
-from fixtures.rpmimages import base_specs, build
+from fixtures.rpmimages import DBPATH, base_specs, build
 from fixtures.rpmupgradeimages import LOG, base_extra_specs, new_spec, up_spec
 from tests.layering.corpus_compare import Entry, tree_diff
 from tests.layering.corpus_sides import BRANCH, StrataSide, boot_tmpfiles
@@ -76,7 +79,35 @@ transfiletriggerin 1 0 old=n new=y
   /usr/share/foo-up/common.txt
   /usr/share/foo-up/new-only.txt
 transfiletriggerpostun 1 0 old=n new=y
+""", "mixed": """\
+transfiletriggerun 1 0 old=y new=n
+  /usr/share/foo-up
+  /usr/share/foo-up/common.txt
+  /usr/share/foo-up/old-only.txt
+triggerprein foo-peer on foo-new 2 1 0 old=y new=n
+triggerprein foo-new on foo-peer 2 0 1 old=y new=n
+pre foo-new 1 1 old=y new=n
+post foo-new 1 1 old=y new=n
+triggerin foo-peer on foo-new 2 1 1 old=y new=n
+triggerin foo-new on foo-new 2 1 1 old=y new=n
+triggerin foo-new on foo-new 2 1 1 old=y new=n
+triggerin foo-new on foo-peer 2 1 1 old=y new=n
+filetriggerun 1 0 old=y new=n
+  /usr/share/foo-up
+  /usr/share/foo-up/common.txt
+  /usr/share/foo-up/old-only.txt
+triggerun foo-peer on foo-up 2 1 0 old=y new=n
+preun foo-up-1.0 1 0 old=y new=n
+filetriggerpostun 1 0 old=n new=n
+  /usr/share/foo-up
+  /usr/share/foo-up/common.txt
+  /usr/share/foo-up/old-only.txt
+postun foo-up-1.0 1 0 old=n new=n
+triggerpostun foo-peer on foo-up 2 1 0 old=n new=n
+posttrans foo-new 1 1 old=n new=n
+transfiletriggerpostun 1 0 old=n new=n
 """}
+RPMTS = Path(__file__).with_name("rpmts.py")
 
 
 @dataclass
@@ -96,10 +127,13 @@ def world(request: pytest.FixtureRequest,
     if os.geteuid() != 0 or not BUSYBOX:
         pytest.skip("needs root (chroot, overlay of /var) and a static busybox")
     scenario: str = request.param
+    if scenario == "mixed" and subprocess.run(["/usr/bin/python3", "-c", "import rpm"],
+                                              capture_output=True).returncode:
+        pytest.skip("needs the system python's rpm bindings (python3-rpm)")
     cache, tmp = cache_root() / "rpm-oracle", tmp_path_factory.mktemp(f"rpmup-{scenario}")
     repo = tmp / "rpmrepo"
     repo.mkdir()
-    pkg = build(new_spec() if scenario == "install" else up_spec("2.0"), cache)
+    pkg = build(up_spec("2.0") if scenario == "upgrade" else new_spec(), cache)
     shutil.copy(pkg, repo / pkg.name)
     run(["createrepo_c", "--quiet", repo])
     strata = StrataSide(tmp / "sysroot")
@@ -113,8 +147,10 @@ def world(request: pytest.FixtureRequest,
                  *(build(s, cache) for s in base_extra_specs())])
             (rootfs / LOG.lstrip("/")).unlink(missing_ok=True)
             strata.setup(layout(rootfs, served.url))
-            args = ("install", "foo-new") if scenario == "install" else (
-                "override", "replace", pkg)
+            if scenario == "mixed":
+                strata.strata("override", "remove", "foo-up")
+            args = ("override", "replace", pkg) if scenario == "upgrade" else (
+                "install", "foo-new")
             proc = strata.strata(*args, check=False)
         yield _sides(scenario, strata, tmp, pkg, proc)
     finally:
@@ -131,9 +167,10 @@ def _sides(scenario: str, strata: StrataSide, tmp: Path, pkg: Path,
     oracle = tmp / "oracle"
     strata.strata("--repo", strata.sysroot / "ostree/repo", "checkout", BRANCH, oracle)
     run(["cp", "-a", oracle / "usr/etc", oracle / "etc"])
-    mode = "-i" if scenario == "install" else "-U"
-    done = subprocess.run([*rpm_root("--root", oracle), mode, pkg], capture_output=True,
-                          text=True, timeout=300)
+    argv = {"install": [*rpm_root("--root", oracle), "-i", pkg],
+            "upgrade": [*rpm_root("--root", oracle), "-U", pkg],
+            "mixed": ["/usr/bin/python3", RPMTS, oracle, DBPATH, pkg, "-foo-up"]}[scenario]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr
     boot_tmpfiles(oracle, oracle / "var", tmp / "mnt-a")
     return World(scenario, deployed, oracle, read_side(deployed, svar),
@@ -159,18 +196,22 @@ def test_same_files_and_packages(world: World) -> None:
     assert sorted(installed(world.strata_root)) == sorted(installed(world.rpm_root))
 
 
-def test_config_files_as_rpm_U_leaves_them(world: World) -> None:
-    """The base changed three of foo-up's config files: the upgrade puts the noreplace
+def test_config_files_as_rpm_leaves_them(world: World) -> None:
+    """The base changed four of foo-up's config files: the upgrade puts the noreplace
     one's new version at .rpmnew, saves the %config one (and the one no longer %config)
-    at .rpmsave, leaves the one both versions ship alike, replaces the unchanged one
-    (installing foo-new leaves them as the base has them)."""
+    at .rpmsave, leaves the one both versions ship alike, replaces the unchanged one;
+    erasing foo-up saves each changed one at .rpmsave; installing foo-new leaves them."""
     base = {"foo-up.conf": "conf 1.0\nlocal\n", "foo-up.defaults": "defaults 1.0\nlocal\n",
             "foo-up.dropped": "dropped 1.0\nlocal\n", "foo-up.plain": "plain 1.0\n",
             "foo-up.same": "same\nlocal\n"}
-    want = base if world.scenario == "install" else {"foo-up.conf": "conf 1.0\nlocal\n", "foo-up.conf.rpmnew": "conf 2.0\n",
-            "foo-up.defaults": "defaults 2.0\n", "foo-up.defaults.rpmsave": "defaults 1.0\nlocal\n",
-            "foo-up.dropped": "dropped 2.0\n", "foo-up.dropped.rpmsave": "dropped 1.0\nlocal\n",
-            "foo-up.plain": "plain 2.0\n", "foo-up.same": "same\nlocal\n"}
+    want = {"install": base,
+            "mixed": {f"{n}.rpmsave": t for n, t in base.items() if "local" in t},
+            "upgrade": {**base, "foo-up.conf.rpmnew": "conf 2.0\n",
+                        "foo-up.defaults": "defaults 2.0\n",
+                        "foo-up.defaults.rpmsave": base["foo-up.defaults"],
+                        "foo-up.dropped": "dropped 2.0\n",
+                        "foo-up.dropped.rpmsave": base["foo-up.dropped"],
+                        "foo-up.plain": "plain 2.0\n"}}[world.scenario]
     for root in (world.rpm_root, world.strata_root):
         got = {p.name: p.read_text() for p in sorted((root / "etc").glob("foo-up.*"))}
         assert got == want, root

@@ -92,15 +92,16 @@ def test_upgrade_runs_as_rpm_U() -> None:
     """``rpm -U foo-up-2.0``: the old version's erase after the new one's %post, with the
     instance counts of a database holding both; %posttrans $1 = 2."""
     steps = plan([_up("2.0")], [_peer(), _up("1.0")])
-    assert [s.remove is not None for s in steps] == [True, False]
+    assert [(s.remove is not None, s.host) for s in steps] == [
+        (False, True), (True, False), (False, False), (False, True)]
     assert _flat(steps) == [*TRANS_UN, *UPGRADE_INSTALL, *UPGRADE_ERASE[:4],
                             *UPGRADE_ERASE[4:], ("posttrans up-2.0", "2"), *AFTER]
-    assert _flat(steps[:1])[-1] == ("preun up-1.0", "1")
+    assert _flat(steps[:2])[-1] == ("preun up-1.0", "1")
 
 
 def test_upgrade_removes_only_what_the_new_version_lacks() -> None:
     steps = plan([_up("2.0")], [_peer(), _up("1.0")])
-    gone = steps[0].remove
+    gone = steps[1].remove
     assert gone is not None and gone.version == "1.0"
     assert [f.path for f in gone.files] == [f"{UP}/old-only.txt"]
 
@@ -118,3 +119,18 @@ def test_pre_counts_the_installed_version() -> None:
     """%pre runs before its package is counted: $1 = 2 over an installed version."""
     runs = plan_rpm_pre([_up("2.0")], [_up("1.0")])
     assert [(r.body, *r.args) for r in runs] == [("prein up-2.0", "2")]
+
+
+def test_removal_runs_after_every_install() -> None:
+    """Installing foo-new and removing foo-up in one transaction: rpm orders every install
+    before every erase (``rpmtsOrder``'s two passes), %preun/%postun get $1 = 0, and the
+    erased package's files all go (the log the librpm transaction gave)."""
+    steps = plan([_new()], [_peer(), _up("1.0")], removed={"foo-up"})
+    every = (f"/{UP}", f"/{UP}/common.txt", f"/{UP}/old-only.txt")
+    assert _flat(steps) == [
+        ("transfiletriggerun", "0", *every), *INSTALL[:-1], ("filetriggerun", "0", *every),
+        ("peer un up", "1", "0"), ("preun up-1.0", "0"), ("filetriggerpostun", "0", *every),
+        ("postun up-1.0", "0"), ("peer postun up", "1", "0"), ("posttrans new", "1"),
+        ("transfiletriggerpostun", "0")]
+    gone = steps[1].remove
+    assert gone is not None and len(gone.files) == 3
