@@ -50,6 +50,7 @@ class Assembler:
     grafts: dict[str, str] = field(default_factory=dict)
     taken_over: dict[str, set[str]] = field(default_factory=dict)
     diversions: dict[str, Diversion] = field(default_factory=dict)  # by package path /x/y
+    warnings: list[str] = field(default_factory=list)  # rpm's, e.g. "/x created as /x.rpmnew"
     _meta_cache: dict[str, FileMeta] = field(default_factory=dict)
     _dir_cache: dict[str, str] = field(default_factory=dict)
 
@@ -150,6 +151,7 @@ class Assembler:
             if (self.kind is PackageType.RPM and isinstance(node, str)
                     and modified(self.repo, f, node)):
                 self.tree.set_file(f"{path}.rpmsave", node)  # as rpm -e keeps it
+                self.warnings.append(f"/{f.path} saved as /{f.path}.rpmsave")
             self.tree.remove(path)
             self.owners.pop(path, None)
             self.owners.pop(listed, None)
@@ -258,6 +260,9 @@ class Assembler:
         if old is None or new is None:
             return name
         fate = upgrade_fate(self.repo, old, new, existing)
+        if fate in (Fate.RPMSAVE, Fate.RPMNEW):
+            verb, aside = ("saved", "rpmsave") if fate is Fate.RPMSAVE else ("created", "rpmnew")
+            self.warnings.append(f"/{prel} {verb} as /{prel}.{aside}")
         if fate is Fate.RPMSAVE:
             self._set_aside(pkg, prel, parent, f"{name}.rpmsave", existing)
         if fate is Fate.RPMNEW and f"{name}.rpmnew" in parent.dirs:

@@ -371,6 +371,7 @@ def _build(repo: Repo, request: ComposeRequest, result: ComposeResult,
                           checkouts=checkouts, log=result.script_log, host=host,
                           progress=progress, base=(base, rpm_db), removed=later,
                           remove=lambda p: asm.remove_package(p, kept | {a.name for a in added}))
+        result.warnings += asm.warnings
         if not request.client_layer:  # a host's own layer keeps the host's identity
             result.left_out = clean_image(tree, txn).lines()
         write_var_tmpfiles(MutableTree.from_commit(repo, result.base), tree, txn, added,

@@ -118,6 +118,7 @@ class World:
     strata: dict[str, Entry]
     rpm: dict[str, Entry]
     strata_failure: str
+    strata_stderr: str
 
 
 @pytest.fixture(scope="module", params=list(EXPECTED))
@@ -174,7 +175,7 @@ def _sides(scenario: str, strata: StrataSide, tmp: Path, pkg: Path,
     assert done.returncode == 0, done.stdout + done.stderr
     boot_tmpfiles(oracle, oracle / "var", tmp / "mnt-a")
     return World(scenario, deployed, oracle, read_side(deployed, svar),
-                 read_side(oracle, oracle / "var"), failure)
+                 read_side(oracle, oracle / "var"), failure, proc.stderr)
 
 
 def test_scriptlets_and_triggers_run_in_rpm_order(world: World) -> None:
@@ -215,3 +216,7 @@ def test_config_files_as_rpm_leaves_them(world: World) -> None:
     for root in (world.rpm_root, world.strata_root):
         got = {p.name: p.read_text() for p in sorted((root / "etc").glob("foo-up.*"))}
         assert got == want, root
+    for aside in (n for n in want if n.endswith((".rpmnew", ".rpmsave"))):
+        path, _, kind = f"/etc/{aside}".rpartition(".")
+        verb = "created" if kind == "rpmnew" else "saved"
+        assert f"warning: {path} {verb} as {path}.{kind}" in world.strata_stderr, aside
