@@ -1,11 +1,12 @@
-"""An rpm transaction of installs and upgrades, as ``rpm -i`` / ``rpm -U`` run it (rpm 4.18:
-``rpmtsRun`` in lib/transaction.c, ``rpmPackageInstall``/``rpmPackageErase`` in lib/psm.c;
-checked against ``rpm -U --root`` by tests/layering/test_rpm_upgrade_oracle.py).
+"""An rpm transaction of installs, upgrades and erasures, as ``rpm -i`` / ``rpm -U`` /
+``rpm -e`` (and a librpm transaction mixing them, as dnf runs one) run it: rpm 4.18's
+``rpmtsRun`` in lib/transaction.c, ``rpmPackageInstall``/``rpmPackageErase`` in
+lib/psm.c, checked by tests/layering/test_rpm_upgrade_oracle.py.
 
-An added package whose name a base package has upgrades it: rpm orders every install
-before every erase (``rpmtsOrder``), so the old version is erased after all installs.
+A base package is erased when the compose removes it, or upgraded when an added package
+has its name.  rpm orders every install before every erase (``rpmtsOrder``'s two passes).
 
-1. When an old version goes: the ``%transfiletriggerun`` runs (:func:`rpmremove.trans_un`).
+1. When a package is erased: the ``%transfiletriggerun`` runs (:func:`rpmremove.trans_un`).
 2. Each added package in install order: the ``%triggerprein`` runs (as ``%triggerin``
    below, but before it is counted), ``%pre`` with ``$1`` = instances after it
    (1, or 2 for an upgrade), its files, then the file triggers of priority >= 10000, its
@@ -14,10 +15,11 @@ before every erase (``rpmtsOrder``), so the old version is erased after all inst
    one, the old version still counted), its own ``%triggerin`` on installed packages
    (``runImmedTriggers``: ``$1`` = its instances, ``$2`` = the other's; a package
    triggering on itself runs twice, once each way), the lower file triggers.
-3. Each old version in erase order (:func:`rpmremove.erase_runs` with the database holding
-   both versions): ``%preun`` and ``%postun`` with ``$1 = 1``, ``%triggerun`` /
-   ``%triggerpostun`` with the instances left, its files that the new version lacks
-   removed between them (file triggers list only those).
+3. Each erased package in erase order (:func:`rpmremove.erase_runs`, the database holding
+   every added package): ``%preun`` and ``%postun`` with ``$1`` = the instances left (1
+   for an upgraded version, else 0), ``%triggerun`` / ``%triggerpostun`` likewise, its
+   files that no added package ships removed between them (file triggers list only
+   those).
 4. ``%posttrans`` of each added package (``$1`` = instances, plus one for an upgrade:
    ``isUpdate``), the base's ``%transfiletriggerin`` over the added files, the noted
    ``%transfiletriggerpostun``, the added packages' own ``%transfiletriggerin``.

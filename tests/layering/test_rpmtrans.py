@@ -134,3 +134,16 @@ def test_removal_runs_after_every_install() -> None:
         ("transfiletriggerpostun", "0")]
     gone = steps[1].remove
     assert gone is not None and len(gone.files) == 3
+
+
+def test_a_removal_alone_runs_as_rpm_e() -> None:
+    """With nothing added, the transaction is rpmremove's ``rpm -e`` plan (the one
+    tests/layering/test_rpm_remove_oracle.py checks), in the same steps."""
+    from layering.rpmremove import plan_erase
+    from tests.layering.test_rpmremove import _world
+
+    for removed in ({"gone"}, {"gone", "watch"}):
+        erase = plan_erase(_world(), removed)
+        steps = plan([], _world(), removed=removed)
+        assert [r for s in steps for r in s.runs] == erase.runs()
+        assert [s.remove.name for s in steps if s.remove] == [e.pkg.name for e in erase.erases]
