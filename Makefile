@@ -2,7 +2,7 @@
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
-DEB_PACKAGES := ostree rpm createrepo-c bubblewrap dpkg-dev apt-utils nginx \
+DEB_PACKAGES := ostree rpm python3-rpm createrepo-c bubblewrap dpkg-dev apt-utils nginx \
                 mmdebstrap busybox-static e2fsprogs xz-utils zstd gpgv openssl python3-gi \
                 swig cmake cpio gcc libc6-dev podman qemu-system-x86 time
 

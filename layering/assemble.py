@@ -22,6 +22,7 @@ from importers.model import DepKind, PackageMeta, PackageType
 from importers.versions import satisfies
 from layering.diversions import Diversion
 from layering.errors import FileConflictError
+from layering.rpmconfig import Fate, modified, upgrade_fate
 from store.mtree import MutableTree
 from store.objects import FileMeta
 from store.repo import Repo
@@ -49,6 +50,7 @@ class Assembler:
     grafts: dict[str, str] = field(default_factory=dict)
     taken_over: dict[str, set[str]] = field(default_factory=dict)
     diversions: dict[str, Diversion] = field(default_factory=dict)  # by package path /x/y
+    warnings: list[str] = field(default_factory=list)  # rpm's, e.g. "/x created as /x.rpmnew"
     _meta_cache: dict[str, FileMeta] = field(default_factory=dict)
     _dir_cache: dict[str, str] = field(default_factory=dict)
 
@@ -146,6 +148,10 @@ class Assembler:
                 continue
             if self._kept_owner(pkg, (listed, path), keep_owned_by):
                 continue
+            if (self.kind is PackageType.RPM and isinstance(node, str)
+                    and modified(self.repo, f, node)):
+                self.tree.set_file(f"{path}.rpmsave", node)  # as rpm -e keeps it
+                self.warnings.append(f"/{f.path} saved as /{f.path}.rpmsave")
             self.tree.remove(path)
             self.owners.pop(path, None)
             self.owners.pop(listed, None)
@@ -237,8 +243,40 @@ class Assembler:
                 name = self._rpm_over_unowned(pkg, prel, parent, name, existing)
             else:
                 self._check_overwrite(pkg, prel, dest, removed)
-        parent.set_file(name, csum)
+                if self.kind is PackageType.RPM and self.owner_of(dest) == pkg.name:
+                    name = self._rpm_upgrade(pkg, prel, parent, name, existing)
+        if name:
+            parent.set_file(name, csum)
         self.added_owners[dest] = pkg.name
+
+    def _rpm_upgrade(self, pkg: PackageMeta, prel: str, parent: MutableTree, name: str,
+                     existing: str) -> str:
+        """Where ``rpm -U`` puts a file of ``pkg`` over the installed version's
+        (:func:`layering.rpmconfig.upgrade_fate`): the name to place it at, "" for none."""
+        pkgs = self.file_lists() if self.file_lists is not None else self.installed
+        old = next((f for p in pkgs if p.name == pkg.name and p is not pkg
+                    for f in p.files if f.path == prel), None)
+        new = next((f for f in pkg.files if f.path == prel), None)
+        if old is None or new is None:
+            return name
+        fate = upgrade_fate(self.repo, old, new, existing)
+        if fate in (Fate.RPMSAVE, Fate.RPMNEW):
+            verb, aside = ("saved", "rpmsave") if fate is Fate.RPMSAVE else ("created", "rpmnew")
+            self.warnings.append(f"/{prel} {verb} as /{prel}.{aside}")
+        if fate is Fate.RPMSAVE:
+            self._set_aside(pkg, prel, parent, f"{name}.rpmsave", existing)
+        if fate is Fate.RPMNEW and f"{name}.rpmnew" in parent.dirs:
+            raise FileConflictError(f"file conflict at /{prel}.rpmnew: {pkg.name} saves a "
+                                    "config file where the image has a directory")
+        return {Fate.KEEP: "", Fate.RPMNEW: f"{name}.rpmnew"}.get(fate, name)
+
+    def _set_aside(self, pkg: PackageMeta, prel: str, parent: MutableTree, aside: str,
+                   csum: str) -> None:
+        if aside in parent.dirs:
+            raise FileConflictError(f"file conflict at /{prel}.{aside.rpartition('.')[2]}: "
+                                    f"{pkg.name} saves a config file where the image has "
+                                    "a directory")
+        parent.set_file(aside, csum)
 
     def _rpm_over_unowned(self, pkg: PackageMeta, prel: str, parent: MutableTree, name: str,
                           existing: str) -> str:

@@ -35,7 +35,7 @@ from importers.pkgcache import ImportResult, lookup_many
 from importers.pkgindex import file_sha256
 from importers.rpmdb import DB_DIRS as RPM_DB_DIRS
 from importers.sources import Sources
-from layering import dpkgdb, rpmdbupdate
+from layering import dpkgdb, rpmdbupdate, rpmtrans
 from layering.assemble import Assembler
 from layering.composekey import LEFT_OUT_KEY
 from layering.composerequest import ComposeRequest, image_inputs, source_list
@@ -44,7 +44,6 @@ from layering.composescripts import (
     place_packages,
     run_configure,
     run_prerm,
-    run_rpm_erase,
 )
 from layering.convert import config_dir, to_ostree_layout
 from layering.dpkgtriggers import Activation, update_interests
@@ -341,41 +340,38 @@ def _build(repo: Repo, request: ComposeRequest, result: ComposeResult,
         asm = Assembler(repo, tree, result.kind, installed, file_lists=with_files)
         kept = {p.name for p in installed} - {p.name for p in res.remove}
         full = {p.name: p for p in with_files()} if res.remove else {}
+        later = _upgraded(result)  # placed over, then removed (after %post with scripts)
+        if result.kind is PackageType.RPM and not request.no_scripts:
+            later |= {p.name for p in res.remove}  # rpm erases after every install
+        rpm_db = functools.cache(lambda: [p for p in rpmdb.read_installed(
+            repo, result.base, db_order=True) if p.name in kept | later])
         host = HostSession(host_state) if host_state is not None else None
-        erased: set[str] = set()
-        if request.no_scripts:
-            postrm = []
-        elif result.kind is PackageType.RPM and (gone := {p.name for p in _gone(result)}):
-            postrm = run_rpm_erase(
-                repo, txn, tree, rpmdb.read_installed(repo, result.base, db_order=True), gone,
-                lambda p: asm.remove_package(full.get(p.name, p), kept), checkouts,
-                result.script_log)
-            erased = gone
-        else:
-            postrm = run_prerm(repo, txn, tree, result.kind, _gone(result), checkouts,
-                               result.script_log)
+        postrm = [] if request.no_scripts or result.kind is PackageType.RPM else run_prerm(
+            repo, txn, tree, result.kind, _gone(result), checkouts, result.script_log)
         for pkg in res.remove:
-            if pkg.name not in erased:
+            if pkg.name not in later:
                 asm.remove_package(full.get(pkg.name, pkg), kept)
             assembling.advance()
         preinst_done = place_packages(repo, txn, asm, result.layers,
                                       {p.name for p in res.remove},
                                       scripts=not request.no_scripts, checkouts=checkouts,
                                       log=result.script_log, host=host,
-                                      assembling=assembling)
+                                      assembling=assembling, rpm_db=rpm_db)
         added = [layer.meta for layer in result.layers]
+        for old in (p for p in res.remove if p.name in later and request.no_scripts):
+            asm.remove_package(rpmtrans.leaving(full.get(old.name, old), added), kept)
         activations = _update_db(repo, txn, tree, result, unpack_order(
             added, request.install), asm, fetcher, [full.get(p.name, p) for p in res.remove])
         assembling.finish()
         fail_point("compose-before-scripts")
         if not request.no_scripts:
-            base = [p for p in installed if p.name in kept]
+            base = [p for p in installed if p.name in kept | later]
             run_configure(repo, txn, tree, result.kind, added, postrm,
                           activations=activations, preinst_done=preinst_done,
-                          checkouts=checkouts, log=result.script_log,
-                          host=host, progress=progress,
-                          base=(base, lambda: [p for p in rpmdb.read_installed(
-                              repo, result.base, db_order=True) if p.name in kept]))
+                          checkouts=checkouts, log=result.script_log, host=host,
+                          progress=progress, base=(base, rpm_db), removed=later,
+                          remove=lambda p: asm.remove_package(p, kept | {a.name for a in added}))
+        result.warnings += asm.warnings
         if not request.client_layer:  # a host's own layer keeps the host's identity
             result.left_out = clean_image(tree, txn).lines()
         write_var_tmpfiles(MutableTree.from_commit(repo, result.base), tree, txn, added,
@@ -394,10 +390,19 @@ def _build(repo: Repo, request: ComposeRequest, result: ComposeResult,
 
 
 def _gone(result: ComposeResult) -> list[PackageMeta]:
-    """The base packages being removed, not replaced by a local package."""
+    """The base packages being removed, not replaced by a local package (nor, on rpm
+    images, upgraded: :func:`_upgraded`)."""
     replaced = {layer.meta.name for layer in result.layers
-                if layer.sha256 in result.replace_sha256}
+                if layer.sha256 in result.replace_sha256} | _upgraded(result)
     return [p for p in result.resolution.remove if p.name not in replaced]
+
+
+def _upgraded(result: ComposeResult) -> set[str]:
+    """rpm images: the base packages an added package of the same name upgrades, whose
+    removal runs as ``rpm -U`` erases them (:mod:`layering.rpmtrans`)."""
+    if result.kind is not PackageType.RPM:
+        return set()
+    return {p.name for p in result.resolution.remove} & {x.meta.name for x in result.layers}
 
 
 def _with_files(repo: Repo, result: ComposeResult,

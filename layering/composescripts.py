@@ -11,10 +11,13 @@
 4. The removed packages' ``postrm``, the added packages' ``postinst configure`` and
    the trigger processing (:func:`run_configure`, :mod:`layering.dpkgtriggers`).
 
-rpm images remove base packages as ``rpm -e`` does (:func:`run_rpm_erase`,
-:mod:`layering.rpmremove`): each package's ``%preun`` and triggers run over the tree
-that still holds its files, its files go, then its ``%postun`` and triggers; the
-``%transfiletriggerpostun`` runs come after the added packages' scripts.
+rpm images run one transaction as ``rpm -U`` and ``rpm -e`` would
+(:mod:`layering.rpmtrans`): the ``%transfiletriggerun`` of what is erased, each added
+package's ``%pre`` before its files, which go over an old version of its name; after
+every ``%post`` the erased packages (removed, or upgraded) in erase order, each one's
+``%preun`` and triggers over the tree that still holds its files, then its files (those
+no added package ships) go, then its ``%postun`` and triggers
+(:mod:`layering.rpmremove`); then ``%posttrans`` and the transaction file triggers.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from collections.abc import Callable, Sequence
 
 from importers.dpkgdb import DB_DIRS as DPKG_DB_DIRS
 from importers.model import PackageMeta, PackageType
+from layering import rpmtrans
 from layering.assemble import Assembler
 from layering.convert import config_dir
 from layering.diversions import read_diversions
@@ -30,12 +34,12 @@ from layering.dpkgdb import write_info
 from layering.dpkgtriggers import Activation
 from layering.hoststate import HostSession, restore_image, seen_by_scripts, show_host
 from layering.packages import Layer
-from layering.rpmremove import plan_erase
 from layering.scriptplan import (
     dependency_order,
     plan_preinst,
     plan_removal,
     plan_rpm_pre,
+    plan_rpm_steps,
     plan_scripts,
     rpm_install_order,
 )
@@ -86,34 +90,16 @@ def run_prerm(repo: Repo, txn: Transaction, tree: MutableTree, kind: PackageType
     return postrm
 
 
-def run_rpm_erase(repo: Repo, txn: Transaction, tree: MutableTree, db: list[PackageMeta],
-                  gone: set[str], remove: Callable[[PackageMeta], None],
-                  checkouts: CheckoutCache, log: ScriptLog) -> list[ScriptRun]:
-    """Remove the rpm base packages named ``gone`` as ``rpm -e`` does: their scripts and
-    triggers before ``remove`` takes each one's files out of ``tree``, then those after;
-    ``db`` is the base's database in order, with file lists.  Return the
-    ``%transfiletriggerpostun`` runs, which rpm runs after the transaction."""
-    plan = plan_erase(db, gone)
-    pending = list(plan.first)
-    for erase in plan.erases:
-        pending += erase.before
-        if pending:
-            log.entries.extend(run_scripts(repo, txn, tree, pending, checkouts=checkouts).entries)
-        remove(erase.pkg)
-        pending = list(erase.after)
-    if pending:
-        log.entries.extend(run_scripts(repo, txn, tree, pending, checkouts=checkouts).entries)
-    return list(plan.last)
-
-
 def run_preinst(repo: Repo, txn: Transaction, tree: MutableTree, pkgs: list[PackageMeta],
-                checkouts: CheckoutCache, log: ScriptLog, host: HostSession | None) -> None:
+                checkouts: CheckoutCache, log: ScriptLog, host: HostSession | None,
+                installed: Sequence[PackageMeta] = ()) -> None:
     """Run ``preinst install`` of ``pkgs`` (dependencies first) before their files are in
     the tree; their control files are put in the dpkg database first, where the scripts
-    run from (debconf finds ``PKG.templates`` beside them).  rpm packages: their ``%pre``
-    (``$1 = 1``) in rpm's install order."""
+    run from (debconf finds ``PKG.templates`` beside them).  rpm packages: their
+    ``%triggerprein`` and ``%pre`` runs in rpm's install order over the installed
+    packages ``installed`` (``$1 = 2`` for one upgrading an installed version, else 1)."""
     if pkgs and pkgs[0].type is PackageType.RPM:
-        _run(repo, txn, tree, plan_rpm_pre(pkgs), checkouts, log, host, None)
+        _run(repo, txn, tree, plan_rpm_pre(pkgs, installed), checkouts, log, host, None)
         return
     db = dpkg_db(tree)
     ordered = dependency_order(pkgs)
@@ -124,14 +110,16 @@ def run_preinst(repo: Repo, txn: Transaction, tree: MutableTree, pkgs: list[Pack
 
 def place_packages(repo: Repo, txn: Transaction, asm: Assembler, layers: list[Layer],
                    removed: set[str], *, scripts: bool, checkouts: CheckoutCache,
-                   log: ScriptLog, host: HostSession | None, assembling: Stage) -> bool:
+                   log: ScriptLog, host: HostSession | None, assembling: Stage,
+                   rpm_db: Callable[[], Sequence[PackageMeta]] = list) -> bool:
     """Place the added packages into ``asm``'s tree, those with a Debian preinst after it
     ran (when ``scripts``), honouring dpkg's diversions; whether any preinst ran.  rpm
     packages are placed in rpm's install order, each ``%pre`` run just before its package
-    (:func:`_place_rpm`)."""
+    (:func:`_place_rpm`; ``rpm_db``: the base's database with file lists, for an upgrade's
+    ``%transfiletriggerun``)."""
     if asm.kind is PackageType.RPM and scripts:
         return _place_rpm(repo, txn, asm, layers, removed, checkouts=checkouts, log=log,
-                          host=host, assembling=assembling)
+                          host=host, assembling=assembling, rpm_db=rpm_db)
     late = [x for x in layers if has_preinst(x.meta)] if scripts else []
     if asm.kind is PackageType.DEB:
         asm.diversions = read_diversions(repo, asm.tree, dpkg_db(asm.tree))
@@ -149,20 +137,28 @@ def place_packages(repo: Repo, txn: Transaction, asm: Assembler, layers: list[La
 
 def _place_rpm(repo: Repo, txn: Transaction, asm: Assembler, layers: list[Layer],
                removed: set[str], *, checkouts: CheckoutCache, log: ScriptLog,
-               host: HostSession | None, assembling: Stage) -> bool:
-    """As rpm unpacks a transaction: in install order, a package's ``%pre`` runs over the
-    packages placed before it, then its files are placed (their owners resolved by the
-    users that ``%pre`` and the earlier ones created). One sandbox run per ``%pre``."""
+               host: HostSession | None, assembling: Stage,
+               rpm_db: Callable[[], Sequence[PackageMeta]]) -> bool:
+    """As rpm unpacks a transaction: the ``%transfiletriggerun`` of the packages erased
+    (named ``removed``) first, then in install order a package's ``%triggerprein`` and
+    ``%pre`` run over the packages placed before it, then its files are placed (their
+    owners resolved by the users that ``%pre`` and the earlier ones created).  One
+    sandbox run per ``%pre``.  True: every run before the files is done."""
     by_meta = {id(x.meta): x for x in layers}
-    ran = False
+    prein = any(s.name == "triggerprein" for p in [*asm.installed, *(x.meta for x in layers)]
+                for s in p.scripts)
+    db = list(rpm_db()) if removed or prein else []
+    if removed:
+        first = rpmtrans.trans_un([x.meta for x in layers], db, removed)
+        _run(repo, txn, asm.tree, first, checkouts, log, None, None)  # as erase runs
     for meta in rpm_install_order([x.meta for x in layers]):
-        if has_preinst(meta):
-            run_preinst(repo, txn, asm.tree, [meta], checkouts, log, host)
-            ran = True
+        if has_preinst(meta) or prein:
+            run_preinst(repo, txn, asm.tree, [meta], checkouts, log, host, db)
+        db.append(meta)
         layer = by_meta[id(meta)]
         asm.add_package(layer.meta, layer.commit, removed)
         assembling.advance()
-    return ran
+    return True
 
 
 def run_configure(repo: Repo, txn: Transaction, tree: MutableTree, kind: PackageType,
@@ -171,15 +167,31 @@ def run_configure(repo: Repo, txn: Transaction, tree: MutableTree, kind: Package
                   checkouts: CheckoutCache, log: ScriptLog, host: HostSession | None,
                   progress: ProgressFn | None,
                   base: tuple[list[PackageMeta], Callable[[], list[PackageMeta]]] = ([], list),
-                  ) -> None:
+                  removed: set[str] | None = None,
+                  remove: Callable[[PackageMeta], None] | None = None) -> None:
     """Run the removed packages' postrm, then the added ones' scripts (their preinst too
     unless ``preinst_done``) and the triggers, showing them the host's users and
     identity when ``host`` is given (``base``: the kept base packages, and the same
-    with file lists in database order, for rpm's file triggers).  For rpm, ``postrm``
-    (the removal's ``%transfiletriggerpostun``) runs after the added packages' scripts."""
+    with file lists in database order, for rpm's triggers, the versions added packages
+    upgrade included).  For rpm, ``postrm`` (the removal's ``%transfiletriggerpostun``)
+    runs after the added packages' scripts; the base packages named ``removed`` (and
+    those added ones upgrade) are erased after the installs, ``remove`` taking each
+    one's files out between its ``%preun`` and ``%postun``."""
+    if kind is PackageType.RPM:
+        steps = plan_rpm_steps(added, tree, base[0], base[1], preinst=not preinst_done,
+                               removed=removed or set())
+        steps[-1] = rpmtrans.Step((*steps[-1].runs, *postrm))
+        counted = Stage(progress, "scripts", sum(len(s.runs) for s in steps))
+        for step in steps:
+            _run(repo, txn, tree, step.runs, checkouts, log, host if step.host else None,
+                 counted)
+            if step.remove is not None and remove is not None:
+                remove(step.remove)
+        counted.finish()
+        return
     planned = plan_scripts(kind, added, tree, dpkg_db(tree), base[0], base[1],
                            preinst=not preinst_done, activations=activations)
-    runs = planned + postrm if kind is PackageType.RPM else postrm + planned
+    runs = postrm + planned
     scripts = Stage(progress, "scripts", len(runs))
     _run(repo, txn, tree, runs, checkouts, log, host, scripts)
     scripts.finish()

@@ -139,50 +139,63 @@ def _count(db: Sequence[PackageMeta], name: str) -> int:
     return sum(p.name == name for p in db)
 
 
-def _triggers_on(pkg: PackageMeta, db: Sequence[PackageMeta], sense: str) -> list[ScriptRun]:
-    """``runTriggers``: each installed package's first ``sense`` trigger on ``pkg``."""
+def triggers_on(pkg: PackageMeta, db: Sequence[PackageMeta], sense: str,
+                correction: int = -1) -> list[ScriptRun]:
+    """``runTriggers``: each installed package's first ``sense`` trigger on ``pkg``, with
+    ``$1`` = instances of the trigger's package, ``$2`` = those of ``pkg`` plus
+    ``correction`` (-1 erasing, 0 installing)."""
     runs = []
     for owner in db:
         script = next((s for s in owner.scripts if _fires(s, sense, pkg)), None)
         if script is not None:
             runs.append(_run(owner, script, (str(_count(db, owner.name)),
-                                             str(_count(db, pkg.name) - 1))))
+                                             str(_count(db, pkg.name) + correction))))
     return runs
 
 
-def _own_triggers(pkg: PackageMeta, db: Sequence[PackageMeta]) -> list[ScriptRun]:
-    """``runImmedTriggers``: ``pkg``'s ``%triggerun`` on the installed packages it names,
-    each script once."""
+def own_triggers(pkg: PackageMeta, db: Sequence[PackageMeta], sense: str = "triggerun",
+                 correction: int = -1) -> list[ScriptRun]:
+    """``runImmedTriggers``: ``pkg``'s ``sense`` triggers on the installed packages it names
+    (by name, as rpmbuild sorts the header's trigger names), each script once, with
+    ``$1`` = instances of ``pkg`` plus ``correction``, ``$2`` = those of the other."""
     runs, done = [], set()
-    names = [_target(t).name for s in pkg.scripts for t in s.targets]
-    for name in dict.fromkeys(names):
+    names = sorted({_target(t).name for s in pkg.scripts for t in s.targets})
+    for name in names:
         for source in (p for p in db if p.name == name):
-            script = next((s for s in pkg.scripts if _fires(s, "triggerun", source)), None)
+            script = next((s for s in pkg.scripts if _fires(s, sense, source)), None)
             if script is not None and id(script) not in done:
                 done.add(id(script))
-                runs.append(_run(pkg, script, (str(_count(db, pkg.name) - 1),
+                runs.append(_run(pkg, script, (str(_count(db, pkg.name) + correction),
                                                str(_count(db, name)))))
     return runs
 
 
-def _phase(pkg: PackageMeta, phase: str, label: str) -> list[ScriptRun]:
-    """``pkg``'s ``%preun`` / ``%postun`` with ``$1 = 0`` (no instance left)."""
-    return [_run(pkg, Script(label.lstrip("%"), s.body, s.interpreter), ("0",))
+def phase_runs(pkg: PackageMeta, phase: str, label: str, arg: str = "0") -> list[ScriptRun]:
+    """``pkg``'s script ``phase`` (e.g. ``preun``) as ``label`` with ``$1 = arg`` (``0``: no
+    instance left); none when its body is empty; a lua one is refused."""
+    return [_run(pkg, Script(label.lstrip("%"), s.body, s.interpreter), (arg,))
             for s in pkg.scripts if s.name == phase and (s.body.strip() or s.interpreter)]
 
 
-def _un(pkg: PackageMeta, db: Sequence[PackageMeta], cls: int) -> list[ScriptRun]:
+def _un(pkg: PackageMeta, view: PackageMeta, db: Sequence[PackageMeta],
+        cls: int) -> list[ScriptRun]:
     return (_file_runs(_file_triggers([pkg], UN, cls), db)
-            + _file_runs(_file_triggers(db, UN, cls), [pkg]))
+            + _file_runs(_file_triggers(db, UN, cls), [view]))
 
 
-def _erase(pkg: PackageMeta, db: Sequence[PackageMeta]) -> Erase:
-    """``rpmPackageErase`` of ``pkg``; ``db`` still holds it."""
-    before = [*_un(pkg, db, 1), *_own_triggers(pkg, db), *_triggers_on(pkg, db, "triggerun"),
-              *_phase(pkg, "preun", "%preun"), *_un(pkg, db, 2)]
-    after = [*_file_runs(_file_triggers(db, POSTUN, 1), [pkg]),
-             *_phase(pkg, "postun", "%postun"), *_triggers_on(pkg, db, "triggerpostun"),
-             *_file_runs(_file_triggers(db, POSTUN, 2), [pkg])]
+def erase_runs(pkg: PackageMeta, db: Sequence[PackageMeta],
+               view: PackageMeta | None = None) -> Erase:
+    """``rpmPackageErase`` of ``pkg``; ``db`` still holds it (and, in an upgrade, the
+    version replacing it).  ``view``: ``pkg`` with only the files that go (an upgrade
+    keeps those the new version ships: ``FA_SKIP``, which file triggers do not list)."""
+    view = view or pkg
+    arg = str(_count(db, pkg.name) - 1)
+    before = [*_un(pkg, view, db, 1), *own_triggers(pkg, db), *triggers_on(pkg, db, "triggerun"),
+              *phase_runs(pkg, "preun", "%preun", arg), *_un(pkg, view, db, 2)]
+    after = [*_file_runs(_file_triggers(db, POSTUN, 1), [view]),
+             *phase_runs(pkg, "postun", "%postun", arg),
+             *triggers_on(pkg, db, "triggerpostun"),
+             *_file_runs(_file_triggers(db, POSTUN, 2), [view])]
     return Erase(pkg, tuple(before), tuple(after))
 
 
@@ -192,25 +205,38 @@ def erase_order(removed: Sequence[PackageMeta]) -> list[PackageMeta]:
     return rpmorder.erase_order(sorted(removed, key=lambda p: (p.name, p.evr, p.arch)))
 
 
+def trans_un(kept: Sequence[PackageMeta], gone: Sequence[PackageMeta],
+             db: Sequence[PackageMeta]) -> list[ScriptRun]:
+    """Before anything is erased: the ``%transfiletriggerun`` of the packages ``kept`` over
+    the files of those ``gone`` (in erase order), then each one's own over ``db``."""
+    first = _file_runs(_file_triggers(kept, TRANS_UN), gone)
+    for pkg in gone:
+        first += _file_runs(_file_triggers([pkg], TRANS_UN), db)
+    return first
+
+
+def noted_postun(db: Sequence[PackageMeta], pkg: PackageMeta) -> list[tuple[PackageMeta, Script]]:
+    """``rpmtriggersPrepPostUnTransFileTrigs``: the ``%transfiletriggerpostun`` of ``db``
+    that files of ``pkg`` (erased now) match."""
+    return [(owner, s) for owner, s in _file_triggers(db, TRANS_POSTUN)
+            if _paths([pkg], s.prefixes)]
+
+
 def plan_erase(db: Sequence[PackageMeta], removed: set[str]) -> ErasePlan:
     """The runs of ``rpm -e`` of the packages named ``removed``; ``db`` is the image's
     database in its order, with file lists."""
     gone = erase_order([p for p in db if p.name in removed])
-    kept = [p for p in db if p.name not in removed]
-    first = _file_runs(_file_triggers(kept, TRANS_UN), gone)
-    for pkg in gone:
-        first += _file_runs(_file_triggers([pkg], TRANS_UN), db)
+    first = trans_un([p for p in db if p.name not in removed], gone, db)
     now, erases, noted = list(db), [], []
     for pkg in gone:
-        erases.append(_erase(pkg, now))
-        noted += [(owner, s) for owner, s in _file_triggers(now, TRANS_POSTUN)
-                  if _paths([pkg], s.prefixes)]
+        erases.append(erase_runs(pkg, now))
+        noted += noted_postun(now, pkg)
         now.remove(pkg)
-    return ErasePlan(tuple(first), tuple(erases), tuple(_postun_trans(noted, now)))
+    return ErasePlan(tuple(first), tuple(erases), tuple(postun_trans(noted, now)))
 
 
-def _postun_trans(noted: list[tuple[PackageMeta, Script]],
-                  left: list[PackageMeta]) -> list[ScriptRun]:
+def postun_trans(noted: list[tuple[PackageMeta, Script]],
+                 left: list[PackageMeta]) -> list[ScriptRun]:
     """``runPostUnTransFileTrigs``: each noted trigger of a package left, once, by priority,
     database order, header order; ``$1 = 0``, nothing on stdin."""
     where = {id(p): i for i, p in enumerate(left)}

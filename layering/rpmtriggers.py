@@ -6,9 +6,10 @@
   those added before, this one) over this package's matching files (in its header's
   order), then this package's own ``%filetriggerin`` over the matching files of the
   other packages of the database.
-- After every ``%posttrans``: the ``%transfiletriggerin`` of each package added, over
-  all the matching files of the final database, and of each base package, over the
-  matching files of the added packages (when there are any).
+- After every ``%posttrans``: the ``%transfiletriggerin`` of each base package, over the
+  matching files of the added packages (when there are any), then (after the noted
+  ``%transfiletriggerpostun`` of an upgrade) those of each package added, over all the
+  matching files of the final database.
 
 A database scan lists paths by prefix (in the trigger's order), then package (in
 database order), then header order.  Higher priority runs first; every run
@@ -71,10 +72,22 @@ def around_post(db: Sequence[PackageMeta], pkg: PackageMeta, *, before: bool) ->
 
 
 def after_transaction(db: Sequence[PackageMeta], added: Sequence[PackageMeta]) -> list[ScriptRun]:
-    """The ``%transfiletriggerin`` runs after the transaction (``db``: the final database)."""
+    """The ``%transfiletriggerin`` runs after the transaction (``db``: the final database):
+    :func:`base_trans_in`, then :func:`own_trans_in`."""
+    return base_trans_in(db, added) + own_trans_in(db, added)
+
+
+def base_trans_in(db: Sequence[PackageMeta], added: Sequence[PackageMeta]) -> list[ScriptRun]:
+    """``runFileTriggers(ts, NULL, ...)``: the ``%transfiletriggerin`` of the packages not
+    in the transaction, by priority then database order, over the ``added`` files."""
     new = {id(p) for p in added}
-    runs = []
-    for pkg, s in _triggers(db, TRANS_IN):
-        if paths := _in_db(db if id(pkg) in new else added, s.prefixes):
-            runs.append(_run(pkg, s, paths))
-    return runs
+    return [_run(pkg, s, paths) for pkg, s in _triggers([p for p in db if id(p) not in new],
+                                                        TRANS_IN)
+            if (paths := _in_db(added, s.prefixes))]
+
+
+def own_trans_in(db: Sequence[PackageMeta], added: Sequence[PackageMeta]) -> list[ScriptRun]:
+    """``runTransScripts(ts, PKG_TRANSFILETRIGGERIN)``: each added package's own, in
+    transaction order (by priority within one), over the whole database's files."""
+    return [_run(pkg, s, paths) for pkg in added for _p, s in _triggers([pkg], TRANS_IN)
+            if (paths := _in_db(db, s.prefixes))]

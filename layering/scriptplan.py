@@ -6,10 +6,11 @@ apt-get and dpkg configure them (:func:`configure_order`: a pre-depended package
 at once, the rest in dpkg's hash-table order with each package put back until its
 dependencies are configured, so ``cron`` after ``cron-daemon-common``, which creates
 the group its postinst needs), with dpkg's ``DPKG_*`` variables.  RPM, in
-the order ``rpm -i`` installs them (:mod:`layering.rpmorder`):
-``%pre``/``%post`` with ``$1 = 1`` (one instance installed), each ``%post`` between
-the file triggers its package sets off, then ``%posttrans`` (``$1 = 1`` too, as rpm 4.18 gives)
-and the ``%transfiletriggerin`` runs (:mod:`layering.rpmtriggers`).  Removed Debian
+the order ``rpm -i`` installs them (:mod:`layering.rpmorder`) and as ``rpm -U`` upgrades
+a base package (:mod:`layering.rpmtrans`): ``%pre``/``%post`` with ``$1`` = the
+instances installed after (2 for an upgrade), each ``%post`` amid the file triggers and
+``%triggerin`` runs it sets off, the upgraded versions' erase, then ``%posttrans`` and
+the ``%transfiletriggerin`` runs (:mod:`layering.rpmtriggers`).  Removed Debian
 base packages run ``prerm remove`` (while their files are still there) and
 ``postrm remove`` (after), as dpkg does; removed RPM base packages run their scripts
 and triggers as ``rpm -e`` does (:mod:`layering.rpmremove`).  Triggers: ``ldconfig``
@@ -22,14 +23,13 @@ runs Debian ``preinst`` before the package's files are placed (:func:`plan_prein
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 
 from importers.model import DepKind, PackageMeta, PackageType
-from layering import rpmtriggers
+from layering import rpmtrans, rpmtriggers
 from layering.dpkgdb import info_name
 from layering.dpkgorder import apt_configure_order
 from layering.dpkgtriggers import Activation, trigger_run
-from layering.errors import ScriptError
 from layering.rpmorder import install_order
 from layering.scripts import ScriptRun
 from store.mtree import MutableTree
@@ -143,7 +143,7 @@ def plan_removal(kind: PackageType, removed: list[PackageMeta], db: str,
                  read: Callable[[str], bytes | None]) -> tuple[list[ScriptRun], list[ScriptRun]]:
     """(``prerm remove`` runs, ``postrm remove`` runs) of removed Debian packages, their
     bodies read now from the image's dpkg database (``read`` gives a tree file's bytes);
-    none for rpm (:func:`layering.composescripts.run_rpm_erase` removes those)."""
+    none for rpm (:mod:`layering.rpmtrans` erases those)."""
     if kind is not PackageType.DEB:
         return [], []
     out: tuple[list[ScriptRun], list[ScriptRun]] = ([], [])
@@ -158,43 +158,37 @@ def plan_removal(kind: PackageType, removed: list[PackageMeta], db: str,
     return out
 
 
-def _rpm_phase(pkg: PackageMeta, phase: str, label: str, arg: str) -> list[ScriptRun]:
-    runs = []
-    for s in pkg.scripts:
-        if s.name != phase or not (s.body.strip() or s.interpreter):
-            continue
-        interp = s.interpreter or "/bin/sh"
-        if interp.startswith("<lua>"):
-            raise ScriptError(f"{label} of {pkg.name} is a lua scriptlet, "
-                              "which strata cannot run")
-        runs.append(ScriptRun(pkg.name, label, s.body, interp, (arg,)))
-    return runs
-
-
 def rpm_install_order(added: Sequence[PackageMeta]) -> list[PackageMeta]:
     """``added`` in the order ``rpm -i`` installs them (:mod:`layering.rpmorder`)."""
     return install_order(sorted(added, key=lambda p: (p.name, p.evr, p.arch)))
 
 
-def plan_rpm_pre(added: Sequence[PackageMeta]) -> list[ScriptRun]:
-    """The ``%pre`` runs (``$1 = 1``) of rpm packages ``added``, in rpm's install order."""
-    return [r for pkg in rpm_install_order(added) for r in _rpm_phase(pkg, "prein", "%pre", "1")]
+def plan_rpm_pre(added: Sequence[PackageMeta],
+                 db: Sequence[PackageMeta] = ()) -> list[ScriptRun]:
+    """The ``%triggerprein`` and ``%pre`` runs of rpm packages ``added``, in rpm's install
+    order, over the installed packages ``db`` (:func:`layering.rpmtrans.pre_runs`: ``$1 = 2``
+    for one upgrading an installed version, else 1)."""
+    runs, now = [], list(db)
+    for pkg in rpm_install_order(added):
+        runs += rpmtrans.pre_runs(pkg, now)
+        now.append(pkg)
+    return runs
 
 
-def _rpm_runs(added: list[PackageMeta], base: Sequence[PackageMeta],
-              pre: bool = True) -> list[ScriptRun]:
-    """%pre of each (unless ``pre`` is False: run before the files were placed), %post of
-    each amid the file triggers it sets off, %posttrans of each, then the transaction's
-    file triggers (``base``: the kept base packages, with files)."""
-    runs = [r for pkg in added for r in _rpm_phase(pkg, "prein", "%pre", "1")] if pre else []
-    db = list(base)
-    for pkg in added:
-        db.append(pkg)
-        runs += rpmtriggers.around_post(db, pkg, before=True)
-        runs += _rpm_phase(pkg, "postin", "%post", "1")
-        runs += rpmtriggers.around_post(db, pkg, before=False)
-    runs += [r for pkg in added for r in _rpm_phase(pkg, "posttrans", "%posttrans", "1")]
-    return runs + rpmtriggers.after_transaction(db, added)
+def plan_rpm_steps(added: list[PackageMeta], tree: MutableTree,
+                   installed: Sequence[PackageMeta] = (),
+                   base: Callable[[], Sequence[PackageMeta]] = list, *,
+                   preinst: bool = True, removed: Collection[str] = ()) -> list[rpmtrans.Step]:
+    """The rpm runs of :func:`plan_scripts` in steps: after a step's runs the package it
+    names is erased (:mod:`layering.rpmtrans`: the base packages named ``removed`` and
+    those an added one upgrades); ldconfig last."""
+    names = {p.name for p in installed}
+    db = base() if (removed or _may_trigger([*added, *installed])
+                    or any(p.name in names for p in added)) else []
+    steps = rpmtrans.plan(rpm_install_order(added), db, pre=preinst, removed=removed)
+    if any(s.runs for s in steps) or added:
+        steps[-1] = rpmtrans.Step((*steps[-1].runs, *_ldconfig(added, tree)))
+    return steps
 
 
 def _ldconfig(added: list[PackageMeta], tree: MutableTree) -> list[ScriptRun]:
@@ -213,10 +207,10 @@ def _dpkg_runs_ldconfig(tree: MutableTree, db: str, activations: list[Activation
 
 
 def _may_trigger(pkgs: Sequence[PackageMeta]) -> bool:
-    """Whether one of ``pkgs`` has a file trigger (records carry their scripts even
-    without file lists)."""
+    """Whether one of ``pkgs`` has a file or package trigger (records carry their scripts
+    even without file lists)."""
     kinds = (rpmtriggers.IN, rpmtriggers.TRANS_IN)
-    return any(s.name in kinds for p in pkgs for s in p.scripts)
+    return any(s.name in kinds or s.name.startswith("trigger") for p in pkgs for s in p.scripts)
 
 
 def plan_scripts(kind: PackageType, added: list[PackageMeta], tree: MutableTree,
@@ -230,14 +224,13 @@ def plan_scripts(kind: PackageType, added: list[PackageMeta], tree: MutableTree,
     Debian ``preinst`` and rpm ``%pre`` runs are left out unless ``preinst``.  For
     Debian, the last run hands ``activations`` to the image's dpkg and lets it process
     the pending triggers.
-    For rpm's file triggers, ``installed`` are the base's package records and ``base``
-    gives the ones that stay with their file lists in database order (called only when
-    an added or installed package has a file trigger).
+    For rpm's triggers, ``installed`` are the base's package records and ``base``
+    gives the ones that stay (and the versions added ones upgrade) with their file lists
+    in database order (called only when a package has a trigger or one is upgraded).
     """
     if kind is not PackageType.DEB:
-        with_files = base() if _may_trigger([*added, *installed]) else []
-        runs = _rpm_runs(rpm_install_order(added), with_files, pre=preinst)
-        return runs + _ldconfig(added, tree) if runs or added else runs
+        return [r for step in plan_rpm_steps(added, tree, installed, base, preinst=preinst)
+                for r in step.runs]
     runs = _deb_runs(dependency_order(added), db, ("preinst",)) if preinst else []
     runs += _deb_runs(configure_order(added, installed), db, ("postinst",))
     if not _dpkg_runs_ldconfig(tree, db, activations or []):

@@ -28,10 +28,10 @@ import pytest
 from fixtures.images import BUSYBOX
 from fixtures.rpmimages import base_specs, build
 from fixtures.rpmremoveimages import LOG, REMOVED, remove_specs
-from tests.layering.corpus_compare import Entry, tree_diff
+from tests.layering.corpus_compare import Entry
 from tests.layering.corpus_sides import BRANCH, StrataSide, boot_tmpfiles
 from tests.layering.realworld import cache_root
-from tests.layering.rpmoracle import installed, layout, read_side, rpm_root
+from tests.layering.rpmoracle import layout, read_side, rpm_root
 from tests.store.servers import http_server
 from tests.util import require_tool, run
 
