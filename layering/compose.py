@@ -41,12 +41,15 @@ from layering.composekey import LEFT_OUT_KEY
 from layering.composerequest import ComposeRequest, image_inputs, source_list
 from layering.composescripts import (
     find_dir,
+    finish_upgrades,
     place_packages,
     run_configure,
     run_prerm,
+    run_prerm_upgrade,
     run_rpm_erase,
 )
 from layering.convert import config_dir, to_ostree_layout
+from layering.debupgrade import Unpacking, find_upgrades, old_only, old_versions
 from layering.dpkgtriggers import Activation, update_interests
 from layering.errors import ComposeError
 from layering.hoststate import HostSession, HostState, read_host
@@ -343,6 +346,9 @@ def _build(repo: Repo, request: ComposeRequest, result: ComposeResult,
         full = {p.name: p for p in with_files()} if res.remove else {}
         host = HostSession(host_state) if host_state is not None else None
         erased: set[str] = set()
+        ups = find_upgrades(result.kind, [full.get(p.name, p) for p in res.remove],
+                            [layer.meta for layer in result.layers])  # dpkg's upgrade
+        up_postrm = Unpacking()
         if request.no_scripts:
             postrm = []
         elif result.kind is PackageType.RPM and (gone := {p.name for p in _gone(result)}):
@@ -352,20 +358,27 @@ def _build(repo: Repo, request: ComposeRequest, result: ComposeResult,
                 result.script_log)
             erased = gone
         else:
-            postrm = run_prerm(repo, txn, tree, result.kind, _gone(result), checkouts,
+            postrm = run_prerm(repo, txn, tree, result.kind,
+                               [p for p in _gone(result) if p.name not in ups], checkouts,
                                result.script_log)
+            up_postrm = run_prerm_upgrade(repo, txn, tree, list(ups.values()), checkouts,
+                                          result.script_log)
         for pkg in res.remove:
-            if pkg.name not in erased:
+            if pkg.name not in erased and pkg.name not in ups:
                 asm.remove_package(full.get(pkg.name, pkg), kept)
             assembling.advance()
         preinst_done = place_packages(repo, txn, asm, result.layers,
                                       {p.name for p in res.remove},
                                       scripts=not request.no_scripts, checkouts=checkouts,
                                       log=result.script_log, host=host,
-                                      assembling=assembling)
+                                      assembling=assembling, old=old_versions(ups))
+        obsolete = finish_upgrades(repo, txn, asm, list(ups.values()), kept, up_postrm,
+                                   checkouts=checkouts, log=result.script_log, host=host)
         added = [layer.meta for layer in result.layers]
         activations = _update_db(repo, txn, tree, result, unpack_order(
-            added, request.install), asm, fetcher, [full.get(p.name, p) for p in res.remove])
+            added, request.install), asm, fetcher, [old_only(ups[p.name]) if p.name in ups
+                                                    else full.get(p.name, p) for p in res.remove],
+            obsolete)
         assembling.finish()
         fail_point("compose-before-scripts")
         if not request.no_scripts:
@@ -373,7 +386,7 @@ def _build(repo: Repo, request: ComposeRequest, result: ComposeResult,
             run_configure(repo, txn, tree, result.kind, added, postrm,
                           activations=activations, preinst_done=preinst_done,
                           checkouts=checkouts, log=result.script_log,
-                          host=host, progress=progress,
+                          host=host, progress=progress, old=old_versions(ups),
                           base=(base, lambda: [p for p in rpmdb.read_installed(
                               repo, result.base, db_order=True) if p.name in kept]))
         if not request.client_layer:  # a host's own layer keeps the host's identity
@@ -410,17 +423,18 @@ def _with_files(repo: Repo, result: ComposeResult,
 
 def _update_db(repo: Repo, txn: Transaction, tree: MutableTree, result: ComposeResult,
                added: list[PackageMeta], asm: Assembler, fetcher: Fetcher,
-               removed: list[PackageMeta]) -> list[Activation]:
-    """Update the image's package database; for dpkg, also its trigger interests (in the
-    order of ``added``), and return the triggers the added and ``removed`` (with their
-    file lists) files activate."""
+               removed: list[PackageMeta],
+               obsolete: dict[str, list[tuple[str, str]]]) -> list[Activation]:
+    """Update the image's package database (with the ``obsolete`` conffiles upgraded
+    packages keep); for dpkg, also its trigger interests (in the order of ``added``), and
+    return the triggers the added and ``removed`` (with their file lists) files activate."""
     res = result.resolution
     if result.kind is PackageType.DEB:
         db = find_dir(tree, DPKG_DB_DIRS, "status")
         if db is None:
             return []
         dpkgdb.update(repo, txn, tree, db, add=added, remove=list(res.remove),
-                      taken_over=asm.taken_over, etc_dir=config_dir(tree))
+                      taken_over=asm.taken_over, etc_dir=config_dir(tree), obsolete=obsolete)
         return update_interests(repo, txn, tree, db, add=added, remove=removed)
     db = find_dir(tree, RPM_DB_DIRS, "rpmdb.sqlite")
     if db is not None:

@@ -11,6 +11,12 @@
 4. The removed packages' ``postrm``, the added packages' ``postinst configure`` and
    the trigger processing (:func:`run_configure`, :mod:`layering.dpkgtriggers`).
 
+A base package replaced by another version is upgraded as dpkg does
+(:mod:`layering.debupgrade`): its old ``prerm upgrade`` runs with step 1
+(:func:`run_prerm_upgrade`), its files stay for the new ``preinst upgrade``, the
+new files are placed over them, the old ``postrm upgrade`` runs, then the old-only
+files go (:func:`finish_upgrades`) and ``postinst configure OLD`` runs in step 4.
+
 rpm images remove base packages as ``rpm -e`` does (:func:`run_rpm_erase`,
 :mod:`layering.rpmremove`): each package's ``%preun`` and triggers run over the tree
 that still holds its files, its files go, then its ``%postun`` and triggers; the
@@ -19,12 +25,20 @@ that still holds its files, its files go, then its ``%postun`` and triggers; the
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from importers.dpkgdb import DB_DIRS as DPKG_DB_DIRS
 from importers.model import PackageMeta, PackageType
 from layering.assemble import Assembler
 from layering.convert import config_dir
+from layering.debupgrade import (
+    Unpacking,
+    Upgrade,
+    obsolete_conffiles,
+    old_only,
+    swap_conffiles,
+    unpacking,
+)
 from layering.diversions import read_diversions
 from layering.dpkgdb import write_info
 from layering.dpkgtriggers import Activation
@@ -37,6 +51,7 @@ from layering.scriptplan import (
     plan_removal,
     plan_rpm_pre,
     plan_scripts,
+    plan_upgrade,
     rpm_install_order,
 )
 from layering.scripts import ScriptLog, ScriptRun, run_scripts
@@ -86,6 +101,47 @@ def run_prerm(repo: Repo, txn: Transaction, tree: MutableTree, kind: PackageType
     return postrm
 
 
+def run_prerm_upgrade(repo: Repo, txn: Transaction, tree: MutableTree,
+                      ups: Sequence[Upgrade], checkouts: CheckoutCache,
+                      log: ScriptLog) -> Unpacking:
+    """Run the old ``prerm upgrade NEW`` of the upgraded Debian packages ``ups`` over the
+    tree that holds their old files; return their old ``postrm upgrade NEW`` runs (both
+    bodies read now, before the new control files replace them) with the conffiles as
+    the old versions left them."""
+    if not ups:
+        return Unpacking()
+    db = dpkg_db(tree)
+
+    def read(path: str) -> bytes | None:
+        node = tree.lookup(path)
+        return repo.load_file(node)[1] if isinstance(node, str) else None
+
+    prerm, postrm = plan_upgrade([(u.old, u.new) for u in ups], db, read)
+    if prerm:
+        log.entries.extend(run_scripts(repo, txn, tree, prerm, checkouts=checkouts).entries)
+    return unpacking(ups, postrm, tree)
+
+
+def finish_upgrades(repo: Repo, txn: Transaction, asm: Assembler, ups: Sequence[Upgrade],
+                    kept: set[str], pending: Unpacking, *, checkouts: CheckoutCache,
+                    log: ScriptLog, host: HostSession | None) -> dict[str, list[tuple[str, str]]]:
+    """Once the new versions are placed: run the old ``postrm upgrade`` runs over the
+    conffiles as the old versions left them (dpkg installs the new ones when it
+    configures), then take out the files only the old versions had (not their
+    conffiles, which stay obsolete, nor paths a ``kept`` package owns).  Return
+    name -> the obsolete conffiles (path, old md5) for the dpkg database."""
+    if pending.postrm:
+        new = swap_conffiles(asm.tree, pending.conffiles)
+        _run(repo, txn, asm.tree, pending.postrm, checkouts, log, host, None)
+        swap_conffiles(asm.tree, new)
+    obsolete = {}
+    for up in ups:
+        exists = {c: asm.tree.lookup(asm.real_path(c)) is not None for c in up.old.conffiles}
+        obsolete[up.new.name] = obsolete_conffiles(up, exists)
+        asm.remove_package(old_only(up), kept)
+    return obsolete
+
+
 def run_rpm_erase(repo: Repo, txn: Transaction, tree: MutableTree, db: list[PackageMeta],
                   gone: set[str], remove: Callable[[PackageMeta], None],
                   checkouts: CheckoutCache, log: ScriptLog) -> list[ScriptRun]:
@@ -107,9 +163,11 @@ def run_rpm_erase(repo: Repo, txn: Transaction, tree: MutableTree, db: list[Pack
 
 
 def run_preinst(repo: Repo, txn: Transaction, tree: MutableTree, pkgs: list[PackageMeta],
-                checkouts: CheckoutCache, log: ScriptLog, host: HostSession | None) -> None:
+                checkouts: CheckoutCache, log: ScriptLog, host: HostSession | None,
+                old: Mapping[str, str] | None = None) -> None:
     """Run ``preinst install`` of ``pkgs`` (dependencies first) before their files are in
-    the tree; their control files are put in the dpkg database first, where the scripts
+    the tree (``preinst upgrade OLD NEW`` for those replacing version ``old[name]``);
+    their control files are put in the dpkg database first, where the scripts
     run from (debconf finds ``PKG.templates`` beside them).  rpm packages: their ``%pre``
     (``$1 = 1``) in rpm's install order."""
     if pkgs and pkgs[0].type is PackageType.RPM:
@@ -119,14 +177,16 @@ def run_preinst(repo: Repo, txn: Transaction, tree: MutableTree, pkgs: list[Pack
     ordered = dependency_order(pkgs)
     for pkg in ordered:
         write_info(txn, tree, db, pkg, set())
-    _run(repo, txn, tree, plan_preinst(ordered, db), checkouts, log, host, None)
+    _run(repo, txn, tree, plan_preinst(ordered, db, old), checkouts, log, host, None)
 
 
 def place_packages(repo: Repo, txn: Transaction, asm: Assembler, layers: list[Layer],
                    removed: set[str], *, scripts: bool, checkouts: CheckoutCache,
-                   log: ScriptLog, host: HostSession | None, assembling: Stage) -> bool:
+                   log: ScriptLog, host: HostSession | None, assembling: Stage,
+                   old: Mapping[str, str] | None = None) -> bool:
     """Place the added packages into ``asm``'s tree, those with a Debian preinst after it
-    ran (when ``scripts``), honouring dpkg's diversions; whether any preinst ran.  rpm
+    ran (when ``scripts``; ``old``: the versions upgraded ones replace), honouring dpkg's
+    diversions; whether any preinst ran.  rpm
     packages are placed in rpm's install order, each ``%pre`` run just before its package
     (:func:`_place_rpm`)."""
     if asm.kind is PackageType.RPM and scripts:
@@ -139,7 +199,7 @@ def place_packages(repo: Repo, txn: Transaction, asm: Assembler, layers: list[La
         asm.add_package(layer.meta, layer.commit, removed)
         assembling.advance()
     if late:
-        run_preinst(repo, txn, asm.tree, [x.meta for x in late], checkouts, log, host)
+        run_preinst(repo, txn, asm.tree, [x.meta for x in late], checkouts, log, host, old)
         asm.diversions = read_diversions(repo, asm.tree, dpkg_db(asm.tree))
     for layer in late:
         asm.add_package(layer.meta, layer.commit, removed)
@@ -171,14 +231,15 @@ def run_configure(repo: Repo, txn: Transaction, tree: MutableTree, kind: Package
                   checkouts: CheckoutCache, log: ScriptLog, host: HostSession | None,
                   progress: ProgressFn | None,
                   base: tuple[list[PackageMeta], Callable[[], list[PackageMeta]]] = ([], list),
-                  ) -> None:
+                  old: Mapping[str, str] | None = None) -> None:
     """Run the removed packages' postrm, then the added ones' scripts (their preinst too
     unless ``preinst_done``) and the triggers, showing them the host's users and
     identity when ``host`` is given (``base``: the kept base packages, and the same
     with file lists in database order, for rpm's file triggers).  For rpm, ``postrm``
-    (the removal's ``%transfiletriggerpostun``) runs after the added packages' scripts."""
+    (the removal's ``%transfiletriggerpostun``) runs after the added packages' scripts.
+    ``old``: the versions that upgraded Debian packages replace."""
     planned = plan_scripts(kind, added, tree, dpkg_db(tree), base[0], base[1],
-                           preinst=not preinst_done, activations=activations)
+                           preinst=not preinst_done, activations=activations, old=old)
     runs = planned + postrm if kind is PackageType.RPM else postrm + planned
     scripts = Stage(progress, "scripts", len(runs))
     _run(repo, txn, tree, runs, checkouts, log, host, scripts)
