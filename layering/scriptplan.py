@@ -16,7 +16,10 @@ and triggers as ``rpm -e`` does (:mod:`layering.rpmremove`).  Triggers: ``ldconf
 runs once at the end when an added package ships a shared library.  For Debian, the
 image's dpkg then processes dpkg's triggers (:mod:`layering.dpkgtriggers`).  A compose
 runs Debian ``preinst`` before the package's files are placed (:func:`plan_preinst`,
-:mod:`layering.composescripts`).
+:mod:`layering.composescripts`).  A Debian base package replaced by another version
+gets dpkg's upgrade arguments: old ``prerm``/``postrm upgrade NEW``
+(:func:`plan_upgrade`), new ``preinst upgrade OLD NEW`` and ``postinst configure OLD``
+(:mod:`layering.debupgrade`).
 """
 
 from __future__ import annotations
