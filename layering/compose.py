@@ -463,6 +463,7 @@ def _metadata(request: ComposeRequest, result: ComposeResult, base_md: dict[str,
               ihash: str) -> dict[str, Variant]:
     res = result.resolution
     replaced = {layer.meta.name for layer in result.layers if layer.sha256 in result.replace_sha256}
+    replaced |= set(find_upgrades(result.kind, res.remove, res.install))  # apt's upgrades too
     md: dict[str, Variant] = {}
     if request.version:
         md["version"] = Variant("s", request.version)
