@@ -24,6 +24,7 @@ from debian.deb822 import Deb822
 
 from fixtures.images import apt_repo, build_deb, ostree_layout
 from layering.compose import ComposeRequest, compose
+from layering.errors import ScriptError
 from store.commit import commit_directory
 from store.mtree import MutableTree
 from store.repo import Repo, RepoMode
@@ -37,6 +38,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.integration]
 DB = "usr/lib/sysimage/dpkg"
 SCRIPT = """#!/bin/sh
 set -e
+if [ "$DPKG_MAINTSCRIPT_NAME $1 $2" = "prerm upgrade 6.6" ]; then exit 1; fi
 mkdir -p /var/lib/thing
 has() { if [ -e "$1" ]; then echo y; else echo n; fi; }
 echo "thing-@V@ $DPKG_MAINTSCRIPT_NAME $* common=$(cat /usr/share/thing/common 2>/dev/null \
@@ -208,6 +210,14 @@ def test_override_replace_without_scripts_leaves_dpkgs_files(world: World) -> No
     assert r.checksum is not None
     strata = _strata_facts(world, r.checksum)
     assert (strata.files, strata.status, strata.listed) == (dpkg.files, dpkg.status, dpkg.listed)
+
+
+def test_a_failing_old_prerm_upgrade_aborts_the_compose(world: World) -> None:
+    bad = _thing(world.tmp / "debs", "6.6", {"usr/share/thing/common": b"6\n"}, [])
+    with pytest.raises(ScriptError, match="prerm script of package thing"):
+        compose(world.repo, ComposeRequest(base=world.base, branch="t/bad",
+                                           replace_local=(bad,)))
+    assert world.repo.read_ref("t/bad") is None
 
 
 def test_override_replace_downgrades_like_dpkg_i(world: World) -> None:
