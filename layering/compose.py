@@ -49,7 +49,7 @@ from layering.composescripts import (
     run_rpm_erase,
 )
 from layering.convert import config_dir, to_ostree_layout
-from layering.debupgrade import Unpacking, find_upgrades, old_only, old_versions
+from layering.debupgrade import Unpacking, find_upgrades, leaving, old_versions
 from layering.dpkgtriggers import Activation, update_interests
 from layering.errors import ComposeError
 from layering.hoststate import HostSession, HostState, read_host
@@ -375,10 +375,9 @@ def _build(repo: Repo, request: ComposeRequest, result: ComposeResult,
         obsolete = finish_upgrades(repo, txn, asm, list(ups.values()), kept, up_postrm,
                                    checkouts=checkouts, log=result.script_log, host=host)
         added = [layer.meta for layer in result.layers]
-        activations = _update_db(repo, txn, tree, result, unpack_order(
-            added, request.install), asm, fetcher, [old_only(ups[p.name]) if p.name in ups
-                                                    else full.get(p.name, p) for p in res.remove],
-            obsolete)
+        activations = _update_db(repo, txn, tree, result, unpack_order(added, request.install),
+                                 asm, fetcher, leaving([full.get(p.name, p) for p in res.remove],
+                                                       ups), obsolete)
         assembling.finish()
         fail_point("compose-before-scripts")
         if not request.no_scripts:

@@ -124,3 +124,9 @@ def old_only(up: Upgrade) -> PackageMeta:
     conf = set(up.old.conffiles)
     return replace(up.old, files=tuple(f for f in up.old.files
                                        if f.path not in new_paths and f.path not in conf))
+
+
+def leaving(removed: Sequence[PackageMeta], ups: dict[str, Upgrade]) -> list[PackageMeta]:
+    """The ``removed`` packages with the files that leave the tree: all of a removed one's,
+    only the old-only paths of an upgraded one (:func:`old_only`)."""
+    return [old_only(ups[p.name]) if p.name in ups else p for p in removed]

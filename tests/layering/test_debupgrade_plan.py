@@ -7,6 +7,7 @@ from importers.model import FileEntry, PackageMeta, PackageType, Script
 from layering.debupgrade import (
     Upgrade,
     find_upgrades,
+    leaving,
     obsolete_conffiles,
     old_only,
     old_versions,
@@ -78,6 +79,9 @@ def test_old_prerm_and_postrm_run_with_the_new_version() -> None:
 def test_old_only_files_go_and_old_only_conffiles_stay_obsolete() -> None:
     up = Upgrade(_old(), _new())
     assert [f.path for f in old_only(up).files] == ["usr/share/thing/old-only"]
+    other = PackageMeta(PackageType.DEB, "other", "1", "amd64", files=(FileEntry("usr/x"),))
+    assert [[f.path for f in p.files] for p in leaving([_old(), other], {"thing": up})] == [
+        ["usr/share/thing/old-only"], ["usr/x"]]
     on_disk = {"etc/thing.conf": True, "etc/gone.conf": True}
     assert obsolete_conffiles(up, on_disk) == [("etc/gone.conf", "bbb")]
     assert obsolete_conffiles(up, {**on_disk, "etc/gone.conf": False}) == []
