@@ -73,12 +73,12 @@ class AptMarker:
             self._cand[name] = self._find_candidate(name)
         return self._cand[name]
 
-    def _find_candidate(self, name: str) -> solv.XSolvable | None:
+    def _find_candidate(self, name: str, *, upgrade: bool = False) -> solv.XSolvable | None:
         best = None
         for s in self.pool.whatprovides(self.pool.str2id(name)):
             if s.name != name or s.arch not in (self.arch, "all", "noarch"):
                 continue
-            if s.id in self.installed:
+            if s.id in self.installed and not upgrade:
                 return s
             if s.repo == self.pool.installed:
                 continue
@@ -129,6 +129,12 @@ class AptMarker:
         for name, a in self.alternatives(dep):
             matching = self.pool.whatprovides(a)
             real = self.candidate(name)
+            if real is not None and real.id in self.installed and real.id not in {
+                    s.id for s in matching}:
+                # apt's candidate is the newest version: an installed package too old for
+                # the group is upgraded (an image's base package, dpkg's upgrade)
+                newer = self._find_candidate(name, upgrade=True)
+                real = newer if newer is not None and newer.evrcmp(real) > 0 else real
             if real is not None and any(s.id == real.id for s in matching):
                 out.setdefault(real.id, real)
             for s in sorted((s for s in matching if s.name != name), key=lambda s: s.name):

@@ -26,35 +26,33 @@ from pathlib import Path
 
 from importers import package_db_kind, read_installed, rpmdb
 from importers.aptsource import IndexFile
-from importers.dpkgdb import DB_DIRS as DPKG_DB_DIRS
 from importers.errors import FetchError
 from importers.fetch import Fetcher, repo_cache_dir
 from importers.model import PackageMeta, PackageType
 from importers.owners import OwnerMap
 from importers.pkgcache import ImportResult, lookup_many
 from importers.pkgindex import file_sha256
-from importers.rpmdb import DB_DIRS as RPM_DB_DIRS
 from importers.sources import Sources
-from layering import dpkgdb, rpmdbupdate, rpmtrans
+from layering import rpmtrans
 from layering.assemble import Assembler
+from layering.composedb import update_db
 from layering.composekey import LEFT_OUT_KEY
 from layering.composerequest import ComposeRequest, image_inputs, source_list
 from layering.composescripts import (
-    find_dir,
+    finish_upgrades,
     place_packages,
     run_configure,
     run_prerm,
+    run_prerm_upgrade,
 )
-from layering.convert import config_dir, to_ostree_layout
-from layering.dpkgtriggers import Activation, update_interests
+from layering.convert import to_ostree_layout
+from layering.debupgrade import Unpacking, find_upgrades, leaving, old_versions
 from layering.errors import ComposeError
 from layering.hoststate import HostSession, HostState, read_host
 from layering.imageclean import clean_image
 from layering.packages import (
     Layer,
     LocalPackage,
-    cached_local,
-    download,
     import_local,
     load_available,
     materialize,
@@ -73,7 +71,6 @@ from store.gvariant import Variant
 from store.mtree import MutableTree
 from store.progress import ProgressFn, Stage
 from store.repo import Repo
-from store.txn import Transaction
 
 INPUTHASH_KEY = "strata.inputhash"
 KARGS_KEY = "strata.kargs"  # kernel arguments for deployments of the image (boot/deploy.py)
@@ -346,22 +343,34 @@ def _build(repo: Repo, request: ComposeRequest, result: ComposeResult,
         rpm_db = functools.cache(lambda: [p for p in rpmdb.read_installed(
             repo, result.base, db_order=True) if p.name in kept | later])
         host = HostSession(host_state) if host_state is not None else None
-        postrm = [] if request.no_scripts or result.kind is PackageType.RPM else run_prerm(
-            repo, txn, tree, result.kind, _gone(result), checkouts, result.script_log)
+        ups = find_upgrades(result.kind, [full.get(p.name, p) for p in res.remove],
+                            [layer.meta for layer in result.layers])  # dpkg's upgrade
+        postrm, up_postrm = [], Unpacking()
+        if not request.no_scripts and result.kind is PackageType.DEB:
+            postrm = run_prerm(repo, txn, tree, result.kind,
+                               [p for p in _gone(result) if p.name not in ups], checkouts,
+                               result.script_log)
+            up_postrm = run_prerm_upgrade(repo, txn, tree, list(ups.values()), checkouts,
+                                          result.script_log)
         for pkg in res.remove:
-            if pkg.name not in later:
+            if pkg.name not in later and pkg.name not in ups:
                 asm.remove_package(full.get(pkg.name, pkg), kept)
             assembling.advance()
         preinst_done = place_packages(repo, txn, asm, result.layers,
                                       {p.name for p in res.remove},
                                       scripts=not request.no_scripts, checkouts=checkouts,
                                       log=result.script_log, host=host,
-                                      assembling=assembling, rpm_db=rpm_db)
+                                      assembling=assembling, rpm_db=rpm_db,
+                                      old=old_versions(ups))
+        obsolete = finish_upgrades(repo, txn, asm, list(ups.values()), kept, up_postrm,
+                                   checkouts=checkouts, log=result.script_log, host=host)
         added = [layer.meta for layer in result.layers]
         for old in (p for p in res.remove if p.name in later and request.no_scripts):
             asm.remove_package(rpmtrans.leaving(full.get(old.name, old), added), kept)
-        activations = _update_db(repo, txn, tree, result, unpack_order(
-            added, request.install), asm, fetcher, [full.get(p.name, p) for p in res.remove])
+        activations = update_db(
+            repo, txn, asm, result.layers, list(res.remove), fetcher,
+            added=unpack_order(added, request.install), obsolete=obsolete,
+            leaving=leaving([full.get(p.name, p) for p in res.remove], ups))
         assembling.finish()
         fail_point("compose-before-scripts")
         if not request.no_scripts:
@@ -370,7 +379,8 @@ def _build(repo: Repo, request: ComposeRequest, result: ComposeResult,
                           activations=activations, preinst_done=preinst_done,
                           checkouts=checkouts, log=result.script_log, host=host,
                           progress=progress, base=(base, rpm_db), removed=later,
-                          remove=lambda p: asm.remove_package(p, kept | {a.name for a in added}))
+                          remove=lambda p: asm.remove_package(p, kept | {a.name for a in added}),
+                          old=old_versions(ups))
         result.warnings += asm.warnings
         if not request.client_layer:  # a host's own layer keeps the host's identity
             result.left_out = clean_image(tree, txn).lines()
@@ -413,34 +423,6 @@ def _with_files(repo: Repo, result: ComposeResult,
     return read_installed(repo, result.base)[1]
 
 
-def _update_db(repo: Repo, txn: Transaction, tree: MutableTree, result: ComposeResult,
-               added: list[PackageMeta], asm: Assembler, fetcher: Fetcher,
-               removed: list[PackageMeta]) -> list[Activation]:
-    """Update the image's package database; for dpkg, also its trigger interests (in the
-    order of ``added``), and return the triggers the added and ``removed`` (with their
-    file lists) files activate."""
-    res = result.resolution
-    if result.kind is PackageType.DEB:
-        db = find_dir(tree, DPKG_DB_DIRS, "status")
-        if db is None:
-            return []
-        dpkgdb.update(repo, txn, tree, db, add=added, remove=list(res.remove),
-                      taken_over=asm.taken_over, etc_dir=config_dir(tree))
-        return update_interests(repo, txn, tree, db, add=added, remove=removed)
-    db = find_dir(tree, RPM_DB_DIRS, "rpmdb.sqlite")
-    if db is not None:
-        files = [_package_file(repo, layer, fetcher) for layer in result.layers]
-        rpmdbupdate.update(repo, txn, tree, db, add=files, remove=[p.name for p in res.remove])
-    return []
-
-
-def _package_file(repo: Repo, layer: Layer, fetcher: Fetcher) -> Path:
-    try:
-        return cached_local(repo, layer.sha256)
-    except ComposeError:
-        return download(layer.entry or layer.meta, fetcher)
-
-
 def _subject(res: Resolution) -> str:
     parts = []
     if res.install:
@@ -454,6 +436,7 @@ def _metadata(request: ComposeRequest, result: ComposeResult, base_md: dict[str,
               ihash: str) -> dict[str, Variant]:
     res = result.resolution
     replaced = {layer.meta.name for layer in result.layers if layer.sha256 in result.replace_sha256}
+    replaced |= set(find_upgrades(result.kind, res.remove, res.install))  # apt's upgrades too
     md: dict[str, Variant] = {}
     if request.version:
         md["version"] = Variant("s", request.version)

@@ -11,6 +11,12 @@
 4. The removed packages' ``postrm``, the added packages' ``postinst configure`` and
    the trigger processing (:func:`run_configure`, :mod:`layering.dpkgtriggers`).
 
+A base package replaced by another version is upgraded as dpkg does
+(:mod:`layering.debupgrade`): its old ``prerm upgrade`` runs with step 1
+(:func:`run_prerm_upgrade`), its files stay for the new ``preinst upgrade``, the
+new files are placed over them, the old ``postrm upgrade`` runs, then the old-only
+files go (:func:`finish_upgrades`) and ``postinst configure OLD`` runs in step 4.
+
 rpm images run one transaction as ``rpm -U`` and ``rpm -e`` would
 (:mod:`layering.rpmtrans`): the ``%transfiletriggerun`` of what is erased, each added
 package's ``%pre`` before its files, which go over an old version of its name; after
@@ -22,13 +28,21 @@ no added package ships) go, then its ``%postun`` and triggers
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from importers.dpkgdb import DB_DIRS as DPKG_DB_DIRS
 from importers.model import PackageMeta, PackageType
 from layering import rpmtrans
 from layering.assemble import Assembler
 from layering.convert import config_dir
+from layering.debupgrade import (
+    Unpacking,
+    Upgrade,
+    obsolete_conffiles,
+    old_only,
+    swap_conffiles,
+    unpacking,
+)
 from layering.diversions import read_diversions
 from layering.dpkgdb import write_info
 from layering.dpkgtriggers import Activation
@@ -41,6 +55,7 @@ from layering.scriptplan import (
     plan_rpm_pre,
     plan_rpm_steps,
     plan_scripts,
+    plan_upgrade,
     rpm_install_order,
 )
 from layering.scripts import ScriptLog, ScriptRun, run_scripts
@@ -90,11 +105,54 @@ def run_prerm(repo: Repo, txn: Transaction, tree: MutableTree, kind: PackageType
     return postrm
 
 
+def run_prerm_upgrade(repo: Repo, txn: Transaction, tree: MutableTree,
+                      ups: Sequence[Upgrade], checkouts: CheckoutCache,
+                      log: ScriptLog) -> Unpacking:
+    """Run the old ``prerm upgrade NEW`` of the upgraded Debian packages ``ups`` over the
+    tree that holds their old files; return their old ``postrm upgrade NEW`` runs (both
+    bodies read now, before the new control files replace them) with the conffiles as
+    the old versions left them."""
+    if not ups:
+        return Unpacking()
+    db = dpkg_db(tree)
+
+    def read(path: str) -> bytes | None:
+        node = tree.lookup(path)
+        return repo.load_file(node)[1] if isinstance(node, str) else None
+
+    prerm, postrm = plan_upgrade([(u.old, u.new) for u in ups], db, read)
+    if prerm:
+        log.entries.extend(run_scripts(repo, txn, tree, prerm, checkouts=checkouts).entries)
+    return unpacking(ups, postrm, tree)
+
+
+def finish_upgrades(repo: Repo, txn: Transaction, asm: Assembler, ups: Sequence[Upgrade],
+                    kept: set[str], pending: Unpacking, *, checkouts: CheckoutCache,
+                    log: ScriptLog, host: HostSession | None) -> dict[str, list[tuple[str, str]]]:
+    """Once the new versions are placed: run the old ``postrm upgrade`` runs over the
+    conffiles as the old versions left them (dpkg installs the new ones when it
+    configures), then take out the files only the old versions had (not their
+    conffiles, which stay obsolete, nor paths a ``kept`` package owns).  Return
+    name -> the obsolete conffiles (path, old md5) for the dpkg database."""
+    if pending.postrm:
+        new = swap_conffiles(asm.tree, pending.conffiles)
+        _run(repo, txn, asm.tree, pending.postrm, checkouts, log, host, None)
+        swap_conffiles(asm.tree, new)
+    obsolete = {}
+    for up in ups:
+        exists = {c: asm.tree.lookup(asm.real_path(c)) is not None for c in up.old.conffiles}
+        obsolete[up.new.name] = obsolete_conffiles(up, exists)
+        asm.remove_package(old_only(up), kept)
+    return obsolete
+
+
 def run_preinst(repo: Repo, txn: Transaction, tree: MutableTree, pkgs: list[PackageMeta],
                 checkouts: CheckoutCache, log: ScriptLog, host: HostSession | None,
-                installed: Sequence[PackageMeta] = ()) -> None:
+                installed: Sequence[PackageMeta] = (), old: Mapping[str, str] | None = None,
+                ) -> None:
     """Run ``preinst install`` of ``pkgs`` (dependencies first) before their files are in
-    the tree; their control files are put in the dpkg database first, where the scripts
+    the tree (``preinst upgrade OLD NEW`` for those replacing version ``old[name]``);
+    their control files are put in the dpkg database first, where the scripts
     run from (debconf finds ``PKG.templates`` beside them).  rpm packages: their
     ``%triggerprein`` and ``%pre`` runs in rpm's install order over the installed
     packages ``installed`` (``$1 = 2`` for one upgrading an installed version, else 1)."""
@@ -105,15 +163,17 @@ def run_preinst(repo: Repo, txn: Transaction, tree: MutableTree, pkgs: list[Pack
     ordered = dependency_order(pkgs)
     for pkg in ordered:
         write_info(txn, tree, db, pkg, set())
-    _run(repo, txn, tree, plan_preinst(ordered, db), checkouts, log, host, None)
+    _run(repo, txn, tree, plan_preinst(ordered, db, old), checkouts, log, host, None)
 
 
 def place_packages(repo: Repo, txn: Transaction, asm: Assembler, layers: list[Layer],
                    removed: set[str], *, scripts: bool, checkouts: CheckoutCache,
                    log: ScriptLog, host: HostSession | None, assembling: Stage,
-                   rpm_db: Callable[[], Sequence[PackageMeta]] = list) -> bool:
+                   rpm_db: Callable[[], Sequence[PackageMeta]] = list,
+                   old: Mapping[str, str] | None = None) -> bool:
     """Place the added packages into ``asm``'s tree, those with a Debian preinst after it
-    ran (when ``scripts``), honouring dpkg's diversions; whether any preinst ran.  rpm
+    ran (when ``scripts``; ``old``: the versions upgraded ones replace), honouring dpkg's
+    diversions; whether any preinst ran.  rpm
     packages are placed in rpm's install order, each ``%pre`` run just before its package
     (:func:`_place_rpm`; ``rpm_db``: the base's database with file lists, for an upgrade's
     ``%transfiletriggerun``)."""
@@ -127,7 +187,8 @@ def place_packages(repo: Repo, txn: Transaction, asm: Assembler, layers: list[La
         asm.add_package(layer.meta, layer.commit, removed)
         assembling.advance()
     if late:
-        run_preinst(repo, txn, asm.tree, [x.meta for x in late], checkouts, log, host)
+        run_preinst(repo, txn, asm.tree, [x.meta for x in late], checkouts, log, host,
+                    old=old)
         asm.diversions = read_diversions(repo, asm.tree, dpkg_db(asm.tree))
     for layer in late:
         asm.add_package(layer.meta, layer.commit, removed)
@@ -168,7 +229,8 @@ def run_configure(repo: Repo, txn: Transaction, tree: MutableTree, kind: Package
                   progress: ProgressFn | None,
                   base: tuple[list[PackageMeta], Callable[[], list[PackageMeta]]] = ([], list),
                   removed: set[str] | None = None,
-                  remove: Callable[[PackageMeta], None] | None = None) -> None:
+                  remove: Callable[[PackageMeta], None] | None = None,
+                  old: Mapping[str, str] | None = None) -> None:
     """Run the removed packages' postrm, then the added ones' scripts (their preinst too
     unless ``preinst_done``) and the triggers, showing them the host's users and
     identity when ``host`` is given (``base``: the kept base packages, and the same
@@ -176,7 +238,8 @@ def run_configure(repo: Repo, txn: Transaction, tree: MutableTree, kind: Package
     upgrade included).  For rpm, ``postrm`` (the removal's ``%transfiletriggerpostun``)
     runs after the added packages' scripts; the base packages named ``removed`` (and
     those added ones upgrade) are erased after the installs, ``remove`` taking each
-    one's files out between its ``%preun`` and ``%postun``."""
+    one's files out between its ``%preun`` and ``%postun``.  ``old``: the versions that
+    upgraded Debian packages replace."""
     if kind is PackageType.RPM:
         steps = plan_rpm_steps(added, tree, base[0], base[1], preinst=not preinst_done,
                                removed=removed or set())
@@ -190,7 +253,7 @@ def run_configure(repo: Repo, txn: Transaction, tree: MutableTree, kind: Package
         counted.finish()
         return
     planned = plan_scripts(kind, added, tree, dpkg_db(tree), base[0], base[1],
-                           preinst=not preinst_done, activations=activations)
+                           preinst=not preinst_done, activations=activations, old=old)
     runs = postrm + planned
     scripts = Stage(progress, "scripts", len(runs))
     _run(repo, txn, tree, runs, checkouts, log, host, scripts)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import stat
+from collections.abc import Mapping, Sequence
 
 from debian.deb822 import Deb822
 
@@ -48,8 +49,10 @@ def _conffile_md5(repo: Repo, tree: MutableTree, path: str) -> str:
     return hashlib.md5(data).hexdigest() if data is not None else "newconffile"
 
 
-def status_stanza(pkg: PackageMeta, conffile_md5: dict[str, str]) -> str:
-    """The ``status`` entry of an installed package, fields in dpkg's order."""
+def status_stanza(pkg: PackageMeta, conffile_md5: dict[str, str],
+                  obsolete: Sequence[tuple[str, str]] = ()) -> str:
+    """The ``status`` entry of an installed package, fields in dpkg's order; ``obsolete``
+    (path, md5) conffiles an upgrade kept follow its own, marked as dpkg marks them."""
     para = Deb822(pkg.control)
     for key in ("Filename", "Size", "MD5sum", "SHA1", "SHA256", "SHA512", "Description-md5"):
         para.pop(key, None)
@@ -59,17 +62,20 @@ def status_stanza(pkg: PackageMeta, conffile_md5: dict[str, str]) -> str:
     for k, v in para.items():
         if k not in STATUS_ORDER and k != "Description":
             out[k] = v
-    if pkg.conffiles:
-        out["Conffiles"] = "\n" + "\n".join(f" /{c} {conffile_md5.get(c, 'newconffile')}"
-                                             for c in pkg.conffiles)
+    lines = [f" /{c} {conffile_md5.get(c, 'newconffile')}" for c in pkg.conffiles]
+    lines += [f" /{c} {md5} obsolete" for c, md5 in obsolete]
+    if lines:
+        out["Conffiles"] = "\n" + "\n".join(lines)
     if "Description" in para:
         out["Description"] = para["Description"]
     return out.dump().rstrip("\n") + "\n"
 
 
-def list_file(pkg: PackageMeta, drop: set[str]) -> bytes:
-    """``info/NAME.list``: ``/.`` then every path of the package, as dpkg writes it."""
+def list_file(pkg: PackageMeta, drop: set[str], kept: Sequence[str] = ()) -> bytes:
+    """``info/NAME.list``: ``/.`` then every path of the package, as dpkg writes it, then
+    the ``kept`` obsolete conffiles of an upgrade."""
     paths = ["/."] + [f"/{f.path}" for f in pkg.files if f.path and f.path not in drop]
+    paths += [f"/{c}" for c in kept]
     return "".join(p + "\n" for p in paths).encode()
 
 
@@ -83,8 +89,10 @@ def md5sums_file(pkg: PackageMeta) -> bytes:
 
 def update(repo: Repo, txn: Transaction, tree: MutableTree, db: str, *,
            add: list[PackageMeta], remove: list[PackageMeta],
-           taken_over: dict[str, set[str]], etc_dir: str) -> None:
-    """Rewrite ``db/status`` and ``db/info`` for the added and removed packages."""
+           taken_over: dict[str, set[str]], etc_dir: str,
+           obsolete: Mapping[str, Sequence[tuple[str, str]]] | None = None) -> None:
+    """Rewrite ``db/status`` and ``db/info`` for the added and removed packages
+    (``obsolete``: name -> the conffiles an upgraded package keeps, with their md5)."""
     removed = {p.name for p in remove}
     added = {p.name: p for p in add}
     status = (_read(repo, tree, f"{db}/status") or b"").decode("utf-8", "replace")
@@ -99,8 +107,9 @@ def update(repo: Repo, txn: Transaction, tree: MutableTree, db: str, *,
     for pkg in add:
         md5 = {c: _conffile_md5(repo, tree, etc_dir + c[3:] if c.startswith("etc/") else c)
                for c in pkg.conffiles}
-        stanzas[pkg.name] = status_stanza(pkg, md5)
-        write_info(txn, tree, db, pkg, taken_over.get(pkg.name, set()))
+        stale = (obsolete or {}).get(pkg.name, ())
+        stanzas[pkg.name] = status_stanza(pkg, md5, stale)
+        write_info(txn, tree, db, pkg, taken_over.get(pkg.name, set()), [c for c, _ in stale])
     for owner, paths in taken_over.items():
         if owner in added:
             continue
@@ -113,11 +122,12 @@ def update(repo: Repo, txn: Transaction, tree: MutableTree, db: str, *,
 
 
 def write_info(txn: Transaction, tree: MutableTree, db: str, pkg: PackageMeta,
-               drop: set[str]) -> None:
+               drop: set[str], kept: Sequence[str] = ()) -> None:
     """Write ``db/info/NAME.*`` of an added package: its file list (without the paths in
-    ``drop``), md5sums, conffiles and control files (scripts executable)."""
+    ``drop``, with the ``kept`` obsolete conffiles), md5sums, conffiles and control files
+    (scripts executable)."""
     base = f"{db}/info/{info_name(pkg)}"
-    _write(txn, tree, f"{base}.list", list_file(pkg, drop))
+    _write(txn, tree, f"{base}.list", list_file(pkg, drop, kept))
     sums = md5sums_file(pkg)
     if sums and not any(s.name == "md5sums" for s in pkg.scripts):  # else the package's own
         _write(txn, tree, f"{base}.md5sums", sums)

@@ -122,14 +122,16 @@ def update_interests(repo: Repo, txn: Transaction, tree: MutableTree, db: str, *
                      add: list[PackageMeta], remove: list[PackageMeta]) -> list[Activation]:
     """Record the interests of ``add`` and drop those of ``remove`` (and of the added
     packages' replaced versions) under ``db/triggers``; return the activations dpkg makes
-    while unpacking ``add`` (see the module docstring)."""
+    while unpacking ``add`` and taking out the files of ``remove`` (for a package
+    ``add`` upgrades, ``remove`` holds only the paths the new version drops, which
+    dpkg's pkg_remove_old_files activates; see the module docstring)."""
     parsed = {p.name: parse_triggers(p) for p in add}
     gone = {p.name for p in remove} | set(parsed)
     file_lines = (_read(repo, tree, f"{db}/triggers/File") or "").splitlines()
     kept = [line for line in file_lines if line.startswith("/") and " " in line
             and _owner(line.split(" ", 1)[1]) not in gone]
     activations = _file_activations(add, kept)
-    activations += _file_activations([p for p in remove if p.name not in parsed], kept, True)
+    activations += _file_activations(remove, kept, True)
     new = [f"{t.name} {info_name(p)}{t.suffix}" for p in add for t in parsed[p.name]
            if t.directive is Directive.INTEREST and t.is_file]
     if kept + new != file_lines:

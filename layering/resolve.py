@@ -2,8 +2,9 @@
 
 The installed repo is the base image's own package database; its packages
 are locked (an image's base is not upgraded by layering), except those the
-request removes or replaces.  Available repos are the sources and local
-package files.  Debian or RPM semantics follow the image's database.
+request removes or replaces and, on Debian, those apt would upgrade because an
+added package needs a newer version (:mod:`layering.aptpolicy`).  Available repos
+are the sources and local package files.  Debian or RPM semantics follow the image's database.
 """
 
 from __future__ import annotations
@@ -217,6 +218,8 @@ def _solve(u: Universe, request: Request, jobs: list[solv.Job],
     """A solved solver: for Debian first exactly what apt would mark (see
     :mod:`layering.aptpolicy`), else libsolv's own choice steered towards it."""
     marked = _apt_marks(u, request) if u.kind is PackageType.DEB else None
+    if marked:
+        jobs = _unlocked(u, jobs, {s.name for s in marked})
     solver = u.pool.Solver()
     if marked is not None:
         solver.set_flag(solv.Solver.SOLVER_FLAG_IGNORE_RECOMMENDED, 1)
@@ -232,6 +235,15 @@ def _solve(u: Universe, request: Request, jobs: list[solv.Job],
     if problems:
         raise DepsolveError(explain(u, request, problems))
     return solver
+
+
+def _unlocked(u: Universe, jobs: list[solv.Job], names: set[str]) -> list[solv.Job]:
+    """``jobs`` without the locks of the installed packages named in ``names``: those apt
+    marked a newer version of (an upgrade of a base package, as ``apt-get install``)."""
+    def upgraded(j: solv.Job) -> bool:
+        return (j.how & solv.Job.SOLVER_JOBMASK == solv.Job.SOLVER_LOCK
+                and u.pool.id2solvable(j.what).name in names)
+    return [j for j in jobs if not upgraded(j)]
 
 
 def _apt_marks(u: Universe, request: Request) -> list[solv.XSolvable] | None:

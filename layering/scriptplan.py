@@ -17,13 +17,16 @@ and triggers as ``rpm -e`` does (:mod:`layering.rpmremove`).  Triggers: ``ldconf
 runs once at the end when an added package ships a shared library.  For Debian, the
 image's dpkg then processes dpkg's triggers (:mod:`layering.dpkgtriggers`).  A compose
 runs Debian ``preinst`` before the package's files are placed (:func:`plan_preinst`,
-:mod:`layering.composescripts`).
+:mod:`layering.composescripts`).  A Debian base package replaced by another version
+gets dpkg's upgrade arguments: old ``prerm``/``postrm upgrade NEW``
+(:func:`plan_upgrade`), new ``preinst upgrade OLD NEW`` and ``postinst configure OLD``
+(:mod:`layering.debupgrade`).
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 
 from importers.model import DepKind, PackageMeta, PackageType
 from layering import rpmtrans, rpmtriggers
@@ -116,24 +119,37 @@ def _pre_depended(added: list[PackageMeta], names: Iterable[str],
     return {t for w in wanted for t in ({w} & known) | providers.get(w, set())}
 
 
-def plan_preinst(added: list[PackageMeta], db: str) -> list[ScriptRun]:
+def plan_preinst(added: list[PackageMeta], db: str,
+                 old: Mapping[str, str] | None = None) -> list[ScriptRun]:
     """The ``preinst install`` runs of ``added`` (in the given order), from dpkg's info
-    directory."""
-    return _deb_runs(added, db, ("preinst",))
+    directory; ``preinst upgrade OLD NEW`` for a package replacing version ``old[name]``."""
+    return _deb_runs(added, db, ("preinst",), old or {})
+
+
+def _deb_args(pkg: PackageMeta, phase: str, old: Mapping[str, str]) -> tuple[str, ...]:
+    """dpkg's arguments: ``install`` / ``configure`` for a new package; for one replacing
+    version OLD (unpack.c's maintscript_new, configure.c's maintscript_postinst)
+    ``upgrade OLD NEW`` / ``configure OLD``."""
+    was = old.get(pkg.name)
+    if phase == "preinst":
+        return ("install",) if was is None else ("upgrade", was, pkg.evr)
+    return ("configure",) if was is None else ("configure", was)
 
 
 def _deb_runs(added: list[PackageMeta], db: str,
-              phases: tuple[str, ...] = ("preinst", "postinst")) -> list[ScriptRun]:
+              phases: tuple[str, ...] = ("preinst", "postinst"),
+              old: Mapping[str, str] | None = None) -> list[ScriptRun]:
     """Scripts run from dpkg's info directory, as dpkg runs them: debconf's confmodule
     finds ``PKG.templates`` and ``PKG.config`` beside the running script."""
     runs = []
-    for phase, args in (("preinst", ("install",)), ("postinst", ("configure",))):
+    for phase in ("preinst", "postinst"):
         if phase not in phases:
             continue
         for pkg in added:
             for s in pkg.scripts:
                 if s.name == phase:
-                    runs.append(ScriptRun(pkg.name, phase, s.body, "", args,
+                    runs.append(ScriptRun(pkg.name, phase, s.body, "",
+                                          _deb_args(pkg, phase, old or {}),
                                           _deb_env(pkg, phase),
                                           path=f"/{db}/info/{info_name(pkg)}.{phase}"))
     return runs
@@ -155,6 +171,25 @@ def plan_removal(kind: PackageType, removed: list[PackageMeta], db: str,
                 here = f"/{path}" if phase == "prerm" else ""  # postrm's file is gone by then
                 runs.append(ScriptRun(pkg.name, phase, body.decode("utf-8", "surrogateescape"), "",
                                       ("remove",), _deb_env(pkg, phase), path=here))
+    return out
+
+
+def plan_upgrade(pairs: Sequence[tuple[PackageMeta, PackageMeta]], db: str,
+                 read: Callable[[str], bytes | None]) -> tuple[list[ScriptRun], list[ScriptRun]]:
+    """(old ``prerm upgrade NEW`` runs, old ``postrm upgrade NEW`` runs) of Debian base
+    packages replaced by another version, (old, new) in ``pairs``: the old bodies are read
+    now from the image's dpkg database, before the new version's control files replace
+    them (dpkg's maintscript_fallback runs the installed version's scripts)."""
+    out: tuple[list[ScriptRun], list[ScriptRun]] = ([], [])
+    for runs, phase in zip(out, ("prerm", "postrm"), strict=True):
+        for old, new in pairs:
+            path = f"{db}/info/{info_name(old)}.{phase}"
+            body = read(path)
+            if body is not None:
+                here = f"/{path}" if phase == "prerm" else ""  # the new one's by then
+                runs.append(ScriptRun(old.name, phase, body.decode("utf-8", "surrogateescape"),
+                                      "", ("upgrade", new.evr), _deb_env(old, phase),
+                                      path=here))
     return out
 
 
@@ -216,14 +251,16 @@ def _may_trigger(pkgs: Sequence[PackageMeta]) -> bool:
 def plan_scripts(kind: PackageType, added: list[PackageMeta], tree: MutableTree,
                  db: str = "var/lib/dpkg", installed: Sequence[PackageMeta] = (),
                  base: Callable[[], Sequence[PackageMeta]] = list, *, preinst: bool = True,
-                 activations: list[Activation] | None = None) -> list[ScriptRun]:
+                 activations: list[Activation] | None = None,
+                 old: Mapping[str, str] | None = None) -> list[ScriptRun]:
     """The script invocations for ``added`` packages, in order (empty when none ship any
     and no trigger is activated).
 
     ``db`` is the image's dpkg database directory, where Debian scripts are run from;
     Debian ``preinst`` and rpm ``%pre`` runs are left out unless ``preinst``.  For
     Debian, the last run hands ``activations`` to the image's dpkg and lets it process
-    the pending triggers.
+    the pending triggers; a package replacing a base package's version ``old[name]``
+    gets dpkg's upgrade arguments (:func:`_deb_args`).
     For rpm's triggers, ``installed`` are the base's package records and ``base``
     gives the ones that stay (and the versions added ones upgrade) with their file lists
     in database order (called only when a package has a trigger or one is upgraded).
@@ -231,8 +268,8 @@ def plan_scripts(kind: PackageType, added: list[PackageMeta], tree: MutableTree,
     if kind is not PackageType.DEB:
         return [r for step in plan_rpm_steps(added, tree, installed, base, preinst=preinst)
                 for r in step.runs]
-    runs = _deb_runs(dependency_order(added), db, ("preinst",)) if preinst else []
-    runs += _deb_runs(configure_order(added, installed), db, ("postinst",))
+    runs = _deb_runs(dependency_order(added), db, ("preinst",), old) if preinst else []
+    runs += _deb_runs(configure_order(added, installed), db, ("postinst",), old)
     if not _dpkg_runs_ldconfig(tree, db, activations or []):
         runs += _ldconfig(added, tree) if runs or added else []
     if runs or activations:

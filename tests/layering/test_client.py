@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from fixtures.images import apt_repo, deb_base_rootfs, ostree_layout
+from fixtures.images import apt_repo, build_deb, deb_base_rootfs, ostree_layout
 from store.commit import commit_directory
 from store.repo import Repo, RepoMode
 from tests.layering.conftest import fixture_debs
@@ -220,6 +220,16 @@ def test_override_remove_and_reset(host: Host) -> None:
     host.strata("override", "reset", "dpkg")
     st = host.status()[0]
     assert st["removed-base-packages"] == [] and st["layered-packages"] == []
+
+
+def test_override_replace_runs_dpkgs_upgrade_scripts(host: Host) -> None:
+    log = "echo \"$DPKG_MAINTSCRIPT_NAME $*\" >> /usr/lib/base-files-upgrade.log\n"
+    deb = build_deb(host.tmp, "base-files", "12.5", files={"etc/os-release-base": b"12.5\n"},
+                    scripts={s: f"#!/bin/sh\n{log}" for s in ("preinst", "postinst")})
+    host.strata("override", "replace", deb)
+    assert host.status()[0]["replaced-base-packages"] == ["base-files-12.4.all"]
+    assert (host.deploy_dir() / "usr/lib/base-files-upgrade.log").read_text() == (
+        "preinst upgrade 12.4 12.5\npostinst configure 12.4\n")
 
 
 def test_request_satisfied_by_base_is_shown_inactive(host: Host) -> None:

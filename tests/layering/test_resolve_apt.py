@@ -75,3 +75,27 @@ def test_essential_packages_and_their_dependencies_are_never_removed() -> None:
                        "bash depends on it"):
         _resolve(remove=("libtinfo6",))
     assert [p.name for p in _resolve(remove=("mawk",)).remove] == ["mawk"]
+
+
+def _v(name: str, version: str, fields: str = "", *, installed: bool = False) -> PackageMeta:
+    text = f"Package: {name}\nVersion: {version}\nArchitecture: amd64\n{fields}"
+    return meta_from_control(text, origin=Origin.INSTALLED if installed else Origin.CATALOGUE)
+
+
+def test_a_base_package_too_old_for_an_added_one_is_upgraded_as_apt_does() -> None:
+    base = [_v("thing", "1.0", installed=True), _v("libc6", "1.0", installed=True)]
+    available = [_v("thing", "2.1~rc1", "Depends: libc6\n"), _v("thing", "2.0"),
+                 _v("libc6", "2.0"), _v("needs-thing", "1", "Depends: thing (>= 2.0)\n"),
+                 _v("any-thing", "1", "Depends: thing, libc6\n")]
+    res = resolve(PackageType.DEB, "amd64", base, {"main": available},
+                  Request(install=("needs-thing",)))
+    # apt's candidate is the newest version; libc6 is satisfied and stays
+    assert [(p.name, p.evr) for p in res.install] == [("needs-thing", "1"), ("thing", "2.1~rc1")]
+    assert [(p.name, p.evr) for p in res.remove] == [("thing", "1.0")]
+    res = resolve(PackageType.DEB, "amd64", base, {"main": available},
+                  Request(install=("any-thing",)))
+    assert [p.name for p in res.install] == ["any-thing"] and not res.remove
+    held = [*base, _v("holder", "1", "Depends: thing (<< 2.0)\n", installed=True)]
+    with pytest.raises(DepsolveError):
+        resolve(PackageType.DEB, "amd64", held, {"main": available},
+                Request(install=("needs-thing",)))
