@@ -54,3 +54,32 @@ def run(argv: list[str | os.PathLike[str]], **kw: object) -> subprocess.Complete
     if proc.returncode != 0:
         raise AssertionError(f"{argv} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
     return proc
+
+
+GPG_HOMES: list[Path] = []  # every GnuPG home a test made: their agents stop at session end
+
+
+def gpg(home: Path, *args: str | os.PathLike[str]) -> None:
+    """Run ``gpg`` non-interactively over the test's GnuPG ``home``."""
+    run(["gpg", "--homedir", home, "--batch", "--pinentry-mode", "loopback", "--passphrase", "",
+         *args])
+
+
+def gpg_keypair(base: Path, name: str, algo: str = "ed25519",
+                armor: bool = False) -> tuple[Path, Path]:
+    """A signing key in a new GnuPG home ``base/gnupg-NAME``; (home, exported public key)."""
+    home = base / f"gnupg-{name}"
+    home.mkdir(mode=0o700)
+    GPG_HOMES.append(home)
+    gpg(home, "--quick-gen-key", f"{name} <{name}@example.org>", algo, "sign", "never")
+    key = base / f"{name}.{'asc' if armor else 'gpg'}"
+    gpg(home, *(["--armor"] if armor else []), "--output", key, "--export")
+    return home, key
+
+
+def stop_gpg_agents() -> None:
+    """Stop the ``gpg-agent`` each test GnuPG home started (they outlive gpg otherwise)."""
+    for home in GPG_HOMES:
+        subprocess.run(["gpgconf", "--homedir", home, "--kill", "gpg-agent"],
+                       capture_output=True, check=False)
+    GPG_HOMES.clear()

@@ -30,7 +30,7 @@ from importers.pkgcache import import_package
 from store.repo import Repo
 from tests.importers.builders import build_deb
 from tests.importers.conftest import serve
-from tests.util import require_tool, run
+from tests.util import gpg, gpg_keypair, require_tool, run
 
 
 def test_one_line_sources() -> None:
@@ -51,20 +51,6 @@ def test_deb822_sources() -> None:
     assert len(sources) == 4
     assert {s.uri for s in sources} == {"http://a/debian", "http://b/debian"}
     assert all(s.signed_by == "/usr/share/keyrings/k.gpg" for s in sources)
-
-
-def _gpg(home: Path, *args: str | Path) -> None:
-    run(["gpg", "--homedir", home, "--batch", "--pinentry-mode", "loopback", "--passphrase", "",
-         *args])
-
-
-def _keypair(base: Path, name: str) -> tuple[Path, Path]:
-    home = base / f"gnupg-{name}"
-    home.mkdir(mode=0o700)
-    _gpg(home, "--quick-gen-key", f"{name} <{name}@example.org>", "ed25519", "sign", "never")
-    key = base / f"{name}.gpg"
-    _gpg(home, "--output", key, "--export")
-    return home, key
 
 
 @pytest.fixture(scope="module")
@@ -92,10 +78,10 @@ def apt_repo(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
                    "-o", "APT::FTPArchive::Release::Components=main",
                    "-o", "APT::FTPArchive::Release::Architectures=amd64", "release", dist]).stdout
     (dist / "Release").write_text(release)
-    home, key = _keypair(base, "repo")
-    _gpg(home, "--clearsign", "--output", dist / "InRelease", dist / "Release")
-    _gpg(home, "--detach-sign", "--output", dist / "Release.gpg", dist / "Release")
-    _other_home, other_key = _keypair(base, "other")
+    home, key = gpg_keypair(base, "repo")
+    gpg(home, "--clearsign", "--output", dist / "InRelease", dist / "Release")
+    gpg(home, "--detach-sign", "--output", dist / "Release.gpg", dist / "Release")
+    _other_home, other_key = gpg_keypair(base, "other")
     return {"root": root, "key": key, "other_key": other_key}
 
 

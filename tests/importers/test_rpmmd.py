@@ -30,7 +30,7 @@ from importers.rpmmd import (
 from store.repo import Repo
 from tests.importers.builders import build_rpm
 from tests.importers.conftest import serve
-from tests.util import require_tool, run
+from tests.util import gpg_keypair, require_tool, run
 
 
 def test_repo_file() -> None:
@@ -173,22 +173,12 @@ def test_primary_expanding_beyond_open_size_is_refused(rpm_dir: Path, tmp_path: 
         load_catalogue(parse_source_spec(f"rpm-md file://{root}"), Fetcher(tmp_path / "c"))
 
 
-def _signing_key(base: Path, name: str) -> tuple[Path, Path]:
-    home = base / f"gnupg-{name}"
-    home.mkdir(mode=0o700)
-    gpg = ["gpg", "--homedir", home, "--batch", "--pinentry-mode", "loopback", "--passphrase", ""]
-    run([*gpg, "--quick-gen-key", f"{name} <{name}@example.org>", "rsa2048", "sign", "never"])
-    key = base / f"{name}.asc"
-    run([*gpg, "--armor", "--output", key, "--export"])
-    return home, key
-
-
 def test_gpgcheck_requires_a_valid_signature(rpm_dir: Path, tmp_path: Path) -> None:
     require_tool("rpmsign", "rpmkeys", "gpg")
     root = tmp_path / "signed"
     shutil.copytree(rpm_dir, root)
-    home, key = _signing_key(tmp_path, "packager")
-    _other, other_key = _signing_key(tmp_path, "stranger")
+    home, key = gpg_keypair(tmp_path, "packager", "rsa2048", armor=True)
+    _other, other_key = gpg_keypair(tmp_path, "stranger", "rsa2048", armor=True)
     tool = next(root.glob("tool-*.rpm"))
     run(["rpmsign", "--define", f"_gpg_path {home}", "--define", "_gpg_name packager",
          "--define", f"__gpg {shutil.which('gpg')}",
@@ -210,8 +200,8 @@ def test_gpgcheck_requires_a_valid_signature(rpm_dir: Path, tmp_path: Path) -> N
 def test_repo_gpgcheck_verifies_repomd_signature(rpm_dir: Path, tmp_path: Path) -> None:
     require_tool("gpg", "gpgv")
     root = _repo(rpm_dir, tmp_path, "gz")
-    home, key = _signing_key(tmp_path, "repo")
-    _other, other_key = _signing_key(tmp_path, "stranger")
+    home, key = gpg_keypair(tmp_path, "repo", "rsa2048", armor=True)
+    _other, other_key = gpg_keypair(tmp_path, "stranger", "rsa2048", armor=True)
     repomd = root / "repodata" / "repomd.xml"
     run(["gpg", "--homedir", home, "--batch", "--pinentry-mode", "loopback", "--passphrase", "",
          "--armor", "--detach-sign", "--output", f"{repomd}.asc", repomd])

@@ -20,7 +20,7 @@ from store.fsck import fsck
 from store.repo import Repo
 from tests.layering.conftest import fixture_debs
 from tests.store.servers import Served, http_server, nginx_server
-from tests.util import require_tool, run, run_strata
+from tests.util import gpg, gpg_keypair, require_tool, run_strata
 
 BASE_TIME = 1_700_000_000
 
@@ -34,19 +34,6 @@ class World:
     other_key: Path
 
 
-def _gpg(home: Path, *args: str | Path) -> None:
-    run(["gpg", "--homedir", home, "--batch", "--pinentry-mode", "loopback", "--passphrase", "",
-         *args])
-
-
-def _keypair(base: Path, name: str) -> tuple[Path, Path]:
-    home = base / f"gnupg-{name}"
-    home.mkdir(mode=0o700)
-    _gpg(home, "--quick-gen-key", f"{name} <{name}@example.org>", "ed25519", "sign", "never")
-    _gpg(home, "--output", base / f"{name}.gpg", "--export")
-    return home, base / f"{name}.gpg"
-
-
 def publish(apt: Path, home: Path, debs: list[Path]) -> None:
     """(Re)build the repository with ``debs`` added, and sign its Release as InRelease;
     the files' times move on so that a conditional GET sees the change."""
@@ -56,7 +43,7 @@ def publish(apt: Path, home: Path, debs: list[Path]) -> None:
     before = inrelease.stat().st_mtime if inrelease.exists() else 0.0
     apt_repo(apt, debs)
     inrelease.unlink(missing_ok=True)
-    _gpg(home, "--clearsign", "--output", inrelease, apt / "dists/stable/Release")
+    gpg(home, "--clearsign", "--output", inrelease, apt / "dists/stable/Release")
     later = max((apt / "dists/stable/Release").stat().st_mtime, before) + 10
     for f in (apt / "dists/stable").rglob("*"):
         os.utime(f, (later, later))
@@ -66,8 +53,8 @@ def publish(apt: Path, home: Path, debs: list[Path]) -> None:
 def world(tmp_path_factory: pytest.TempPathFactory) -> World:
     require_tool("dpkg-deb", "apt-ftparchive", "bwrap", "gpg", "gpgv")
     tmp = tmp_path_factory.mktemp("composekey")
-    home, key = _keypair(tmp, "repo")
-    _other, other_key = _keypair(tmp, "other")
+    home, key = gpg_keypair(tmp, "repo")
+    _other, other_key = gpg_keypair(tmp, "other")
     publish(tmp / "apt", home, fixture_debs(tmp / "debs"))
     rootfs = ostree_layout(deb_base_rootfs(tmp / "rootfs"))
     return World(tmp, rootfs, tmp / "apt", key, other_key)
