@@ -1,6 +1,11 @@
-"""Fixtures shared by every test package."""
+"""Fixtures shared by every test package, and the clean-up after a session."""
 
 from __future__ import annotations
+
+import getpass
+import subprocess
+import tempfile
+from pathlib import Path
 
 import pytest
 
@@ -13,6 +18,23 @@ def strata() -> StrataRunner:
     return run_strata
 
 
+def _mutable(path: Path) -> None:
+    """Drop ``chattr +i`` below ``path`` (deployment roots carry it), so it can be removed."""
+    subprocess.run(["chattr", "-R", "-i", str(path)], capture_output=True, check=False)
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """pytest renames the temporary directories of old runs to ``garbage-*`` and removes
+    them when a new run makes its own; a deployment root left in one (a failed or killed
+    test) is immutable and would keep it, and its disk space, for ever."""
+    for old in (Path(tempfile.gettempdir()) / f"pytest-of-{getpass.getuser()}").glob("garbage-*"):
+        _mutable(old)
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    """No test leaves a ``gpg-agent`` running."""
+    """No test leaves a ``gpg-agent`` running, nor an immutable tree pytest cannot remove."""
     stop_gpg_agents()
+    factory = getattr(session.config, "_tmp_path_factory", None)
+    basetemp = getattr(factory, "_basetemp", None)  # None when no test asked for a tmp_path
+    if basetemp is not None:
+        _mutable(basetemp)
