@@ -17,10 +17,17 @@ import os
 import shutil
 import subprocess
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
+import pytest
+
+from fixtures.images import BUSYBOX
 from fixtures.rpmimages import DBPATH
 from tests.layering.corpus_compare import Entry, snapshot
+from tests.layering.corpus_sides import BRANCH, StrataSide, boot_tmpfiles
+from tests.layering.realworld import cache_root
+from tests.util import require_tool, run
 
 # paths left out on both sides (a directory drops what is below it) -> why
 EXCLUDED_RPM: dict[str, str] = {
@@ -140,3 +147,46 @@ def owner_names(root: Path, side: dict[str, Entry]) -> dict[str, tuple[str, str]
     users, groups = names("etc/passwd"), names("etc/group")
     return {rel: (users.get(e.uid, str(e.uid)), groups.get(e.gid, str(e.gid)))
             for rel, e in side.items()}
+
+
+@dataclass
+class World:
+    """Both sides of one rpm oracle scenario: the strata deployment (``strata_root``) and
+    the tree rpm itself worked on (``rpm_root``), each read as path -> entry."""
+
+    scenario: str
+    strata_root: Path
+    rpm_root: Path
+    strata: dict[str, Entry]
+    rpm: dict[str, Entry]
+    strata_failure: str
+    strata_s: float = 0.0
+    rpm_s: float = 0.0
+    strata_stderr: str = ""
+    names: list[str] = field(default_factory=list)
+
+
+def scenario_dirs(factory: pytest.TempPathFactory, prefix: str) -> tuple[Path, Path]:
+    """(the cache of built rpms, a new scratch directory ``PREFIX*``), after checking the
+    tools; the scenario is skipped without root or a static busybox."""
+    require_tool("rpm", "rpmbuild", "createrepo_c", "bwrap", "systemd-tmpfiles")
+    if os.geteuid() != 0 or not BUSYBOX:
+        pytest.skip("needs root (chroot, overlay of /var) and a static busybox")
+    return cache_root() / "rpm-oracle", factory.mktemp(prefix)
+
+
+def strata_deployed(strata: StrataSide, tmp: Path) -> tuple[Path, Path]:
+    """strata's default deployment and a copy of the stateroot /var with the deployment's
+    tmpfiles applied, as the booted system has it."""
+    deployed, svar = strata.default_dir(), tmp / "strata-var"
+    run(["cp", "-a", strata.var, svar])
+    boot_tmpfiles(deployed, svar, tmp / "mnt-s")
+    return deployed, svar
+
+
+def oracle_base(strata: StrataSide, tmp: Path) -> Path:
+    """A checkout of the same base commit for rpm to work on (``/etc`` from ``/usr/etc``)."""
+    oracle = tmp / "oracle"
+    strata.strata("--repo", strata.sysroot / "ostree/repo", "checkout", BRANCH, oracle)
+    run(["cp", "-a", oracle / "usr/etc", oracle / "etc"])
+    return oracle

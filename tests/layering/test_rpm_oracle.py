@@ -17,12 +17,10 @@ comparison writes package -> identical / differences and both times to
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -36,23 +34,27 @@ from fixtures.rpmimages import (
     foo_specs,
     late_base_spec,
 )
-from tests.layering.corpus_compare import Entry, tree_diff
-from tests.layering.corpus_sides import BRANCH, StrataSide, boot_tmpfiles
+from tests.layering.corpus_compare import tree_diff
+from tests.layering.corpus_sides import StrataSide, boot_tmpfiles
 from tests.layering.realworld import cache_root
 from tests.layering.rpmoracle import (
+    World,
     by_package,
     install_oracle,
     installed,
     layout,
+    oracle_base,
     owner_names,
     owners,
     read_side,
     rpm_root,
+    scenario_dirs,
+    strata_deployed,
     verify,
     xattrs,
 )
 from tests.store.servers import http_server
-from tests.util import require_tool, run
+from tests.util import run
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration, pytest.mark.timeout(600)]
 
@@ -60,27 +62,11 @@ pytestmark = [pytest.mark.slow, pytest.mark.integration, pytest.mark.timeout(600
 SCENARIOS = {"layered": (), "base-trigger": ("foo-triggers",)}
 
 
-@dataclass
-class World:
-    scenario: str
-    names: list[str]
-    strata_root: Path
-    rpm_root: Path
-    strata: dict[str, Entry]
-    rpm: dict[str, Entry]
-    strata_s: float
-    rpm_s: float
-    strata_failure: str
-
-
 @pytest.fixture(scope="module", params=list(SCENARIOS))
 def world(request: pytest.FixtureRequest,
           tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
-    require_tool("rpm", "rpmbuild", "createrepo_c", "bwrap", "systemd-tmpfiles")
-    if os.geteuid() != 0 or not BUSYBOX:
-        pytest.skip("needs root (chroot, overlay of /var) and a static busybox")
     scenario: str = request.param
-    cache, tmp = cache_root() / "rpm-oracle", tmp_path_factory.mktemp(f"rpmoracle-{scenario}")
+    cache, tmp = scenario_dirs(tmp_path_factory, f"rpmoracle-{scenario}")
     in_base = [s for s in foo_specs() if s.name in SCENARIOS[scenario]]
     layered = [s for s in foo_specs() if s.name not in SCENARIOS[scenario]]
     base = [build(s, cache) for s in [*base_specs(BUSYBOX), foo_base_spec(), *in_base]]
@@ -121,13 +107,8 @@ def _unowned_files(rootfs: Path) -> None:
 def _sides(strata: StrataSide, tmp: Path, pkgs: list[Path],
            proc: subprocess.CompletedProcess[str], strata_s: float) -> World:
     failure = "" if proc.returncode == 0 else f"strata install failed: {proc.stderr[-800:]}"
-    deployed = strata.default_dir()
-    svar = tmp / "strata-var"
-    run(["cp", "-a", strata.var, svar])
-    boot_tmpfiles(deployed, svar, tmp / "mnt-s")
-    oracle = tmp / "oracle"
-    strata.strata("--repo", strata.sysroot / "ostree/repo", "checkout", BRANCH, oracle)
-    run(["cp", "-a", oracle / "usr/etc", oracle / "etc"])
+    deployed, svar = strata_deployed(strata, tmp)
+    oracle = oracle_base(strata, tmp)
     rpm_s = install_oracle(oracle, pkgs)
     boot_tmpfiles(oracle, oracle / "var", tmp / "mnt-a")
     # rpm -V and the checks read one tree: a copy of the deployment with the booted /var
@@ -135,8 +116,8 @@ def _sides(strata: StrataSide, tmp: Path, pkgs: list[Path],
     run(["cp", "-a", "--reflink=auto", deployed, view])
     shutil.rmtree(view / "var")
     run(["cp", "-a", svar, view / "var"])
-    return World("", [], view, oracle, read_side(deployed, svar), read_side(oracle, oracle / "var"),
-                 strata_s, rpm_s, failure)
+    return World("", view, oracle, read_side(deployed, svar), read_side(oracle, oracle / "var"),
+                 failure, strata_s, rpm_s)
 
 
 def test_strata_installs_the_set(world: World) -> None:

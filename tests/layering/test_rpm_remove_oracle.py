@@ -16,11 +16,9 @@ must give the same log, files, users and groups and package set.  Scenarios: ``o
 
 from __future__ import annotations
 
-import os
 import subprocess
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -28,12 +26,19 @@ import pytest
 from fixtures.images import BUSYBOX
 from fixtures.rpmimages import base_specs, build
 from fixtures.rpmremoveimages import LOG, REMOVED, remove_specs
-from tests.layering.corpus_compare import Entry
-from tests.layering.corpus_sides import BRANCH, StrataSide, boot_tmpfiles
+from tests.layering.corpus_sides import StrataSide, boot_tmpfiles
 from tests.layering.realworld import cache_root
-from tests.layering.rpmoracle import layout, read_side, rpm_root
+from tests.layering.rpmoracle import (
+    World,
+    layout,
+    oracle_base,
+    read_side,
+    rpm_root,
+    scenario_dirs,
+    strata_deployed,
+)
 from tests.store.servers import http_server
-from tests.util import require_tool, run
+from tests.util import run
 
 USER_DB = tuple(f"etc/{f}" for f in ("passwd", "group", "shadow", "gshadow"))
 pytestmark = [pytest.mark.slow, pytest.mark.integration, pytest.mark.timeout(600)]
@@ -82,26 +87,11 @@ transfiletriggerpostun 1 0 absent
 SCENARIOS = {"one": (REMOVED,), "two": (REMOVED, "foo-watch")}
 
 
-@dataclass
-class World:
-    scenario: str
-    strata_root: Path
-    rpm_root: Path
-    strata: dict[str, Entry]
-    rpm: dict[str, Entry]
-    strata_s: float
-    rpm_s: float
-    strata_failure: str
-
-
 @pytest.fixture(scope="module", params=list(SCENARIOS))
 def world(request: pytest.FixtureRequest,
           tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
-    require_tool("rpm", "rpmbuild", "createrepo_c", "bwrap", "systemd-tmpfiles")
-    if os.geteuid() != 0 or not BUSYBOX:
-        pytest.skip("needs root (chroot, overlay of /var) and a static busybox")
     scenario: str = request.param
-    cache, tmp = cache_root() / "rpm-oracle", tmp_path_factory.mktemp(f"rpmremove-{scenario}")
+    cache, tmp = scenario_dirs(tmp_path_factory, f"rpmremove-{scenario}")
     repo = tmp / "rpmrepo"
     repo.mkdir()
     run(["createrepo_c", "--quiet", repo])
@@ -125,13 +115,8 @@ def world(request: pytest.FixtureRequest,
 def _sides(scenario: str, strata: StrataSide, tmp: Path,
            proc: subprocess.CompletedProcess[str], strata_s: float) -> World:
     failure = "" if proc.returncode == 0 else f"strata override remove failed: {proc.stderr}"
-    deployed = strata.default_dir()
-    svar = tmp / "strata-var"
-    run(["cp", "-a", strata.var, svar])
-    boot_tmpfiles(deployed, svar, tmp / "mnt-s")
-    oracle = tmp / "oracle"
-    strata.strata("--repo", strata.sysroot / "ostree/repo", "checkout", BRANCH, oracle)
-    run(["cp", "-a", oracle / "usr/etc", oracle / "etc"])
+    deployed, svar = strata_deployed(strata, tmp)
+    oracle = oracle_base(strata, tmp)
     t0 = time.monotonic()
     erase = subprocess.run([*rpm_root("--root", oracle), "-e", *SCENARIOS[scenario]],
                            capture_output=True, text=True, timeout=300)
@@ -141,8 +126,8 @@ def _sides(scenario: str, strata: StrataSide, tmp: Path,
     report = cache_root() / f"rpm-oracle/report-remove-{scenario}.txt"
     report.parent.mkdir(parents=True, exist_ok=True)
     report.write_text(f"strata override remove {strata_s:.2f} s, rpm -e {rpm_s:.2f} s\n")
-    return World(scenario, deployed, oracle, read_side(deployed, svar), read_side(oracle, oracle / "var"),
-                 strata_s, rpm_s, failure)
+    return World(scenario, deployed, oracle, read_side(deployed, svar),
+                 read_side(oracle, oracle / "var"), failure, strata_s, rpm_s)
 
 
 def test_scriptlets_and_triggers_run_in_rpm_order(world: World) -> None:

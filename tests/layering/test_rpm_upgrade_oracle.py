@@ -18,11 +18,9 @@ and package set.
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -30,12 +28,20 @@ import pytest
 from fixtures.images import BUSYBOX
 from fixtures.rpmimages import DBPATH, base_specs, build
 from fixtures.rpmupgradeimages import LOG, base_extra_specs, new_spec, up_spec
-from tests.layering.corpus_compare import Entry, tree_diff
-from tests.layering.corpus_sides import BRANCH, StrataSide, boot_tmpfiles
-from tests.layering.realworld import cache_root
-from tests.layering.rpmoracle import installed, layout, read_side, rpm_root
+from tests.layering.corpus_compare import tree_diff
+from tests.layering.corpus_sides import StrataSide, boot_tmpfiles
+from tests.layering.rpmoracle import (
+    World,
+    installed,
+    layout,
+    oracle_base,
+    read_side,
+    rpm_root,
+    scenario_dirs,
+    strata_deployed,
+)
 from tests.store.servers import http_server
-from tests.util import require_tool, run
+from tests.util import run
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration, pytest.mark.timeout(600)]
 
@@ -110,28 +116,14 @@ transfiletriggerpostun 1 0 old=n new=n
 RPMTS = Path(__file__).with_name("rpmts.py")
 
 
-@dataclass
-class World:
-    scenario: str
-    strata_root: Path
-    rpm_root: Path
-    strata: dict[str, Entry]
-    rpm: dict[str, Entry]
-    strata_failure: str
-    strata_stderr: str
-
-
 @pytest.fixture(scope="module", params=list(EXPECTED))
 def world(request: pytest.FixtureRequest,
           tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
-    require_tool("rpm", "rpmbuild", "createrepo_c", "bwrap", "systemd-tmpfiles")
-    if os.geteuid() != 0 or not BUSYBOX:
-        pytest.skip("needs root (chroot, overlay of /var) and a static busybox")
     scenario: str = request.param
     if scenario == "mixed" and subprocess.run(["/usr/bin/python3", "-c", "import rpm"],
                                               capture_output=True).returncode:
         pytest.skip("needs the system python's rpm bindings (python3-rpm)")
-    cache, tmp = cache_root() / "rpm-oracle", tmp_path_factory.mktemp(f"rpmup-{scenario}")
+    cache, tmp = scenario_dirs(tmp_path_factory, f"rpmup-{scenario}")
     repo = tmp / "rpmrepo"
     repo.mkdir()
     pkg = build(up_spec("2.0") if scenario == "upgrade" else new_spec(), cache)
@@ -161,13 +153,8 @@ def world(request: pytest.FixtureRequest,
 def _sides(scenario: str, strata: StrataSide, tmp: Path, pkg: Path,
            proc: subprocess.CompletedProcess[str]) -> World:
     failure = "" if proc.returncode == 0 else f"strata failed: {proc.stderr[-800:]}"
-    deployed = strata.default_dir()
-    svar = tmp / "strata-var"
-    run(["cp", "-a", strata.var, svar])
-    boot_tmpfiles(deployed, svar, tmp / "mnt-s")
-    oracle = tmp / "oracle"
-    strata.strata("--repo", strata.sysroot / "ostree/repo", "checkout", BRANCH, oracle)
-    run(["cp", "-a", oracle / "usr/etc", oracle / "etc"])
+    deployed, svar = strata_deployed(strata, tmp)
+    oracle = oracle_base(strata, tmp)
     argv = {"install": [*rpm_root("--root", oracle), "-i", pkg],
             "upgrade": [*rpm_root("--root", oracle), "-U", pkg],
             "mixed": ["/usr/bin/python3", RPMTS, oracle, DBPATH, pkg, "-foo-up"]}[scenario]
@@ -175,7 +162,7 @@ def _sides(scenario: str, strata: StrataSide, tmp: Path, pkg: Path,
     assert done.returncode == 0, done.stdout + done.stderr
     boot_tmpfiles(oracle, oracle / "var", tmp / "mnt-a")
     return World(scenario, deployed, oracle, read_side(deployed, svar),
-                 read_side(oracle, oracle / "var"), failure, proc.stderr)
+                 read_side(oracle, oracle / "var"), failure, strata_stderr=proc.stderr)
 
 
 def test_scriptlets_and_triggers_run_in_rpm_order(world: World) -> None:
