@@ -345,6 +345,7 @@ def _build(repo: Repo, request: ComposeRequest, result: ComposeResult,
         host = HostSession(host_state) if host_state is not None else None
         ups = find_upgrades(result.kind, [full.get(p.name, p) for p in res.remove],
                             [layer.meta for layer in result.layers])  # dpkg's upgrade
+        replaced = old_versions(ups)  # name -> the version each upgrade replaces
         postrm, up_postrm = [], Unpacking()
         if not request.no_scripts and result.kind is PackageType.DEB:
             postrm = run_prerm(repo, txn, tree, result.kind,
@@ -361,7 +362,7 @@ def _build(repo: Repo, request: ComposeRequest, result: ComposeResult,
                                       scripts=not request.no_scripts, checkouts=checkouts,
                                       log=result.script_log, host=host,
                                       assembling=assembling, rpm_db=rpm_db,
-                                      old=old_versions(ups))
+                                      old=replaced)
         obsolete = finish_upgrades(repo, txn, asm, list(ups.values()), kept, up_postrm,
                                    checkouts=checkouts, log=result.script_log, host=host)
         added = [layer.meta for layer in result.layers]
@@ -380,7 +381,7 @@ def _build(repo: Repo, request: ComposeRequest, result: ComposeResult,
                           checkouts=checkouts, log=result.script_log, host=host,
                           progress=progress, base=(base, rpm_db), removed=later,
                           remove=lambda p: asm.remove_package(p, kept | {a.name for a in added}),
-                          old=old_versions(ups))
+                          old=replaced)
         result.warnings += asm.warnings
         if not request.client_layer:  # a host's own layer keeps the host's identity
             result.left_out = clean_image(tree, txn).lines()

@@ -29,6 +29,7 @@ no added package ships) go, then its ``%postun`` and triggers
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from functools import partial
 
 from importers.dpkgdb import DB_DIRS as DPKG_DB_DIRS
 from importers.model import PackageMeta, PackageType
@@ -44,7 +45,7 @@ from layering.debupgrade import (
     unpacking,
 )
 from layering.diversions import read_diversions
-from layering.dpkgdb import write_info
+from layering.dpkgdb import read_tree_file, write_info
 from layering.dpkgtriggers import Activation
 from layering.hoststate import HostSession, restore_image, seen_by_scripts, show_host
 from layering.packages import Layer
@@ -96,11 +97,7 @@ def run_prerm(repo: Repo, txn: Transaction, tree: MutableTree, kind: PackageType
         return []
     db = dpkg_db(tree)
 
-    def read(path: str) -> bytes | None:
-        node = tree.lookup(path)
-        return repo.load_file(node)[1] if isinstance(node, str) else None
-
-    prerm, postrm = plan_removal(kind, gone, db, read)
+    prerm, postrm = plan_removal(kind, gone, db, partial(read_tree_file, repo, tree))
     log.entries.extend(run_scripts(repo, txn, tree, prerm, checkouts=checkouts).entries)
     return postrm
 
@@ -116,11 +113,8 @@ def run_prerm_upgrade(repo: Repo, txn: Transaction, tree: MutableTree,
         return Unpacking()
     db = dpkg_db(tree)
 
-    def read(path: str) -> bytes | None:
-        node = tree.lookup(path)
-        return repo.load_file(node)[1] if isinstance(node, str) else None
-
-    prerm, postrm = plan_upgrade([(u.old, u.new) for u in ups], db, read)
+    prerm, postrm = plan_upgrade([(u.old, u.new) for u in ups], db,
+                                 partial(read_tree_file, repo, tree))
     if prerm:
         log.entries.extend(run_scripts(repo, txn, tree, prerm, checkouts=checkouts).entries)
     return unpacking(ups, postrm, tree)

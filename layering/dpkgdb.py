@@ -32,7 +32,9 @@ def info_name(pkg: PackageMeta) -> str:
     return f"{pkg.name}:{pkg.arch}" if pkg.multi_arch == "same" else pkg.name
 
 
-def _read(repo: Repo, tree: MutableTree, path: str) -> bytes | None:
+def read_tree_file(repo: Repo, tree: MutableTree, path: str) -> bytes | None:
+    """The content of the regular file or symlink target at ``path`` in ``tree``, or None
+    when there is none (or it is a directory)."""
     node = tree.lookup(path)
     if not isinstance(node, str):
         return None
@@ -45,7 +47,7 @@ def _write(txn: Transaction, tree: MutableTree, path: str, data: bytes, mode: in
 
 
 def _conffile_md5(repo: Repo, tree: MutableTree, path: str) -> str:
-    data = _read(repo, tree, path)
+    data = read_tree_file(repo, tree, path)
     return hashlib.md5(data).hexdigest() if data is not None else "newconffile"
 
 
@@ -95,7 +97,7 @@ def update(repo: Repo, txn: Transaction, tree: MutableTree, db: str, *,
     (``obsolete``: name -> the conffiles an upgraded package keeps, with their md5)."""
     removed = {p.name for p in remove}
     added = {p.name: p for p in add}
-    status = (_read(repo, tree, f"{db}/status") or b"").decode("utf-8", "replace")
+    status = (read_tree_file(repo, tree, f"{db}/status") or b"").decode("utf-8", "replace")
     stanzas = {}
     for para in Deb822.iter_paragraphs(status):
         name = para.get("Package", "")
@@ -113,7 +115,7 @@ def update(repo: Repo, txn: Transaction, tree: MutableTree, db: str, *,
     for owner, paths in taken_over.items():
         if owner in added:
             continue
-        current = _read(repo, tree, f"{db}/info/{owner}.list")
+        current = read_tree_file(repo, tree, f"{db}/info/{owner}.list")
         if current is not None:
             kept = [p for p in current.decode().splitlines() if p.lstrip("/") not in paths]
             _write(txn, tree, f"{db}/info/{owner}.list", "".join(p + "\n" for p in kept).encode())

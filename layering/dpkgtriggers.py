@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from importers.model import PackageMeta
-from layering.dpkgdb import info_name
+from layering.dpkgdb import info_name, read_tree_file
 from layering.errors import ComposeError
 from layering.scripts import ScriptRun
 from store.mtree import MutableTree
@@ -98,10 +98,8 @@ def parse_triggers(pkg: PackageMeta) -> list[TriggerLine]:
 
 
 def _read(repo: Repo, tree: MutableTree, path: str) -> str | None:
-    node = tree.lookup(path)
-    if not isinstance(node, str):
-        return None
-    return repo.load_file(node)[1].decode("utf-8", "replace")
+    data = read_tree_file(repo, tree, path)
+    return None if data is None else data.decode("utf-8", "replace")
 
 
 def _write(txn: Transaction, tree: MutableTree, path: str, lines: list[str]) -> None:

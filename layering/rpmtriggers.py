@@ -71,12 +71,6 @@ def around_post(db: Sequence[PackageMeta], pkg: PackageMeta, *, before: bool) ->
     return runs
 
 
-def after_transaction(db: Sequence[PackageMeta], added: Sequence[PackageMeta]) -> list[ScriptRun]:
-    """The ``%transfiletriggerin`` runs after the transaction (``db``: the final database):
-    :func:`base_trans_in`, then :func:`own_trans_in`."""
-    return base_trans_in(db, added) + own_trans_in(db, added)
-
-
 def base_trans_in(db: Sequence[PackageMeta], added: Sequence[PackageMeta]) -> list[ScriptRun]:
     """``runFileTriggers(ts, NULL, ...)``: the ``%transfiletriggerin`` of the packages not
     in the transaction, by priority then database order, over the ``added`` files."""

@@ -162,16 +162,7 @@ def plan_removal(kind: PackageType, removed: list[PackageMeta], db: str,
     none for rpm (:mod:`layering.rpmtrans` erases those)."""
     if kind is not PackageType.DEB:
         return [], []
-    out: tuple[list[ScriptRun], list[ScriptRun]] = ([], [])
-    for runs, phase in zip(out, ("prerm", "postrm"), strict=True):
-        for pkg in removed:
-            path = f"{db}/info/{info_name(pkg)}.{phase}"
-            body = read(path)
-            if body is not None:
-                here = f"/{path}" if phase == "prerm" else ""  # postrm's file is gone by then
-                runs.append(ScriptRun(pkg.name, phase, body.decode("utf-8", "surrogateescape"), "",
-                                      ("remove",), _deb_env(pkg, phase), path=here))
-    return out
+    return _installed_runs([(pkg, ("remove",)) for pkg in removed], db, read)
 
 
 def plan_upgrade(pairs: Sequence[tuple[PackageMeta, PackageMeta]], db: str,
@@ -180,16 +171,23 @@ def plan_upgrade(pairs: Sequence[tuple[PackageMeta, PackageMeta]], db: str,
     packages replaced by another version, (old, new) in ``pairs``: the old bodies are read
     now from the image's dpkg database, before the new version's control files replace
     them (dpkg's maintscript_fallback runs the installed version's scripts)."""
+    return _installed_runs([(old, ("upgrade", new.evr)) for old, new in pairs], db, read)
+
+
+def _installed_runs(pkgs: Sequence[tuple[PackageMeta, tuple[str, ...]]], db: str,
+                    read: Callable[[str], bytes | None]) -> tuple[list[ScriptRun], list[ScriptRun]]:
+    """(``prerm ARGS`` runs, ``postrm ARGS`` runs) of installed packages, each with its
+    arguments, their bodies read now; the prerm runs from its file in the database, the
+    postrm from the body alone (its file is gone, or the new version's, by then)."""
     out: tuple[list[ScriptRun], list[ScriptRun]] = ([], [])
     for runs, phase in zip(out, ("prerm", "postrm"), strict=True):
-        for old, new in pairs:
-            path = f"{db}/info/{info_name(old)}.{phase}"
+        for pkg, args in pkgs:
+            path = f"{db}/info/{info_name(pkg)}.{phase}"
             body = read(path)
             if body is not None:
-                here = f"/{path}" if phase == "prerm" else ""  # the new one's by then
-                runs.append(ScriptRun(old.name, phase, body.decode("utf-8", "surrogateescape"),
-                                      "", ("upgrade", new.evr), _deb_env(old, phase),
-                                      path=here))
+                here = f"/{path}" if phase == "prerm" else ""
+                runs.append(ScriptRun(pkg.name, phase, body.decode("utf-8", "surrogateescape"),
+                                      "", args, _deb_env(pkg, phase), path=here))
     return out
 
 
