@@ -9,6 +9,7 @@ import glob
 import os
 import re
 import shutil
+import subprocess
 import tarfile
 import urllib.request
 from pathlib import Path
@@ -109,3 +110,13 @@ def cached_debs(names: list[str]) -> list[Path]:
     if missing:
         download_debs(missing, d)
     return sorted(p for n in names for p in d.glob(f"{n}_*.deb"))
+
+
+def dpkg_audit(repo_path: Path, commit: str, dest: Path,
+               db: str = "usr/lib/sysimage/dpkg") -> str:
+    """``dpkg --audit`` of the host's dpkg (the image's version) over the dpkg database of
+    ``commit``, checked out at ``dest``: its output, and the exit status when not 0."""
+    run(["ostree", "checkout", "--repo", repo_path, "-U", commit, dest])
+    proc = subprocess.run(["dpkg", f"--admindir={dest / db}", "--audit"], capture_output=True,
+                          text=True)
+    return proc.stdout + proc.stderr + (f"exit {proc.returncode}" if proc.returncode else "")

@@ -29,7 +29,7 @@ from store.commit import commit_directory
 from store.mtree import MutableTree
 from store.repo import Repo, RepoMode
 from tests.layering.corpus_sides import bwrap_view
-from tests.layering.realworld import build_minbase
+from tests.layering.realworld import build_minbase, dpkg_audit
 from tests.store.servers import http_server
 from tests.util import require_tool, run
 
@@ -174,14 +174,6 @@ def _strata_facts(w: World, commit: str) -> Facts:
                  conffiles=read(f"{DB}/info/thing.conffiles") or "")
 
 
-def _audit(w: World, commit: str, name: str) -> str:
-    dest = w.tmp / name
-    run(["ostree", "checkout", "--repo", w.repo.path, "-U", commit, dest])
-    proc = subprocess.run(["dpkg", f"--admindir={dest / DB}", "--audit"], capture_output=True,
-                          text=True)
-    return proc.stdout + proc.stderr + (f"exit {proc.returncode}" if proc.returncode else "")
-
-
 def _same(strata: Facts, dpkg: Facts, *, trigproc_anywhere: bool = False) -> None:
     """The same facts.  dpkg runs a fresh package's ``postinst configure ""``: the empty
     argument is not part of this comparison (strata's fresh-install path passes none).
@@ -217,7 +209,7 @@ def test_override_replace_upgrades_like_dpkg_i(world: World) -> None:
                                            replace_local=(world.debs["thing2"],)))
     assert r.checksum is not None
     _same(_strata_facts(world, r.checksum), dpkg)
-    assert _audit(world, r.checksum, "audit-replace") == ""
+    assert dpkg_audit(world.repo.path, r.checksum, world.tmp / "audit-replace") == ""
 
 
 def test_override_replace_without_scripts_leaves_dpkgs_files(world: World) -> None:

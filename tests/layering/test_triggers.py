@@ -24,9 +24,9 @@ from layering.compose import ComposeRequest, compose
 from store.commit import commit_directory
 from store.mtree import MutableTree
 from store.repo import Repo, RepoMode
-from tests.layering.realworld import build_minbase
+from tests.layering.realworld import build_minbase, dpkg_audit
 from tests.store.servers import http_server
-from tests.util import require_tool, run
+from tests.util import require_tool
 
 pytestmark = pytest.mark.slow
 
@@ -101,15 +101,6 @@ def _text(w: World, commit: str, path: str) -> str | None:
     return w.repo.load_file(node)[1].decode() if isinstance(node, str) else None
 
 
-def _audit(w: World, commit: str, name: str) -> str:
-    """``dpkg --audit`` of the host's dpkg (the image's version) over the commit's database."""
-    dest = w.tmp / name
-    run(["ostree", "checkout", "--repo", w.repo.path, "-U", commit, dest])
-    proc = subprocess.run(["dpkg", f"--admindir={dest / DB}", "--audit"], capture_output=True,
-                          text=True)
-    return proc.stdout + proc.stderr + (f"exit {proc.returncode}" if proc.returncode else "")
-
-
 def test_interests_are_recorded_in_dpkgs_format(world: World) -> None:
     c = _compose(world, world.base, "t/watcher", "watcher")
     assert "/usr/share/watched watcher\n" in (_text(world, c, f"{DB}/triggers/File") or "")
@@ -127,7 +118,7 @@ def test_file_explicit_and_script_activations_run_postinst_triggered(world: Worl
     status = _text(world, c, f"{DB}/status") or ""
     assert "Triggers-Pending" not in status and "Triggers-Awaited" not in status
     assert "triggers-" not in status
-    assert _audit(world, c, "audit-activated") == ""
+    assert dpkg_audit(world.repo.path, c, world.tmp / "audit-activated") == ""
 
 
 def test_preinst_runs_before_unpack_and_diversions_apply_to_others(world: World) -> None:
@@ -142,4 +133,4 @@ def test_preinst_runs_before_unpack_and_diversions_apply_to_others(world: World)
     after = _compose(world, c, "t/after", "later")
     assert _text(world, after, "usr/bin/later.real") == "#!/bin/sh\necho later\n"
     assert _text(world, after, "usr/bin/later") is None
-    assert _audit(world, after, "audit-after") == ""
+    assert dpkg_audit(world.repo.path, after, world.tmp / "audit-after") == ""
