@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from importers.model import DepKind, PackageMeta, PackageType
+from importers.model import DepKind, FileEntry, PackageMeta, PackageType
 from importers.versions import satisfies
 from layering.diversions import Diversion
 from layering.errors import FileConflictError
@@ -53,6 +53,8 @@ class Assembler:
     warnings: list[str] = field(default_factory=list)  # rpm's, e.g. "/x created as /x.rpmnew"
     _meta_cache: dict[str, FileMeta] = field(default_factory=dict)
     _dir_cache: dict[str, str] = field(default_factory=dict)
+    _by_path: dict[int, tuple[PackageMeta, dict[str, FileEntry]]] = field(
+        default_factory=dict)  # id(record) -> (the record, kept alive, its index)
 
     _base_owners: dict[str, str] | None = None
 
@@ -254,9 +256,9 @@ class Assembler:
         """Where ``rpm -U`` puts a file of ``pkg`` over the installed version's
         (:func:`layering.rpmconfig.upgrade_fate`): the name to place it at, "" for none."""
         pkgs = self.file_lists() if self.file_lists is not None else self.installed
-        old = next((f for p in pkgs if p.name == pkg.name and p is not pkg
-                    for f in p.files if f.path == prel), None)
-        new = next((f for f in pkg.files if f.path == prel), None)
+        old = next((found for p in pkgs if p.name == pkg.name and p is not pkg
+                    if (found := self._file_entry(p, prel)) is not None), None)
+        new = self._file_entry(pkg, prel)
         if old is None or new is None:
             return name
         fate = upgrade_fate(self.repo, old, new, existing)
@@ -269,6 +271,14 @@ class Assembler:
             raise FileConflictError(f"file conflict at /{prel}.rpmnew: {pkg.name} saves a "
                                     "config file where the image has a directory")
         return {Fate.KEEP: "", Fate.RPMNEW: f"{name}.rpmnew"}.get(fate, name)
+
+    def _file_entry(self, pkg: PackageMeta, path: str) -> FileEntry | None:
+        """``pkg``'s entry for ``path``, from an index built once per record (an upgrade
+        looks up every file of the package in both versions' lists)."""
+        held = self._by_path.get(id(pkg))
+        if held is None:  # reversed: the first entry of a path wins, as a scan would find
+            held = self._by_path[id(pkg)] = (pkg, {f.path: f for f in reversed(pkg.files)})
+        return held[1].get(path)
 
     def _set_aside(self, pkg: PackageMeta, prel: str, parent: MutableTree, aside: str,
                    csum: str) -> None:
