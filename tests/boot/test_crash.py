@@ -75,26 +75,41 @@ def test_fail_point_leaves_valid_boot_and_retry_succeeds(
     assert leftovers(s) == []
 
 
+def _wait_for_checkout(s: Sysroot, p: subprocess.Popen[bytes], limit: float = 30.0) -> None:
+    """Return once the deploy has begun writing a new tree (or has exited)."""
+    end = time.monotonic() + limit
+    while p.poll() is None and time.monotonic() < end and not leftovers(s):
+        time.sleep(0.002)
+
+
 def test_real_sigkill_at_many_moments(work: Path) -> None:
     s, c1, c2 = setup(work, nfiles=3000)
     env = {k: v for k, v in os.environ.items() if not k.startswith("STRATA_")}
     argv = [sys.executable, "-m", "layering", "--sysroot", str(s.path), "deploy", "os/x"]
     half_written = kills = 0
-    # 50 ms steps up to 1.5 s, so that some kills land inside a deploy however fast
-    # start-up is on this machine; stop once two have, after at least eight kills
-    for delay in (0.05 * k for k in range(1, 31)):
+    # Two kinds of moment alternate. Blind ones: 50 ms steps from start-up, which land
+    # in start-up, in the clean-up of the last kill's tree, in the checkout or in the
+    # switch. Aimed ones, from a clean state: once the new tree has appeared, 0-40 ms
+    # later, so that kills inside the checkout happen however fast this machine is.
+    for k in range(1, 31):
+        clean = not leftovers(s)
+        aimed = clean and k % 2 == 0
         p = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
                              stderr=subprocess.DEVNULL)
-        time.sleep(delay)
+        if aimed:
+            _wait_for_checkout(s, p)
+            time.sleep(0.01 * (k // 2 % 5))
+        else:
+            time.sleep(0.05 * k)
         p.send_signal(signal.SIGKILL)
         p.wait()
         kills += 1
         order = assert_bootable(s)
         assert set(order) <= {c1, c2}
-        half_written += bool(leftovers(s))
-        if half_written >= 2 and kills >= 8:
+        half_written += clean and bool(leftovers(s))
+        if half_written >= 3 and kills >= 10:
             break
-    assert half_written >= 1, "no kill landed inside a deploy; the tree is too small"
+    assert half_written >= 1, "no kill landed inside a deploy"
     subprocess.run(argv, cwd=ROOT, env=env, check=True, capture_output=True)
     assert assert_bootable(s)[0] == c2
     assert leftovers(s) == []
