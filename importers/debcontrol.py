@@ -21,7 +21,11 @@ RELATION_FIELDS = {
 
 def meta_from_control(text: str, *, origin: Origin) -> PackageMeta:
     """A record from one control stanza (a package's control file or a Packages entry)."""
-    para = Deb822(text)
+    return meta_from_stanza(Deb822(text), text, origin=origin)
+
+
+def meta_from_stanza(para: Deb822, text: str, *, origin: Origin) -> PackageMeta:
+    """:func:`meta_from_control` of a stanza already parsed (``text`` is its source)."""
     for key in ("Package", "Version"):
         if key not in para:
             raise PackageFormatError(f"control data lacks {key}: {text[:60]!r}")

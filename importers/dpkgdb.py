@@ -14,7 +14,7 @@ from dataclasses import replace
 
 from debian.deb822 import Deb822
 
-from importers.debcontrol import meta_from_control
+from importers.debcontrol import meta_from_stanza
 from importers.errors import PackageDbError, PackageFormatError
 from importers.model import FileEntry, Origin, PackageMeta
 from importers.treeread import CommitReader
@@ -63,7 +63,7 @@ def read_installed(repo: Repo, rev: str, *, with_files: bool = True,
 
 def _meta(stanza: Deb822, rev: str) -> PackageMeta:
     try:
-        meta = meta_from_control(stanza.dump(), origin=Origin.INSTALLED)
+        meta = meta_from_stanza(stanza, stanza.dump(), origin=Origin.INSTALLED)
     except PackageFormatError as e:
         raise PackageDbError(f"bad dpkg status entry in {rev}: {e}") from e
     conffiles = tuple(line.split()[0].lstrip("/") for line in
@@ -77,6 +77,7 @@ def _files(reader: CommitReader, db: str, meta: PackageMeta,
         if name in lists:
             data = reader.read(f"{db}/info/{name}") or b""
             paths = (p.strip().lstrip("/") for p in data.decode("utf-8", "replace").splitlines())
-            return tuple(FileEntry(path=p, config=p in meta.conffiles) for p in paths
+            conffiles = frozenset(meta.conffiles)
+            return tuple(FileEntry(path=p, config=p in conffiles) for p in paths
                          if p and p != ".")
     return ()
