@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import getpass
+import signal
 import subprocess
 import tempfile
 from pathlib import Path
@@ -26,7 +27,14 @@ def _mutable(path: Path) -> None:
 def pytest_sessionstart(session: pytest.Session) -> None:
     """pytest renames the temporary directories of old runs to ``garbage-*`` and removes
     them when a new run makes its own; a deployment root left in one (a failed or killed
-    test) is immutable and would keep it, and its disk space, for ever."""
+    test) is immutable and would keep it, and its disk space, for ever.
+
+    A shell without job control starts a background command (``make test &``) with
+    SIGINT ignored, and an ignored signal stays ignored across exec: every strata the
+    tests start would ignore the Ctrl-C the interrupt tests send.  A handler does not
+    survive exec, so with one here the children start with SIGINT at its default."""
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     for old in (Path(tempfile.gettempdir()) / f"pytest-of-{getpass.getuser()}").glob("garbage-*"):
         _mutable(old)
 
