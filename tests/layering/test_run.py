@@ -190,7 +190,7 @@ def _sandboxes(marker: str) -> list[int]:
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL])
 def test_interrupted_or_killed_run_leaves_nothing(world: World, sig: signal.Signals) -> None:
-    marker = f"{4242 + int(sig)}"
+    marker = f"{4242 + int(sig)}.{os.getpid()}"  # this session's own: not a stale run's
     proc = subprocess.Popen([sys.executable, "-m", "layering", "--repo", str(world.repo), "run",
                              "base", "--", "sleep", marker], cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
