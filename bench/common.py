@@ -17,6 +17,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 STRATA = [str(Path(sys.executable).parent / "strata")]  # the installed console script
+# ... importing this tree's packages, not those of the checkout the venv was installed from
+# (an editable install's path entry comes after PYTHONPATH): a bench measures its own tree
+os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
 
 
 @contextlib.contextmanager
