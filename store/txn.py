@@ -391,9 +391,10 @@ class Transaction:
         the caller does next (a pull checking a tree after a delta).
         """
         if self._flushing is None:
-            self._flushing = threading.Thread(target=syncfs, args=(self.repo.path,),
-                                              name="flush", daemon=True)
-            self._flushing.start()
+            flushing = threading.Thread(target=syncfs, args=(self.repo.path,), name="flush",
+                                        daemon=True)
+            flushing.start()  # kept only once started: a Ctrl-C may land inside start()
+            self._flushing = flushing
 
     def _wait_flush(self) -> None:
         if self._flushing is not None:

@@ -120,3 +120,23 @@ def test_a_directory_made_deep_in_a_stored_tree_is_written(tmp_path: Path) -> No
         stored.ensure_dir("var/lib/owner", DirMeta(5, 5, 0o42750))
         again = MutableTree.from_dirtree(r, *stored.write(txn))
         assert again.lookup("var/lib/owner").meta == DirMeta(5, 5, 0o42750)  # type: ignore[union-attr]
+
+
+def test_ctrl_c_while_the_flush_thread_starts_aborts_cleanly(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A Ctrl-C that lands inside ``Thread.start`` of the background flush: the abort that
+    follows raises the KeyboardInterrupt, not "cannot join thread before it is started"."""
+    import threading
+
+    r = Repo.init(tmp_path / "repo", RepoMode.BARE)
+
+    def interrupted(self: threading.Thread) -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt), r.transaction() as txn:
+        txn.write_file(FileMeta(0, 0, 0o100644), b"data")
+        monkeypatch.setattr(threading.Thread, "start", interrupted)
+        txn.flush_soon()
+    monkeypatch.undo()
+    assert list(r.iter_objects()) == []
+    assert not [p for p in r.tmp_dir.iterdir() if p.name.startswith("staging-")]
