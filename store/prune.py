@@ -55,6 +55,7 @@ def parse_date(text: str, *, now: float | None = None) -> int:
 
 
 def _delete(repo: Repo, csum: str, objtype: ObjectType) -> int:
+    repo.forget_loaded(csum)
     path = repo.object_path(csum, objtype)
     try:
         size = os.lstat(path).st_size

@@ -80,6 +80,7 @@ def new_config() -> configparser.ConfigParser:
 
 DIRMETA_CACHE = 4096  # parsed dirmetas kept per open repository
 WRITTEN_DIRTREE_CACHE = 16384  # dirtrees written by this process, kept per open repository
+LOADED_DIRTREE_CACHE = 16384  # dirtrees read and checked, kept per open repository
 STARTING_STAGING_MAX_AGE = 3600.0  # seconds; older ``.staging-*`` dirs were left by a kill
 LOCKED_PREFIXES = ("staging-", "scripts-")  # tmp/ dirs whose live user locks their .lock
 STARTING_PREFIXES = tuple(f".{p}" for p in LOCKED_PREFIXES)
@@ -96,6 +97,8 @@ class Repo:
         self._txn: Transaction | None = None
         self._dirmetas: dict[str, DirMeta] = {}
         self._written_dirtrees: dict[str, DirTree] = {}
+        self._written_checked: set[str] = set()
+        self._loaded_dirtrees: dict[str, DirTree] = {}
 
     # ---- creation and opening ----------------------------------------------------------
 
@@ -275,24 +278,38 @@ class Repo:
 
     def load_dirtree(self, csum: str) -> DirTree:
         """The parsed dirtree object ``csum``, checked as ostree does (each name one path
-        component, sorted, unique: see :mod:`store.treecheck`) since it may be written out."""
+        component, sorted, unique: see :mod:`store.treecheck`) since it may be written out.
+        Kept once checked: objects never change, and a compose reads the same ones often."""
         tree = self._written_dirtrees.get(csum)
         if tree is not None:  # built in memory: sorted only in its serialized form
-            return check_dirtree(tree, csum, ordered=False)
-        tree = _parse(DirTree.from_bytes, self.read_metadata_bytes(csum, ObjectType.DIR_TREE),
-                      "dirtree", csum)
-        return check_dirtree(tree, csum)
+            if csum not in self._written_checked:
+                check_dirtree(tree, csum, ordered=False)
+                self._written_checked.add(csum)
+            return tree
+        tree = self._loaded_dirtrees.get(csum)
+        if tree is None:
+            tree = check_dirtree(_parse(DirTree.from_bytes, self.read_metadata_bytes(
+                csum, ObjectType.DIR_TREE), "dirtree", csum), csum)
+            if len(self._loaded_dirtrees) >= LOADED_DIRTREE_CACHE:
+                self._loaded_dirtrees.clear()
+            self._loaded_dirtrees[csum] = tree
+        return tree
 
     def remember_written(self, csum: str, tree: DirTree) -> None:
         """Keep a dirtree this process has just staged: a compose reads back the package trees
         it has imported.  Forgotten when a transaction fails (its objects never exist)."""
         if len(self._written_dirtrees) >= WRITTEN_DIRTREE_CACHE:
-            self._written_dirtrees.clear()
+            self.forget_written()
         self._written_dirtrees[csum] = tree
+
+    def forget_loaded(self, csum: str) -> None:
+        """Drop a dirtree :meth:`load_dirtree` kept (its object is being deleted)."""
+        self._loaded_dirtrees.pop(csum, None)
 
     def forget_written(self) -> None:
         """Drop the dirtrees kept by :meth:`remember_written`."""
         self._written_dirtrees.clear()
+        self._written_checked.clear()
 
     def load_dirmeta(self, csum: str) -> DirMeta:
         """The parsed dirmeta object ``csum``, kept for reuse: a tree has few distinct dirmetas

@@ -101,3 +101,16 @@ def test_cli_prune_output(tmp_path: Path, strata) -> None:  # type: ignore[no-un
     r, _ = _history(tmp_path)
     out = strata("--repo", r.path, "prune", "--refs-only", "--depth", "0").stdout
     assert out.startswith("Total objects: ") and "Deleted " in out and "bytes freed" in out
+
+
+def test_a_pruned_dirtree_is_not_served_from_the_loaded_ones(tmp_path: Path) -> None:
+    """load_dirtree keeps checked dirtrees; one prune deletes is no longer loadable."""
+    from store.errors import ObjectNotFound
+
+    r, commits = _history(tmp_path, 1)
+    root = r.load_commit(commits[0]).root_tree
+    assert r.load_dirtree(root) is r.load_dirtree(root)  # kept once checked
+    r.set_ref("main", None)
+    prune(r, refs_only=True)
+    with pytest.raises(ObjectNotFound):
+        r.load_dirtree(root)
