@@ -39,7 +39,6 @@ from layering.errors import ScriptError
 from layering.scriptlimits import MIB, Cgroup, Limits, script_cgroup
 from layering.scriptseccomp import keyring_filter
 from layering.upperfold import apply_upper, printable, replaced_system_dir
-from store import beneath
 from store.checkoutcache import CheckoutCache
 from store.fsutil import rmtree
 from store.mtree import MutableTree
@@ -51,8 +50,10 @@ from store.txn import Transaction
 KEEP = 64 * 1024  # bytes of each script's output kept (its last ones)
 JOIN_AND_EXEC = ('n=$1; shift; while [ "$n" -gt 0 ]; do echo $$ > "$1" || exit 125; shift; '
                  'n=$((n-1)); done; exec "$@"')
-MOUNT_AND_EXEC = ('mount -t overlay overlay -o "lowerdir=$1,upperdir=$2,workdir=$3,'
-                  'redirect_dir=off,metacopy=off" "$4" && shift 4 && exec "$@"')
+# the lower layer's path comes on stdin, once the checkout is ready
+MOUNT_AND_EXEC = ('IFS= read -r lower || exit 125; mount -t overlay overlay -o '
+                  '"lowerdir=$lower,upperdir=$1,workdir=$2,redirect_dir=off,metacopy=off" "$3" '
+                  '&& shift 3 && exec "$@"')
 CAPS_KEPT = ("CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FOWNER", "CAP_FSETID", "CAP_KILL",
              "CAP_SETGID", "CAP_SETUID", "CAP_SETPCAP", "CAP_SETFCAP", "CAP_NET_BIND_SERVICE",
              "CAP_SYS_CHROOT", "CAP_AUDIT_WRITE")
@@ -92,11 +93,11 @@ class ScriptLog:
     entries: list[tuple[str, str]] = field(default_factory=list)
 
 
-def _bwrap_argv(lower: Path, merged: Path, scripts: Path, seccomp_fd: int) -> list[str]:
+def _bwrap_argv(usr_etc: bool, merged: Path, scripts: Path, seccomp_fd: int) -> list[str]:
     argv = ["bwrap", "--bind", str(merged), "/"]
     if seccomp_fd >= 0:
         argv += ["--seccomp", str(seccomp_fd)]
-    if beneath.is_real_dir(lower, "usr/etc"):  # bwrap resolves a bind's source on the host
+    if usr_etc:  # a real directory in the tree: bwrap resolves a bind's source on the host
         argv += ["--bind", str(merged / "usr/etc"), "/etc"]
     argv += ["--proc", "/proc", *_proc_covers(), "--dev", "/dev", "--tmpfs", "/tmp",
              "--tmpfs", "/run", "--ro-bind", str(scripts), "/run/strata", *NAMESPACES,
@@ -273,38 +274,60 @@ def _names(runs: Sequence[ScriptRun]) -> list[str]:
     return [f"{i:03d}-{r.package}.{r.name}".replace("%", "") for i, r in enumerate(runs)]
 
 
-def _run_all(lower: Path, scratch: Path, runs: Sequence[ScriptRun], log: ScriptLog,
-             limits: Limits, counted: Stage | None = None) -> None:
-    upper, work, merged, scripts = (scratch / n for n in ("upper", "work", "merged", "scripts"))
-    for d in (upper, work, merged, scripts):
-        d.mkdir()
-    names = _names(runs)
-    for r, name in zip(runs, names, strict=True):
-        (scripts / name).write_bytes(r.body.encode("utf-8", "surrogateescape"))
-        (scripts / name).chmod(0o755)
-        if r.stdin:
-            (scripts / f"{name}.in").write_text(r.stdin)
-    (scripts / "driver").write_text(driver_script(runs, names))
-    with script_cgroup(limits) as cgroup, _seccomp_fd(scratch) as seccomp_fd:
-        argv = ["sh", "-c", JOIN_AND_EXEC, "sh", str(len(cgroup.procs)), *map(str, cgroup.procs),
+class _Sandbox:
+    """The sandbox's process, started before its lower layer is ready: its first shell
+    joins the script cgroup (slow on cgroup v1, so it overlaps the checkout) and its mount
+    shell waits for the lower layer's path on stdin (:meth:`run`)."""
+
+    def __init__(self, scratch: Path, runs: Sequence[ScriptRun], limits: Limits,
+                 usr_etc: bool, stack: contextlib.ExitStack) -> None:
+        self.runs, self.limits = runs, limits
+        self.upper, work, merged, scripts = (scratch / n
+                                             for n in ("upper", "work", "merged", "scripts"))
+        for d in (self.upper, work, merged, scripts):
+            d.mkdir()
+        names = _names(runs)
+        for r, name in zip(runs, names, strict=True):
+            (scripts / name).write_bytes(r.body.encode("utf-8", "surrogateescape"))
+            (scripts / name).chmod(0o755)
+            if r.stdin:
+                (scripts / f"{name}.in").write_text(r.stdin)
+        (scripts / "driver").write_text(driver_script(runs, names))
+        self.cgroup = stack.enter_context(script_cgroup(limits))
+        seccomp_fd = stack.enter_context(_seccomp_fd(scratch))
+        argv = ["sh", "-c", JOIN_AND_EXEC, "sh", str(len(self.cgroup.procs)),
+                *map(str, self.cgroup.procs),
                 "unshare", "--mount", "--propagation", "private", "--", "sh", "-c",
-                MOUNT_AND_EXEC, "sh", str(lower), str(upper), str(work), str(merged),
-                *_bwrap_argv(lower, merged, scripts, seccomp_fd)]
-        proc = spawn(argv, pass_fds=[seccomp_fd] if seccomp_fd >= 0 else [])
+                MOUNT_AND_EXEC, "sh", str(self.upper), str(work), str(merged),
+                *_bwrap_argv(usr_etc, merged, scripts, seccomp_fd)]
+        self.proc = spawn(argv, pass_fds=[seccomp_fd] if seccomp_fd >= 0 else [])
+        stack.callback(self._stop)
+
+    def _stop(self) -> None:
+        self.proc.kill()
+        self.cgroup.kill()
+        self.proc.wait()
+        for f in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
+            if f is not None:
+                f.close()
+
+    def run(self, lower: Path, log: ScriptLog, counted: Stage | None) -> None:
+        """Mount the overlay over ``lower`` and run the scripts; ScriptError at the first
+        failure, broken limit or replaced system directory."""
+        if "\n" in str(lower):
+            raise ScriptError(f"cannot run maintainer scripts over a path with a newline: "
+                              f"{printable(str(lower), 200)}")
+        assert self.proc.stdin is not None
         try:
-            _Watch(proc, runs, limits, cgroup, upper, log, counted).run()
-        finally:
-            proc.kill()
-            cgroup.kill()
-            proc.wait()
-            for f in (proc.stdin, proc.stdout, proc.stderr):
-                if f is not None:
-                    f.close()
-    replaced = replaced_system_dir(upper)
-    if replaced:
-        packages = ", ".join(dict.fromkeys(r.package for r in runs))
-        raise ScriptError(f"maintainer scripts of {packages} replaced a system directory: "
-                          f"{replaced}")
+            self.proc.stdin.write(f"{lower}\n".encode("utf-8", "surrogateescape"))
+        except OSError:
+            pass  # it died: its status and errors tell why
+        _Watch(self.proc, self.runs, self.limits, self.cgroup, self.upper, log, counted).run()
+        replaced = replaced_system_dir(self.upper)
+        if replaced:
+            packages = ", ".join(dict.fromkeys(r.package for r in self.runs))
+            raise ScriptError(f"maintainer scripts of {packages} replaced a system directory: "
+                              f"{replaced}")
 
 
 @contextlib.contextmanager
@@ -362,11 +385,17 @@ def run_scripts(repo: Repo, txn: Transaction, tree: MutableTree, runs: Sequence[
                           "run as root or pass --no-scripts")
     limits = limits or Limits.from_env()
     log.entries.append(("strata sandbox", f"limits: {limits.describe()}\n"))
-    root = tree.write(txn)
     checkouts = checkouts or CheckoutCache(repo)
-    with locked_scratch(repo) as scratch, checkouts.lease(root, scratch) as lower:
-        _run_all(lower, scratch, runs, log, limits, counted)
-        skipped = apply_upper(txn, tree, scratch / "upper")
+    usr_etc = isinstance(tree.lookup("usr/etc"), MutableTree)
+    with locked_scratch(repo) as scratch, contextlib.ExitStack() as stack:
+        sandbox = _Sandbox(scratch, runs, limits, usr_etc, stack)
+        root = tree.write(txn)
+        with checkouts.lease(root, scratch) as lower:
+            try:
+                sandbox.run(lower, log, counted)
+            finally:
+                stack.close()  # nothing runs over the checkout once it is let go
+            skipped = apply_upper(txn, tree, scratch / "upper")
     if skipped:
         log.entries.append(("strata sandbox", "skipped what a commit cannot hold (FIFOs, "
                             f"sockets, devices): {printable(', '.join(skipped), 2000)}\n"))
