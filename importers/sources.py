@@ -14,13 +14,16 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from importers.aptsource import AptSource, parse_sources
 from importers.errors import RepoMetadataError
-from importers.rpmmd import RpmRepo, parse_repo_file, parse_source_spec
 from importers.treeread import CommitReader
 from store import beneath
 from store.repo import Repo
+
+if TYPE_CHECKING:  # rpmmd (xml, configparser) loads only where rpm sources are read
+    from importers.rpmmd import RpmRepo
 
 CONFIG_DIRS = ("usr/etc", "etc")
 SOURCE_FILE_MAX = 1 << 20  # bytes read of one sources file
@@ -41,6 +44,8 @@ def parse_spec(spec: str) -> Sources:
     """One ``--source`` value: ``rpm-md URL``, a one-line ``deb ...`` entry or deb822 text."""
     text = spec.strip()
     if text.startswith("rpm-md "):
+        from importers.rpmmd import parse_source_spec
+
         return Sources(rpmmd=(parse_source_spec(text),))
     apt = parse_sources(text)
     if not apt:
@@ -63,6 +68,8 @@ def _read_sources(read: Callable[[str], bytes | None], listdir: Callable[[str], 
     rpm: list[RpmRepo] = []
     for name in listdir(f"{etc}/yum.repos.d"):
         if name.endswith(".repo"):
+            from importers.rpmmd import parse_repo_file
+
             data = read(f"{etc}/yum.repos.d/{name}") or b""
             rpm += parse_repo_file(data.decode("utf-8", "replace"), basearch=basearch,
                                    releasever=releasever)

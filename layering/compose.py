@@ -24,7 +24,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from importers import package_db_kind, read_installed, rpmdb
+from importers import package_db_kind, read_installed
 from importers.aptsource import IndexFile
 from importers.errors import FetchError
 from importers.fetch import Fetcher, repo_cache_dir
@@ -33,7 +33,6 @@ from importers.owners import OwnerMap
 from importers.pkgcache import ImportResult, lookup_many
 from importers.pkgindex import file_sha256
 from importers.sources import Sources
-from layering import rpmtrans
 from layering.assemble import Assembler
 from layering.composedb import update_db
 from layering.composekey import LEFT_OUT_KEY
@@ -340,8 +339,7 @@ def _build(repo: Repo, request: ComposeRequest, result: ComposeResult,
         later = _upgraded(result)  # placed over, then removed (after %post with scripts)
         if result.kind is PackageType.RPM and not request.no_scripts:
             later |= {p.name for p in res.remove}  # rpm erases after every install
-        rpm_db = functools.cache(lambda: [p for p in rpmdb.read_installed(
-            repo, result.base, db_order=True) if p.name in kept | later])
+        rpm_db = functools.cache(lambda: _rpm_installed(repo, result.base, kept | later))
         host = HostSession(host_state) if host_state is not None else None
         ups = find_upgrades(result.kind, [full.get(p.name, p) for p in res.remove],
                             [layer.meta for layer in result.layers])  # dpkg's upgrade
@@ -367,7 +365,9 @@ def _build(repo: Repo, request: ComposeRequest, result: ComposeResult,
                                    checkouts=checkouts, log=result.script_log, host=host)
         added = [layer.meta for layer in result.layers]
         for old in (p for p in res.remove if p.name in later and request.no_scripts):
-            asm.remove_package(rpmtrans.leaving(full.get(old.name, old), added), kept)
+            from layering.rpmtrans import leaving as rpm_leaving
+
+            asm.remove_package(rpm_leaving(full.get(old.name, old), added), kept)
         activations = update_db(
             repo, txn, asm, result.layers, list(res.remove), fetcher,
             added=unpack_order(added, request.install), obsolete=obsolete,
@@ -398,6 +398,13 @@ def _build(repo: Repo, request: ComposeRequest, result: ComposeResult,
             txn.set_ref(request.branch, csum)
     committing.finish()
     return csum
+
+
+def _rpm_installed(repo: Repo, base: str, names: set[str]) -> list[PackageMeta]:
+    """The base's rpm packages named ``names``, with file lists, in database order."""
+    from importers import rpmdb  # the rpm modules load only for rpm images
+
+    return [p for p in rpmdb.read_installed(repo, base, db_order=True) if p.name in names]
 
 
 def _gone(result: ComposeResult) -> list[PackageMeta]:

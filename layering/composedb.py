@@ -8,8 +8,7 @@ from pathlib import Path
 from importers.dpkgdb import DB_DIRS as DPKG_DB_DIRS
 from importers.fetch import Fetcher
 from importers.model import PackageMeta, PackageType
-from importers.rpmdb import DB_DIRS as RPM_DB_DIRS
-from layering import dpkgdb, rpmdbupdate
+from layering import dpkgdb
 from layering.assemble import Assembler
 from layering.composescripts import find_dir
 from layering.convert import config_dir
@@ -37,6 +36,9 @@ def update_db(repo: Repo, txn: Transaction, asm: Assembler, layers: list[Layer],
         dpkgdb.update(repo, txn, tree, db, add=added, remove=removed,
                       taken_over=asm.taken_over, etc_dir=config_dir(tree), obsolete=obsolete)
         return update_interests(repo, txn, tree, db, add=added, remove=leaving)
+    from importers.rpmdb import DB_DIRS as RPM_DB_DIRS  # the rpm modules: rpm images only
+    from layering import rpmdbupdate
+
     db = find_dir(tree, RPM_DB_DIRS, "rpmdb.sqlite")
     if db is not None:
         files = [_package_file(repo, layer, fetcher) for layer in layers]

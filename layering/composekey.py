@@ -45,7 +45,6 @@ from typing import TYPE_CHECKING
 from importers.aptsource import release_text
 from importers.fetch import Fetcher, repo_cache_dir
 from importers.pkgindex import file_sha256
-from importers.rpmmd import fetch_repomd
 from layering.composerequest import image_inputs, source_list
 from store.errors import ToolError
 from store.fsutil import atomic_write
@@ -132,6 +131,8 @@ def _source_digests(repo: Repo, base: str, request: ComposeRequest,
         text = release_text(apt, fetcher).encode()
         out.append(f"{apt!r} {hashlib.sha256(text).hexdigest()}")
     for rpm in sources.rpmmd:
+        from importers.rpmmd import fetch_repomd
+
         live = rpm.enabled and rpm.baseurls
         data = fetch_repomd(rpm, fetcher) if live else b""
         out.append(f"{rpm!r} {hashlib.sha256(data).hexdigest()}")

@@ -33,7 +33,6 @@ from functools import partial
 
 from importers.dpkgdb import DB_DIRS as DPKG_DB_DIRS
 from importers.model import PackageMeta, PackageType
-from layering import rpmtrans
 from layering.assemble import Assembler
 from layering.convert import config_dir
 from layering.debupgrade import (
@@ -199,6 +198,8 @@ def _place_rpm(repo: Repo, txn: Transaction, asm: Assembler, layers: list[Layer]
     ``%pre`` run over the packages placed before it, then its files are placed (their
     owners resolved by the users that ``%pre`` and the earlier ones created).  One
     sandbox run per ``%pre``.  True: every run before the files is done."""
+    from layering import rpmtrans
+
     by_meta = {id(x.meta): x for x in layers}
     prein = any(s.name == "triggerprein" for p in [*asm.installed, *(x.meta for x in layers)]
                 for s in p.scripts)
@@ -235,6 +236,8 @@ def run_configure(repo: Repo, txn: Transaction, tree: MutableTree, kind: Package
     one's files out between its ``%preun`` and ``%postun``.  ``old``: the versions that
     upgraded Debian packages replace."""
     if kind is PackageType.RPM:
+        from layering import rpmtrans
+
         steps = plan_rpm_steps(added, tree, base[0], base[1], preinst=not preinst_done,
                                removed=removed or set())
         steps[-1] = rpmtrans.Step((*steps[-1].runs, *postrm))

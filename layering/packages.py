@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from importers import aptsource, rpmmd
+from importers import aptsource
 from importers.aptsource import IndexFile
 from importers.fetch import Fetcher
 from importers.model import PackageMeta, PackageType
@@ -99,7 +99,9 @@ def import_local(repo: Repo, paths: Iterable[Path], owners: OwnerMap) -> list[Im
 def source_label(src: object) -> str:
     if isinstance(src, aptsource.AptSource):
         return f"{src.uri} {src.suite}".strip()
-    assert isinstance(src, rpmmd.RpmRepo)
+    from importers.rpmmd import RpmRepo
+
+    assert isinstance(src, RpmRepo)
     return src.id
 
 
@@ -114,6 +116,8 @@ def load_available(sources: Sources, fetcher: Fetcher, *, kind: PackageType, arc
             indexes.setdefault(source_label(src), []).extend(
                 aptsource.index_files(src, fetcher, arch=arch))
     else:
+        from importers import rpmmd  # the rpm modules load only for rpm images
+
         for repo in sources.rpmmd:
             if repo.enabled:
                 records.setdefault(source_label(repo), []).extend(
@@ -125,6 +129,8 @@ def download(meta: PackageMeta, fetcher: Fetcher) -> Path:
     """The package file of a catalogue entry (from the fetch cache when it has it)."""
     if meta.type is PackageType.DEB:
         return aptsource.download_deb(meta, fetcher)
+    from importers import rpmmd
+
     return rpmmd.download_rpm(meta, fetcher)
 
 

@@ -27,15 +27,17 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING
 
 from importers.model import DepKind, PackageMeta, PackageType
-from layering import rpmtrans, rpmtriggers
 from layering.dpkgdb import info_name
 from layering.dpkgorder import apt_configure_order
 from layering.dpkgtriggers import Activation, trigger_run
-from layering.rpmorder import install_order
 from layering.scripts import ScriptRun
 from store.mtree import MutableTree
+
+if TYPE_CHECKING:  # the rpm modules load only for rpm images
+    from layering import rpmtrans
 
 DPKG_VERSION = "1.21.22"
 LDCONFIG = ("usr/sbin/ldconfig", "sbin/ldconfig", "usr/bin/ldconfig")
@@ -193,6 +195,8 @@ def _installed_runs(pkgs: Sequence[tuple[PackageMeta, tuple[str, ...]]], db: str
 
 def rpm_install_order(added: Sequence[PackageMeta]) -> list[PackageMeta]:
     """``added`` in the order ``rpm -i`` installs them (:mod:`layering.rpmorder`)."""
+    from layering.rpmorder import install_order
+
     return install_order(sorted(added, key=lambda p: (p.name, p.evr, p.arch)))
 
 
@@ -201,6 +205,8 @@ def plan_rpm_pre(added: Sequence[PackageMeta],
     """The ``%triggerprein`` and ``%pre`` runs of rpm packages ``added``, in rpm's install
     order, over the installed packages ``db`` (:func:`layering.rpmtrans.pre_runs`: ``$1 = 2``
     for one upgrading an installed version, else 1)."""
+    from layering import rpmtrans
+
     runs, now = [], list(db)
     for pkg in rpm_install_order(added):
         runs += rpmtrans.pre_runs(pkg, now)
@@ -215,6 +221,8 @@ def plan_rpm_steps(added: list[PackageMeta], tree: MutableTree,
     """The rpm runs of :func:`plan_scripts` in steps: after a step's runs the package it
     names is erased (:mod:`layering.rpmtrans`: the base packages named ``removed`` and
     those an added one upgrades); ldconfig last."""
+    from layering import rpmtrans
+
     names = {p.name for p in installed}
     db = base() if (removed or _may_trigger([*added, *installed])
                     or any(p.name in names for p in added)) else []
@@ -242,6 +250,8 @@ def _dpkg_runs_ldconfig(tree: MutableTree, db: str, activations: list[Activation
 def _may_trigger(pkgs: Sequence[PackageMeta]) -> bool:
     """Whether one of ``pkgs`` has a file or package trigger (records carry their scripts
     even without file lists)."""
+    from layering import rpmtriggers
+
     kinds = (rpmtriggers.IN, rpmtriggers.TRANS_IN)
     return any(s.name in kinds or s.name.startswith("trigger") for p in pkgs for s in p.scripts)
 
