@@ -29,7 +29,7 @@ import os
 import threading
 import time
 import urllib.parse
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,7 +51,7 @@ from store.replication.http_io import (
     fits,
 )
 from store.replication.http_pipe import PipeConn, PipeError
-from store.replication.http_watch import Limits, Watch, watching
+from store.replication.http_watch import Limits, Watch, expire_all, watching
 
 if TYPE_CHECKING:
     import urllib3
@@ -110,6 +110,7 @@ class Fetcher:
         self._lock = threading.Lock()
         self._local = threading.local()
         self._executor: ThreadPoolExecutor | None = None
+        self._interrupted = threading.Event()  # set by interrupt(): a Ctrl-C
         self._pipelining = (self._split is not None and self._split.scheme == "http"
                             and not _proxy_for(self.base_url))
         self._requests = 0
@@ -193,6 +194,8 @@ class Fetcher:
                  head_limit: HeadLimit | None) -> Reply:
         """One request (following redirects): the reply, or RetryableError / a typed error."""
         with watching(self.limits) as watch:
+            if self._interrupted.is_set():  # after expire_all: nothing new starts
+                raise NetworkError(f"interrupted fetching {url}")
             resp, where = self._open(url, headers, watch)
             done = False
             try:
@@ -290,11 +293,12 @@ class Fetcher:
                                                       self._ca_certs)
             return pool
 
-    def map_unordered(self, fn: Callable[[T], R], items: Iterable[T]) -> Iterator[R]:
+    def map_unordered(self, fn: Callable[[T], R], items: Iterable[T]) -> Generator[R, None, None]:
         """Run ``fn`` on every item with ``max_in_flight`` workers; yield results as they finish.
 
         The first exception stops submitting new work, waits for the running
-        calls and is re-raised.
+        calls and is re-raised; a Ctrl-C first stops the running requests (a stalled
+        server would otherwise hold the interrupted command until its time limits).
         """
         window = self.max_in_flight * 2
         it = iter(items)
@@ -307,11 +311,21 @@ class Fetcher:
                     yield fut.result()
                 for x in itertools.islice(it, window - len(pending)):
                     pending.add(ex.submit(fn, x))
+        except (KeyboardInterrupt, SystemExit):
+            self.interrupt()
+            raise
         finally:
             for fut in pending:
                 fut.cancel()
             if pending:
                 wait(pending)
+
+    def interrupt(self) -> None:
+        """For a Ctrl-C: every running request of this process fails now, and this
+        fetcher starts no new one (a stalled server would otherwise hold the
+        interrupted command until its time limits)."""
+        self._interrupted.set()
+        expire_all("interrupted")
 
     def _workers(self) -> ThreadPoolExecutor:
         """The fetcher's worker threads (kept for its lifetime, so connections are reused)."""

@@ -161,6 +161,15 @@ def watching(limits: Limits) -> Iterator[Watch]:
         _dog.remove(w)
 
 
+def expire_all(reason: str) -> None:
+    """Expire every running request of this process now (a Ctrl-C: the threads blocked
+    reading a stalled server return at once)."""
+    with _dog.lock:
+        for w in list(_dog.watches):
+            if not w.expired:
+                w._expire(reason)  # noqa: SLF001 - the watchdog's own
+
+
 def attach_current(sock: socket.socket | None) -> None:
     """Put ``sock`` under the watch of the request running in this thread, if any."""
     w: Watch | None = getattr(_current, "watch", None)
