@@ -141,7 +141,6 @@ def materialize(repo: Repo, pkgs: Iterable[PackageMeta], local: dict[str, Import
     (``cached``: the cache entries already found, by package file sha256); ``progress``
     hears stage ``download`` (packages, bytes) then ``unpack``."""
     layers: dict[str, Layer] = {}
-    todo: list[tuple[PackageMeta, Path]] = []
     order = list(pkgs)
     wanted = []
     for meta in order:
@@ -156,9 +155,19 @@ def materialize(repo: Repo, pkgs: Iterable[PackageMeta], local: dict[str, Import
         else:
             wanted.append(meta)
     fetching = Stage(progress, "download", len(wanted))
-    for meta in wanted:
-        todo.append((meta, download(meta, fetcher)))
-        fetching.advance(1, meta.size)
+    paths: dict[str, Path] = {}
+    # a few at once (the fetcher's connections), as ostree pulls objects
+    downloads = fetcher.http.map_unordered(lambda m: (m, download(m, fetcher)), wanted)
+    try:
+        for meta, path in downloads:
+            paths[meta.nevra] = path
+            fetching.advance(1, meta.size)
+    except KeyboardInterrupt:
+        fetcher.http.interrupt()
+        raise
+    finally:
+        downloads.close()  # the downloads still running end before this returns
+    todo = [(meta, paths[meta.nevra]) for meta in wanted]
     fetching.finish()
     if not todo:
         Stage(progress, "unpack", 0).finish()  # the same stages whether or not there is work
