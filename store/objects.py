@@ -184,6 +184,23 @@ def _entry(name: str, sums: bytes, split: int | None = None) -> bytes:
     return _frame(bytearray(nb + sums), offsets)
 
 
+def _file_entry(name: str, csum: str) -> bytes:
+    """:func:`_entry` of a dirtree's file, written at once when its framing offset is one
+    byte (names up to 221 bytes; a compose serializes thousands of entries)."""
+    nb = name.encode() + b"\0"
+    if len(nb) + 33 > 0xFF:
+        return _entry(name, bytes.fromhex(csum))
+    return nb + bytes.fromhex(csum) + bytes((len(nb),))
+
+
+def _dir_entry(name: str, tree: str, meta: str) -> bytes:
+    """:func:`_entry` of a dirtree's subdirectory (two framing offsets, reversed)."""
+    nb = name.encode() + b"\0"
+    if len(nb) + 66 > 0xFF:
+        return _entry(name, bytes.fromhex(tree) + bytes.fromhex(meta), 32)
+    return nb + bytes.fromhex(tree) + bytes.fromhex(meta) + bytes((len(nb) + 32, len(nb)))
+
+
 def _frame_array(items: list[bytes]) -> bytes:
     body = bytearray()
     ends = []
@@ -262,9 +279,8 @@ class DirTree:
     def to_bytes(self) -> bytes:
         files = sorted(self.files, key=lambda e: _strcmp_key(e[0]))
         dirs = sorted(self.dirs, key=lambda e: _strcmp_key(e[0]))
-        fa = _frame_array([_entry(n, bytes.fromhex(c)) for n, c in files])
-        da = _frame_array([_entry(n, bytes.fromhex(t) + bytes.fromhex(m), 32)
-                           for n, t, m in dirs])
+        fa = _frame_array([_file_entry(n, c) for n, c in files])
+        da = _frame_array([_dir_entry(n, t, m) for n, t, m in dirs])
         return _frame(bytearray(fa + da), [len(fa)])
 
     @classmethod

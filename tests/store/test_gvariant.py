@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from store.errors import CorruptObject
 from store.gvariant import Variant, decode, encode, type_info
@@ -119,3 +121,29 @@ def test_spec_examples() -> None:
 def test_malformed_input_raises_corrupt_object(sig: str, data: bytes) -> None:
     with pytest.raises(CorruptObject):
         decode(sig, data)
+
+
+_NAMES = st.text(st.characters(blacklist_characters="/\0", blacklist_categories=("Cs",)),
+                 min_size=1, max_size=300)
+_SUMS = st.binary(min_size=32, max_size=32)
+
+
+@settings(max_examples=2000, deadline=None)
+@given(files=st.dictionaries(_NAMES, _SUMS, max_size=12),
+       dirs=st.dictionaries(_NAMES, st.tuples(_SUMS, _SUMS), max_size=12))
+def test_dirtree_serializer_matches_the_generic_encoder(
+        files: dict[str, bytes], dirs: dict[str, tuple[bytes, bytes]]) -> None:
+    """DirTree.to_bytes writes short entries without the generic framing code: byte for byte
+    what ``(a(say)a(sayay))`` encodes, long names (two-byte offsets) included."""
+    from store.objects import DirTree
+
+    tree = DirTree(tuple((n, c.hex()) for n, c in files.items()),
+                   tuple((n, t.hex(), m.hex()) for n, (t, m) in dirs.items()))
+    key = lambda n: n.encode()  # noqa: E731
+    expected = encode("(a(say)a(sayay))", (
+        [(n, files[n]) for n in sorted(files, key=key)],
+        [(n, *dirs[n]) for n in sorted(dirs, key=key)]))
+    assert tree.to_bytes() == expected
+    assert DirTree.from_bytes(expected) == DirTree(
+        tuple(sorted(tree.files, key=lambda e: key(e[0]))),
+        tuple(sorted(tree.dirs, key=lambda e: key(e[0]))))
