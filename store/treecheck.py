@@ -25,6 +25,7 @@ MAX_DEPTH = 256  # directories below a root, as OSTREE_MAX_RECURSION
 _PERM_BITS = 0o7777
 _TYPE_BITS = 0o170000
 _DOTS = (".", "..")
+_DOT_SET = frozenset(_DOTS)
 
 
 def name_problem(name: str) -> str | None:
@@ -45,6 +46,8 @@ def name_problem(name: str) -> str | None:
 def _names_problem(names: list[str], *, ordered: bool) -> str | None:
     """Each name valid, and strictly increasing (str order is UTF-8 byte order: strcmp's);
     unless ``ordered`` is false, then only unique."""
+    if _names_fine(names, ordered=ordered):
+        return None
     prev = None
     for name in names:
         if not name or name in _DOTS or "/" in name or "\0" in name:
@@ -56,6 +59,20 @@ def _names_problem(names: list[str], *, ordered: bool) -> str | None:
     if not ordered and len(set(names)) != len(names):
         return "Duplicate filename"
     return None
+
+
+def _names_fine(names: list[str], *, ordered: bool) -> bool:
+    """The common case of :func:`_names_problem` at C speed (a compose checks thousands of
+    dirtrees): True only when that finds nothing; else it looks entry by entry."""
+    if not names:
+        return True
+    unique = set(names)
+    if len(unique) != len(names) or "" in unique or not _DOT_SET.isdisjoint(unique):
+        return False
+    joined = "/".join(names)
+    if "\0" in joined or joined.count("/") != len(names) - 1:
+        return False
+    return not ordered or names == sorted(unique)
 
 
 def dirtree_problem(tree: DirTree, *, ordered: bool = True) -> str | None:

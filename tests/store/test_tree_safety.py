@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from store.checkout import checkout_tree, sync_checkout
 from store.objects import (
@@ -259,3 +261,29 @@ def test_static_delta_with_hostile_tree_is_refused(case: Case, tmp_path: Path, o
     assert not any(c for c, _t in Repo.open(dst).iter_objects() if c == bad)
     assert_untouched(outside)
     subprocess.run(["ostree", "fsck", f"--repo={dst}"], check=True, capture_output=True)
+
+
+def _names_problem_entry_by_entry(names: list[str], ordered: bool) -> str | None:
+    """The reference: each name checked, then the order, one entry after another."""
+    from store.treecheck import name_problem
+
+    prev = None
+    for name in names:
+        if name_problem(name):
+            return name_problem(name)
+        if ordered and prev is not None and name <= prev:
+            return "order"
+        prev = name
+    return "dup" if len(set(names)) != len(names) else None
+
+
+@settings(max_examples=3000, deadline=None)
+@given(names=st.lists(st.sampled_from(["", ".", "..", "a", "b", "a/b", "c\0", "é", "z", ".x"])
+                      | st.text(max_size=6), max_size=8),
+       ordered=st.booleans())
+def test_the_fast_name_check_finds_exactly_what_the_entry_by_entry_one_does(
+        names: list[str], ordered: bool) -> None:
+    from store.treecheck import _names_problem
+
+    assert (_names_problem(names, ordered=ordered) is None) == (
+        _names_problem_entry_by_entry(names, ordered) is None)
