@@ -393,6 +393,8 @@ class Fetcher:
         got: dict[str, bytes] = {}
         current = batch[0]
         with watching(self.limits) as watch:
+            if self._interrupted.is_set():  # after expire_all: nothing new starts
+                raise NetworkError(f"interrupted fetching {self.url_for(current)}")
             try:
                 if conn is None:
                     conn = self._local.conn = PipeConn(self._split, self._timeout)
