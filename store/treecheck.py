@@ -24,8 +24,7 @@ from store.objects import DirMeta, DirTree, FileMeta, ObjectType, Xattrs
 MAX_DEPTH = 256  # directories below a root, as OSTREE_MAX_RECURSION
 _PERM_BITS = 0o7777
 _TYPE_BITS = 0o170000
-_DOTS = (".", "..")
-_DOT_SET = frozenset(_DOTS)
+_DOTS = frozenset((".", ".."))
 
 
 def name_problem(name: str) -> str | None:
@@ -67,7 +66,7 @@ def _names_fine(names: list[str], *, ordered: bool) -> bool:
     if not names:
         return True
     unique = set(names)
-    if len(unique) != len(names) or "" in unique or not _DOT_SET.isdisjoint(unique):
+    if len(unique) != len(names) or "" in unique or not _DOTS.isdisjoint(unique):
         return False
     joined = "/".join(names)
     if "\0" in joined or joined.count("/") != len(names) - 1:
