@@ -24,6 +24,7 @@ with the URL and the reason in plain words.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import threading
@@ -193,9 +194,7 @@ class Fetcher:
     def _attempt(self, url: str, sink: Sink, limit: int, headers: Mapping[str, str] | None,
                  head_limit: HeadLimit | None) -> Reply:
         """One request (following redirects): the reply, or RetryableError / a typed error."""
-        with watching(self.limits) as watch:
-            if self._interrupted.is_set():  # after expire_all: nothing new starts
-                raise NetworkError(f"interrupted fetching {url}")
+        with self._watching(url) as watch:
             resp, where = self._open(url, headers, watch)
             done = False
             try:
@@ -327,6 +326,15 @@ class Fetcher:
         self._interrupted.set()
         expire_all("interrupted")
 
+    @contextlib.contextmanager
+    def _watching(self, url: str) -> Iterator[Watch]:
+        """:func:`watching` for one request or pipelined batch, refused once this fetcher is
+        interrupted (a watch made after :func:`expire_all` ran would never expire)."""
+        with watching(self.limits) as watch:
+            if self._interrupted.is_set():
+                raise NetworkError(f"interrupted fetching {url}")
+            yield watch
+
     def _workers(self) -> ThreadPoolExecutor:
         """The fetcher's worker threads (kept for its lifetime, so connections are reused)."""
         with self._lock:
@@ -392,9 +400,7 @@ class Fetcher:
         conn: PipeConn | None = getattr(self._local, "conn", None)
         got: dict[str, bytes] = {}
         current = batch[0]
-        with watching(self.limits) as watch:
-            if self._interrupted.is_set():  # after expire_all: nothing new starts
-                raise NetworkError(f"interrupted fetching {self.url_for(current)}")
+        with self._watching(self.url_for(current)) as watch:
             try:
                 if conn is None:
                     conn = self._local.conn = PipeConn(self._split, self._timeout)
